@@ -1,0 +1,297 @@
+"""The NNC decoder: walks NNR units, decodes NDUs, keeps cross-bitstream state (NNC-HLS.md §12, §13)."""
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from nnr.errors import (BitstreamError, ConstraintViolationError, EntropyDecodingError,
+                        ResourceLimitError, UnitSizeMismatchError, UnsupportedFeatureError)
+from nnr_core import cabac
+from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding
+from nnr_core.incremental import IncrementalState
+from nnr_core.layout import (NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT, Component,
+                             ndu_components)
+from nnr_core.quant.reconstruct import reconstruct_codebook, reconstruct_uniform
+from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
+
+log = logging.getLogger("nnr")
+
+NNR_STR, NNR_MPS, NNR_LPS, NNR_TPL, NNR_QNT, NNR_NDU, NNR_AGG = range(7)
+NNR_TPL_PRUN, NNR_TPL_REFLIST = 5, 6
+
+VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
+
+# A regular bin costs at least about 1/128 bit (rLPS 2 at R 256..287), so one payload bit
+# carries at most 128 bins: this bounds how many elements a payload can describe.
+_BINS_PER_BIT = 128
+
+
+@dataclass
+class DecodedTensor:
+    """One decoded tensor with the side information nnr_info and tests look at."""
+
+    name: str
+    values: np.ndarray
+    levels: Optional[np.ndarray]      # entropy-decoder output (None for NNR_PT_RAW_FLOAT)
+    unit_index: int
+    payload_type: int
+    role: str
+    qp: Optional[int] = None
+
+
+class Decoder:
+    """Decodes NNC bitstreams one after another, keeping the incremental-coding state between them.
+
+    profile0_variant: how to read edition-1 (general_profile_idc 0) payloads: "nncodec1" (default;
+    what NNCodec 1.x writes) or "nncodec2" (NNCodec 2.x with the profile forced to 0).
+    codebook_dtype: dtype of codebook-quantized tensors; float64 (default, exact, as the reference)
+    or float32 (the exact product rounded once).
+    out_of_band: tensor name -> dimensions, for units that leave tensor_dimensions out (§11).
+    """
+
+    def __init__(self, *, profile0_variant="nncodec1", codebook_dtype=np.float64,
+                 max_tensor_elements=2**31 - 1, out_of_band=None, verify_entry_points=True):
+        if profile0_variant not in VARIANTS:
+            raise ValueError(f"profile0_variant must be one of {sorted(VARIANTS)}, not {profile0_variant!r}")
+        if np.dtype(codebook_dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError("codebook_dtype must be float32 or float64")
+        self.profile0_variant = VARIANTS[profile0_variant]
+        self.codebook_dtype = np.dtype(codebook_dtype)
+        self.max_tensor_elements = int(max_tensor_elements)
+        self.out_of_band = dict(out_of_band or {})
+        self.verify_entry_points = verify_entry_points
+        self.state = IncrementalState()
+        self.units = []          # ParsedUnit list of the last bitstream
+        self.tensors = []        # DecodedTensor list of the last bitstream
+
+    def decode(self, data, *, trace=None) -> dict:
+        """Decode one bitstream; returns {topology_elem_id: ndarray} in unit order."""
+        decoded = self.decode_tensors(data, trace=trace)
+        return {t.name: t.values for t in decoded}
+
+    def decode_tensors(self, data, *, trace=None) -> list:
+        """Decode one bitstream into DecodedTensor records; the state advances only on success."""
+        data = bytes(data)
+        syntax = SyntaxState()
+        syntax.resolve_out_of_band = self._resolve_out_of_band
+        units, tensors = [], []
+        seen = set()
+        pending_g = None            # the G unit of a decomposed pair waiting for its H (§9.4)
+        tpl_reflist = None
+        for span in split_units(data):
+            unit = parse_unit(data, span, syntax, trace)
+            units.append(unit)
+            kind = unit.nnr_unit_type
+            self._check_order(unit, units)
+            if kind == NNR_TPL:
+                fmt = unit.fields.get("topology_storage_format")
+                if fmt == NNR_TPL_PRUN:
+                    raise UnsupportedFeatureError(
+                        f"unit {unit.index}: NNR_TPL_PRUN (pruning topology container) has no public syntax")
+                if fmt == NNR_TPL_REFLIST:
+                    tpl_reflist = list(unit.fields.get("topology_elem_id_list", []))
+            elif kind == NNR_QNT:
+                raise UnsupportedFeatureError(
+                    f"unit {unit.index}: NNR_QNT (quantization unit) has no public semantics")
+            elif kind == NNR_AGG:
+                raise UnsupportedFeatureError(f"unit {unit.index}: NNR_AGG has no public syntax")
+            elif kind == NNR_NDU:
+                self._resolve_indexed_names(unit, syntax, tpl_reflist)
+                cpt = unit.fields.get("compressed_parameter_types", 0)
+                is_h = pending_g is not None
+                if is_h and not (cpt & 1):
+                    raise ConstraintViolationError("a decomposed G unit must be followed by its H unit",
+                                                   unit_index=unit.index, element="compressed_parameter_types",
+                                                   value=cpt)
+                for t in self._decode_ndu(data, unit, syntax, is_h):
+                    if t.name in seen:
+                        raise ConstraintViolationError(f"tensor {t.name!r} appears twice in the bitstream",
+                                                       unit_index=unit.index, element="topology_elem_id")
+                    seen.add(t.name)
+                    tensors.append(t)
+                is_dc_single = (cpt & 1) and unit.fields["nnr_compressed_data_unit_payload_type"] != NNR_PT_BLOCK
+                pending_g = None if is_h or not is_dc_single else unit
+            if pending_g is not None and kind != NNR_NDU:
+                raise ConstraintViolationError("a decomposed G unit must be followed by its H unit",
+                                               unit_index=unit.index, element="nnr_unit_type", value=kind)
+        if not units or units[0].nnr_unit_type != NNR_STR:
+            raise ConstraintViolationError("a bitstream starts with an NNR_STR unit", unit_index=0,
+                                           element="nnr_unit_type")
+        if pending_g is not None:
+            raise ConstraintViolationError("the bitstream ends after a decomposed G unit without its H unit",
+                                           unit_index=pending_g.index, element="compressed_parameter_types")
+        for t in tensors:
+            if t.levels is not None:
+                self.state.record(t.name, t.levels, self._unit_fields(units, t.unit_index))
+        self.units, self.tensors = units, tensors
+        return tensors
+
+    @staticmethod
+    def _unit_fields(units, index):
+        return units[index].fields
+
+    @staticmethod
+    def _check_order(unit, units):
+        """Ordering constraints of NNC-HLS.md §12.2."""
+        kind, index = unit.nnr_unit_type, unit.index
+        kinds = [u.nnr_unit_type for u in units[:-1]]
+        if index == 0 and kind != NNR_STR:
+            raise ConstraintViolationError("the first unit must be NNR_STR", unit_index=0,
+                                           element="nnr_unit_type", value=kind, allowed=NNR_STR)
+        if index > 0 and kind == NNR_STR:
+            raise ConstraintViolationError("a second NNR_STR unit", unit_index=index, element="nnr_unit_type")
+        if kind == NNR_MPS and NNR_MPS in kinds:
+            raise ConstraintViolationError("a second NNR_MPS unit", unit_index=index, element="nnr_unit_type")
+        if kind == NNR_MPS and NNR_NDU in kinds:
+            raise ConstraintViolationError("NNR_MPS after an NNR_NDU", unit_index=index, element="nnr_unit_type")
+        if kind in (NNR_LPS, NNR_TPL, NNR_NDU, NNR_QNT) and NNR_MPS not in kinds:
+            raise ConstraintViolationError("unit before the NNR_MPS it depends on", unit_index=index,
+                                           element="nnr_unit_type", value=kind)
+
+    def _resolve_out_of_band(self, fields):
+        """Supply tensor dimensions a unit leaves out (NNC-HLS.md §11) from `out_of_band`."""
+        name = fields.get("topology_elem_id")
+        if name is None and fields.get("topology_elem_id_list"):
+            name = fields["topology_elem_id_list"][0]
+        dims = self.out_of_band.get(name)
+        if dims is None:
+            raise UnsupportedFeatureError(
+                f"tensor {name!r}: tensor_dimensions are not in the unit and were not supplied out of band "
+                "(Decoder(out_of_band={name: shape}))")
+        fields["count_tensor_dimensions"] = len(dims)
+        fields["tensor_dimensions"] = [int(d) for d in dims]
+
+    @staticmethod
+    def _resolve_indexed_names(unit, syntax, reflist):
+        f = unit.fields
+        if "topology_elem_id_index" in f or "topology_elem_id_index_list" in f:
+            if reflist is None:
+                raise ConstraintViolationError("indexed topology reference without an NNR_TPL reference list",
+                                               unit_index=unit.index, element="topology_elem_id_index")
+            try:
+                if "topology_elem_id_index" in f:
+                    f["topology_elem_id"] = reflist[f["topology_elem_id_index"]]
+                else:
+                    f["topology_elem_id_list"] = [reflist[i] for i in f["topology_elem_id_index_list"]]
+            except IndexError:
+                raise ConstraintViolationError("topology element index outside the reference list",
+                                               unit_index=unit.index, element="topology_elem_id_index",
+                                               allowed=f"0..{len(reflist) - 1}") from None
+
+    def _quantization_base(self, syntax, unit):
+        """(QpDensity, BaseQP) from the latest LPS, else the MPS (NNC-HLS.md §10)."""
+        for ps, prefix in ((syntax.lps, "lps"), (syntax.mps, "mps")):
+            if ps and (ps.get(f"{prefix}_quantization_method_flags", 0) & 3):
+                return ps[f"{prefix}_qp_density"], ps[f"{prefix}_quantization_parameter"]
+        raise ConstraintViolationError("quantized NDU but no parameter set carries qp_density and a base QP",
+                                       unit_index=unit.index, element="mps_quantization_method_flags", value=0)
+
+    def _check_size(self, comp: Component, payload_len, gpi, unit):
+        n = comp.num_elements
+        if n > self.max_tensor_elements:
+            raise ResourceLimitError(f"unit {unit.index}: tensor {comp.name!r} has {n} elements, "
+                                     f"more than max_tensor_elements={self.max_tensor_elements}")
+        capacity = (payload_len + 8) * 8 * _BINS_PER_BIT
+        cb = comp.codebook if gpi == 1 else None
+        if cb is not None and cb.get("codebook_size") == 1:
+            return          # a one-entry codebook codes no bins at all
+        row_skip_possible = gpi == 1 and comp.rows > 1 and comp.row_width > 1
+        coded = comp.rows if row_skip_possible else n
+        if coded > capacity:
+            raise EntropyDecodingError(f"tensor {comp.name!r} of {n} elements cannot fit in a "
+                                       f"{payload_len}-byte payload", unit_index=unit.index,
+                                       element="tensor_dimensions", value=list(comp.shape))
+
+    def _decode_ndu(self, data, unit, syntax, is_h):
+        f = unit.fields
+        pt = f["nnr_compressed_data_unit_payload_type"]
+        gpi = syntax.general_profile_idc
+        comps = ndu_components(f, unit.index, is_h)
+        payload = memoryview(data)[unit.payload_offset:unit.payload_end]
+
+        if pt == NNR_PT_RAW_FLOAT:
+            comp = comps[0]
+            if len(payload) != 4 * comp.num_elements:
+                raise UnitSizeMismatchError("raw float payload length differs from 4 x NumElements",
+                                            unit_index=unit.index, element="raw_float32_parameter",
+                                            bit_offset=unit.payload_offset * 8, value=len(payload),
+                                            allowed=4 * comp.num_elements)
+            values = np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(comp.shape)
+            return [DecodedTensor(comp.name, values, None, unit.index, pt, comp.role)]
+
+        quantized = pt in (NNR_PT_FLOAT, NNR_PT_BLOCK)
+        qp_density, base_qp = self._quantization_base(syntax, unit) if quantized else (0, 0)
+        dq = 0 if pt == NNR_PT_INT else f.get("dq_flag", 0)
+        tca = gpi == 1 and f.get("temporal_context_modeling_flag", 0) == 1
+        parent = f.get("parent_node_id_present_flag", 0) if gpi == 1 else 0
+        codings = []
+        for comp in comps:
+            self._check_size(comp, len(payload), gpi, unit)
+            cb = comp.codebook if gpi == 1 else None
+            codings.append(TensorCoding(
+                rows=comp.rows, row_width=comp.row_width, ndim=len(comp.shape),
+                has_qp_offset=quantized, qp_density=qp_density, dq_flag=dq,
+                cabac_unary_length_minus1=f["cabac_unary_length_minus1"],
+                scan_order=f.get("scan_order", 0), general_profile_idc=gpi,
+                parent_node_id_present_flag=parent,
+                tca_reference=self.state.tca_reference(comp.name, comp.shape, f, unit.index) if tca else None,
+                hdsp_history=self.state.hdsp_history(comp.name, comp.num_elements) if parent else None,
+                codebook_size=cb["codebook_size"] if cb else 0,
+                cb_zero_offset=cb["CbZeroOffset"] if cb else 0))
+        variant = VARIANT_NNCODEC2 if gpi == 1 else self.profile0_variant
+        try:
+            results = cabac.decode_payload(payload, codings, variant)
+        except BitstreamError as err:
+            bit = None if err.bit_offset is None else unit.payload_offset * 8 + err.bit_offset
+            raise err.located(unit_index=unit.index, bit_offset=bit) from None
+        if self.verify_entry_points:
+            self._verify_entry_points(unit, comps, results)
+
+        out = []
+        for comp, res in zip(comps, results):
+            levels = res.levels.reshape(comp.shape)
+            if pt == NNR_PT_INT:
+                out.append(DecodedTensor(comp.name, levels.astype(np.int32), levels, unit.index, pt, comp.role))
+                continue
+            qp = res.qp_offset + base_qp
+            try:
+                if comp.codebook is not None:
+                    values = reconstruct_codebook(levels, comp.codebook["Codebook"], comp.codebook["CbZeroOffset"],
+                                                  qp, qp_density, self.codebook_dtype)
+                else:
+                    values = reconstruct_uniform(levels, qp, qp_density)
+            except BitstreamError as err:
+                raise err.located(unit_index=unit.index) from None
+            out.append(DecodedTensor(comp.name, values, levels, unit.index, pt, comp.role, qp))
+        return out
+
+    @staticmethod
+    def _verify_entry_points(unit, comps, results):
+        """The header's entry points must describe the payload as decoded (NNC-HLS.md §8.5)."""
+        f = unit.fields
+        header = list(zip(f.get("BitOffsetDelta", []), f.get("ep_arith_value", []), f.get("ep_dq_state", [])))
+        if not header:
+            return
+        measured = []
+        for comp, res in zip(comps, results):
+            if comp.carries_entry_points:
+                measured.extend(tuple(int(v) for v in ep) for ep in res.entry_points)
+        if not measured:
+            return   # effective scan is row-major (RowWidth 1): the entries cannot be checked
+        if len(measured) != len(header):
+            raise EntropyDecodingError("number of entry points differs from the payload's block rows",
+                                       unit_index=unit.index, element="cabac_entry_point_list",
+                                       value=len(header), allowed=len(measured))
+        for j, (want, got) in enumerate(zip(measured, header)):
+            if want != tuple(got):
+                raise EntropyDecodingError("entry point disagrees with the decoded payload "
+                                           "(BitOffsetDelta, ep_arith_value, ep_dq_state)",
+                                           unit_index=unit.index, element=f"cabac_entry_point_list[{j}]",
+                                           value=tuple(got), allowed=want)
+
+
+def decode(data, **options) -> dict:
+    """Decode one self-contained NNC bitstream into {name: ndarray} (float32, float64 for codebook
+    tensors, int32 for NNR_PT_INT)."""
+    return Decoder(**options).decode(data)

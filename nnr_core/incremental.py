@@ -1,0 +1,74 @@
+"""Cross-bitstream state for incremental coding: PUT depths, TCA references, HDSP history
+(NNC-HLS.md §12.3, §13.2–13.4; NNC-CABAC-QUANT.md §10.1, §10.2)."""
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from nnr.errors import ConstraintViolationError
+
+
+@dataclass
+class TensorHistory:
+    """What the application keeps per tensor name between bitstreams."""
+
+    levels: np.ndarray                 # entropy-decoder output of the last update (TCA reference)
+    depth: int                         # decodes seen so far (REF-QUIRK: counted, not copied)
+    parameter_id: Optional[int]
+    nonzero: np.ndarray                # HDSP history: OR over updates of (level != 0)
+
+
+@dataclass
+class IncrementalState:
+    """Per-tensor parameter-update-tree state shared by a sequence of bitstreams."""
+
+    device_id: Optional[int] = None
+    tensors: dict = field(default_factory=dict)
+
+    def tca_reference(self, name, shape, fields, unit_index) -> np.ndarray:
+        """The reference levels for a TCA-coded tensor, after NNCodec's consistency checks (§13.3)."""
+        hist = self.tensors.get(name)
+        if hist is None:
+            raise ConstraintViolationError(
+                f"temporal_context_modeling_flag is 1 but no earlier update of tensor {name!r} was decoded",
+                unit_index=unit_index, element="temporal_context_modeling_flag", value=1)
+        if hist.levels.size != int(np.prod(shape)):
+            raise ConstraintViolationError(
+                f"TCA reference of tensor {name!r} has {hist.levels.size} elements, the tensor {int(np.prod(shape))}",
+                unit_index=unit_index, element="tensor_dimensions")
+        if fields.get("node_id_present_flag") or fields.get("parent_node_id_type") == 0:
+            if self.device_id is not None and fields.get("device_id", 0) != self.device_id:
+                raise ConstraintViolationError("device_id differs from the parent's", unit_index=unit_index,
+                                               element="device_id", value=fields.get("device_id"),
+                                               allowed=self.device_id)
+            if hist.parameter_id is not None and fields.get("parameter_id") is not None \
+                    and fields["parameter_id"] != hist.parameter_id:
+                raise ConstraintViolationError("parameter_id differs from the parent's", unit_index=unit_index,
+                                               element="parameter_id", value=fields["parameter_id"],
+                                               allowed=hist.parameter_id)
+            depth = fields.get("put_node_depth")
+            if depth is not None and depth - 1 != hist.depth:
+                raise ConstraintViolationError("put_node_depth is not the parent's depth + 1",
+                                               unit_index=unit_index, element="put_node_depth",
+                                               value=depth, allowed=hist.depth + 1)
+        return hist.levels.reshape(-1)
+
+    def hdsp_history(self, name, num_elements) -> Optional[np.ndarray]:
+        """The HDSP mask of a tensor, or None if it has none of that size yet."""
+        hist = self.tensors.get(name)
+        if hist is None or hist.nonzero.size != num_elements:
+            return None
+        return hist.nonzero.reshape(-1)
+
+    def record(self, name, levels: np.ndarray, fields) -> None:
+        """Store a decoded tensor's levels as the next reference and extend its history."""
+        if self.device_id is None and fields.get("node_id_present_flag"):
+            self.device_id = fields.get("device_id", 0)
+        hist = self.tensors.get(name)
+        nonzero = (levels != 0).astype(np.uint8).reshape(-1)
+        if hist is None or hist.nonzero.size != nonzero.size:
+            self.tensors[name] = TensorHistory(levels.reshape(-1).copy(), 1, fields.get("parameter_id"), nonzero)
+            return
+        hist.levels = levels.reshape(-1).copy()
+        hist.depth += 1
+        hist.nonzero |= nonzero
