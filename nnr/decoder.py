@@ -121,15 +121,12 @@ class Decoder:
         if pending_g is not None:
             raise ConstraintViolationError("the bitstream ends after a decomposed G unit without its H unit",
                                            unit_index=pending_g.index, element="compressed_parameter_types")
+        parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
         for t in tensors:
             if t.levels is not None:
-                self.state.record(t.name, t.levels, self._unit_fields(units, t.unit_index))
+                self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling)
         self.units, self.tensors = units, tensors
         return tensors
-
-    @staticmethod
-    def _unit_fields(units, index):
-        return units[index].fields
 
     @staticmethod
     def _check_order(unit, units):

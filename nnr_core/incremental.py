@@ -15,7 +15,7 @@ class TensorHistory:
     levels: np.ndarray                 # entropy-decoder output of the last update (TCA reference)
     depth: int                         # decodes seen so far (REF-QUIRK: counted, not copied)
     parameter_id: Optional[int]
-    nonzero: np.ndarray                # HDSP history: OR over updates of (level != 0)
+    nonzero: Optional[np.ndarray]      # HDSP history: OR over updates of (level != 0)
 
 
 @dataclass
@@ -56,19 +56,21 @@ class IncrementalState:
     def hdsp_history(self, name, num_elements) -> Optional[np.ndarray]:
         """The HDSP mask of a tensor, or None if it has none of that size yet."""
         hist = self.tensors.get(name)
-        if hist is None or hist.nonzero.size != num_elements:
+        if hist is None or hist.nonzero is None or hist.nonzero.size != num_elements:
             return None
         return hist.nonzero.reshape(-1)
 
-    def record(self, name, levels: np.ndarray, fields) -> None:
-        """Store a decoded tensor's levels as the next reference and extend its history."""
-        if self.device_id is None and fields.get("node_id_present_flag"):
+    def record(self, name, levels: np.ndarray, fields, parent_signalling: bool) -> None:
+        """Store a decoded tensor's levels as the next TCA reference; extend its HDSP history when
+        the bitstream has parent signalling (NNCodec's decoder rule, NNC-HLS.md §13.4)."""
+        if not self.device_id and fields.get("node_id_present_flag"):   # REF-QUIRK: 0 counts as unset
             self.device_id = fields.get("device_id", 0)
+        levels = levels.reshape(-1).copy()
         hist = self.tensors.get(name)
-        nonzero = (levels != 0).astype(np.uint8).reshape(-1)
-        if hist is None or hist.nonzero.size != nonzero.size:
-            self.tensors[name] = TensorHistory(levels.reshape(-1).copy(), 1, fields.get("parameter_id"), nonzero)
-            return
-        hist.levels = levels.reshape(-1).copy()
+        if hist is None or hist.levels.size != levels.size:
+            hist = self.tensors[name] = TensorHistory(levels, 0, fields.get("parameter_id"), None)
+        hist.levels = levels
         hist.depth += 1
-        hist.nonzero |= nonzero
+        if parent_signalling:
+            nonzero = (levels != 0).astype(np.uint8)
+            hist.nonzero = nonzero if hist.nonzero is None else hist.nonzero | nonzero

@@ -1,0 +1,74 @@
+"""nnr_info: list the NNR units of a bitstream, or trace every syntax element."""
+import argparse
+import sys
+
+from nnr.errors import NNRError
+
+UNIT_NAMES = {0: "NNR_STR", 1: "NNR_MPS", 2: "NNR_LPS", 3: "NNR_TPL", 4: "NNR_QNT", 5: "NNR_NDU", 6: "NNR_AGG"}
+PT_NAMES = {0: "NNR_PT_INT", 1: "NNR_PT_FLOAT", 2: "NNR_PT_RAW_FLOAT", 3: "NNR_PT_BLOCK"}
+
+
+def describe(unit) -> str:
+    """One line for one unit."""
+    f = unit.fields
+    kind = unit.nnr_unit_type
+    head = f"#{unit.index:<3} @{unit.offset:<8} {unit.size:>8} B  {UNIT_NAMES.get(kind, kind):<8}"
+    if kind == 0:
+        return f"{head} general_profile_idc={f.get('general_profile_idc')}"
+    if kind == 1:
+        return (f"{head} qp_density={f.get('mps_qp_density')} base_qp={f.get('mps_quantization_parameter')} "
+                f"parent_signalling={f.get('mps_parent_signalling_enabled_flag', 0)}")
+    if kind == 2:
+        return f"{head} qp_density={f.get('lps_qp_density')} base_qp={f.get('lps_quantization_parameter')}"
+    if kind == 3:
+        return f"{head} storage_format={f.get('topology_storage_format')} compression={f.get('topology_compression_format')}"
+    if kind == 5:
+        names = f.get("topology_elem_id_list") or [f.get("topology_elem_id")]
+        parts = [PT_NAMES.get(f["nnr_compressed_data_unit_payload_type"], "?"), ",".join(map(str, names)),
+                 "dims=" + "x".join(map(str, f.get("tensor_dimensions", [])))]
+        for key in ("dq_flag", "scan_order", "cabac_unary_length_minus1", "compressed_parameter_types",
+                    "put_node_depth", "parent_node_id_present_flag", "temporal_context_modeling_flag"):
+            if f.get(key):
+                parts.append(f"{key}={f[key]}")
+        if f.get("codebook_present_flag"):
+            parts.append(f"codebook_size={f['codebook']['codebook_size']}")
+        parts.append(f"payload={unit.payload_end - unit.payload_offset} B")
+        return f"{head} " + " ".join(parts)
+    return head
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="nnr_info", description="Show the NNR units of an NNC bitstream.")
+    p.add_argument("input")
+    p.add_argument("--trace", action="store_true",
+                   help="one line per syntax element: bit position, path, descriptor, value")
+    args = p.parse_args(argv)
+    from nnr_core.bitstream.trace import Trace
+    from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
+
+    try:
+        with open(args.input, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        print(f"nnr_info: cannot read {args.input}: {err.strerror}", file=sys.stderr)
+        return 2
+    state = SyntaxState()
+    status = 0
+    try:
+        for span in split_units(data):
+            trace = Trace() if args.trace else None
+            try:
+                unit = parse_unit(data, span, state, trace)
+            finally:
+                if trace is not None:
+                    trace.write(sys.stdout)
+            if not args.trace:
+                print(describe(unit))
+    except NNRError as err:
+        print(f"nnr_info: {args.input}: {type(err).__name__}: {err}", file=sys.stderr)
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
