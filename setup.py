@@ -5,6 +5,21 @@ import os
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py as _build_py
+
+
+class build_py(_build_py):
+    """Also copy the syntax tables spec/syntax/*.syntax into nnr_core/syntax/_spec/."""
+
+    def run(self):
+        super().run()
+        if self.dry_run:
+            return
+        target = os.path.join(self.build_lib, "nnr_core", "syntax", "_spec")
+        self.mkpath(target)
+        for path in sorted(glob.glob(os.path.join("spec", "syntax", "*.syntax"))):
+            self.copy_file(path, os.path.join(target, os.path.basename(path)))
+
 
 extensions = [
     Extension(
@@ -18,6 +33,7 @@ extensions = [
 ]
 
 setup(
+    cmdclass={"build_py": build_py},
     ext_modules=cythonize(
         extensions,
         language_level=3,
