@@ -80,6 +80,7 @@ class Decoder:
         pending_g = None            # the G unit of a decomposed pair waiting for its H (§9.4)
         tpl_reflist = None
         for span in split_units(data):
+            syntax.dc_pending_h = pending_g is not None
             unit = parse_unit(data, span, syntax, trace)
             units.append(unit)
             kind = unit.nnr_unit_type
@@ -148,6 +149,8 @@ class Decoder:
 
     def _resolve_out_of_band(self, fields):
         """Supply tensor dimensions a unit leaves out (NNC-HLS.md §11) from `out_of_band`."""
+        if "tensor_dimensions" in fields:
+            return
         name = fields.get("topology_elem_id")
         if name is None and fields.get("topology_elem_id_list"):
             name = fields["topology_elem_id_list"][0]

@@ -79,6 +79,10 @@ def ndu_components(fields, unit_index, pending_h: bool) -> list:
             return [Component(name, "G", g_shape, codebook, True)]
         return [Component(name, "T", dims, codebook, True)]
 
+    if not fields.get("nnr_multiple_topology_elements_present_flag"):
+        raise ConstraintViolationError("NNR_PT_BLOCK needs nnr_multiple_topology_elements_present_flag = 1",
+                                       unit_index=unit_index,
+                                       element="nnr_multiple_topology_elements_present_flag", value=0)
     names = list(fields["topology_elem_id_list"])
     expected = (2 if cpt & NNR_CPT_DC else 1) + (1 if cpt & NNR_CPT_LS else 0) \
         + (4 if cpt & NNR_CPT_BN else 0) + (1 if cpt & NNR_CPT_BI else 0)
