@@ -243,8 +243,7 @@ class Decoder:
         try:
             results = cabac.decode_payload(payload, codings, variant)
         except BitstreamError as err:
-            bit = None if err.bit_offset is None else unit.payload_offset * 8 + err.bit_offset
-            raise err.located(unit_index=unit.index, bit_offset=bit) from None
+            raise err.in_unit(unit.index, unit.payload_offset * 8) from None
         if self.verify_entry_points:
             self._verify_entry_points(unit, comps, results)
 

@@ -44,6 +44,13 @@ class BitstreamError(NNRError, ValueError):
             value=self.value, allowed=self.allowed)
         return err
 
+    def in_unit(self, unit_index, bit_base):
+        """Return a copy for an error found inside a unit's payload: bit offsets relative to the
+        payload become absolute (bit_base = 8 x the payload's first byte)."""
+        bit = None if self.bit_offset is None else bit_base + self.bit_offset
+        return type(self)(self.reason, unit_index=unit_index, element=self.element, bit_offset=bit,
+                          value=self.value, allowed=self.allowed)
+
 
 class TruncatedBitstreamError(BitstreamError, EOFError):
     """The bitstream ends before a syntax element or unit is complete."""
