@@ -105,7 +105,7 @@ class Decoder:
                     raise ConstraintViolationError("a decomposed G unit must be followed by its H unit",
                                                    unit_index=unit.index, element="compressed_parameter_types",
                                                    value=cpt)
-                for t in self._decode_ndu(data, unit, syntax, is_h):
+                for t in self._decode_ndu(data, unit, syntax, is_h, trace):
                     if t.name in seen:
                         raise ConstraintViolationError(f"tensor {t.name!r} appears twice in the bitstream",
                                                        unit_index=unit.index, element="topology_elem_id")
@@ -203,7 +203,7 @@ class Decoder:
                                        f"{payload_len}-byte payload", unit_index=unit.index,
                                        element="tensor_dimensions", value=list(comp.shape))
 
-    def _decode_ndu(self, data, unit, syntax, is_h):
+    def _decode_ndu(self, data, unit, syntax, is_h, trace=None):
         f = unit.fields
         pt = f["nnr_compressed_data_unit_payload_type"]
         gpi = syntax.general_profile_idc
@@ -246,6 +246,8 @@ class Decoder:
             raise err.in_unit(unit.index, unit.payload_offset * 8) from None
         if self.verify_entry_points:
             self._verify_entry_points(unit, comps, results)
+        if trace is not None:
+            trace_payload(trace, unit.payload_offset * 8, comps, results)
 
         out = []
         for comp, res in zip(comps, results):
@@ -288,6 +290,24 @@ class Decoder:
                                            "(BitOffsetDelta, ep_arith_value, ep_dq_state)",
                                            unit_index=unit.index, element=f"cabac_entry_point_list[{j}]",
                                            value=tuple(got), allowed=want)
+
+
+def trace_payload(trace, bit_pos, comps, results):
+    """Per-tensor payload elements in the trace format (the levels as count and SHA-256)."""
+    from nnr.checksum import tensor_sha256
+    for comp, res in zip(comps, results):
+        path = f"nnr_compressed_data_unit_payload.{comp.name}"
+        if res.qp_offset is not None:
+            trace.emit(bit_pos, f"{path}.qp_offset", "ae(v)", res.qp_offset)
+        trace.emit(bit_pos, f"{path}.hist_dep_sig_prob_enabled_flag", "ae(v)", res.hist_dep_sig_prob_enabled_flag)
+        trace.emit(bit_pos, f"{path}.row_skip_enabled_flag", "ae(v)", res.row_skip_enabled_flag)
+        if res.row_skip_enabled_flag:
+            trace.emit(bit_pos, f"{path}.row_skip_list", "ae(v)", "".join(map(str, res.row_skip_list.tolist())))
+        for j, ep in enumerate(res.entry_points):
+            trace.emit(bit_pos, f"{path}.entry_point[{j}]", "ae(v)", tuple(int(v) for v in ep))
+        levels = np.ascontiguousarray(res.levels, dtype=np.int32)
+        trace.emit(bit_pos, f"{path}.levels", "ae(v)",
+                   f"n={levels.size} nonzero={int(np.count_nonzero(levels))} sha256={tensor_sha256(levels)}")
 
 
 def decode(data, **options) -> dict:
