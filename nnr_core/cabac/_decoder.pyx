@@ -1,0 +1,713 @@
+# cython: language_level=3
+"""DeepCABAC payload decoder: procedure B of NNC-CABAC-QUANT.md §12 on top of the engine in
+``_engine.pxd`` (§3, §4), with the binarizations of §5, the context selection of §6.2 (NNCodec-2
+layout, §6.1), the parameter-set signalling of §6.4 (both variants), the scans of §7 and the DQ
+mapping of §8.2.  API contract: ``nnr_core/cabac/README.md``.
+
+Arguments are checked with the GIL; the whole per-tensor procedure (qp_offset, edition-2 flags,
+signalling, level loop) then runs ``with nogil`` on C pointers and reports a status code that is
+turned into an exception afterwards, located by element name and payload bit offset.
+"""
+from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
+from libc.stdlib cimport malloc, realloc, free
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
+import operator
+
+import numpy as np
+cimport numpy as cnp
+
+from nnr.errors import (ConstraintViolationError, EntropyDecodingError, ResourceLimitError,
+                        SyntaxValueError)
+from nnr_core.cabac.params import TensorCoding, TensorResult, VARIANT_NNCODEC1, VARIANT_NNCODEC2
+
+from nnr_core.cabac._engine cimport (
+    CabacEngine, CabacCtx, NNR_DQ_NEXT, NNR_DQ_ADV0, cabac_init, cabac_bytes_read,
+    cabac_bit_position, cabac_decode_bin, cabac_decode_bypass, cabac_decode_bypass_bits,
+    cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all)
+
+cnp.import_array()
+
+__all__ = ["decode_payload", "CabacDecoder", "TensorCoding", "TensorResult",
+           "VARIANT_NNCODEC1", "VARIANT_NNCODEC2"]
+
+# ---------------------------------------------------------------------------------------------
+# Context index layout, NNCodec-2 (§6.1).  N-dependent offsets are computed per tensor.
+cdef enum:
+    CTX_SIG = 0             # 3*s + c
+    CTX_SIG_TCA = 24        # 24 + 2*s + (abs(b) > 1)
+    CTX_SIG_HDSP = 40       # 40 + s
+    CTX_SIGN = 48           # 48 + c
+    CTX_SIGN_TCA_NEG = 51
+    CTX_SIGN_TCA_POS = 52
+    CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: 53 + 2N + 2j + (abs(b) >= j ? 0 : 1)
+    # remainder prefix bin i: 53 + 4N + i; param_set_flag: 87 + 4N; row_skip_list: 89 + 4N;
+    # total 90 + 4N contexts.
+
+cdef enum:
+    OVERREAD_BAIL = 4       # bail out (at the next row segment) past this many zero bytes
+    LEVEL_MAX = 2147483647  # |k| and |i| must fit int32
+    MAX_ELEMENTS = 2147483647
+
+# Status codes of the nogil procedure.
+cdef enum:
+    ST_OK = 0
+    ST_OVERREAD = 1
+    ST_LEVEL_RANGE = 2
+    ST_RECON_RANGE = 3
+    ST_NO_HISTORY = 4
+    ST_BAD_RESET = 5
+
+# Phases, for error locations.
+cdef enum:
+    PH_QP = 0
+    PH_FLAGS = 1
+    PH_ROW_SKIP = 2
+    PH_SIGNALLING = 3
+    PH_LEVELS = 4
+
+_PHASE_NAMES = ("qp_offset", "row_skip_enabled_flag", "row_skip_list", "param_set_flag",
+                "abs_level")
+
+
+ctypedef struct TensorJob:
+    # --- inputs
+    int64_t rows
+    int64_t W               # RowWidth
+    int N                   # greater-than flags per level
+    int dq
+    int eff_scan            # effective scan order (0..4)
+    int variant
+    int edition2_flags      # step 3 of §2 present
+    int parent
+    int has_qp
+    int qp_bits             # 6 + QpDensity
+    int no_bins             # gpi 1 and CodebookSize 1
+    int64_t cbsize
+    int64_t cbzero
+    const int32_t* tca      # TCA reference levels or NULL
+    const uint8_t* hist     # HDSP history or NULL
+    int32_t* out            # int32[rows*W], zero-initialised
+    uint8_t* skip           # uint8[rows], zero-initialised
+    int64_t* ep             # int64[(block_rows-1)*3]
+    # --- outputs
+    int64_t qp_offset
+    int hdsp_flag
+    int rowskip_flag
+    int phase
+    int64_t bad_value
+
+
+# ---------------------------------------------------------------------------------------------
+# Level binarization (§5.1 / §5.2) with the context selection of §6.2.
+
+cdef inline int64_t _decode_level(CabacEngine* e, CabacCtx* ctx, int s, int cls, int64_t b, int h,
+                                  int N, int sign_mode, int64_t m_plus,
+                                  int64_t m_minus) noexcept nogil:
+    """One level k.  sign_mode 0: sign coded, 1: inferred positive, 2: inferred negative.
+    m_plus / m_minus: largest |k| per sign (INT64_MAX when unbounded)."""
+    cdef int ci, sign, j, flag, i, t
+    cdef int64_t v, M, absb
+    # sig_flag: HDSP first, then TCA, then neighbour class.
+    if h:
+        ci = CTX_SIG_HDSP + s
+    elif b != 0:
+        ci = CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
+    else:
+        ci = CTX_SIG + 3 * s + cls
+    if not cabac_decode_bin(e, &ctx[ci]):
+        return 0
+    # sign_flag
+    if sign_mode == 0:
+        if b != 0:
+            ci = CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
+        else:
+            ci = CTX_SIGN + cls
+        sign = cabac_decode_bin(e, &ctx[ci])
+    else:
+        sign = sign_mode - 1
+    M = m_minus if sign else m_plus
+    v = 1
+    if M > 1:
+        # abs_level_greater_x[j]: one truncated-unary run of at most N flags.
+        absb = b if b >= 0 else -b
+        j = 0
+        while True:
+            if b != 0:
+                ci = CTX_GTX + 2 * N + 2 * j + (0 if absb >= j else 1)
+            else:
+                ci = CTX_GTX + 2 * j + sign
+            flag = cabac_decode_bin(e, &ctx[ci])
+            v += flag
+            if not (flag and j < N - 1 and v < M):
+                break
+            j += 1
+        if flag and v < M:
+            # abs_remainder: Exp-Golomb-0, context-coded prefix capped at 31 ones (bins 0..30),
+            # prefix stop omitted when the next group cannot fit below M (§5.2).
+            ci = CTX_GTX + 4 * N
+            t = 0
+            i = 0
+            while True:
+                if not cabac_decode_bin(e, &ctx[ci + i]):
+                    break
+                v += (<int64_t>1) << t
+                t += 1
+                if not (i < 30 and v + ((<int64_t>1) << t) <= M):
+                    break
+                i += 1
+            v += <int64_t>cabac_decode_bypass_bits(e, t)
+    return -v if sign else v
+
+
+cdef inline void _signal_one(CabacEngine* e, CabacCtx* ctx, int idx, bint coded,
+                             int flag_ctx) noexcept nogil:
+    cdef int k = 0
+    if coded:
+        if cabac_decode_bin(e, &ctx[flag_ctx]):          # param_set_flag
+            k = 1 + <int>cabac_decode_bypass_bits(e, 3)  # param_set_idx_minus1
+    ctx_set(&ctx[idx], k)
+
+
+cdef void _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, int hdsp,
+                         int64_t cbsize, int64_t cbzero, int variant) noexcept nogil:
+    """Context parameter-set signalling (§6.4), both variants, NNCodec-2 index layout."""
+    cdef int flag_ctx = 87 + 4 * N
+    cdef int rem0 = CTX_GTX + 4 * N
+    cdef int a, nsig
+    cdef bint cb1, sgn, bounded
+    cdef int64_t M = 0
+    nsig = 24 if dq else 3
+    if variant == 1:
+        # NNCodec-1: sig, sign, greater-than and all 32 remainder contexts, every one coded.
+        for a in range(nsig):
+            _signal_one(e, ctx, CTX_SIG + a, True, flag_ctx)
+        for a in range(3):
+            _signal_one(e, ctx, CTX_SIGN + a, True, flag_ctx)
+        for a in range(2 * N):
+            _signal_one(e, ctx, CTX_GTX + a, True, flag_ctx)
+        for a in range(32):
+            _signal_one(e, ctx, rem0 + a, True, flag_ctx)
+        return
+    cb1 = cbsize != 1
+    sgn = cb1 and not (cbsize > 0 and (cbzero == 0 or cbzero == cbsize - 1))
+    bounded = cbsize > 0
+    if bounded:
+        M = cbzero if cbzero > cbsize - 1 - cbzero else cbsize - 1 - cbzero
+    for a in range(nsig):                                   # group 1
+        _signal_one(e, ctx, CTX_SIG + a, cb1, flag_ctx)
+    if tca:                                                 # group 2
+        for a in range(16 if dq else 2):
+            _signal_one(e, ctx, CTX_SIG_TCA + a, cb1, flag_ctx)
+    if hdsp:                                                # group 3
+        for a in range(8 if dq else 1):
+            _signal_one(e, ctx, CTX_SIG_HDSP + a, cb1, flag_ctx)
+    for a in range(5 if tca else 3):                        # group 4
+        _signal_one(e, ctx, CTX_SIGN + a, sgn, flag_ctx)
+    for a in range(2 * N):                                  # group 5
+        _signal_one(e, ctx, CTX_GTX + a, (not bounded) or a < 2 * M, flag_ctx)
+    if tca:                                                 # group 6
+        for a in range(2 * N, 4 * N):
+            _signal_one(e, ctx, CTX_GTX + a, (not bounded) or a < 2 * (M - 1) + 2 * N, flag_ctx)
+    for a in range(31):                                     # group 7
+        _signal_one(e, ctx, rem0 + a,
+                    (not bounded) or N + ((<int64_t>1) << (a + 1)) - 2 < M, flag_ctx)
+
+
+cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
+    """Procedure B of §12 for one tensor.  Returns a status code (ST_*)."""
+    cdef CabacEngine e                   # the level loop's registers; copied back at the end
+    cdef int N = j.N
+    cdef int nctx = 90 + 4 * N
+    cdef int64_t rows = j.rows, W = j.W
+    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, n_brows, base, P_prev, P
+    cdef int64_t u, k, i
+    cdef int s = 0, cls = 0, h = 0, status = ST_OK
+    cdef int tca = j.tca != NULL
+    cdef int sign_mode = 0
+    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+    cdef int64_t b = 0
+    cdef int rowskip, dq = j.dq
+    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
+    cdef int32_t* out = j.out
+    cdef const int32_t* ref = j.tca
+    cdef const uint8_t* hist = NULL
+
+    # 1. qp_offset: 6 + QpDensity bypass bins, two's complement.
+    j.phase = PH_QP
+    if j.has_qp:
+        u = <int64_t>cabac_decode_bypass_bits(ep, j.qp_bits)
+        if u >= ((<int64_t>1) << (j.qp_bits - 1)):
+            u -= (<int64_t>1) << j.qp_bits
+        j.qp_offset = u
+    # 2.-3. context memory, all set 0.
+    ctx_init_all(ctx, nctx)
+    # 4. edition-2 flags and the row-skip list.
+    j.phase = PH_FLAGS
+    j.hdsp_flag = 0
+    j.rowskip_flag = 0
+    if j.edition2_flags:
+        if j.parent:
+            j.hdsp_flag = cabac_decode_bypass(ep)
+        j.rowskip_flag = cabac_decode_bypass(ep)
+        if j.rowskip_flag:
+            j.phase = PH_ROW_SKIP
+            for r in range(rows):
+                j.skip[r] = <uint8_t>cabac_decode_bin(ep, &ctx[89 + 4 * N])
+    if j.hdsp_flag:
+        if j.hist == NULL:
+            return ST_NO_HISTORY
+        hist = j.hist
+    rowskip = j.rowskip_flag
+    # 5. context parameter-set signalling.
+    j.phase = PH_SIGNALLING
+    _signal_params(ep, ctx, N, dq, tca, j.hdsp_flag, j.cbsize, j.cbzero, j.variant)
+    P_prev = cabac_bit_position(ep)      # block row 0 starts here (entry points, §3.8)
+
+    # The prelude above works on *ep; the level loop on a local copy whose address never
+    # escapes the inlined bin functions, so R, V, B and the read pointer live in registers.
+    e = ep[0]
+    # 6.-7. levels.
+    j.phase = PH_LEVELS
+    if j.cbsize > 0:
+        m_plus = j.cbsize - 1 - j.cbzero
+        m_minus = j.cbzero
+        if j.cbzero == 0:
+            sign_mode = 1
+        elif j.cbzero == j.cbsize - 1:
+            sign_mode = 2
+    if rows * W == 0:
+        ep[0] = e
+        return ST_OK
+    if j.eff_scan == 0:
+        bh = rows                         # the matrix scan is one block of the whole tensor
+        bw = W
+    else:
+        bh = 4 << j.eff_scan
+        bw = bh
+    n_brows = (rows + bh - 1) // bh
+    if j.eff_scan > 0 and (n_brows > 1 or j.variant == 1):
+        # REF-QUIRK: NNCodec-1 resets the range also for a single block row (§11).
+        cabac_reset_range(&e)
+        if e.V >= (256 << 7):             # the codeword is not inside the shrunk interval
+            ep[0] = e
+            return ST_BAD_RESET
+    for br in range(n_brows):
+        r0 = br * bh
+        r1 = r0 + bh
+        if r1 > rows:
+            r1 = rows
+        if br > 0:
+            # Block-row start: contexts to their signalled sets, neighbour 0, R = 256;
+            # DQ state carried over (§6.3, §3.6).
+            ctx_reset_all(ctx, nctx)
+            cls = 0
+            cabac_reset_range(&e)
+            if e.V >= (256 << 7):
+                ep[0] = e
+                return ST_BAD_RESET
+            P = cabac_bit_position(&e)
+            j.ep[3 * (br - 1)] = P - P_prev
+            j.ep[3 * (br - 1) + 1] = e.V >> 7
+            j.ep[3 * (br - 1) + 2] = s
+            P_prev = P
+        c0 = 0
+        while c0 < W:
+            c1 = c0 + bw
+            if c1 > W:
+                c1 = W
+            for r in range(r0, r1):
+                if e.overread > OVERREAD_BAIL:
+                    ep[0] = e
+                    return ST_OVERREAD
+                if rowskip and j.skip[r]:
+                    # Skipped row segment: levels stay 0, neighbour unchanged, DQ advanced by
+                    # RowWidth parity-0 transitions (REF-QUIRK for block scans, §7.3 / §15.2).
+                    if dq:
+                        s = adv0[s]
+                    continue
+                base = r * W
+                if j.no_bins:
+                    continue
+                for c in range(c0, c1):
+                    if tca:
+                        b = ref[base + c]
+                    if hist != NULL:
+                        h = hist[base + c]
+                    k = _decode_level(&e, ctx, s, cls, b, h, N, sign_mode, m_plus, m_minus)
+                    if k == 0:
+                        cls = 0
+                        if dq:
+                            s = NNR_DQ_NEXT[s][0]
+                        continue
+                    if k > LEVEL_MAX or k < -LEVEL_MAX:
+                        j.bad_value = k
+                        ep[0] = e
+                        return ST_LEVEL_RANGE
+                    if dq:
+                        # Reconstruction index with the state before the transition (§8.2).
+                        if k > 0:
+                            i = 2 * k - (s & 1)
+                        else:
+                            i = 2 * k + (s & 1)
+                        if i > LEVEL_MAX or i < -LEVEL_MAX - 1:
+                            j.bad_value = i
+                            ep[0] = e
+                            return ST_RECON_RANGE
+                        s = NNR_DQ_NEXT[s][k & 1]
+                        out[base + c] = <int32_t>i
+                    else:
+                        out[base + c] = <int32_t>k
+                    cls = 1 if k < 0 else 2
+            c0 = c1
+    ep[0] = e
+    return ST_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks (with the GIL).
+
+cdef int64_t _range_arg(object t, str name, int64_t lo, int64_t hi) except? -1:
+    cdef object v = operator.index(getattr(t, name)) if _is_int(getattr(t, name)) else None
+    if v is None:
+        raise SyntaxValueError("TensorCoding field is not an integer", element=name,
+                               value=getattr(t, name))
+    if v < lo or v > hi:
+        raise SyntaxValueError("TensorCoding field out of range", element=name, value=v,
+                               allowed=f"{lo}..{hi}")
+    return v
+
+
+cdef bint _is_int(object v):
+    try:
+        operator.index(v)
+        return True
+    except TypeError:
+        return False
+
+
+cdef object _flat_array(object a, str name, object dtypes, int64_t n):
+    if not isinstance(a, np.ndarray):
+        raise ConstraintViolationError("array expected", element=name, value=type(a).__name__)
+    if a.dtype not in dtypes:
+        raise ConstraintViolationError("wrong dtype", element=name, value=str(a.dtype),
+                                       allowed=" or ".join(str(d) for d in dtypes))
+    if a.size != n:
+        raise ConstraintViolationError("array size differs from the tensor size", element=name,
+                                       value=a.size, allowed=n)
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+_HDSP_DTYPES = (np.dtype(np.uint8), np.dtype(np.bool_))
+_TCA_DTYPES = (np.dtype(np.int32),)
+
+
+# ---------------------------------------------------------------------------------------------
+
+cdef class CabacDecoder:
+    """One arithmetic codeword (an NDU payload) and its context memory; README.md's API."""
+
+    cdef CabacEngine eng
+    cdef bytes buf
+    cdef CabacCtx* ctx
+    cdef Py_ssize_t nctx
+    cdef Py_ssize_t cap
+    cdef bint bad_start
+
+    def __cinit__(self, payload):
+        self.ctx = NULL
+        self.nctx = 0
+        self.cap = 0
+        try:
+            self.buf = bytes(memoryview(payload).cast("B"))
+        except TypeError:
+            raise TypeError("payload must be a bytes-like object") from None
+        cabac_init(&self.eng, <const uint8_t*>PyBytes_AS_STRING(self.buf),
+                   PyBytes_GET_SIZE(self.buf))
+        # The first 9 bits are the offset inside [0, 510): anything else is no codeword (and would
+        # let V grow without bound).
+        # The first 9 bits are the offset inside [0, 510): 510 and 511 are no codeword.  Reported
+        # when decoding starts (decode_tensor / finish), as the twin does.
+        self.bad_start = self.eng.V >= (510 << 7)
+
+    def __dealloc__(self):
+        if self.ctx != NULL:
+            free(self.ctx)
+
+    cdef _alloc(self, Py_ssize_t count):
+        cdef CabacCtx* p
+        if count > self.cap:
+            p = <CabacCtx*>realloc(self.ctx, count * sizeof(CabacCtx))
+            if p == NULL:
+                raise MemoryError()
+            self.ctx = p
+            self.cap = count
+        self.nctx = count
+
+    cdef _check_start(self):
+        if self.bad_start:
+            raise EntropyDecodingError("arithmetic codeword offset out of range",
+                                       element="arithmetic codeword",
+                                       bit_offset=self._bit_offset(), allowed="offset 0..509")
+
+    cdef int64_t _bit_offset(self):
+        return cabac_bit_position(&self.eng) + 9
+
+    cdef _check_ctx(self, ctx):
+        c = operator.index(ctx)
+        if c < 0 or c >= self.nctx:
+            raise IndexError(f"context {c} outside the context memory (0..{self.nctx - 1})")
+        return c
+
+    # -- low-level API ----------------------------------------------------------------------
+    def init_contexts(self, count):
+        count = operator.index(count)
+        if count < 0 or count > 1 << 20:
+            raise ValueError("context count out of range")
+        self._alloc(count)
+        ctx_init_all(self.ctx, count)
+
+    def set_context_param_set(self, ctx, k):
+        c = self._check_ctx(ctx)
+        k = operator.index(k)
+        if k < 0 or k > 8:
+            raise SyntaxValueError("parameter set out of range", element="param_set_idx",
+                                   value=k, allowed="0..8")
+        ctx_set(&self.ctx[c], k)
+
+    def reset_contexts(self):
+        ctx_reset_all(self.ctx, self.nctx)
+
+    def decode_bin(self, ctx):
+        cdef Py_ssize_t c = self._check_ctx(ctx)
+        return cabac_decode_bin(&self.eng, &self.ctx[c])
+
+    def decode_bypass(self, n):
+        n = operator.index(n)
+        if n < 1 or n > 32:
+            raise SyntaxValueError("bypass bin count out of range", value=n, allowed="1..32")
+        return int(cabac_decode_bypass_bits(&self.eng, n))
+
+    def decode_terminate(self):
+        return cabac_decode_terminate(&self.eng)
+
+    def reset_range(self):
+        cabac_reset_range(&self.eng)
+        if self.eng.V >= (256 << 7):
+            raise _bad_reset(self._bit_offset())
+
+    def decode_level(self, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
+        cdef int s = operator.index(dq_state)
+        cdef int n_ = operator.index(N)
+        cdef int64_t cbs = operator.index(codebook_size)
+        cdef int64_t cbz = operator.index(cb_zero_offset)
+        cdef int64_t bb = operator.index(b)
+        cdef int sign_mode = 0
+        cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+        cdef int64_t k
+        nb = operator.index(neighbour)
+        if s < 0 or s > 7:
+            raise ValueError("dq_state must be 0..7")
+        if n_ < 1 or n_ > 256:
+            raise ValueError("N must be 1..256")
+        if self.nctx < 90 + 4 * n_:
+            raise ValueError(f"context memory holds {self.nctx} contexts, needs {90 + 4 * n_}")
+        if bb < -2147483648 or bb > 2147483647:
+            raise ValueError("b must fit int32")
+        if cbs < 0 or (cbs > 0 and not 0 <= cbz < cbs) or (cbs == 0 and cbz != 0):
+            raise SyntaxValueError("codebook bounds inconsistent", element="codebook_size",
+                                   value=(cbs, cbz))
+        if cbs == 1:
+            return 0
+        if cbs > 0:
+            m_plus = cbs - 1 - cbz
+            m_minus = cbz
+            sign_mode = 1 if cbz == 0 else (2 if cbz == cbs - 1 else 0)
+        cls = 0 if nb == 0 else (1 if nb < 0 else 2)
+        k = _decode_level(&self.eng, self.ctx, s, cls, bb, 1 if h else 0, n_, sign_mode,
+                          m_plus, m_minus)
+        if k > LEVEL_MAX or k < -LEVEL_MAX:
+            raise EntropyDecodingError("level magnitude does not fit int32",
+                                       element="abs_remainder", bit_offset=self._bit_offset(),
+                                       value=k)
+        return k
+
+    def state(self):
+        return {"R": self.eng.R, "V": self.eng.V, "B": self.eng.B,
+                "bytes_read": cabac_bytes_read(&self.eng), "overread": self.eng.overread,
+                "P": cabac_bit_position(&self.eng)}
+
+    def contexts(self):
+        cdef cnp.ndarray[cnp.int32_t, ndim=2] a = np.empty((self.nctx, 5), dtype=np.int32)
+        cdef Py_ssize_t i
+        for i in range(self.nctx):
+            a[i, 0] = self.ctx[i].S0
+            a[i, 1] = self.ctx[i].S - 16 * self.ctx[i].S0
+            a[i, 2] = self.ctx[i].sh0
+            a[i, 3] = self.ctx[i].sh1
+            a[i, 4] = self.ctx[i].k
+        return a
+
+    # -- payload-level API ------------------------------------------------------------------
+    def decode_tensor(self, t, variant=2):
+        """Procedure B of §12 for one tensor; returns a TensorResult."""
+        cdef TensorJob job
+        cdef int status
+        cdef int64_t rows, W, ndim, n, n_brows, bd, scan_order
+        cdef int gpi
+        cdef cnp.ndarray levels, skip, eps, tca_arr = None, hist_arr = None
+
+        if not isinstance(t, TensorCoding):
+            raise TypeError("TensorCoding expected")
+        variant = operator.index(variant) if _is_int(variant) else variant
+        if variant not in (VARIANT_NNCODEC1, VARIANT_NNCODEC2):
+            raise SyntaxValueError("unknown decoder variant", element="variant", value=variant,
+                                   allowed="1 or 2")
+        # Same order of checks as the twin, so both report the same class for the same input.
+        gpi = _range_arg(t, "general_profile_idc", 0, 1)
+        if variant == VARIANT_NNCODEC1 and gpi != 0:
+            raise ConstraintViolationError("the NNCodec-1 variant exists only for "
+                                           "general_profile_idc 0",
+                                           element="general_profile_idc", value=gpi, allowed=0)
+        rows = _range_arg(t, "rows", 0, 1 << 62)
+        W = _range_arg(t, "row_width", 0, 1 << 62)
+        job.qp_bits = 6 + _range_arg(t, "qp_density", 0, 7)
+        job.dq = _range_arg(t, "dq_flag", 0, 1)
+        job.N = _range_arg(t, "cabac_unary_length_minus1", 0, 255) + 1
+        ndim = _range_arg(t, "ndim", -(1 << 62), 1 << 62)
+        scan_order = _range_arg(t, "scan_order", 0, 15)
+        two_d = ndim >= 2 and W > 1 and rows > 1
+        if two_d and scan_order > 4:
+            raise SyntaxValueError("invalid scan_order", element="scan_order",
+                                   value=scan_order, allowed="0..4")
+        job.cbsize = _range_arg(t, "codebook_size", -(1 << 62), 1 << 62)
+        job.cbzero = _range_arg(t, "cb_zero_offset", -(1 << 62), 1 << 62)
+        if job.cbsize > 0:
+            cb_ok = 0 <= job.cbzero < job.cbsize
+        else:
+            cb_ok = job.cbsize == 0 and job.cbzero == 0
+        if not cb_ok:
+            raise SyntaxValueError("codebook bounds inconsistent", element="cb_zero_offset",
+                                   value=(job.cbsize, job.cbzero))
+        if job.cbsize and (gpi == 0 or job.dq):
+            # §1: CodebookSize is 0 for gpi 0; §9.5: codebook tensors have dq_flag 0.
+            raise ConstraintViolationError("codebook with general_profile_idc 0 or dq_flag 1",
+                                           element="codebook_size", value=job.cbsize)
+        if rows * W > MAX_ELEMENTS or job.cbsize > MAX_ELEMENTS:
+            raise ResourceLimitError(f"tensor of {rows * W} elements / codebook of "
+                                     f"{job.cbsize} entries exceeds the limit of {MAX_ELEMENTS}")
+        n = rows * W
+        job.has_qp = 1 if t.has_qp_offset else 0
+        job.parent = 1 if t.parent_node_id_present_flag else 0
+        job.eff_scan = scan_order if two_d else 0
+        job.edition2_flags = 1 if (gpi == 1 and W > 1 and rows > 1 and job.cbsize != 1) else 0
+        job.no_bins = 1 if (gpi == 1 and job.cbsize == 1) else 0
+        job.variant = variant
+        job.rows = rows
+        job.W = W
+        if t.tca_reference is not None:
+            if gpi != 1:
+                raise ConstraintViolationError("temporal context adaptation needs "
+                                               "general_profile_idc 1", element="tca_reference")
+            tca_arr = _flat_array(t.tca_reference, "tca_reference", _TCA_DTYPES, n)
+        if t.hdsp_history is not None:
+            hist_arr = _flat_array(t.hdsp_history, "hdsp_history", _HDSP_DTYPES, n)
+            if hist_arr.dtype == np.bool_:
+                hist_arr = hist_arr.view(np.uint8)
+        self._check_start()
+        if job.eff_scan > 0:
+            bd = 4 << job.eff_scan
+            n_brows = (rows + bd - 1) // bd
+        else:
+            n_brows = 1
+        try:
+            levels = np.zeros(n, dtype=np.int32)
+            skip = np.zeros(rows, dtype=np.uint8)
+        except MemoryError:
+            raise ResourceLimitError(f"cannot allocate a tensor of {n} elements") from None
+        eps = np.zeros(max(n_brows - 1, 0) * 3 + 1, dtype=np.int64)
+        self._alloc(90 + 4 * job.N)
+        job.tca = <const int32_t*>cnp.PyArray_DATA(tca_arr) if tca_arr is not None else NULL
+        job.hist = <const uint8_t*>cnp.PyArray_DATA(hist_arr) if hist_arr is not None else NULL
+        job.out = <int32_t*>cnp.PyArray_DATA(levels)
+        job.skip = <uint8_t*>cnp.PyArray_DATA(skip)
+        job.ep = <int64_t*>cnp.PyArray_DATA(eps)
+        job.qp_offset = 0
+        job.bad_value = 0
+        job.phase = PH_QP
+
+        with nogil:
+            status = _decode_tensor_c(&self.eng, self.ctx, &job)
+
+        if status != ST_OK:
+            where = self._bit_offset()
+            if status == ST_OVERREAD:
+                raise EntropyDecodingError("payload ends inside the tensor (read past its end)",
+                                           element=_PHASE_NAMES[job.phase], bit_offset=where)
+            if status == ST_LEVEL_RANGE:
+                raise EntropyDecodingError("level magnitude does not fit int32",
+                                           element="abs_remainder", bit_offset=where,
+                                           value=job.bad_value)
+            if status == ST_RECON_RANGE:
+                raise EntropyDecodingError("reconstruction index does not fit int32",
+                                           element="abs_remainder", bit_offset=where,
+                                           value=job.bad_value)
+            if status == ST_BAD_RESET:
+                raise _bad_reset(where)
+            if status == ST_NO_HISTORY:
+                raise ConstraintViolationError("hist_dep_sig_prob_enabled_flag is 1 but no HDSP "
+                                               "history is available for the tensor",
+                                               element="hist_dep_sig_prob_enabled_flag",
+                                               bit_offset=where, value=1)
+            raise EntropyDecodingError(f"decoder status {status}", bit_offset=where)
+
+        ep_list = []
+        for x in range(n_brows - 1):
+            ep_list.append((int(eps[3 * x]), int(eps[3 * x + 1]), int(eps[3 * x + 2])))
+        return TensorResult(
+            qp_offset=int(job.qp_offset) if job.has_qp else None,
+            levels=levels,
+            hist_dep_sig_prob_enabled_flag=job.hdsp_flag,
+            row_skip_enabled_flag=job.rowskip_flag,
+            row_skip_list=skip if job.rowskip_flag else None,
+            entry_points=ep_list)
+
+    def finish(self):
+        """Terminating bin and end-of-payload checks (§3.5)."""
+        cdef int bin_ = cabac_decode_terminate(&self.eng)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(self.buf)
+        cdef int64_t nread = cabac_bytes_read(&self.eng)
+        cdef int pos, last, rest
+        self._check_start()
+        if self.eng.overread:                # the root cause of whatever follows
+            raise EntropyDecodingError(f"decoder read {self.eng.overread} byte(s) past the "
+                                       "end of the payload", element="payload length",
+                                       bit_offset=self._bit_offset(), value=size)
+        if not bin_:
+            raise EntropyDecodingError("terminating bin is 0", element="terminating bin",
+                                       bit_offset=self._bit_offset())
+        if nread != size:
+            raise EntropyDecodingError(f"payload has {size - nread} byte(s) after the end of "
+                                       "the arithmetic codeword", element="payload length",
+                                       bit_offset=self._bit_offset(), value=size,
+                                       allowed=nread)
+        pos = 8 + self.eng.B                 # first unconsumed bit of the last byte (from MSB)
+        last = self.buf[size - 1]
+        rest = last & (0xFF >> pos)
+        if rest != (0x80 >> pos):
+            raise EntropyDecodingError("stop bit pattern is not 1 followed by zeros",
+                                       element="stop bit", bit_offset=self._bit_offset(),
+                                       value=f"{last:08b}", allowed=f"bit {pos} = 1, then 0s")
+
+
+def _bad_reset(bit_offset):
+    return EntropyDecodingError("arithmetic value outside the range after a range reset",
+                                element="arithmetic codeword", bit_offset=bit_offset)
+
+
+def decode_payload(payload, tensors, variant=2):
+    """Decode every tensor of one NDU payload, then the terminating bin and end checks."""
+    d = CabacDecoder(payload)
+    results = [d.decode_tensor(t, variant) for t in tensors]
+    d.finish()
+    return results
