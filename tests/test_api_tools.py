@@ -144,3 +144,41 @@ def test_nnr_info(tmp_path):
     assert "NNR_STR" in lines[0] and "NNR_PT_INT" in lines[-1] and "emb.idx" in lines[-1]
     t = run_tool("nnr_info", src, "--trace")
     assert t.returncode == 0 and len(t.stdout.splitlines()) > 100
+
+
+def _indexed_variant(stream):
+    """Rewrite a stream to name its tensors by index into an NNR_TPL_REFLIST (NNC-HLS.md §6, §8.1)."""
+    from nnr_core.syntax.units import SyntaxState, parse_units, write_unit
+    units = parse_units(stream)
+    names = [u.fields["topology_elem_id"] for u in units if u.nnr_unit_type == 5]
+    state = SyntaxState()
+    out = b""
+    for u in units:
+        f = {k: v for k, v in u.fields.items() if not k.startswith("nnr_unit_size")}
+        payload = b""
+        if u.nnr_unit_type == 1:
+            f["mps_topology_indexed_reference_flag"] = 1
+        elif u.nnr_unit_type == 3:
+            f = {"topology_storage_format": 6, "topology_compression_format": 0,
+                 "topology_elem_id_list": names}
+        elif u.nnr_unit_type == 5:
+            f["topology_elem_id_index"] = names.index(f.pop("topology_elem_id"))
+            payload = stream[u.payload_offset:u.payload_end]
+        out += write_unit(u.nnr_unit_type, f, state, payload)
+    return out
+
+
+def test_topology_indexed_references():
+    with open(os.path.join(REPO, "bitstreams", "hls-examples", "16.1_profile1_fc.nnc"), "rb") as f:
+        stream = f.read()
+    indexed = _indexed_variant(stream)
+    assert indexed != stream
+    want = nnr.decode(stream)
+    got = nnr.decode(indexed)
+    assert list(got) == list(want)
+    for name in want:
+        assert np.array_equal(got[name], want[name])
+    # without the reference list the indices cannot be resolved
+    units = indexed[:12] + indexed[12 + int.from_bytes(indexed[12:14], "big"):]
+    with pytest.raises(nnr.ConstraintViolationError, match="reference list"):
+        nnr.decode(units)

@@ -482,8 +482,8 @@ def test_unsupported_ndu_features():
                         topology_elem_id_list=["a", "b"]))
     s = SyntaxState()
     parse_all(STR1 + bytes.fromhex("0008068180400080"), s)   # mps_topology_indexed_reference 1
-    with pytest.raises(UnsupportedFeatureError):
-        write_unit(5, dict(BASE_NDU, topology_elem_id_index=3), s, b"\x80")
+    indexed = write_unit(5, dict(BASE_NDU, topology_elem_id_index=3), s, b"\x80")
+    assert parse_unit(indexed, split_units(indexed)[0], s).fields["topology_elem_id_index"] == 3
     with pytest.raises(UnsupportedFeatureError):
         parse_all(bytes.fromhex("0004020100060e050000"))     # TPL pruning container
 
