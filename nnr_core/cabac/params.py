@@ -48,3 +48,17 @@ class TensorResult:
     # One (BitOffsetDelta, ep_arith_value, ep_dq_state) per block row after the first, measured
     # while decoding (NNC-HLS.md §8.5); empty unless the effective scan has > 1 block row.
     entry_points: list = field(default_factory=list)
+
+
+@dataclass
+class TensorEncoding:
+    """One tensor to entropy-code: the decoder's record plus the data and the encoder's choices."""
+
+    coding: TensorCoding
+    levels: np.ndarray                  # int32[rows*row_width], row-major: exactly what the decoder must
+                                        # return as TensorResult.levels (DQ reconstruction indices,
+                                        # plain levels, integers, or codebook symbols k)
+    qp_offset: Optional[int] = None     # required iff coding.has_qp_offset
+    row_skip_enabled_flag: int = 0      # used only where the flag is coded (§2 step 3b)
+    hist_dep_sig_prob_enabled_flag: int = 0   # used only where the flag is coded (§2 step 3a)
+    param_opt: bool = True              # choose context parameter sets as NNCodec does (§6.5)
