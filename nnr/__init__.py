@@ -11,11 +11,14 @@ def __getattr__(name):
     if name in ("decode", "Decoder", "DecodedTensor"):
         from nnr import decoder
         return getattr(decoder, name)
+    if name in ("encode", "Encoder", "EncoderConfig"):
+        from nnr import encoder
+        return getattr(encoder, name)
     raise AttributeError(f"module 'nnr' has no attribute {name!r}")
 
 
 __all__ = [
-    "decode", "Decoder", "DecodedTensor", "NNRError", "BitstreamError", "TruncatedBitstreamError",
+    "decode", "Decoder", "DecodedTensor", "encode", "Encoder", "EncoderConfig", "NNRError", "BitstreamError", "TruncatedBitstreamError",
     "SyntaxValueError", "ConstraintViolationError", "UnitSizeMismatchError", "EntropyDecodingError",
     "UnsupportedFeatureError", "ResourceLimitError", "EncoderConfigError", "__version__",
 ]

@@ -1,0 +1,175 @@
+"""The NNC encoder: quantization, entropy coding and NNR units, with the reference's choices
+(NNC-HLS.md §14, NNC-CABAC-QUANT.md §13)."""
+import logging
+from dataclasses import dataclass, fields as dc_fields
+from typing import Optional
+
+import numpy as np
+
+from nnr.errors import EncoderConfigError
+from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
+from nnr_core.incremental import IncrementalState
+from nnr_core.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
+from nnr_core.prepare import prepare
+from nnr_core.syntax.units import SyntaxState, write_unit
+
+log = logging.getLogger("nnr")
+
+NNR_STR, NNR_MPS, NNR_TPL, NNR_NDU = 0, 1, 3, 5
+NNR_TPL_UNREC, NNR_TPL_PYT = 0, 3
+FRAMEWORKS = {"generic": NNR_TPL_UNREC, "pytorch": NNR_TPL_PYT}
+VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
+
+
+@dataclass
+class EncoderConfig:
+    """Encoder options; the defaults are the reference's (NNCodec 2.1.3 tensor API)."""
+
+    qp: int = -32
+    qp_density: int = 2
+    nonweight_qp: Optional[int] = -75
+    dq: bool = True
+    codebook: bool = False
+    bitdepth: Optional[int] = None
+    scan_order: int = 0
+    row_skipping: bool = True
+    param_opt: bool = True
+    cabac_unary_length_minus1: int = 10
+    qp_per_tensor: Optional[dict] = None
+    lambda_scale: float = 0.0
+    general_profile_idc: int = 1
+    profile0_variant: str = "nncodec1"
+    framework: str = "generic"
+    device_id: int = 0
+    raw_float: tuple = ()            # names of tensors to carry uncoded as NNR_PT_RAW_FLOAT
+
+    def validate(self):
+        """Reject options the syntax cannot carry or the codec does not know."""
+        def need(cond, what):
+            if not cond:
+                raise EncoderConfigError(what)
+        for name in ("qp", "qp_density", "scan_order", "cabac_unary_length_minus1", "general_profile_idc",
+                     "device_id"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, np.integer)) and not isinstance(v, bool), f"{name} must be an integer, not {v!r}")
+        need(0 <= self.qp_density <= 7, f"qp_density must be 0..7, not {self.qp_density}")
+        need(-4096 <= self.qp <= 4095, f"qp {self.qp} is outside what NNC can signal (-4096..4095)")
+        if self.nonweight_qp is not None:
+            need(isinstance(self.nonweight_qp, (int, np.integer)), f"nonweight_qp must be an integer or None")
+            need(-4096 <= self.nonweight_qp <= 4095, f"nonweight_qp {self.nonweight_qp} is outside -4096..4095")
+        need(0 <= self.scan_order <= 4, f"scan_order must be 0..4, not {self.scan_order}")
+        need(0 <= self.cabac_unary_length_minus1 <= 255,
+             f"cabac_unary_length_minus1 must be 0..255, not {self.cabac_unary_length_minus1}")
+        need(self.general_profile_idc in (0, 1), f"general_profile_idc must be 0 or 1, not {self.general_profile_idc}")
+        need(self.profile0_variant in VARIANTS, f"profile0_variant must be one of {sorted(VARIANTS)}")
+        need(self.framework in FRAMEWORKS, f"framework must be one of {sorted(FRAMEWORKS)}")
+        need(self.device_id >= 0, f"device_id must be >= 0, not {self.device_id}")
+        if self.bitdepth is not None:
+            need(isinstance(self.bitdepth, (int, np.integer)) and 1 <= self.bitdepth <= 31,
+                 f"bitdepth must be 1..31 or None, not {self.bitdepth!r}")
+        need(isinstance(self.lambda_scale, (int, float)) and np.isfinite(self.lambda_scale) and self.lambda_scale >= 0,
+             f"lambda_scale must be a finite number >= 0, not {self.lambda_scale!r}")
+        if self.qp_per_tensor is not None:
+            need(isinstance(self.qp_per_tensor, dict), "qp_per_tensor must be a dict {name: qp}")
+            for k, v in self.qp_per_tensor.items():
+                need(isinstance(v, (int, np.integer)) and -4096 <= v <= 4095,
+                     f"qp_per_tensor[{k!r}] = {v!r} must be an integer in -4096..4095")
+        if self.codebook and self.bitdepth is not None:
+            pass  # the reference allows both: the codebook is built from the clipped levels
+
+
+def _qp_range(qp_density):
+    half = 1 << (5 + qp_density)
+    return -half, half - 1
+
+
+class Encoder:
+    """Encodes models and model updates; keeps the incremental-coding state between calls
+    (parameter update tree depths, TCA references, HDSP history), as a decoder would."""
+
+    def __init__(self, **options):
+        unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
+        if unknown:
+            raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
+        self.config = EncoderConfig(**options)
+        self.config.validate()
+        self.state = IncrementalState()
+        self._stateful = True
+
+    def encode(self, tensors, *, incremental=False, tca=True, hdsp=False, progress=None) -> bytes:
+        """Encode one bitstream. With incremental=True the tensors are an update (differences
+        against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`)."""
+        from nnr_core.encode_ndu import NduEncoder
+
+        cfg = self.config
+        gpi = cfg.general_profile_idc
+        if incremental and gpi != 1:
+            raise EncoderConfigError("incremental coding needs general_profile_idc 1")
+        inputs = prepare(tensors, cfg.framework)
+        parent = 1 if (incremental and gpi == 1) else 0
+        syntax = SyntaxState()
+        ndu = NduEncoder(cfg, self.state if self._stateful else None, syntax, parent, tca and parent == 1, hdsp)
+        planned = [ndu.plan(t) for t in inputs]
+        base_qp = self._base_qp(planned)
+        out = bytearray()
+        out += write_unit(NNR_STR, {"general_profile_idc": gpi}, syntax)
+        out += write_unit(NNR_MPS, self._mps_fields(parent, base_qp), syntax)
+        out += write_unit(NNR_TPL, {"topology_storage_format": FRAMEWORKS[cfg.framework],
+                                    "topology_compression_format": 0, "topology_data": ""}, syntax)
+        coded = []
+        for i, p in enumerate(planned):
+            unit = ndu.emit(p, base_qp)
+            if unit is not None:
+                out += unit
+                coded.append(p)
+            if progress is not None:
+                progress(i + 1, len(planned), p.tensor.name, len(out))
+        if self._stateful:
+            for p in coded:
+                if p.levels is not None:
+                    self.state.record(p.tensor.name, p.levels, ndu.last_fields[p.tensor.name], parent == 1)
+        return bytes(out)
+
+    def _base_qp(self, planned) -> int:
+        """mps_quantization_parameter: 0 as the reference writes it, unless a tensor's QP does not fit
+        the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, §17 item 4)."""
+        qps = [p.qp for p in planned if p.qp is not None]
+        lo, hi = _qp_range(self.config.qp_density)
+        if not qps or (min(qps) >= lo and max(qps) <= hi):
+            return 0
+        if max(qps) - min(qps) > hi - lo:
+            worst = max(planned, key=lambda p: abs(p.qp) if p.qp is not None else -1)
+            raise EncoderConfigError(
+                f"the QPs of this model span {min(qps)}..{max(qps)}, more than a {6 + self.config.qp_density}-bit "
+                f"qp offset can carry with qp_density {self.config.qp_density} (e.g. tensor {worst.tensor.name!r}, "
+                f"QP {worst.qp}); raise qp_density or narrow the QPs")
+        base = min(qps) - lo
+        if not -4096 <= base <= 4095:
+            raise EncoderConfigError(f"QPs {min(qps)}..{max(qps)} cannot be signalled (base QP {base} outside -4096..4095)")
+        return base
+
+    def _mps_fields(self, parent, base_qp):
+        cfg = self.config
+        f = {"topology_carriage_flag": 1, "mps_sparsification_flag": 0, "mps_pruning_flag": 0,
+             "mps_unification_flag": 0, "mps_decomposition_performance_map_flag": 0,
+             "mps_quantization_method_flags": 1, "mps_topology_indexed_reference_flag": 0,
+             "mps_qp_density": cfg.qp_density, "mps_quantization_parameter": base_qp}
+        if cfg.general_profile_idc == 1:
+            f.update(base_model_id_present_flag=0, validation_set_performance_present_flag=0,
+                     metric_type_performance_map_valid_flag=0, mps_parent_signalling_enabled_flag=parent)
+            if parent:
+                f["nnr_pre_flag"] = 0
+        return f
+
+
+def encode(tensors, **options) -> bytes:
+    """Encode a dict of tensors (or one array, named "0") into one self-contained NNC bitstream.
+
+    Options (defaults are the reference's): qp=-32, qp_density=2, nonweight_qp=-75, dq=True,
+    codebook=False, bitdepth=None, scan_order=0, row_skipping=True, param_opt=True,
+    cabac_unary_length_minus1=10, qp_per_tensor=None, lambda_scale=0.0, general_profile_idc=1,
+    framework="generic" ("pytorch": the reference's PyTorch rules), raw_float=().
+    """
+    enc = Encoder(**options)
+    enc._stateful = False
+    return enc.encode(tensors)

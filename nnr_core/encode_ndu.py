@@ -1,0 +1,220 @@
+"""One NDU per tensor: quantize, entropy-code, write the unit (NNC-HLS.md §8, §14; the reference's
+choices of NNC-CABAC-QUANT.md §13)."""
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from nnr.errors import EncoderConfigError
+from nnr_core import cabac
+from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
+from nnr_core.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
+from nnr_core.prepare import InputTensor
+from nnr_core.syntax.units import write_unit
+
+NNR_NDU = 5
+
+
+@dataclass
+class Planned:
+    """A quantized tensor waiting for its unit."""
+
+    tensor: InputTensor
+    payload_type: int
+    levels: Optional[np.ndarray]        # int32, row-major (None for RAW_FLOAT)
+    qp: Optional[int] = None
+    dq_flag: int = 0
+    codebook: Optional[list] = None     # integer codebook entries
+    cb_zero_offset: int = 0
+    codebook_egk: int = 0
+
+
+def rows_and_width(shape):
+    width = 1
+    for d in shape[1:]:
+        width *= int(d)
+    return int(shape[0]), width
+
+
+def num_block_rows_minus1(rows, scan_order):
+    return ((rows + (4 << scan_order) - 1) >> (2 + scan_order)) - 1
+
+
+class NduEncoder:
+    """Encodes the NDUs of one bitstream with one configuration and (optionally) incremental state."""
+
+    def __init__(self, cfg, state, syntax, parent, tca, hdsp):
+        self.cfg = cfg
+        self.state = state                  # IncrementalState, or None for a stateless encode
+        self.syntax = syntax
+        self.parent = parent
+        self.tca = tca
+        self.hdsp = hdsp
+        self.gpi = cfg.general_profile_idc
+        self.variant = VARIANT_NNCODEC2 if self.gpi == 1 else (
+            VARIANT_NNCODEC1 if cfg.profile0_variant == "nncodec1" else VARIANT_NNCODEC2)
+        self.last_fields = {}
+
+    # -- quantization ---------------------------------------------------------------------------
+    def tensor_qp(self, t: InputTensor) -> int:
+        """The reference's QP rule: qp for weights, nonweight_qp for the rest, qp_per_tensor wins."""
+        cfg = self.cfg
+        other = cfg.nonweight_qp if cfg.nonweight_qp else cfg.qp - (2 << cfg.qp_density)
+        qp = cfg.qp if t.is_weight else other
+        if cfg.qp_per_tensor:
+            qp = cfg.qp_per_tensor.get(t.name, qp)
+        return int(qp)
+
+    def plan(self, t: InputTensor) -> Planned:
+        """Quantize one tensor as the reference would."""
+        from nnr_core.quant import quantize as q
+        cfg = self.cfg
+        if t.name in cfg.raw_float:
+            if t.is_int:
+                raise EncoderConfigError(f"tensor {t.name!r} is an integer tensor; NNR_PT_RAW_FLOAT carries floats")
+            return Planned(t, NNR_PT_RAW_FLOAT, None)
+        if t.is_int:
+            return Planned(t, NNR_PT_INT, t.data.reshape(-1))
+        w = t.data.reshape(-1)
+        rows, width = rows_and_width(t.data.shape)
+        scan = cfg.scan_order if t.data.ndim > 1 else 0
+        if cfg.bitdepth is not None:
+            qp, clip = q.bitdepth_qp(w, cfg.bitdepth, cfg.qp_density, t.is_weight)
+        else:
+            qp, clip = self.tensor_qp(t), None
+        if cfg.codebook:
+            cb = q.codebook_quantize(w, qp, cfg.qp_density, cfg.dq, self._trial_encoder(t), clip=clip,
+                                     rows=rows, row_width=width, scan_order=scan,
+                                     lambda_scale=cfg.lambda_scale,
+                                     cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
+            if cb is not None:
+                return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
+                               cb["cb_zero_offset"], cb["codebook_egk"])
+        if cfg.dq:
+            levels, qp = q.quantize_tcq(w, qp, cfg.qp_density, rows, width, scan, lambda_scale=cfg.lambda_scale,
+                                        cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
+        else:
+            levels, qp = q.quantize_uniform(w, qp, cfg.qp_density, lambda_scale=cfg.lambda_scale,
+                                            rows=rows, row_width=width, scan_order=scan,
+                                            cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
+        if clip is not None:
+            levels = np.clip(levels, clip[0], clip[1]).astype(np.int32)
+        return Planned(t, NNR_PT_FLOAT, levels, int(qp), 1 if cfg.dq else 0)
+
+    def _trial_encoder(self, t):
+        """Payload size of a codebook candidate, as the reference's zero-offset trial measures it
+        (gpi-0 rules, matrix scan, no DQ, N' = cabac_unary_length_minus1 flags, param-opt on)."""
+        rows, width = rows_and_width(t.data.shape)
+        ndim = t.data.ndim
+
+        def trial(symbols, codebook_size, cb_zero_offset):
+            coding = TensorCoding(rows=rows, row_width=width, ndim=ndim, has_qp_offset=False, qp_density=0,
+                                  dq_flag=0, cabac_unary_length_minus1=max(self.cfg.cabac_unary_length_minus1 - 1, 0),
+                                  scan_order=0, general_profile_idc=0)
+            payload, _ = cabac.encode_payload([TensorEncoding(coding, np.asarray(symbols, dtype=np.int32), None,
+                                                              param_opt=True)], VARIANT_NNCODEC2)
+            return len(payload)
+        return trial
+
+    # -- units ----------------------------------------------------------------------------------
+    def emit(self, p: Planned, base_qp: int) -> Optional[bytes]:
+        """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5)."""
+        t = p.tensor
+        if self.parent and p.levels is not None and not np.any(p.levels):
+            return None
+        if self.parent and p.payload_type == NNR_PT_RAW_FLOAT and not np.any(t.data):
+            return None
+        fields = self._header(p)
+        if p.payload_type == NNR_PT_RAW_FLOAT:
+            payload = np.ascontiguousarray(t.data, dtype="<f4").tobytes()
+        else:
+            payload, eps = self._payload(p, base_qp, fields)
+            if eps:
+                fields["BitOffsetDelta"] = [e[0] for e in eps]
+                fields["ep_arith_value"] = [e[1] for e in eps]
+                if p.dq_flag:
+                    fields["ep_dq_state"] = [e[2] for e in eps]
+        self.last_fields[t.name] = fields
+        return write_unit(NNR_NDU, fields, self.syntax, payload)
+
+    def _coding(self, p: Planned, fields) -> TensorCoding:
+        t = p.tensor
+        rows, width = rows_and_width(t.data.shape)
+        cb = p.codebook if self.gpi == 1 else None
+        tca_ref = None
+        if fields.get("temporal_context_modeling_flag"):
+            tca_ref = self.state.tca_reference(t.name, t.data.shape, fields, None)
+        hdsp = None
+        if self.parent and self.hdsp and self.state is not None:
+            hdsp = self.state.hdsp_history(t.name, t.data.size)
+        return TensorCoding(rows=rows, row_width=width, ndim=t.data.ndim,
+                            has_qp_offset=p.payload_type != NNR_PT_INT, qp_density=self.cfg.qp_density,
+                            dq_flag=p.dq_flag, cabac_unary_length_minus1=self.cfg.cabac_unary_length_minus1,
+                            scan_order=fields.get("scan_order", 0), general_profile_idc=self.gpi,
+                            parent_node_id_present_flag=self.parent, tca_reference=tca_ref, hdsp_history=hdsp,
+                            codebook_size=len(cb) if cb else 0, cb_zero_offset=p.cb_zero_offset if cb else 0)
+
+    def _payload(self, p: Planned, base_qp, fields):
+        coding = self._coding(p, fields)
+        qp_offset = None if p.payload_type == NNR_PT_INT else p.qp - base_qp
+        row_skip = 1 if (self.cfg.row_skipping and self.gpi == 1) else 0
+
+        def run(hist_flag):
+            enc = TensorEncoding(coding, p.levels, qp_offset, row_skip, hist_flag, self.cfg.param_opt)
+            return cabac.encode_payload([enc], self.variant)
+
+        best = run(0)
+        if coding.hdsp_history is not None:
+            with_hist = run(1)
+            if len(with_hist[0]) < len(best[0]):      # the reference keeps flag 0 on ties
+                best = with_hist
+        payload, eps = best
+        return payload, eps[0]
+
+    def _header(self, p: Planned) -> dict:
+        cfg, t = self.cfg, p.tensor
+        shape = [int(d) for d in t.data.shape]
+        f = {"nnr_compressed_data_unit_payload_type": p.payload_type,
+             "nnr_multiple_topology_elements_present_flag": 0,
+             "nnr_decompressed_data_format_present_flag": 0,
+             "input_parameters_present_flag": 1,
+             "topology_elem_id": t.name}
+        if self.gpi == 1:
+            f["node_id_present_flag"] = 1
+            f["device_id"] = cfg.device_id
+            f["parameter_id"] = t.parameter_id
+            f["put_node_depth"] = self._put_node_depth(t.name)
+            if self.syntax.mps.get("mps_parent_signalling_enabled_flag"):
+                f["parent_node_id_present_flag"] = self.parent
+                if self.parent:
+                    has_ref = self.state is not None and t.name in self.state.tensors
+                    f.update(parent_node_id_type=0, parent_device_id=0,
+                             temporal_context_modeling_flag=1 if (self.tca and has_ref) else 0)
+        if p.payload_type in (NNR_PT_FLOAT,):
+            f["codebook_present_flag"] = 1 if p.codebook is not None else 0
+            if p.codebook is not None:
+                f["codebook"] = {"Codebook": list(map(int, p.codebook)), "CbZeroOffset": int(p.cb_zero_offset),
+                                 "codebook_egk": int(p.codebook_egk)}
+        if p.payload_type != NNR_PT_RAW_FLOAT:
+            f["dq_flag"] = p.dq_flag
+        f.update(tensor_dimensions_flag=1, cabac_unary_length_flag=1 if p.payload_type != NNR_PT_RAW_FLOAT else 0,
+                 compressed_parameter_types=0, tensor_dimensions=shape)
+        if p.payload_type != NNR_PT_RAW_FLOAT:
+            f["cabac_unary_length_minus1"] = cfg.cabac_unary_length_minus1
+        if len(shape) > 1:
+            if self.gpi == 1:
+                f["first_tensor_dimension_shift"] = 0
+            rows, width = rows_and_width(shape)
+            scan = cfg.scan_order
+            # REF-QUIRK avoided: the reference crashes on RowWidth 1 with more rows than one block
+            # row (NNC-HLS.md §17 item 21); such a tensor is coded row-major and says so.
+            if scan and width == 1 and num_block_rows_minus1(rows, scan) > 0:
+                scan = 0
+            f["scan_order"] = scan
+        return f
+
+    def _put_node_depth(self, name):
+        if self.state is None:
+            return 0
+        hist = self.state.tensors.get(name)
+        return 1 if hist is None else hist.depth + 1
