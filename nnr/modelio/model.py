@@ -1,0 +1,115 @@
+"""load_model / save_model: read and write the model files that nnr_encode takes and nnr_decode
+writes (not part of ISO/IEC 15938-17, which codes tensors; this is the adapter around it).
+
+Each format lives in its own module (fmt_pt, fmt_safetensors, fmt_npz, fmt_h5) with a
+load(path, options) -> Model and a save(path, model, same_kind) pair. torch, safetensors and h5py
+are imported only inside those functions, so importing nnr.modelio stays numpy-only.
+"""
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnr.errors import EncoderConfigError, UnsupportedFeatureError
+
+log = logging.getLogger("nnr")
+
+FORMATS = ("pt", "safetensors", "npz", "h5")
+_EXTENSIONS = {".pt": "pt", ".pth": "pt", ".safetensors": "safetensors", ".npz": "npz",
+               ".h5": "h5", ".hdf5": "h5"}
+_ALIASES = {"pth": "pt", "torch": "pt", "hdf5": "h5", "keras": "h5"}
+# package to import -> (pip distribution, nnr extra)
+_PACKAGES = {"torch": ("torch", "torch"), "safetensors": ("safetensors", "safetensors"),
+             "h5py": ("h5py", "h5")}
+
+
+@dataclass
+class Model:
+    """A model file's tensors as the codec sees them, plus what is needed to write it back.
+
+    tensors: name -> ndarray, in the file's order; float32 for every floating-point tensor,
+        the file's integer type for integers, uint8 0/1 for bool (see nnr.modelio.dtypes).
+    dtypes: name -> original dtype name ("float32", "float16", "bfloat16", "int64", "bool", ...).
+    fmt: "pt", "safetensors", "npz" or "h5".
+    extras: format-specific data for save_model (checkpoint entries around a state_dict, the
+        safetensors metadata, the HDF5 group tree with its attributes, ...). Opaque to the codec;
+        may hold torch/h5py-derived Python objects and is not guaranteed to be JSON-serialisable.
+    """
+    tensors: dict
+    dtypes: dict
+    fmt: str
+    extras: dict = field(default_factory=dict)
+
+
+def require(module, action, fmt):
+    """Import an optional package, or raise UnsupportedFeatureError telling how to install it."""
+    dist, extra = _PACKAGES[module]
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise UnsupportedFeatureError(
+            f"{action} .{fmt} needs the '{dist}' package: pip install nnr[{extra}]") from err
+
+
+def detect_format(path, fmt=None):
+    """The format name for `path`: `fmt` if given, else from the file extension."""
+    if fmt is not None:
+        name = _ALIASES.get(str(fmt).lower().lstrip("."), str(fmt).lower().lstrip("."))
+        if name not in FORMATS:
+            raise EncoderConfigError(f"unknown model format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        return name
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in _EXTENSIONS:
+        raise EncoderConfigError(
+            f"cannot tell the model format of {os.fspath(path)!r} from its extension {ext or '(none)'!r}; "
+            f"known: {', '.join(sorted(_EXTENSIONS))}; or pass fmt= one of {', '.join(FORMATS)}")
+    return _EXTENSIONS[ext]
+
+
+def _module(fmt):
+    return importlib.import_module(f"nnr.modelio.fmt_{fmt}")
+
+
+def load_model(path, *, fmt=None, allow_pickle=False, allow_float64=False) -> Model:
+    """Read a model file into a Model.
+
+    allow_pickle: PyTorch files only. Files are read with torch.load(weights_only=True); a file
+        that needs arbitrary unpickling (e.g. a whole nn.Module) is refused with an
+        EncoderConfigError unless this is True. Only pass it for files you trust.
+    allow_float64: code float64 tensors as float32 (restored as float64 on save) instead of
+        refusing them.
+    Raises FileNotFoundError for a missing file, EncoderConfigError for an unknown format or an
+    unreadable file or tensor, UnsupportedFeatureError when the format's package is missing.
+    """
+    name = detect_format(path, fmt)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {os.fspath(path)}")
+    if os.path.isdir(path):
+        raise EncoderConfigError(f"{os.fspath(path)!r} is a directory, not a model file")
+    model = _module(name).load(path, allow_pickle=allow_pickle, allow_float64=allow_float64)
+    log.debug("loaded %d tensors from %s (%s)", len(model.tensors), os.fspath(path), name)
+    return model
+
+
+def save_model(path, model: Model, *, fmt=None) -> None:
+    """Write `model` to `path` atomically, restoring each tensor's original dtype.
+
+    The format comes from `fmt`, else the extension, else model.fmt. Saved in the model's own
+    format, the file keeps the structure recorded in model.extras (checkpoint entries, metadata,
+    HDF5 groups and attributes); in another format only the tensors are written.
+    """
+    try:
+        name = detect_format(path, fmt)
+    except EncoderConfigError:
+        if fmt is not None or not model.fmt:
+            raise
+        name = detect_format(path, model.fmt)
+    for key, value in model.tensors.items():
+        if not isinstance(value, np.ndarray):
+            raise EncoderConfigError(f"tensor {key!r} is a {type(value).__name__}, not a numpy array")
+    same_kind = name == model.fmt
+    if not same_kind and model.extras:
+        log.info("saving a %s model as %s: only its tensors are kept", model.fmt, name)
+    _module(name).save(path, model, same_kind=same_kind)
