@@ -96,9 +96,12 @@ class Encoder:
         self.state = IncrementalState()
         self._stateful = True
 
-    def encode(self, tensors, *, incremental=False, tca=True, hdsp=False, progress=None) -> bytes:
+    def encode(self, tensors, *, incremental=False, tca=True, hdsp=False, progress=None,
+               topology_data="") -> bytes:
         """Encode one bitstream. With incremental=True the tensors are an update (differences
-        against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`)."""
+        against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`).
+        progress(done, total, name, bytes_so_far) is called after each tensor; topology_data is
+        carried in the NNR_TPL unit (empty, as the reference writes it, by default)."""
         from nnr_core.encode_ndu import NduEncoder
 
         cfg = self.config
@@ -115,7 +118,7 @@ class Encoder:
         out += write_unit(NNR_STR, {"general_profile_idc": gpi}, syntax)
         out += write_unit(NNR_MPS, self._mps_fields(parent, base_qp), syntax)
         out += write_unit(NNR_TPL, {"topology_storage_format": FRAMEWORKS[cfg.framework],
-                                    "topology_compression_format": 0, "topology_data": ""}, syntax)
+                                    "topology_compression_format": 0, "topology_data": topology_data}, syntax)
         coded = []
         for i, p in enumerate(planned):
             unit = ndu.emit(p, base_qp)

@@ -83,13 +83,15 @@ class NduEncoder:
         else:
             qp, clip = self.tensor_qp(t), None
         if cfg.codebook:
-            cb = q.codebook_quantize(w, qp, cfg.qp_density, cfg.dq, self._trial_encoder(t), clip=clip,
+            cb = q.codebook_quantize(w, qp, cfg.qp_density, cfg.dq, self._trial_encoder(t),
+                                     mode2_encode=self._mode2_encoder(t, scan), clip=clip,
                                      rows=rows, row_width=width, scan_order=scan,
                                      lambda_scale=cfg.lambda_scale,
                                      cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
-            if cb is not None:
+            if cb["approx_method"] == "codebook":
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
+            return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
         if cfg.dq:
             levels, qp = q.quantize_tcq(w, qp, cfg.qp_density, rows, width, scan, lambda_scale=cfg.lambda_scale,
                                         cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
@@ -101,20 +103,32 @@ class NduEncoder:
             levels = np.clip(levels, clip[0], clip[1]).astype(np.int32)
         return Planned(t, NNR_PT_FLOAT, levels, int(qp), 1 if cfg.dq else 0)
 
-    def _trial_encoder(self, t):
-        """Payload size of a codebook candidate, as the reference's zero-offset trial measures it
-        (gpi-0 rules, matrix scan, no DQ, N' = cabac_unary_length_minus1 flags, param-opt on)."""
+    def _trial_coding(self, t, scan, dq_flag, gpi, parent):
+        # REF-QUIRK: the reference's trial encoders get cabac_unary_length_minus1 where the coder
+        # gets minus1 + 1, so they count one greater-than flag less (NNC-CABAC-QUANT.md §15 item 4)
         rows, width = rows_and_width(t.data.shape)
-        ndim = t.data.ndim
+        return TensorCoding(rows=rows, row_width=width, ndim=t.data.ndim, has_qp_offset=False, qp_density=0,
+                            dq_flag=dq_flag, cabac_unary_length_minus1=max(self.cfg.cabac_unary_length_minus1 - 1, 0),
+                            scan_order=scan, general_profile_idc=gpi, parent_node_id_present_flag=parent)
+
+    def _trial_encoder(self, t):
+        """Payload size of a codebook zero-offset candidate, as the reference's trial measures it
+        (gpi-0 rules, matrix scan, no DQ, param-opt on; NNC-CABAC-QUANT.md §9.5)."""
+        coding = self._trial_coding(t, 0, 0, 0, 0)
 
         def trial(symbols, codebook_size, cb_zero_offset):
-            coding = TensorCoding(rows=rows, row_width=width, ndim=ndim, has_qp_offset=False, qp_density=0,
-                                  dq_flag=0, cabac_unary_length_minus1=max(self.cfg.cabac_unary_length_minus1 - 1, 0),
-                                  scan_order=0, general_profile_idc=0)
-            payload, _ = cabac.encode_payload([TensorEncoding(coding, np.asarray(symbols, dtype=np.int32), None,
-                                                              param_opt=True)], VARIANT_NNCODEC2)
-            return len(payload)
+            enc = TensorEncoding(coding, np.asarray(symbols, dtype=np.int32), None, param_opt=True)
+            return len(cabac.encode_payload([enc], VARIANT_NNCODEC2)[0])
         return trial
+
+    def _mode2_encoder(self, t, scan):
+        """Payload size with the real settings (no row skipping), for the codebook-or-uniform choice."""
+        def size(values, dq_flag):
+            coding = self._trial_coding(t, scan, dq_flag, self.gpi, self.parent)
+            enc = TensorEncoding(coding, np.asarray(values, dtype=np.int32).reshape(-1), None, 0, 0,
+                                 self.cfg.param_opt)
+            return len(cabac.encode_payload([enc], self.variant)[0])
+        return size
 
     # -- units ----------------------------------------------------------------------------------
     def emit(self, p: Planned, base_qp: int) -> Optional[bytes]:

@@ -1,0 +1,302 @@
+"""Encoder quantizers: uniform (§9.3), trellis-coded (§8.3), bit depth (§9.4), codebook (§9.5).
+
+NNC-CABAC-QUANT.md. None of this is normative: it reproduces NNCodec 2.1.3's encoder decisions
+level for level, so that our bitstreams equal the reference's.
+"""
+import math
+
+import numpy as np
+
+from nnr.errors import EncoderConfigError, UnsupportedFeatureError
+from nnr_core.quant import _quant
+from nnr_core.quant.reconstruct import QP_DENSITY_MAX, step_size
+
+INT32_GUARD = (1 << 31) - 3   # §9.3 overflow guard: Delta_min = max|w| / (2^31 - 3)
+EGK_MAX = 15                  # codebook_egk is u(4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+
+
+def _as_float32(w, name="w"):
+    """C-contiguous float32 copy-or-view of `w`; rejects NaN and infinities."""
+    arr = np.ascontiguousarray(w, dtype=np.float32)
+    if arr.size and not np.all(np.isfinite(arr)):
+        raise EncoderConfigError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _check_qp(qp, qp_density):
+    if not isinstance(qp_density, (int, np.integer)) or not 0 <= qp_density <= QP_DENSITY_MAX:
+        raise EncoderConfigError(f"qp_density must be 0..{QP_DENSITY_MAX}, got {qp_density!r}")
+    if not isinstance(qp, (int, np.integer)):
+        raise EncoderConfigError(f"qp must be an integer, got {qp!r}")
+    return int(qp), int(qp_density)
+
+
+def _qstep32(qp, qp_density):
+    """Delta rounded once to float32, as NNCodec's quantLayer passes it (§9.1)."""
+    delta = step_size(qp, qp_density)
+    with np.errstate(over="ignore", under="ignore"):
+        delta32 = np.float32(delta)
+    if not np.isfinite(delta32) or delta32 == 0:
+        raise EncoderConfigError(f"QP {qp} gives a step size outside float32")
+    return delta32
+
+
+def _coding_shape(shape):
+    """[Rows, RowWidth] of §7: first dimension by the product of the rest; 1-D is [n, 1]."""
+    if len(shape) == 0:
+        return 1, 1
+    rows = int(shape[0])
+    width = 1
+    for d in shape[1:]:
+        width *= int(d)
+    return rows, width
+
+
+def _effective_scan_order(rows, row_width, scan_order):
+    """NNCodec forces the matrix scan for one column or one row (§7)."""
+    if scan_order not in (0, 1, 2, 3, 4):
+        raise EncoderConfigError(f"scan_order must be 0..4, got {scan_order!r}")
+    if row_width == 1 or rows <= 1:
+        return 0
+    return int(scan_order)
+
+
+def _check_lambda(lambda_scale):
+    # REF-QUIRK: NNCodec receives lambda_scale as float32 (§8.3)
+    lam = float(np.float32(lambda_scale))
+    if lam > 0.0:
+        raise UnsupportedFeatureError("rate-term quantization (lambda_scale > 0) is not implemented")
+    return lam
+
+
+# ---------------------------------------------------------------------------------------------
+# §9.3 overflow guard
+
+
+def overflow_guard_qp(w32, qp_density):
+    """The raised QP of the overflow guard: ceil(QP') for Delta_min = max|w| / (2^31 - 3) (§9.3)."""
+    k = 1 << qp_density
+    max_abs = float(np.max(np.abs(w32))) if w32.size else 0.0   # float32 maximum, exact in double
+    min_step = max_abs / float(INT32_GUARD)
+    # REF-QUIRK: baseQP and newQp are float32 variables in NNCodec's quantLayer
+    base_qp = np.float32(math.floor(math.log2(min_step)) * k)
+    new_qp = np.float32(float(base_qp) + ((min_step * k) / 2.0 ** float(base_qp / np.float32(k)) - k))
+    return int(math.ceil(float(new_qp)))
+
+
+def _run_guarded(kernel, w32, qp, qp_density):
+    """Quantize; on int32 overflow raise QP once by the guard and quantize again (§9.3)."""
+    if kernel(_qstep32(qp, qp_density)):
+        return qp
+    qp = overflow_guard_qp(w32, qp_density)
+    if not kernel(_qstep32(qp, qp_density)):
+        raise EncoderConfigError("tensor values too large for int32 levels even after raising QP")
+    return qp
+
+
+# ---------------------------------------------------------------------------------------------
+# §9.3 uniform, §8.3 trellis
+
+
+def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, row_width=None,
+                     scan_order=0, cabac_unary_length_minus1=10):
+    """Uniform quantization (§9.3) -> (levels int32 in w's shape, QP after the overflow guard)."""
+    qp, qp_density = _check_qp(qp, qp_density)
+    _check_lambda(lambda_scale)
+    w32 = _as_float32(w)
+    flat = w32.reshape(-1)
+    levels = np.zeros(flat.shape[0], dtype=np.int32)
+    # without rate term every element is independent: the scan (scan= (rows, row_width,
+    # scan_order) or the separate arguments) only matters to the rate-term variant
+    qp = _run_guarded(lambda q32: _quant.uniform_plain(flat, levels, q32), flat, qp, qp_density)
+    return levels.reshape(w32.shape), qp
+
+
+def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lambda_scale=0.0,
+                 cabac_unary_length_minus1=10):
+    """Trellis-coded quantization (§8.3) -> (reconstruction indices int32, QP after the guard)."""
+    qp, qp_density = _check_qp(qp, qp_density)
+    _check_lambda(lambda_scale)
+    w32 = _as_float32(w)
+    flat = w32.reshape(-1)
+    if rows is None or row_width is None:
+        rows, row_width = _coding_shape(w32.shape)
+    if rows * row_width != flat.shape[0]:
+        raise EncoderConfigError(f"rows {rows} x row_width {row_width} != {flat.shape[0]} elements")
+    scan = _quant.scan_positions(rows, row_width, _effective_scan_order(rows, row_width, scan_order))
+    out = np.zeros(flat.shape[0], dtype=np.int32)
+    decisions = np.empty(8 * flat.shape[0], dtype=np.uint8)
+    qp = _run_guarded(lambda q32: _quant.tcq_plain(flat, scan, out, q32, decisions), flat, qp,
+                      qp_density)
+    return out.reshape(w32.shape), qp
+
+
+def quantize(w, qp, qp_density, dq_flag, scan_order=0, lambda_scale=0.0,
+             cabac_unary_length_minus1=10):
+    """NNCodec's quantLayer: TCQ when dq_flag else uniform, on the §7 coding shape of w."""
+    if dq_flag:
+        return quantize_tcq(w, qp, qp_density, scan_order=scan_order, lambda_scale=lambda_scale,
+                            cabac_unary_length_minus1=cabac_unary_length_minus1)
+    return quantize_uniform(w, qp, qp_density, lambda_scale=lambda_scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# §9.4 integer-aligned bit depth
+
+
+def _is_all_zero_or_scalar(w):
+    a = np.asarray(w)
+    if a.ndim == 0:
+        return np.issubdtype(a.dtype, np.integer)
+    return bool(np.all(a == 0))
+
+
+def effective_bitdepth(bitdepth, is_weight=True):
+    """NNCodec codes non-weight tensors with at least 8 bits (§9.4)."""
+    if not isinstance(bitdepth, (int, np.integer)) or not 1 <= bitdepth <= 31:
+        raise EncoderConfigError(f"bitdepth must be 1..31, got {bitdepth!r}")
+    return int(bitdepth) if (bitdepth > 7 or is_weight) else 8
+
+
+def _is_unsigned(w, unsigned_support):
+    return bool(unsigned_support) and not np.any(np.asarray(w) < 0)
+
+
+def bitdepth_qp(w, bitdepth, qp_density, is_weight=True, unsigned_support=True):
+    """(QP, (lo, hi) level clip) of the integer-aligned bit depth (§9.4).
+
+    The QP maps the 99.95th percentile of |w| to the largest level of the bit depth; all-zero
+    tensors get QP 0.
+    """
+    _check_qp(0, qp_density)
+    w32 = _as_float32(w)
+    clip = bitdepth_range(w32, bitdepth, is_weight, unsigned_support)
+    if _is_all_zero_or_scalar(w):
+        return 0, clip
+    denom = clip[1] if clip[0] == 0 else -clip[0] - 1      # 2^bw - 1 or 2^(bw-1) - 1
+    a = np.abs(w32).astype(np.float64)
+    delta = float(np.percentile(a, 99.95)) / denom if denom else 0.0
+    if delta == 0.0 and denom:
+        delta = float(np.max(a)) / denom
+    if delta == 0.0:
+        # NNCodec divides by zero here (bit depth 1, signed); its QP clips to the minimum
+        qp = -float("inf")
+    else:
+        k = 1 << qp_density
+        base_qp = math.floor(math.log2(delta)) * k
+        qp = base_qp + ((delta * k) / 2.0 ** (base_qp / k) - k)
+    max_qp = 1 << (5 + qp_density)
+    qp = min(max(qp, -max_qp), max_qp - 1)
+    return int(np.round(qp)), clip     # REF-QUIRK: np.round, i.e. ties to even
+
+
+def bitdepth_range(w, bitdepth, is_weight=True, unsigned_support=True):
+    """(lo, hi) of the levels: unsigned when w has no negative value (§9.4)."""
+    bw = effective_bitdepth(bitdepth, is_weight)
+    if _is_unsigned(w, unsigned_support):
+        return 0, (1 << bw) - 1
+    return -(1 << (bw - 1)), (1 << (bw - 1)) - 1
+
+
+def clip_to_bitdepth(levels, w, bitdepth, is_weight=True, unsigned_support=True):
+    """Clip levels (or DQ reconstruction indices) to the bit depth's range (§9.4)."""
+    lo, hi = bitdepth_range(w, bitdepth, is_weight, unsigned_support)
+    return np.clip(levels, lo, hi).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# §9.5 codebook
+
+
+def _ue_bits(k, x):
+    """Length of ue(k) for x (NNC-HLS.md; NNCodec's BitWriter.ue)."""
+    n = 0
+    while x >= (1 << k):
+        n += 1
+        x -= 1 << k
+        k += 1
+    return n + 1 + k
+
+
+def _ie_bits(k, x):
+    return _ue_bits(k, (-x) << 1 if x <= 0 else (x << 1) - 1)
+
+
+def codebook_header_bits(codebook, cb_zero_offset, codebook_egk):
+    """Bits of codebook(): egk u(4), size ue(2), centre offset ie(2), zero value ie(7), deltas."""
+    size = len(codebook)
+    bits = 4 + _ue_bits(2, size) + _ie_bits(2, cb_zero_offset - (size >> 1))
+    bits += _ie_bits(7, int(codebook[cb_zero_offset]))
+    for j in range(cb_zero_offset - 1, -1, -1):
+        bits += _ue_bits(codebook_egk, int(codebook[j + 1]) - int(codebook[j]) - 1)
+    for j in range(cb_zero_offset + 1, size):
+        bits += _ue_bits(codebook_egk, int(codebook[j]) - int(codebook[j - 1]) - 1)
+    return bits
+
+
+def best_codebook_egk(codebook, cb_zero_offset):
+    """codebook_egk 0..15 with the fewest header bits, first minimum (§9.5)."""
+    best_egk, best_bits = 0, None
+    for egk in range(EGK_MAX + 1):
+        bits = codebook_header_bits(codebook, cb_zero_offset, egk)
+        if best_bits is None or bits < best_bits:
+            best_egk, best_bits = egk, bits
+    return best_egk
+
+
+def dq_equivalent_qp_offset(qp_density):
+    """NNCodec lowers the codebook QP by 2^qp_density (half the step) when DQ was requested."""
+    return 1 << qp_density
+
+
+def codebook_quantize(w, qp, qp_density, dq_requested, trial_encode, bitdepth=None,
+                      is_weight=True, unsigned_support=True, mode2_encode=None, scan_order=0,
+                      clip=None, rows=None, row_width=None, lambda_scale=0.0,
+                      cabac_unary_length_minus1=10):
+    """NNCodec's codebook quantization (§9.5) -> dict(symbols, codebook, cb_zero_offset, codebook_egk, qp).
+
+    trial_encode(symbols_k, codebook_size, cb_zero_offset) -> payload bytes; NNCodec's offset
+    trial encodes with gpi-0 rules (unbounded binarization), matrix scan, no DQ, N' greater-than
+    flags and parameter-set optimisation on. With mode2_encode(values, dq_flag) -> payload bytes
+    (the real encoder settings, no row skipping), "codebook mode 2" also tries the uniform
+    alternative and returns approx_method 'uniform' with its levels when that is smaller.
+    The levels are clipped to `clip` (lo, hi), or to the range of `bitdepth` if given (§9.4).
+    """
+    qp, qp_density = _check_qp(qp, qp_density)
+    w32 = _as_float32(w)
+    enc_qp = qp - (dq_equivalent_qp_offset(qp_density) if dq_requested else 0)
+    levels, cb_qp = quantize_uniform(w32, enc_qp, qp_density, lambda_scale=lambda_scale)
+    if clip is None and bitdepth is not None:
+        clip = bitdepth_range(w32, bitdepth, is_weight, unsigned_support)
+    if clip is not None:
+        levels = np.clip(levels, clip[0], clip[1]).astype(np.int32)
+    codebook, index = np.unique(levels, return_inverse=True)
+    index = index.reshape(levels.shape).astype(np.int32)
+    cb_zero_offset, best = 0, None
+    for offset in range(len(codebook)):
+        size = trial_encode(index - offset, len(codebook), offset)
+        if best is None or size < best:
+            best, cb_zero_offset = size, offset
+    symbols = index - cb_zero_offset
+    egk = best_codebook_egk(codebook, cb_zero_offset)
+    result = dict(approx_method="codebook", symbols=symbols, codebook=[int(c) for c in codebook],
+                  cb_zero_offset=cb_zero_offset, codebook_egk=egk, qp=cb_qp, dq_flag=0)
+    if mode2_encode is None:
+        return result
+    uni_levels, uni_qp, dq_flag = levels, cb_qp, 0
+    if dq_requested:
+        uni_levels, uni_qp = quantize_tcq(w32, qp, qp_density, rows, row_width, scan_order,
+                                          lambda_scale, cabac_unary_length_minus1)
+        dq_flag = 1
+        if clip is not None:
+            uni_levels = np.clip(uni_levels, clip[0], clip[1]).astype(np.int32)
+    bytes_uni = mode2_encode(uni_levels, dq_flag)
+    # REF-QUIRK: NNCodec adds the codebook header in *bits* to the payload in bytes
+    bytes_cb = mode2_encode(symbols, 0) + codebook_header_bits(codebook, cb_zero_offset, egk)
+    if bytes_cb < bytes_uni:
+        return result
+    return dict(approx_method="uniform", levels=uni_levels, qp=uni_qp, dq_flag=dq_flag)
