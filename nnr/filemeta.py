@@ -56,7 +56,9 @@ def restore(decoded: dict, meta) -> tuple:
             if "shape" in e:
                 a = a.reshape(e["shape"])
             tensors[name] = a
-            dtypes[name] = e.get("dtype", str(a.dtype))
+            # without an entry the file held the coded dtype: float32 (codebook tensors decode
+            # to float64 and are rounded back once) or int32
+            dtypes[name] = e.get("dtype", "float32" if a.dtype.kind == "f" else "int32")
         elif name in extra:
             e = extra[name]
             tensors[name] = np.array(e["values"]).reshape(e["shape"])

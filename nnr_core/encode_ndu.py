@@ -118,7 +118,7 @@ class NduEncoder:
 
         def trial(symbols, codebook_size, cb_zero_offset):
             enc = TensorEncoding(coding, np.asarray(symbols, dtype=np.int32), None, param_opt=True)
-            return len(cabac.encode_payload([enc], VARIANT_NNCODEC2)[0])
+            return len(cabac.encode_payload([enc], self.variant)[0])   # the engine of the profile's generation
         return trial
 
     def _mode2_encoder(self, t, scan):

@@ -9,7 +9,9 @@ from nnr.errors import NNRError
 def build_parser():
     p = argparse.ArgumentParser(prog="nnr_decode", description="Decode an NNC (ISO/IEC 15938-17) bitstream.")
     p.add_argument("input", help="NNC bitstream (.nnr / .nnc)")
-    p.add_argument("-o", "--output", help="output .npz (tensor names as keys); omitted: decode and check only")
+    p.add_argument("-o", "--output", help="output model file: .npz, .pt/.pth, .safetensors or .h5 (original "
+                                          "names, shapes and dtypes as nnr_encode recorded them); "
+                                          "omitted: decode and check only")
     p.add_argument("--verify", metavar="SHA256",
                    help="expected SHA-256 of the whole decoded output (see nnr.checksum.output_sha256); "
                         "exit status 1 on a mismatch")
@@ -47,12 +49,26 @@ def main(argv=None):
             print(f"{name}\t{a.dtype}\t{list(a.shape)}\t{tensor_sha256(a)}")
         print(f"output sha256 {digest}")
     if args.output:
-        from nnr.fileio import write_npz
-        write_npz(args.output, tensors)
+        try:
+            _save(args.output, decoder, tensors)
+        except NNRError as err:
+            print(f"nnr_decode: {args.output}: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
     if args.verify and args.verify.lower() != digest:
         print(f"nnr_decode: checksum mismatch: expected {args.verify.lower()}, got {digest}", file=sys.stderr)
         return 1
     return 0
+
+
+def _save(path, decoder, tensors):
+    """Write the decoded tensors as a model file, restoring what nnr_encode recorded."""
+    from nnr import filemeta
+    from nnr.modelio import Model, detect_format, save_model
+    tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == 3), {})
+    meta = filemeta.parse(tpl.get("topology_data", ""))
+    restored, dtypes = filemeta.restore(tensors, meta)
+    fmt = detect_format(path)
+    save_model(path, Model(restored, dtypes, fmt), fmt=fmt)
 
 
 def _write_trace(trace, target):
