@@ -60,7 +60,7 @@ def encoder_plan(set_name, case):
             return opts, steps, "stateful"
         inputs = np.load(os.path.join(path, "sparsified_input.npy")) if ea.get("sparsity") else _load_inputs(path)
         inputs = {name: inputs}
-    elif api.startswith("nncodec.nnc.compress"):
+    elif "nnc.compress" in api:
         a = dict(COMPRESS_DEFAULTS, **ea)
         opts = _options(a, gpi)
         inputs = _load_inputs(path)
