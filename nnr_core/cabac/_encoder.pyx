@@ -1,0 +1,806 @@
+# cython: language_level=3
+"""DeepCABAC payload encoder, bit-exact with NNCodec 2.1.3 (variant 2) and NNCodec 1.x
+(variant 1): the encoding engine of NNC-CABAC-QUANT.md §3.7 and the mirror of procedure B of §12
+(§13), with the binarizations of §5, the contexts of §6 (NNCodec-2 layout), NNCodec's choice of
+the context parameter sets (§6.5, bit estimates of §4.6), the scans and row skipping of §7 and the
+DQ mapping i -> k of §8.2.  API contract: ``nnr_core/cabac/README.md``; pure-Python twin:
+``pytwin_enc.py`` (which also holds the argument checks both use).
+
+Arguments are checked with the GIL; the per-tensor procedure, including the pseudo pass of the
+parameter-set optimisation (all nine shadow estimators per context updated in one pass over the
+bins, nothing stored per bin), runs ``with nogil`` on C pointers and reports a status code that is
+turned into an exception afterwards.  Output bytes go into a growable C buffer.
+"""
+from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memset
+
+import operator
+
+import numpy as np
+cimport numpy as cnp
+
+from nnr.errors import EncoderConfigError
+from nnr_core.cabac import _decoder
+from nnr_core.cabac.bitcost import BIT_COST
+from nnr_core.cabac.pytwin_enc import prepare, dq_parity_error, _has_entry_points
+from nnr_core.cabac.pytwin_levels import check_codebook
+
+from nnr_core.cabac._engine cimport (
+    CabacCtx, NNR_RLPS_TABLE, NNR_CURVE, NNR_PARAM_SETS, NNR_DQ_NEXT, NNR_DQ_ADV0,
+    nnr_renorm_shift, ctx_set, ctx_reset_all, ctx_init_all, ctx_update)
+
+cnp.import_array()
+
+__all__ = ["encode_payload", "CabacEncoder"]
+
+# ---------------------------------------------------------------------------------------------
+# Context index layout, NNCodec-2 (§6.1); N-dependent offsets are computed per tensor.
+cdef enum:
+    CTX_SIG = 0             # 3*s + c
+    CTX_SIG_TCA = 24        # 24 + 2*s + (abs(b) > 1)
+    CTX_SIG_HDSP = 40       # 40 + s
+    CTX_SIGN = 48           # 48 + c
+    CTX_SIGN_TCA_NEG = 51
+    CTX_SIGN_TCA_POS = 52
+    CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: 53 + 2N + 2j + (abs(b) >= j ? 0 : 1)
+    # remainder prefix bin i: 53 + 4N + i; param_set_flag: 87 + 4N; row_skip_list: 89 + 4N;
+    # total 90 + 4N contexts.
+
+cdef enum:
+    ST_OK = 0
+    ST_NOMEM = 1
+    ST_PARITY = 2
+
+cdef enum:
+    NUM_SETS = 9
+    SET_PENALTY = 3 * 32768     # §6.5 step 4: sets 1..8 pay for their three bypass bins
+
+
+# §4.6 bit estimates, filled once from nnr_core.cabac.bitcost (built from the formula).
+cdef uint32_t BITCOST[1024][2]
+cdef Py_ssize_t _x
+for _x in range(1024):
+    BITCOST[_x][0] = BIT_COST[_x, 0]
+    BITCOST[_x][1] = BIT_COST[_x, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding engine (§3.7).
+
+ctypedef struct EncEngine:
+    uint32_t L              # low register, modulo 2^32
+    uint32_t R              # range, 256..510 between bins
+    int32_t BL              # bits left; a byte is written when it drops below 12
+    int64_t NB              # buffered bytes (the first is `buffered`, the rest 0xFF)
+    uint32_t buffered
+    uint8_t* buf            # output, growable
+    int64_t size
+    int64_t cap
+    int oom                 # a realloc failed; the output is incomplete
+
+
+cdef int enc_reserve(EncEngine* e, int64_t extra) noexcept nogil:
+    """Make room for `extra` more bytes (checked realloc, geometric growth)."""
+    cdef int64_t want = e.size + extra
+    cdef int64_t cap
+    cdef uint8_t* p
+    if want <= e.cap:
+        return 0
+    cap = e.cap * 2
+    if cap < want + 256:
+        cap = want + 256
+    p = <uint8_t*>realloc(e.buf, <size_t>cap)
+    if p == NULL:
+        e.oom = 1
+        return -1
+    e.buf = p
+    e.cap = cap
+    return 0
+
+
+cdef void enc_write_out(EncEngine* e) noexcept nogil:
+    """Byte output with carry handling: 0xFF bytes stay pending until the carry is known."""
+    cdef uint32_t lead = e.L >> (24 - e.BL)
+    cdef uint32_t carry
+    cdef uint8_t fill
+    e.BL += 8
+    e.L &= 0xFFFFFFFFu >> e.BL
+    if lead == 0xFF:
+        e.NB += 1
+    elif e.NB > 0:
+        if enc_reserve(e, e.NB) != 0:
+            return
+        carry = lead >> 8
+        e.buf[e.size] = <uint8_t>((e.buffered + carry) & 0xFF)
+        e.size += 1
+        e.buffered = lead & 0xFF
+        fill = <uint8_t>((0xFF + carry) & 0xFF)
+        while e.NB > 1:
+            e.buf[e.size] = fill
+            e.size += 1
+            e.NB -= 1
+    else:
+        e.NB = 1
+        e.buffered = lead
+
+
+cdef inline void enc_bin(EncEngine* e, CabacCtx* c, int bin) noexcept nogil:
+    """Regular bin (§3.7) followed by the context update (§4.4)."""
+    cdef int S = c.S
+    cdef int p = S >> 7                 # arithmetic shift, as in the decoder
+    cdef uint32_t rlps
+    cdef int n
+    if p < 0:
+        p = -p
+    rlps = NNR_RLPS_TABLE[(e.R >> 5) & 7][p]
+    e.R -= rlps
+    if bin == (1 if S >= 0 else 0):     # MPS: rMPS >= 128, at most one shift
+        if e.R < 256:
+            e.R <<= 1
+            e.L <<= 1
+            e.BL -= 1
+            if e.BL < 12:
+                enc_write_out(e)
+    else:
+        n = nnr_renorm_shift(rlps)
+        e.L += e.R
+        e.R = rlps << n
+        e.L <<= n
+        e.BL -= n
+        if e.BL < 12:
+            enc_write_out(e)
+    ctx_update(c, bin)
+
+
+cdef inline void enc_bypass_bits(EncEngine* e, uint64_t value, int n) noexcept nogil:
+    """n bypass bins (0..64), most significant first."""
+    cdef int x
+    for x in range(n - 1, -1, -1):
+        e.L <<= 1
+        if (value >> x) & 1:
+            e.L += e.R
+        e.BL -= 1
+        if e.BL < 12:
+            enc_write_out(e)
+
+
+cdef inline void enc_terminate(EncEngine* e, int bin) noexcept nogil:
+    e.R -= 2
+    if bin:
+        e.L += e.R
+        e.L <<= 7
+        e.R = 256
+        e.BL -= 7
+    elif e.R < 256:
+        e.R <<= 1
+        e.L <<= 1
+        e.BL -= 1
+    else:
+        return
+    if e.BL < 12:
+        enc_write_out(e)
+
+
+cdef void enc_flush(EncEngine* e) noexcept nogil:
+    """§3.7 flush after the terminating bin: pending bytes, the low register, stop bit, zeros."""
+    cdef uint32_t low
+    cdef int nbits, x
+    if enc_reserve(e, e.NB + 8) != 0:
+        return
+    if (e.L >> (32 - e.BL)) != 0:           # pending carry
+        e.buf[e.size] = <uint8_t>((e.buffered + 1) & 0xFF)
+        e.size += 1
+        while e.NB > 1:
+            e.buf[e.size] = 0x00
+            e.size += 1
+            e.NB -= 1
+        e.L -= (<uint32_t>1) << (32 - e.BL)
+    else:
+        if e.NB > 0:
+            e.buf[e.size] = <uint8_t>e.buffered
+            e.size += 1
+        while e.NB > 1:
+            e.buf[e.size] = 0xFF
+            e.size += 1
+            e.NB -= 1
+    e.NB = 0
+    low = ((e.L >> 8) << 1) + 1
+    nbits = 24 - (e.BL - 1)
+    low <<= (32 - nbits)
+    x = 0
+    while x < nbits:
+        e.buf[e.size] = <uint8_t>((low >> (24 - x)) & 0xFF)
+        e.size += 1
+        x += 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Shadow models of the parameter-set optimisation (§6.5): nine estimators per context.
+
+ctypedef struct ShadowCtx:
+    int16_t S[9]
+    int16_t S0[9]
+    uint64_t cost[9]
+
+
+cdef inline void shadow_reset(ShadowCtx* m) noexcept nogil:
+    cdef int k
+    for k in range(NUM_SETS):
+        m.S0[k] = NNR_PARAM_SETS[k][2]
+        m.S[k] = <int16_t>(NNR_PARAM_SETS[k][3] + 16 * NNR_PARAM_SETS[k][2])
+
+
+cdef inline void shadow_code(ShadowCtx* m, int bin) noexcept nogil:
+    """Charge each set its §4.6 estimate for the bin, then update each set's model (§4.4)."""
+    cdef int k, S, S0, S1
+    for k in range(NUM_SETS):
+        S = m.S[k]
+        S0 = m.S0[k]
+        S1 = S - 16 * S0
+        m.cost[k] += BITCOST[512 + (S >> 3)][bin]
+        if bin:
+            S0 += NNR_CURVE[16 + (S0 >> 3)] >> NNR_PARAM_SETS[k][0]
+            S1 += NNR_CURVE[16 + (S1 >> 7)] >> NNR_PARAM_SETS[k][1]
+        else:
+            S0 -= NNR_CURVE[16 + ((-S0) >> 3)] >> NNR_PARAM_SETS[k][0]
+            S1 -= NNR_CURVE[16 + ((-S1) >> 7)] >> NNR_PARAM_SETS[k][1]
+        m.S0[k] = <int16_t>S0
+        m.S[k] = <int16_t>(S1 + 16 * S0)
+
+
+cdef inline int shadow_best(const ShadowCtx* m) noexcept nogil:
+    """Cheapest set; sets 1..8 charged 3 bits extra; the first minimum wins (§6.5.4)."""
+    cdef int k, best = 0
+    cdef uint64_t best_cost = m.cost[0]
+    for k in range(1, NUM_SETS):
+        if m.cost[k] + SET_PENALTY < best_cost:
+            best = k
+            best_cost = m.cost[k] + SET_PENALTY
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Levels (§5, §6.2).
+
+cdef inline void _enc_level(EncEngine* e, CabacCtx* ctx, int64_t k, int s, int cls, int64_t b,
+                            int h, int N, int sign_mode, int64_t m_plus,
+                            int64_t m_minus) noexcept nogil:
+    """One level k, writing exactly the bins the decoder's _decode_level reads.  sign_mode 0:
+    sign coded, 1/2: inferred positive/negative; m_plus/m_minus: largest |k| per sign."""
+    cdef int ci, sign, j, flag = 0, i, t, pbin
+    cdef int64_t v, M, a, absb
+    if h:
+        ci = CTX_SIG_HDSP + s
+    elif b != 0:
+        ci = CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
+    else:
+        ci = CTX_SIG + 3 * s + cls
+    enc_bin(e, &ctx[ci], 1 if k != 0 else 0)
+    if k == 0:
+        return
+    sign = 1 if k < 0 else 0
+    a = -k if sign else k
+    if sign_mode == 0:
+        if b != 0:
+            ci = CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
+        else:
+            ci = CTX_SIGN + cls
+        enc_bin(e, &ctx[ci], sign)
+    M = m_minus if sign else m_plus
+    v = 1
+    if M > 1:
+        absb = b if b >= 0 else -b
+        j = 0
+        while True:
+            flag = 1 if a > v else 0
+            if b != 0:
+                ci = CTX_GTX + 2 * N + 2 * j + (0 if absb >= j else 1)
+            else:
+                ci = CTX_GTX + 2 * j + sign
+            enc_bin(e, &ctx[ci], flag)
+            v += flag
+            if not (flag and j < N - 1 and v < M):
+                break
+            j += 1
+        if flag and v < M:
+            # abs_remainder: prefix bin i is 1 while another group of 2^t still fits below |k|.
+            ci = CTX_GTX + 4 * N
+            t = 0
+            i = 0
+            while True:
+                pbin = 1 if a - v >= ((<int64_t>1) << t) else 0
+                enc_bin(e, &ctx[ci + i], pbin)
+                if pbin:
+                    v += (<int64_t>1) << t
+                    t += 1
+                if not (pbin and i < 30 and v + ((<int64_t>1) << t) <= M):
+                    break
+                i += 1
+            enc_bypass_bits(e, <uint64_t>(a - v), t)
+
+
+cdef inline void _pseudo_level(ShadowCtx* sh, int64_t i, int s, int cls, int64_t b, int h,
+                               int N) noexcept nogil:
+    """Pseudo-code one position (§6.5).  REF-QUIRK: NNCodec binarizes the reconstruction index i,
+    always unbounded (§5.1), without the bypass suffix."""
+    cdef int ci, j, flag, t, x
+    cdef int64_t a, absb, rem
+    if h:
+        ci = CTX_SIG_HDSP + s
+    elif b != 0:
+        ci = CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
+    else:
+        ci = CTX_SIG + 3 * s + cls
+    shadow_code(&sh[ci], 1 if i != 0 else 0)
+    if i == 0:
+        return
+    if b != 0:
+        ci = CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
+    else:
+        ci = CTX_SIGN + cls
+    shadow_code(&sh[ci], 1 if i < 0 else 0)
+    a = -i if i < 0 else i
+    absb = b if b >= 0 else -b
+    for j in range(N):
+        flag = 1 if a > j + 1 else 0
+        if b != 0:
+            ci = CTX_GTX + 2 * N + 2 * j + (0 if absb >= j else 1)
+        else:
+            ci = CTX_GTX + 2 * j + (1 if i < 0 else 0)
+        shadow_code(&sh[ci], flag)
+        if not flag:
+            return
+    # Exp-Golomb-0 prefix of a - (N + 1): t ones, then a zero.
+    rem = a - (N + 1) + 1
+    t = 0
+    while rem > 1:
+        rem >>= 1
+        t += 1
+    ci = CTX_GTX + 4 * N
+    for x in range(t):
+        shadow_code(&sh[ci + x], 1)
+    shadow_code(&sh[ci + t], 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-tensor procedure (§12 procedure B, mirrored).
+
+ctypedef struct EncJob:
+    int64_t rows
+    int64_t W
+    int N
+    int dq
+    int eff_scan
+    int64_t n_brows
+    int variant
+    int edition2_flags
+    int parent
+    int hdsp_flag
+    int rowskip_flag
+    int qp_bits
+    int64_t qp_offset
+    int no_bins
+    int param_opt
+    int tca_on
+    int64_t cbsize
+    int64_t cbzero
+    const int32_t* levels
+    const int32_t* tca
+    const uint8_t* hist
+    const uint8_t* skip
+    # outputs
+    int64_t bad_pos
+    int bad_state
+
+
+cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept nogil:
+    """B.7: the scan of §7 with row skipping and block-row resets; with `sh` the pseudo pass of
+    §6.5 (estimates only), otherwise the real coding of the levels."""
+    cdef EncEngine e = ep[0]            # registers stay local in the hot loop
+    cdef int N = j.N, dq = j.dq, pseudo = sh != NULL
+    cdef int nctx = 90 + 4 * N
+    cdef int64_t rows = j.rows, W = j.W
+    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, x
+    cdef int64_t i, k, b = 0
+    cdef int s = 0, cls = 0, h = 0
+    cdef int sign_mode = 0
+    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
+    cdef const int32_t* lv = j.levels
+    cdef const int32_t* ref = j.tca
+    cdef const uint8_t* hist = j.hist
+    cdef int rowskip = j.rowskip_flag
+
+    if j.cbsize > 0:
+        m_plus = j.cbsize - 1 - j.cbzero
+        m_minus = j.cbzero
+        if j.cbzero == 0:
+            sign_mode = 1
+        elif j.cbzero == j.cbsize - 1:
+            sign_mode = 2
+    if rows * W == 0:
+        return ST_OK
+    if j.eff_scan == 0:
+        bh = rows
+        bw = W
+    else:
+        bh = 4 << j.eff_scan
+        bw = bh
+    for br in range(j.n_brows):
+        r0 = br * bh
+        r1 = r0 + bh
+        if r1 > rows:
+            r1 = rows
+        if br > 0:
+            if pseudo:
+                for x in range(nctx):
+                    shadow_reset(&sh[x])
+                if j.variant == 1:
+                    cls = 0             # REF-QUIRK: only NNCodec-1 resets the neighbour here
+            else:
+                ctx_reset_all(ctx, nctx)
+                cls = 0
+                e.R = 256               # range reset (§3.6)
+        c0 = 0
+        while c0 < W:
+            c1 = c0 + bw
+            if c1 > W:
+                c1 = W
+            for r in range(r0, r1):
+                if rowskip and j.skip[r]:
+                    # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (§7.3)
+                    if dq:
+                        s = adv0[s]
+                    continue
+                base = r * W
+                for c in range(c0, c1):
+                    i = lv[base + c]
+                    k = i
+                    if dq and i != 0:
+                        if (i & 1) != (s & 1):      # §8.2: Q(s & 1) cannot produce i
+                            j.bad_pos = base + c
+                            j.bad_state = s
+                            ep[0] = e
+                            return ST_PARITY
+                        if i > 0:
+                            k = (i + (s & 1)) >> 1
+                        else:
+                            k = (i - (s & 1)) >> 1
+                    if ref != NULL:
+                        b = ref[base + c]
+                    if hist != NULL:
+                        h = hist[base + c]
+                    if pseudo:
+                        _pseudo_level(sh, i, s, cls, b, h, N)
+                    elif not j.no_bins:
+                        _enc_level(&e, ctx, k, s, cls, b, h, N, sign_mode, m_plus, m_minus)
+                    # The neighbour class of i and of k agree (same sign), so the pseudo pass's
+                    # REF-QUIRK of using i as the neighbour needs no separate state.
+                    cls = 0 if k == 0 else (1 if k < 0 else 2)
+                    if dq:
+                        s = NNR_DQ_NEXT[s][k & 1]
+            c0 = c1
+    ep[0] = e
+    return ST_OK
+
+
+cdef inline void _signal_one(EncEngine* e, CabacCtx* ctx, const ShadowCtx* sh, int idx,
+                             bint coded, int flag_ctx) noexcept nogil:
+    cdef int k = 0
+    if coded:
+        if sh != NULL:
+            k = shadow_best(&sh[idx])
+        enc_bin(e, &ctx[flag_ctx], 1 if k else 0)          # param_set_flag
+        if k:
+            enc_bypass_bits(e, <uint64_t>(k - 1), 3)        # param_set_idx_minus1
+    ctx_set(&ctx[idx], k)
+
+
+cdef void _signal_params(EncEngine* e, CabacCtx* ctx, const ShadowCtx* sh, EncJob* j) noexcept nogil:
+    """Context parameter-set signalling (§6.4), both variants: the decoder's list, in order."""
+    cdef int N = j.N
+    cdef int flag_ctx = 87 + 4 * N
+    cdef int rem0 = CTX_GTX + 4 * N
+    cdef int a, nsig
+    cdef int tca = j.tca_on
+    cdef int64_t cbsize = j.cbsize, cbzero = j.cbzero, M = 0
+    cdef bint cb1, sgn, bounded
+    nsig = 24 if j.dq else 3
+    if j.variant == 1:
+        for a in range(nsig):
+            _signal_one(e, ctx, sh, CTX_SIG + a, True, flag_ctx)
+        for a in range(3):
+            _signal_one(e, ctx, sh, CTX_SIGN + a, True, flag_ctx)
+        for a in range(2 * N):
+            _signal_one(e, ctx, sh, CTX_GTX + a, True, flag_ctx)
+        for a in range(32):
+            _signal_one(e, ctx, sh, rem0 + a, True, flag_ctx)
+        return
+    cb1 = cbsize != 1
+    sgn = cb1 and not (cbsize > 0 and (cbzero == 0 or cbzero == cbsize - 1))
+    bounded = cbsize > 0
+    if bounded:
+        M = cbzero if cbzero > cbsize - 1 - cbzero else cbsize - 1 - cbzero
+    for a in range(nsig):                                   # group 1
+        _signal_one(e, ctx, sh, CTX_SIG + a, cb1, flag_ctx)
+    if tca:                                                 # group 2
+        for a in range(16 if j.dq else 2):
+            _signal_one(e, ctx, sh, CTX_SIG_TCA + a, cb1, flag_ctx)
+    if j.hdsp_flag:                                         # group 3
+        for a in range(8 if j.dq else 1):
+            _signal_one(e, ctx, sh, CTX_SIG_HDSP + a, cb1, flag_ctx)
+    for a in range(5 if tca else 3):                        # group 4
+        _signal_one(e, ctx, sh, CTX_SIGN + a, sgn, flag_ctx)
+    for a in range(2 * N):                                  # group 5
+        _signal_one(e, ctx, sh, CTX_GTX + a, (not bounded) or a < 2 * M, flag_ctx)
+    if tca:                                                 # group 6
+        for a in range(2 * N, 4 * N):
+            _signal_one(e, ctx, sh, CTX_GTX + a, (not bounded) or a < 2 * (M - 1) + 2 * N,
+                        flag_ctx)
+    for a in range(31):                                     # group 7
+        _signal_one(e, ctx, sh, rem0 + a,
+                    (not bounded) or N + ((<int64_t>1) << (a + 1)) - 2 < M, flag_ctx)
+
+
+cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept nogil:
+    """Procedure B of §12, mirrored (§13 step 3).  Returns a status code (ST_*)."""
+    cdef int N = j.N
+    cdef int nctx = 90 + 4 * N
+    cdef int64_t r
+    cdef int x, status
+    # 1. qp_offset: 6 + QpDensity bypass bins, two's complement.
+    if j.qp_bits:
+        enc_bypass_bits(e, (<uint64_t>j.qp_offset) & (((<uint64_t>1) << j.qp_bits) - 1),
+                        j.qp_bits)
+    # 2.-3. context memory, all set 0.
+    ctx_init_all(ctx, nctx)
+    # 4. edition-2 flags and the row-skip list.
+    if j.edition2_flags:
+        if j.parent:
+            enc_bypass_bits(e, j.hdsp_flag, 1)
+        enc_bypass_bits(e, j.rowskip_flag, 1)
+        if j.rowskip_flag:
+            for r in range(j.rows):
+                enc_bin(e, &ctx[89 + 4 * N], j.skip[r])
+    # 5. parameter sets: NNCodec's pseudo pass (§6.5), then the signalling (§6.4).
+    if sh != NULL:
+        memset(sh, 0, nctx * sizeof(ShadowCtx))
+        for x in range(nctx):
+            shadow_reset(&sh[x])
+        status = _walk(e, ctx, sh, j)
+        if status != ST_OK:
+            return status
+    _signal_params(e, ctx, sh, j)
+    # 6. range reset; REF-QUIRK: NNCodec-1 resets also for a single block row (§11).
+    if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
+        e.R = 256
+    # 7. levels.
+    status = _walk(e, ctx, NULL, j)
+    if status == ST_OK and e.oom:
+        return ST_NOMEM
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+
+cdef class CabacEncoder:
+    """One arithmetic codeword (an NDU payload) being written, and its context memory."""
+
+    cdef EncEngine eng
+    cdef CabacCtx* ctx
+    cdef Py_ssize_t nctx
+    cdef Py_ssize_t cap
+    cdef bint finished
+
+    def __cinit__(self):
+        self.ctx = NULL
+        self.nctx = 0
+        self.cap = 0
+        self.finished = False
+        memset(&self.eng, 0, sizeof(EncEngine))
+        self.eng.R = 510                  # §3.7: L = 0, R = 510, BL = 23, NB = 0
+        self.eng.BL = 23
+        self.eng.buf = NULL
+        if enc_reserve(&self.eng, 256) != 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.ctx != NULL:
+            free(self.ctx)
+        if self.eng.buf != NULL:
+            free(self.eng.buf)
+
+    cdef _alloc(self, Py_ssize_t count):
+        cdef CabacCtx* p
+        if count > self.cap:
+            p = <CabacCtx*>realloc(self.ctx, count * sizeof(CabacCtx))
+            if p == NULL:
+                raise MemoryError()
+            self.ctx = p
+            self.cap = count
+        self.nctx = count
+
+    cdef _check_open(self):
+        if self.finished:
+            raise EncoderConfigError("the encoder has already been finished")
+        if self.eng.oom:
+            raise MemoryError("cannot grow the payload buffer")
+
+    cdef _check_ctx(self, ctx):
+        c = operator.index(ctx)
+        if c < 0 or c >= self.nctx:
+            raise IndexError(f"context {c} outside the context memory (0..{self.nctx - 1})")
+        return c
+
+    # -- low-level API ----------------------------------------------------------------------
+    def init_contexts(self, count):
+        count = operator.index(count)
+        if count < 0 or count > 1 << 20:
+            raise ValueError("context count out of range")
+        self._alloc(count)
+        ctx_init_all(self.ctx, count)
+
+    def set_context_param_set(self, ctx, k):
+        c = self._check_ctx(ctx)
+        k = operator.index(k)
+        if k < 0 or k > 8:
+            raise EncoderConfigError(f"parameter set {k} outside 0..8")
+        ctx_set(&self.ctx[c], k)
+
+    def reset_contexts(self):
+        ctx_reset_all(self.ctx, self.nctx)
+
+    def encode_bin(self, ctx, bin):
+        cdef Py_ssize_t c = self._check_ctx(ctx)
+        self._check_open()
+        enc_bin(&self.eng, &self.ctx[c], 1 if bin else 0)
+
+    def encode_bypass(self, value, n):
+        value = operator.index(value)
+        n = operator.index(n)
+        if n < 1 or n > 32 or value < 0 or value >= (1 << n):
+            raise EncoderConfigError(f"bypass value {value} does not fit {n} bins (n 1..32)")
+        self._check_open()
+        enc_bypass_bits(&self.eng, <uint64_t>value, n)
+
+    def encode_terminate(self, bin):
+        self._check_open()
+        enc_terminate(&self.eng, 1 if bin else 0)
+
+    def reset_range(self):
+        self.eng.R = 256
+
+    def encode_level(self, k, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
+        cdef int64_t k_ = operator.index(k)
+        cdef int s = operator.index(dq_state)
+        cdef int n_ = operator.index(N)
+        cdef int64_t cbs = operator.index(codebook_size)
+        cdef int64_t cbz = operator.index(cb_zero_offset)
+        cdef int64_t bb = operator.index(b)
+        cdef int sign_mode = 0
+        cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+        nb = operator.index(neighbour)
+        if s < 0 or s > 7:
+            raise ValueError("dq_state must be 0..7")
+        if n_ < 1 or n_ > 256:
+            raise ValueError("N must be 1..256")
+        if self.nctx < 90 + 4 * n_:
+            raise ValueError(f"context memory holds {self.nctx} contexts, needs {90 + 4 * n_}")
+        if bb < -2147483648 or bb > 2147483647:
+            raise ValueError("b must fit int32")
+        if k_ < -2147483647 or k_ > 2147483647:
+            raise EncoderConfigError(f"level {k_} does not fit int32")
+        try:
+            check_codebook(cbs, cbz)
+        except Exception as err:
+            raise EncoderConfigError(str(err)) from None
+        if cbs > 0 and not (-cbz <= k_ <= cbs - 1 - cbz):
+            raise EncoderConfigError(f"level {k_} outside the codebook")
+        self._check_open()
+        if cbs == 1:
+            return
+        if cbs > 0:
+            m_plus = cbs - 1 - cbz
+            m_minus = cbz
+            sign_mode = 1 if cbz == 0 else (2 if cbz == cbs - 1 else 0)
+        cls = 0 if nb == 0 else (1 if nb < 0 else 2)
+        _enc_level(&self.eng, self.ctx, k_, s, cls, bb, 1 if h else 0, n_, sign_mode,
+                   m_plus, m_minus)
+
+    def state(self):
+        return {"L": self.eng.L, "R": self.eng.R, "BL": self.eng.BL, "NB": self.eng.NB,
+                "buffered": self.eng.buffered, "bytes_written": self.eng.size}
+
+    def contexts(self):
+        cdef cnp.ndarray[cnp.int32_t, ndim=2] a = np.empty((self.nctx, 5), dtype=np.int32)
+        cdef Py_ssize_t i
+        for i in range(self.nctx):
+            a[i, 0] = self.ctx[i].S0
+            a[i, 1] = self.ctx[i].S - 16 * self.ctx[i].S0
+            a[i, 2] = self.ctx[i].sh0
+            a[i, 3] = self.ctx[i].sh1
+            a[i, 4] = self.ctx[i].k
+        return a
+
+    # -- payload-level API ------------------------------------------------------------------
+    def encode_tensor(self, t, variant=2):
+        """Code one tensor (§12 procedure B, mirrored)."""
+        cdef EncJob job
+        cdef int status
+        cdef ShadowCtx* sh = NULL
+        cdef cnp.ndarray levels, tca_arr = None, hist_arr = None, skip_arr = None
+        self._check_open()
+        p = prepare(t, variant)
+        memset(&job, 0, sizeof(EncJob))
+        job.rows = p.rows
+        job.W = p.W
+        job.N = p.N
+        job.dq = p.dq
+        job.eff_scan = p.eff_scan
+        job.n_brows = p.n_brows
+        job.variant = variant
+        job.edition2_flags = 1 if p.edition2_flags else 0
+        job.parent = p.parent
+        job.hdsp_flag = p.hdsp_flag
+        job.rowskip_flag = p.rowskip_flag
+        job.qp_bits = p.qp_bits
+        job.qp_offset = p.qp_offset
+        job.no_bins = 1 if p.no_bins else 0
+        job.param_opt = 1 if p.param_opt else 0
+        job.tca_on = 1 if p.tca is not None else 0
+        job.cbsize = p.cbsize
+        job.cbzero = p.cbzero
+        levels = p.levels
+        job.levels = <const int32_t*>cnp.PyArray_DATA(levels)
+        if p.tca is not None:
+            tca_arr = p.tca
+            job.tca = <const int32_t*>cnp.PyArray_DATA(tca_arr)
+        if p.hist is not None:
+            hist_arr = p.hist
+            job.hist = <const uint8_t*>cnp.PyArray_DATA(hist_arr)
+        if p.skip is not None:
+            skip_arr = p.skip
+            job.skip = <const uint8_t*>cnp.PyArray_DATA(skip_arr)
+        self._alloc(90 + 4 * job.N)
+        # Pre-size the output: a few bits per element is typical; it grows if needed.
+        if enc_reserve(&self.eng, (p.rows * p.W) // 2 + p.rows // 8 + 64) != 0:
+            raise MemoryError("cannot allocate the payload buffer")
+        if job.param_opt:
+            sh = <ShadowCtx*>malloc((90 + 4 * job.N) * sizeof(ShadowCtx))
+            if sh == NULL:
+                raise MemoryError()
+        try:
+            with nogil:
+                status = _encode_tensor_c(&self.eng, self.ctx, sh, &job)
+        finally:
+            free(sh)
+        if status == ST_PARITY:
+            i = int(levels[job.bad_pos])
+            raise dq_parity_error(i, job.bad_state, job.bad_pos, p.W)
+        if status == ST_NOMEM:
+            raise MemoryError("cannot grow the payload buffer")
+
+    def finish(self):
+        """Terminating bin 1 and flush (§3.7); returns the payload."""
+        self._check_open()
+        enc_terminate(&self.eng, 1)
+        enc_flush(&self.eng)
+        if self.eng.oom:
+            raise MemoryError("cannot grow the payload buffer")
+        self.finished = True
+        return (<char*>self.eng.buf)[:self.eng.size]
+
+
+def encode_payload(tensors, variant=2):
+    """Code the tensors of one NDU payload back to back (§13); returns the payload and, per tensor,
+    the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) found by decoding it (§13.5)."""
+    tensors = list(tensors)
+    enc = CabacEncoder()
+    for t in tensors:
+        enc.encode_tensor(t, variant)
+    payload = enc.finish()
+    if not any(_has_entry_points(t) for t in tensors):
+        return payload, [[] for _ in tensors]
+    results = _decoder.decode_payload(payload, [t.coding for t in tensors], variant)
+    return payload, [list(r.entry_points) for r in results]
