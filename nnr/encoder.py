@@ -129,8 +129,9 @@ class Encoder:
                 progress(i + 1, len(planned), p.tensor.name, len(out))
         if self._stateful:
             for p in coded:
-                if p.levels is not None:
-                    self.state.record(p.tensor.name, p.levels, ndu.last_fields[p.tensor.name], parent == 1)
+                if p.tensor.name in ndu.coded_levels:
+                    self.state.record(p.tensor.name, ndu.coded_levels[p.tensor.name],
+                                      ndu.last_fields[p.tensor.name], parent == 1)
         return bytes(out)
 
     def _base_qp(self, planned) -> int:

@@ -54,6 +54,7 @@ class NduEncoder:
         self.variant = VARIANT_NNCODEC2 if self.gpi == 1 else (
             VARIANT_NNCODEC1 if cfg.profile0_variant == "nncodec1" else VARIANT_NNCODEC2)
         self.last_fields = {}
+        self.coded_levels = {}              # what a decoder will hold for each coded tensor
 
     # -- quantization ---------------------------------------------------------------------------
     def tensor_qp(self, t: InputTensor) -> int:
@@ -183,6 +184,13 @@ class NduEncoder:
             if len(with_hist[0]) < len(best[0]):      # the reference keeps flag 0 on ties
                 best = with_hist
         payload, eps = best
+        if self.state is not None:
+            levels = p.levels
+            if p.dq_flag:
+                # REF-QUIRK: indices of the wrong parity were rounded (§8.2); keep what the
+                # decoder will reconstruct as the TCA reference / HDSP history
+                levels = cabac.decode_payload(payload, [coding], self.variant)[0].levels
+            self.coded_levels[p.tensor.name] = levels
         return payload, eps[0]
 
     def _header(self, p: Planned) -> dict:

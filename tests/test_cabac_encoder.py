@@ -149,8 +149,8 @@ NOT_REPRODUCIBLE = {
     # breaks the state chain: the encoder is fed indices whose parity the coding-time quantizer
     # cannot produce (e.g. 7 in a Q0 state at position 355) and silently floors them to k; the
     # parameter-set pseudo pass then binarizes those input values, not the decoded ones.  With
-    # NNCodec's own encoder input (captured by running NNCodec) the payload is reproduced exactly,
-    # but nnr rejects such input (EncoderConfigError) by design.
+    # NNCodec's own encoder input (captured by running NNCodec) the payload is reproduced exactly;
+    # tests/test_encoder_vectors.py reproduces it from the clipped TCQ output, as the reference does.
     ("nncodec-2.1.3/bd_4bit_dq", 0),
 }
 
@@ -221,8 +221,10 @@ def test_invalid_input_raises_encoder_config_error(impl):
     with pytest.raises(EncoderConfigError, match="qp_offset"):
         impl.encode_payload([TensorEncoding(c, lv, qp_offset=None)])
     dq = _coding(6, 1, dq_flag=1)
-    with pytest.raises(EncoderConfigError, match="position 1"):
-        impl.encode_payload([TensorEncoding(dq, np.array([2, 1, 0, 0, 0, 0], np.int32))])
+    # REF-QUIRK: an index of the wrong parity (1 in state 2, a Q0 state) is rounded like NNCodec
+    # does, k = (1 + 0) >> 1 = 0, and decodes as 0
+    payload, _ = impl.encode_payload([TensorEncoding(dq, np.array([2, 1, 0, 0, 0, 0], np.int32))])
+    assert _decoder.decode_payload(payload, [dq])[0].levels.tolist() == [2, 0, 0, 0, 0, 0]
     cb = _coding(4, 4, codebook_size=5, cb_zero_offset=2)
     with pytest.raises(EncoderConfigError, match="outside"):
         impl.encode_payload([TensorEncoding(cb, np.full(16, 3, np.int32))])

@@ -23,7 +23,7 @@ cimport numpy as cnp
 from nnr.errors import EncoderConfigError
 from nnr_core.cabac import _decoder
 from nnr_core.cabac.bitcost import BIT_COST
-from nnr_core.cabac.pytwin_enc import prepare, dq_parity_error, _has_entry_points
+from nnr_core.cabac.pytwin_enc import prepare, _has_entry_points
 from nnr_core.cabac.pytwin_levels import check_codebook
 
 from nnr_core.cabac._engine cimport (
@@ -50,7 +50,6 @@ cdef enum:
 cdef enum:
     ST_OK = 0
     ST_NOMEM = 1
-    ST_PARITY = 2
 
 cdef enum:
     NUM_SETS = 9
@@ -389,9 +388,6 @@ ctypedef struct EncJob:
     const int32_t* tca
     const uint8_t* hist
     const uint8_t* skip
-    # outputs
-    int64_t bad_pos
-    int bad_state
 
 
 cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept nogil:
@@ -458,11 +454,9 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept 
                     i = lv[base + c]
                     k = i
                     if dq and i != 0:
-                        if (i & 1) != (s & 1):      # §8.2: Q(s & 1) cannot produce i
-                            j.bad_pos = base + c
-                            j.bad_state = s
-                            ep[0] = e
-                            return ST_PARITY
+                        # §8.2 mapping. REF-QUIRK: an index of the wrong parity for Q(s & 1) (the
+                        # reference clips TCQ output in bit-depth mode and assumes one transition
+                        # per skipped position) is rounded by the same formula, as NNCodec does.
                         if i > 0:
                             k = (i + (s & 1)) >> 1
                         else:
@@ -475,9 +469,10 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept 
                         _pseudo_level(sh, i, s, cls, b, h, N)
                     elif not j.no_bins:
                         _enc_level(&e, ctx, k, s, cls, b, h, N, sign_mode, m_plus, m_minus)
-                    # The neighbour class of i and of k agree (same sign), so the pseudo pass's
-                    # REF-QUIRK of using i as the neighbour needs no separate state.
-                    cls = 0 if k == 0 else (1 if k < 0 else 2)
+                    if pseudo:          # REF-QUIRK: the pseudo pass's neighbour is i (§6.5)
+                        cls = 0 if i == 0 else (1 if i < 0 else 2)
+                    else:
+                        cls = 0 if k == 0 else (1 if k < 0 else 2)
                     if dq:
                         s = NNR_DQ_NEXT[s][k & 1]
             c0 = c1
@@ -775,9 +770,6 @@ cdef class CabacEncoder:
                 status = _encode_tensor_c(&self.eng, self.ctx, sh, &job)
         finally:
             free(sh)
-        if status == ST_PARITY:
-            i = int(levels[job.bad_pos])
-            raise dq_parity_error(i, job.bad_state, job.bad_pos, p.W)
         if status == ST_NOMEM:
             raise MemoryError("cannot grow the payload buffer")
 

@@ -131,20 +131,12 @@ def prepare(t, variant):
                     bool(t.param_opt) and cbsize != 1)
 
 
-def dq_parity_error(i, s, pos, W):
-    """§8.2: the quantizer of state s cannot produce reconstruction index i."""
-    return EncoderConfigError(
-        f"reconstruction index {i} at position {pos} (row {pos // W}, column {pos % W}) has the "
-        f"wrong parity for DQ state {s} (quantizer Q{s & 1} produces "
-        f"{'even' if s & 1 == 0 else 'odd or zero'} indices)")
-
-
 def index_to_level(i, s):
-    """§8.2 encoder mapping i -> k with the coding-time state s (None if the parity is wrong)."""
+    """§8.2 encoder mapping i -> k with the coding-time state s. REF-QUIRK: an index of the wrong
+    parity for Q(s & 1) is rounded by the same formula, as NNCodec does (bit-depth clipping of
+    TCQ output, row skipping with block scans: NNC-CABAC-QUANT.md §15.2)."""
     if i == 0:
         return 0
-    if (i & 1) != (s & 1):
-        return None
     return (i + (s & 1)) >> 1 if i > 0 else (i - (s & 1)) >> 1
 
 
@@ -475,8 +467,6 @@ def _code_levels(enc, p, variant, shadow):
             k = i
             if p.dq:
                 k = index_to_level(i, s)
-                if k is None:
-                    raise dq_parity_error(i, s, pos, W)
             b = int(p.tca[pos]) if p.tca is not None else 0
             h = 1 if p.hist is not None and p.hist[pos] else 0
             if shadow is not None:
