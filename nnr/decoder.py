@@ -38,6 +38,7 @@ class DecodedTensor:
     payload_type: int
     role: str
     qp: Optional[int] = None
+    omitted: bool = False             # an all-zero update the bitstream left out (NNC-HLS.md §13.5)
 
 
 class Decoder:
@@ -125,7 +126,15 @@ class Decoder:
         parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
         for t in tensors:
             if t.levels is not None:
-                self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling)
+                self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling,
+                                  shape=t.values.shape, dtype=t.values.dtype)
+        if parent_signalling:
+            # tensors of earlier bitstreams that this update omits are all-zero updates; their
+            # incremental state stays at the last transmitted update (§13.5)
+            for name, hist in self.state.tensors.items():
+                if name not in seen and hist.shape is not None:
+                    tensors.append(DecodedTensor(name, np.zeros(hist.shape, hist.dtype), None, -1, -1, "T",
+                                                 omitted=True))
         self.units, self.tensors = units, tensors
         return tensors
 

@@ -16,6 +16,8 @@ class TensorHistory:
     depth: int                         # decodes seen so far (REF-QUIRK: counted, not copied)
     parameter_id: Optional[int]
     nonzero: Optional[np.ndarray]      # HDSP history: OR over updates of (level != 0)
+    shape: Optional[tuple] = None      # output shape and dtype, for reporting omitted updates
+    dtype: Optional[np.dtype] = None
 
 
 @dataclass
@@ -60,7 +62,7 @@ class IncrementalState:
             return None
         return hist.nonzero.reshape(-1)
 
-    def record(self, name, levels: np.ndarray, fields, parent_signalling: bool) -> None:
+    def record(self, name, levels: np.ndarray, fields, parent_signalling: bool, shape=None, dtype=None) -> None:
         """Store a decoded tensor's levels as the next TCA reference; extend its HDSP history when
         the bitstream has parent signalling (NNCodec's decoder rule, NNC-HLS.md §13.4)."""
         if not self.device_id and fields.get("node_id_present_flag"):   # REF-QUIRK: 0 counts as unset
@@ -71,6 +73,8 @@ class IncrementalState:
             hist = self.tensors[name] = TensorHistory(levels, 0, fields.get("parameter_id"), None)
         hist.levels = levels
         hist.depth += 1
+        if shape is not None:
+            hist.shape, hist.dtype = tuple(shape), np.dtype(dtype)
         if parent_signalling:
             nonzero = (levels != 0).astype(np.uint8)
             hist.nonzero = nonzero if hist.nonzero is None else hist.nonzero | nonzero

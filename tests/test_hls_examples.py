@@ -76,7 +76,7 @@ def test_16_5_incremental_tca():
     assert w.levels.reshape(-1).tolist() == [-18, -16, -13, -9, -5, -2, 1, 5, 9, 12, 15, 18]
     assert np.array_equal(w.values, uniform(w.levels.reshape(-1), 6 * 2.0 ** -10, (4, 3)))
     r2 = dec.decode(read("16.5_incremental_round2_tca.nnc"))
-    assert list(r2) == ["fc.weight"]                         # the all-zero bias is omitted
+    assert list(r2) == ["fc.weight", "fc.bias"]              # the omitted bias comes back as zeros
     assert r2["fc.weight"].shape == (4, 3)
 
 
@@ -126,3 +126,15 @@ def test_16_11_int():
     out = nnr.decode(read("16.11_int.nnc"))
     assert out["cnt"].dtype == np.int32
     assert out["cnt"].tolist() == [3, -1, 0, 7]
+
+
+def test_16_5_omitted_update_is_reported_as_zero():
+    dec = nnr.Decoder()
+    dec.decode(read("16.5_incremental_round1.nnc"))
+    depth_before = dec.state.tensors["fc.bias"].depth
+    r2 = dec.decode_tensors(read("16.5_incremental_round2_tca.nnc"))
+    bias = next(t for t in r2 if t.name == "fc.bias")
+    assert bias.omitted and bias.values.dtype == np.float32
+    assert np.array_equal(bias.values, np.zeros(4, np.float32))
+    assert dec.state.tensors["fc.bias"].depth == depth_before      # no state update for it
+    assert not next(t for t in r2 if t.name == "fc.weight").omitted
