@@ -55,3 +55,42 @@ def test_bad_container():
 def test_incremental_needs_profile1():
     with pytest.raises(EncoderConfigError, match="general_profile_idc 1"):
         nnr.Encoder(general_profile_idc=0).encode(W, incremental=True)
+
+
+def test_raw_float_round_trip_is_exact():
+    rng = np.random.default_rng(5)
+    t = {"w": rng.normal(0, 1, (7, 5)).astype(np.float32), "b": rng.normal(0, 1, (5,)).astype(np.float32)}
+    data = nnr.encode(t, raw_float=("b",))
+    dec = nnr.Decoder()
+    out = dec.decode(data)
+    assert np.array_equal(out["b"], t["b"]) and out["b"].dtype == np.float32
+    assert [u.fields.get("nnr_compressed_data_unit_payload_type") for u in dec.units[3:]] == [1, 2]
+    with pytest.raises(EncoderConfigError, match="integer"):
+        nnr.encode({"i": np.arange(4, dtype=np.int32)}, raw_float=("i",))
+
+
+def test_encoding_is_deterministic_and_writes_no_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(6)
+    t = {"a.weight": rng.normal(0, 0.05, (33, 17)).astype(np.float32), "a.bias": rng.normal(0, 0.1, (33,)).astype(np.float32)}
+    assert nnr.encode(t) == nnr.encode(t)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_single_array_is_named_0_and_decodes_within_step():
+    w = np.random.default_rng(7).normal(0, 0.05, (20, 30)).astype(np.float32)
+    out = nnr.decode(nnr.encode(w, dq=False))
+    assert list(out) == ["0"]
+    assert np.abs(out["0"] - w).max() <= 2.0 ** -8 / 2      # qp -32, qp_density 2: Delta = 2^-8
+
+
+def test_qp_outside_the_offset_range_is_rebased_not_wrapped():
+    rng = np.random.default_rng(8)
+    # b small enough that QP -75 (Delta = 3 * 2^-39 at qp_density 1) needs no overflow guard
+    t = {"w": rng.normal(0, 0.05, (8, 8)).astype(np.float32), "b": rng.normal(0, 0.001, (8,)).astype(np.float32)}
+    dec = nnr.Decoder()
+    out = dec.decode(nnr.encode(t, qp_density=1, qp=-40, nonweight_qp=-75, dq=False))
+    assert dec.units[1].fields["mps_quantization_parameter"] != 0
+    assert [t.qp for t in dec.tensors] == [-40, -75]
+    with pytest.raises(EncoderConfigError, match="span"):
+        nnr.encode(t, qp_density=0, qp=40, nonweight_qp=-60)
