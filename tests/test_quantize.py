@@ -236,8 +236,8 @@ def test_bad_arguments():
         quantize_tcq(w, -32, 2, scan_order=5)
     with pytest.raises(EncoderConfigError):
         quantize_tcq(w, -32, 2, rows=3, row_width=2)
-    with pytest.raises(UnsupportedFeatureError):
-        quantize_uniform(w, -32, 2, lambda_scale=1.0)
+    with pytest.raises(EncoderConfigError):
+        quantize_uniform(w, -32, 2, lambda_scale=float("nan"))
 
 
 def test_deterministic():

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError, UnsupportedFeatureError
-from nnr_core.quant import _quant
+from nnr.errors import EncoderConfigError
+from nnr_core.quant import _quant, _quant_rate
 from nnr_core.quant.reconstruct import QP_DENSITY_MAX, step_size
 
 INT32_GUARD = (1 << 31) - 3   # §9.3 overflow guard: Delta_min = max|w| / (2^31 - 3)
@@ -66,11 +66,32 @@ def _effective_scan_order(rows, row_width, scan_order):
 
 
 def _check_lambda(lambda_scale):
+    """lambda_scale as NNCodec sees it (float32, widened to double); > 0 selects the rate term."""
+    try:
+        lam = float(lambda_scale)
+    except (TypeError, ValueError):
+        raise EncoderConfigError(f"lambda_scale must be a number, got {lambda_scale!r}") from None
+    if not math.isfinite(lam):
+        raise EncoderConfigError(f"lambda_scale must be finite, got {lambda_scale!r}")
     # REF-QUIRK: NNCodec receives lambda_scale as float32 (§8.3)
-    lam = float(np.float32(lambda_scale))
-    if lam > 0.0:
-        raise UnsupportedFeatureError("rate-term quantization (lambda_scale > 0) is not implemented")
+    with np.errstate(over="ignore"):
+        lam = float(np.float32(lam))
+    if not math.isfinite(lam):
+        raise EncoderConfigError(f"lambda_scale {lambda_scale!r} overflows float32")
     return lam
+
+
+def _check_flags(cabac_unary_length_minus1):
+    """N' of the rate estimators: cabac_unary_length_minus1 greater-than flags (§15 item 4)."""
+    if not isinstance(cabac_unary_length_minus1, (int, np.integer)) or \
+            not 0 <= cabac_unary_length_minus1 <= 255:
+        raise EncoderConfigError("cabac_unary_length_minus1 must be 0..255, "
+                                 f"got {cabac_unary_length_minus1!r}")
+    return int(cabac_unary_length_minus1)
+
+
+def _rate_scratch(nflags, memories):
+    return np.empty(2 * memories * _quant_rate.context_count(nflags), dtype=np.int16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,32 +127,54 @@ def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, 
                      scan_order=0, cabac_unary_length_minus1=10):
     """Uniform quantization (§9.3) -> (levels int32 in w's shape, QP after the overflow guard)."""
     qp, qp_density = _check_qp(qp, qp_density)
-    _check_lambda(lambda_scale)
+    lam = _check_lambda(lambda_scale)
     w32 = _as_float32(w)
     flat = w32.reshape(-1)
     levels = np.zeros(flat.shape[0], dtype=np.int32)
-    # without rate term every element is independent: the scan (scan= (rows, row_width,
-    # scan_order) or the separate arguments) only matters to the rate-term variant
-    qp = _run_guarded(lambda q32: _quant.uniform_plain(flat, levels, q32), flat, qp, qp_density)
+    if lam <= 0.0:
+        # without rate term every element is independent: the scan (scan= (rows, row_width,
+        # scan_order) or the separate arguments) only matters to the rate-term variant
+        qp = _run_guarded(lambda q32: _quant.uniform_plain(flat, levels, q32), flat, qp, qp_density)
+        return levels.reshape(w32.shape), qp
+    # §9.3 with rate term: one estimator walks the coding scan order
+    if scan is not None:
+        rows, row_width, scan_order = scan
+    nflags = _check_flags(cabac_unary_length_minus1)
+    order = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
+    scratch = _rate_scratch(nflags, 1)
+    qp = _run_guarded(lambda q32: _quant_rate.uniform_rate(flat, order, levels, q32, lam, nflags, scratch),
+                      flat, qp, qp_density)
     return levels.reshape(w32.shape), qp
+
+
+def _scan_for(shape, n, rows, row_width, scan_order):
+    """Coding scan positions of the §7 [rows, row_width] view (rows/row_width default: shape)."""
+    if rows is None or row_width is None:
+        rows, row_width = _coding_shape(shape)
+    if rows * row_width != n:
+        raise EncoderConfigError(f"rows {rows} x row_width {row_width} != {n} elements")
+    return _quant.scan_positions(rows, row_width, _effective_scan_order(rows, row_width, scan_order))
 
 
 def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lambda_scale=0.0,
                  cabac_unary_length_minus1=10):
     """Trellis-coded quantization (§8.3) -> (reconstruction indices int32, QP after the guard)."""
     qp, qp_density = _check_qp(qp, qp_density)
-    _check_lambda(lambda_scale)
+    lam = _check_lambda(lambda_scale)
     w32 = _as_float32(w)
     flat = w32.reshape(-1)
-    if rows is None or row_width is None:
-        rows, row_width = _coding_shape(w32.shape)
-    if rows * row_width != flat.shape[0]:
-        raise EncoderConfigError(f"rows {rows} x row_width {row_width} != {flat.shape[0]} elements")
-    scan = _quant.scan_positions(rows, row_width, _effective_scan_order(rows, row_width, scan_order))
+    scan = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
     out = np.zeros(flat.shape[0], dtype=np.int32)
     decisions = np.empty(8 * flat.shape[0], dtype=np.uint8)
-    qp = _run_guarded(lambda q32: _quant.tcq_plain(flat, scan, out, q32, decisions), flat, qp,
-                      qp_density)
+    if lam <= 0.0:
+        qp = _run_guarded(lambda q32: _quant.tcq_plain(flat, scan, out, q32, decisions), flat, qp,
+                          qp_density)
+        return out.reshape(w32.shape), qp
+    # §8.3 with rate term: 8 estimator memories, one per trellis state
+    nflags = _check_flags(cabac_unary_length_minus1)
+    scratch = _rate_scratch(nflags, 8)
+    qp = _run_guarded(lambda q32: _quant_rate.tcq_rate(flat, scan, out, q32, lam, nflags, decisions,
+                                                       scratch), flat, qp, qp_density)
     return out.reshape(w32.shape), qp
 
 
@@ -141,7 +184,8 @@ def quantize(w, qp, qp_density, dq_flag, scan_order=0, lambda_scale=0.0,
     if dq_flag:
         return quantize_tcq(w, qp, qp_density, scan_order=scan_order, lambda_scale=lambda_scale,
                             cabac_unary_length_minus1=cabac_unary_length_minus1)
-    return quantize_uniform(w, qp, qp_density, lambda_scale=lambda_scale)
+    return quantize_uniform(w, qp, qp_density, lambda_scale=lambda_scale, scan_order=scan_order,
+                            cabac_unary_length_minus1=cabac_unary_length_minus1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +313,10 @@ def codebook_quantize(w, qp, qp_density, dq_requested, trial_encode, bitdepth=No
     qp, qp_density = _check_qp(qp, qp_density)
     w32 = _as_float32(w)
     enc_qp = qp - (dq_equivalent_qp_offset(qp_density) if dq_requested else 0)
-    levels, cb_qp = quantize_uniform(w32, enc_qp, qp_density, lambda_scale=lambda_scale)
+    # NNCodec's codebook path calls quantLayer with the tensor's scan order and lambda_scale too
+    levels, cb_qp = quantize_uniform(w32, enc_qp, qp_density, lambda_scale=lambda_scale, rows=rows,
+                                     row_width=row_width, scan_order=scan_order,
+                                     cabac_unary_length_minus1=cabac_unary_length_minus1)
     if clip is None and bitdepth is not None:
         clip = bitdepth_range(w32, bitdepth, is_weight, unsigned_support)
     if clip is not None:
