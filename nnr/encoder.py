@@ -42,6 +42,9 @@ class EncoderConfig:
     framework: str = "generic"
     device_id: int = 0
     raw_float: tuple = ()            # names of tensors to carry uncoded as NNR_PT_RAW_FLOAT
+    # the reference's {"block_identifier": {name: id or None}, "parameter_type": {name: type}}
+    # (nnr_core/encode_block.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
+    block_id_and_param_type: Optional[dict] = None
 
     def validate(self):
         """Reject options the syntax cannot carry or the codec does not know."""
@@ -74,6 +77,9 @@ class EncoderConfig:
             for k, v in self.qp_per_tensor.items():
                 need(isinstance(v, (int, np.integer)) and -4096 <= v <= 4095,
                      f"qp_per_tensor[{k!r}] = {v!r} must be an integer in -4096..4095")
+        if self.block_id_and_param_type is not None:
+            from nnr_core.encode_block import check_option
+            check_option(self.block_id_and_param_type)
         if self.codebook and self.bitdepth is not None:
             pass  # the reference allows both: the codebook is built from the clipped levels
 
@@ -102,17 +108,22 @@ class Encoder:
         against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`).
         progress(done, total, name, bytes_so_far) is called after each tensor; topology_data is
         carried in the NNR_TPL unit (empty, as the reference writes it, by default)."""
+        from nnr_core.encode_block import emit_block, resolve_blocks
         from nnr_core.encode_ndu import NduEncoder
 
         cfg = self.config
         gpi = cfg.general_profile_idc
         if incremental and gpi != 1:
             raise EncoderConfigError("incremental coding needs general_profile_idc 1")
-        inputs = prepare(tensors, cfg.framework)
+        blocks_opt = cfg.block_id_and_param_type
+        inputs = prepare(tensors, cfg.framework, blocks_opt["parameter_type"] if blocks_opt else None)
+        blocks = resolve_blocks(blocks_opt, inputs, cfg.raw_float)
+        in_block = {n for b in blocks.values() for n in b.members.values()}
         parent = 1 if (incremental and gpi == 1) else 0
         syntax = SyntaxState()
         ndu = NduEncoder(cfg, self.state if self._stateful else None, syntax, parent, tca and parent == 1, hdsp)
         planned = [ndu.plan(t) for t in inputs]
+        by_name = {p.tensor.name: p for p in planned}
         base_qp = self._base_qp(planned)
         out = bytearray()
         out += write_unit(NNR_STR, {"general_profile_idc": gpi}, syntax)
@@ -120,13 +131,23 @@ class Encoder:
         out += write_unit(NNR_TPL, {"topology_storage_format": FRAMEWORKS[cfg.framework],
                                     "topology_compression_format": 0, "topology_data": topology_data}, syntax)
         coded = []
-        for i, p in enumerate(planned):
-            unit = ndu.emit(p, base_qp)
-            if unit is not None:
-                out += unit
-                coded.append(p)
-            if progress is not None:
-                progress(i + 1, len(planned), p.tensor.name, len(out))
+        done = 0
+        for p in planned:
+            name = p.tensor.name
+            if name in blocks:          # a block is written at the position of its weight (§14 item 6)
+                units = emit_block(ndu, blocks[name], by_name, base_qp, oob_dims=parent == 1)
+            elif name in in_block:
+                continue
+            else:
+                units = [(ndu.emit(p, base_qp), [p])]
+            for unit, members in units:
+                if unit is not None:
+                    out += unit
+                    coded.extend(members)
+                for m in members:
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(planned), m.tensor.name, len(out))
         if self._stateful:
             for p in coded:
                 if p.tensor.name in ndu.coded_levels:
@@ -172,7 +193,10 @@ def encode(tensors, **options) -> bytes:
     Options (defaults are the reference's): qp=-32, qp_density=2, nonweight_qp=-75, dq=True,
     codebook=False, bitdepth=None, scan_order=0, row_skipping=True, param_opt=True,
     cabac_unary_length_minus1=10, qp_per_tensor=None, lambda_scale=0.0, general_profile_idc=1,
-    framework="generic" ("pytorch": the reference's PyTorch rules), raw_float=().
+    framework="generic" ("pytorch": the reference's PyTorch rules), raw_float=(),
+    block_id_and_param_type=None (the reference's {"block_identifier": {name: id or None},
+    "parameter_type": {name: "weight" | "weight.ls" | "bias" | "bn.beta" | "bn.gamma" | "bn.mean" |
+    "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encode_block.py).
     """
     enc = Encoder(**options)
     enc._stateful = False

@@ -132,24 +132,33 @@ class NduEncoder:
         return size
 
     # -- units ----------------------------------------------------------------------------------
-    def emit(self, p: Planned, base_qp: int) -> Optional[bytes]:
-        """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5)."""
+    def emit(self, p: Planned, base_qp: int, cpt: int = 0, oob_dims: bool = False) -> Optional[bytes]:
+        """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5).
+        cpt: compressed_parameter_types (a block's, for a block member coded on its own);
+        oob_dims: leave tensor_dimensions out (tensor_dimensions_flag 0, §11)."""
         t = p.tensor
         if self.parent and p.levels is not None and not np.any(p.levels):
             return None
         if self.parent and p.payload_type == NNR_PT_RAW_FLOAT and not np.any(t.data):
             return None
-        fields = self._header(p)
+        fields = self._header(p, cpt, oob_dims)
         if p.payload_type == NNR_PT_RAW_FLOAT:
+            self.last_fields[t.name] = fields
             payload = np.ascontiguousarray(t.data, dtype="<f4").tobytes()
-        else:
-            payload, eps = self._payload(p, base_qp, fields)
-            if eps:
-                fields["BitOffsetDelta"] = [e[0] for e in eps]
-                fields["ep_arith_value"] = [e[1] for e in eps]
-                if p.dq_flag:
-                    fields["ep_dq_state"] = [e[2] for e in eps]
-        self.last_fields[t.name] = fields
+            return write_unit(NNR_NDU, fields, self.syntax, payload)
+        return self.finish_unit([p], fields, base_qp)
+
+    def finish_unit(self, members, fields, base_qp) -> bytes:
+        """Entropy-code the members (in payload order) into one payload, put the entry points into
+        the header and write the unit."""
+        payload, eps = self._payload(members, base_qp, fields)
+        if eps:
+            fields["BitOffsetDelta"] = [e[0] for e in eps]
+            fields["ep_arith_value"] = [e[1] for e in eps]
+            if fields.get("dq_flag"):
+                fields["ep_dq_state"] = [e[2] for e in eps]
+        for p in members:
+            self.last_fields[p.tensor.name] = fields
         return write_unit(NNR_NDU, fields, self.syntax, payload)
 
     def _coding(self, p: Planned, fields) -> TensorCoding:
@@ -169,31 +178,37 @@ class NduEncoder:
                             parent_node_id_present_flag=self.parent, tca_reference=tca_ref, hdsp_history=hdsp,
                             codebook_size=len(cb) if cb else 0, cb_zero_offset=p.cb_zero_offset if cb else 0)
 
-    def _payload(self, p: Planned, base_qp, fields):
-        coding = self._coding(p, fields)
-        qp_offset = None if p.payload_type == NNR_PT_INT else p.qp - base_qp
+    def _payload(self, members, base_qp, fields):
+        """One arithmetic codeword for the members (payload order); the entry points of all of them."""
+        codings = [self._coding(p, fields) for p in members]
         row_skip = 1 if (self.cfg.row_skipping and self.gpi == 1) else 0
 
         def run(hist_flag):
-            enc = TensorEncoding(coding, p.levels, qp_offset, row_skip, hist_flag, self.cfg.param_opt)
-            return cabac.encode_payload([enc], self.variant)
+            encs = [TensorEncoding(c, p.levels, None if p.payload_type == NNR_PT_INT else p.qp - base_qp,
+                                   row_skip, hist_flag, self.cfg.param_opt) for c, p in zip(codings, members)]
+            return cabac.encode_payload(encs, self.variant)
 
         best = run(0)
-        if coding.hdsp_history is not None:
+        # the reference tries both HDSP modes only when every tensor of the unit has a history
+        if all(c.hdsp_history is not None for c in codings):
             with_hist = run(1)
             if len(with_hist[0]) < len(best[0]):      # the reference keeps flag 0 on ties
                 best = with_hist
         payload, eps = best
         if self.state is not None:
-            levels = p.levels
-            if p.dq_flag:
-                # REF-QUIRK: indices of the wrong parity were rounded (§8.2); keep what the
-                # decoder will reconstruct as the TCA reference / HDSP history
-                levels = cabac.decode_payload(payload, [coding], self.variant)[0].levels
-            self.coded_levels[p.tensor.name] = levels
-        return payload, eps[0]
+            decoded = None
+            for i, p in enumerate(members):
+                levels = p.levels
+                if p.dq_flag:
+                    # REF-QUIRK: indices of the wrong parity were rounded (§8.2); keep what the
+                    # decoder will reconstruct as the TCA reference / HDSP history
+                    if decoded is None:
+                        decoded = cabac.decode_payload(payload, codings, self.variant)
+                    levels = decoded[i].levels
+                self.coded_levels[p.tensor.name] = levels
+        return payload, [e for per_tensor in eps for e in per_tensor]
 
-    def _header(self, p: Planned) -> dict:
+    def _header(self, p: Planned, cpt: int = 0, oob_dims: bool = False) -> dict:
         cfg, t = self.cfg, p.tensor
         shape = [int(d) for d in t.data.shape]
         f = {"nnr_compressed_data_unit_payload_type": p.payload_type,
@@ -209,7 +224,7 @@ class NduEncoder:
             if self.syntax.mps.get("mps_parent_signalling_enabled_flag"):
                 f["parent_node_id_present_flag"] = self.parent
                 if self.parent:
-                    has_ref = self.state is not None and t.name in self.state.tensors
+                    has_ref = self.has_reference(t.name, t.parameter_id)
                     f.update(parent_node_id_type=0, parent_device_id=0,
                              temporal_context_modeling_flag=1 if (self.tca and has_ref) else 0)
         if p.payload_type in (NNR_PT_FLOAT,):
@@ -219,8 +234,9 @@ class NduEncoder:
                                  "codebook_egk": int(p.codebook_egk)}
         if p.payload_type != NNR_PT_RAW_FLOAT:
             f["dq_flag"] = p.dq_flag
-        f.update(tensor_dimensions_flag=1, cabac_unary_length_flag=1 if p.payload_type != NNR_PT_RAW_FLOAT else 0,
-                 compressed_parameter_types=0, tensor_dimensions=shape)
+        f.update(tensor_dimensions_flag=0 if oob_dims else 1,
+                 cabac_unary_length_flag=1 if p.payload_type != NNR_PT_RAW_FLOAT else 0,
+                 compressed_parameter_types=cpt, count_tensor_dimensions=len(shape), tensor_dimensions=shape)
         if p.payload_type != NNR_PT_RAW_FLOAT:
             f["cabac_unary_length_minus1"] = cfg.cabac_unary_length_minus1
         if len(shape) > 1:
@@ -234,6 +250,16 @@ class NduEncoder:
                 scan = 0
             f["scan_order"] = scan
         return f
+
+    def has_reference(self, name, parameter_id) -> bool:
+        """A TCA reference for the tensor that a decoder accepts: the parent's parameter_id must be this
+        unit's (NNC-HLS.md §13.3). REF-QUIRK avoided: NNCodec asserts (crashes) when a block member
+        is coded in its own unit after having been coded in its block (or the other way round) --
+        the unit's parameter_id changes; nnr codes such a unit without TCA."""
+        if self.state is None or name not in self.state.tensors:
+            return False
+        stored = self.state.tensors[name].parameter_id
+        return stored is None or stored == parameter_id
 
     def _put_node_depth(self, name):
         if self.state is None:

@@ -17,6 +17,7 @@ class InputTensor:
     is_int: bool                # coded losslessly as NNR_PT_INT
     is_weight: bool             # W_TYPES in the reference: coded with `qp`, others with `nonweight_qp`
     parameter_id: int           # position in the model's parameter order
+    param_type: str = ""        # the reference's parameter type ("weight", "bias", ...), "" if unset
 
 
 def _pytorch_is_weight(name, ndim):
@@ -40,8 +41,13 @@ def as_tensor_dict(tensors) -> dict:
     raise EncoderConfigError(f"tensors must be a dict of arrays or one array, not {type(tensors).__name__}")
 
 
-def prepare(tensors, framework="generic") -> list:
-    """Validate and convert the encoder's input; returns InputTensor records in coding order."""
+def prepare(tensors, framework="generic", param_types=None) -> list:
+    """Validate and convert the encoder's input; returns InputTensor records in coding order.
+
+    param_types: {name: parameter type} as in the reference's block_id_and_param_type
+    ("weight", "bias", "bn.beta", ...); a listed type decides the QP class (only "weight" is
+    coded with `qp`, every other type with `nonweight_qp`), overriding the shape-based rule."""
+    param_types = param_types or {}
     out = []
     for index, (name, value) in enumerate(as_tensor_dict(tensors).items()):
         if not isinstance(name, str) or not name or "\0" in name:
@@ -49,7 +55,11 @@ def prepare(tensors, framework="generic") -> list:
         if framework == "pytorch" and ".num_batches_tracked" in name:
             continue      # REF-QUIRK: the reference's PyTorch path drops these, but counts their index
         arr = _to_numpy(name, value)
-        out.append(_convert(name, arr, index, framework))
+        t = _convert(name, arr, index, framework)
+        if name in param_types:
+            t.param_type = param_types[name]
+            t.is_weight = param_types[name] == "weight"
+        out.append(t)
     if not out:
         raise EncoderConfigError("nothing to encode: every tensor was skipped")
     return out
