@@ -102,7 +102,7 @@ class Encoder:
         self.state = IncrementalState()
         self._stateful = True
 
-    def encode(self, tensors, *, incremental=False, tca=True, hdsp=False, progress=None,
+    def encode(self, tensors, *, incremental=True, tca=True, hdsp=False, progress=None,
                topology_data="") -> bytes:
         """Encode one bitstream. With incremental=True the tensors are an update (differences
         against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`).
@@ -200,4 +200,4 @@ def encode(tensors, **options) -> bytes:
     """
     enc = Encoder(**options)
     enc._stateful = False
-    return enc.encode(tensors)
+    return enc.encode(tensors, incremental=False)

@@ -127,7 +127,7 @@ def test_block_order_and_separate_members():
              "w2": "weight", "idx": "bias"}
     progress = []
     out = nnr.Encoder(block_id_and_param_type=_opt(blocks, types)).encode(
-        t, progress=lambda *a: progress.append(a[:3]))
+        t, incremental=False, progress=lambda *a: progress.append(a[:3]))
     ndus = _ndus(out)
     # the block at the position of its weight; the w2 block has an integer bias: separate units,
     # bias first, each with the block's compressed_parameter_types
@@ -301,7 +301,7 @@ def test_incremental_blocks_need_dimensions_out_of_band():
     enc = nnr.Encoder(qp=-36, block_id_and_param_type=option, codebook=False)
     dec = nnr.Decoder(out_of_band=shapes)
     base = {k: rng.normal(0, 0.1, s).astype(np.float32) for k, s in shapes.items()}
-    dec.decode(enc.encode(base))
+    dec.decode(enc.encode(base, incremental=False))
     for step in range(3):
         update = {k: rng.normal(0, 0.02, s).astype(np.float32) for k, s in shapes.items()}
         if step == 1:

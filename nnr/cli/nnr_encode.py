@@ -76,7 +76,7 @@ def main(argv=None):
     try:
         enc = nnr.Encoder(**options)
         enc._stateful = False
-        data = enc.encode(coded, progress=on_tensor, topology_data=filemeta.build(model, coded, skipped))
+        data = enc.encode(coded, incremental=False, progress=on_tensor, topology_data=filemeta.build(model, coded, skipped))
     except NNRError as err:
         bar.close()
         print(f"nnr_encode: {args.input}: {type(err).__name__}: {err}", file=sys.stderr)
