@@ -1,0 +1,234 @@
+"""NNC incremental coding of Flower ArrayRecords (ISO/IEC 15938-17 parent signalling, parameter
+update tree, TCA, optional HDSP), with per-peer coder state and error feedback.
+
+One *stream* is a sequence of model updates from one sender to one receiver (or, on the downlink,
+to every client, each with its own decoder). The sender keeps an `nnr.Encoder`, a mirror
+`nnr.Decoder` (to know exactly what the receiver reconstructs) and the error-feedback residual
+e: it codes u = update + e and keeps e <- u - decode(u), so the quantization error is sent later
+instead of being lost. The receiver keeps an `nnr.Decoder`; tensors an update omits (all-zero
+updates, §13.5 of NNC-HLS.md) come back as zeros.
+
+Wire format: the ArrayRecord at a message key is replaced by a ConfigRecord at the same key:
+  "nnr.format"    FORMAT (a version tag)
+  "nnr.first"     index of the first bitstream carried (the receiver skips ones it already has)
+  "nnr.streams"   list of NNC bitstreams, applied in order (catch-up for a client that missed steps)
+  "nnr.manifest"  JSON [[name, shape, dtype], ...] of the coded arrays (order of the ArrayRecord);
+                  sent with a stream's first bitstream, since an all-zero tensor of the first
+                  bitstream is not in it at all
+  "nnr.raw"       names of non-float arrays, carried uncoded in an ArrayRecord at `key + RAW_SUFFIX`
+Only this module touches flwr's record types; everything else here is numpy."""
+import json
+import pickle
+
+import numpy as np
+
+from nnr.errors import NNRError, UnsupportedFeatureError
+
+FORMAT = "nnc-incremental-1"
+RAW_SUFFIX = ".nnr-raw"
+INSTALL_HINT = 'Flower support needs the optional extra: pip install "nnr[flower]" (installs flwr)'
+
+
+class CoderStateError(NNRError):
+    """Sender and receiver of an NNC update stream are out of step (a lost or replayed message)."""
+
+
+def require_flwr():
+    """Import flwr.app, or raise UnsupportedFeatureError with the install hint."""
+    try:
+        import flwr.app as app
+    except ImportError as e:
+        raise UnsupportedFeatureError(f"{INSTALL_HINT} ({e})") from e
+    return app
+
+
+def is_float(a) -> bool:
+    return np.issubdtype(np.asarray(a).dtype, np.floating)
+
+
+def _f32(tensors):
+    return {n: np.asarray(a, dtype=np.float32) for n, a in tensors.items()}
+
+
+def topk_sparsify(tensors, fraction):
+    """Keep the `fraction` largest-magnitude entries of each tensor with more than one row (weights);
+    1-D tensors (biases) are kept whole. What is dropped stays in the error-feedback residual."""
+    out = {}
+    for n, a in tensors.items():
+        if a.ndim < 2 or fraction >= 1.0:
+            out[n] = a
+            continue
+        k = max(1, int(np.ceil(fraction * a.size)))
+        flat = np.abs(a).ravel()
+        thresh = np.partition(flat, a.size - k)[a.size - k]
+        out[n] = np.where(np.abs(a) >= thresh, a, np.float32(0)).astype(np.float32)
+    return out
+
+
+class Manifest:
+    """Names, shapes and dtypes of the coded (float) arrays, in ArrayRecord order."""
+
+    def __init__(self, entries):
+        self.entries = [(str(n), tuple(int(s) for s in shape), str(dt)) for n, shape, dt in entries]
+
+    @classmethod
+    def of(cls, tensors):
+        return cls([(n, a.shape, np.asarray(a).dtype.str) for n, a in tensors.items()])
+
+    def to_json(self) -> str:
+        return json.dumps([[n, list(s), d] for n, s, d in self.entries], separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(json.loads(text))
+
+    def zeros(self):
+        return {n: np.zeros(s, np.float32) for n, s, _ in self.entries}
+
+
+class UpdateSender:
+    """Codes a sequence of updates as one NNC incremental stream, with error feedback.
+
+    encoder options are nnr.Encoder's (qp, nonweight_qp, dq, device_id, ...); `tca`/`hdsp` are
+    Encoder.encode's flags; `topk` (None or a fraction in (0, 1]) sparsifies weight updates first."""
+
+    def __init__(self, *, error_feedback=True, tca=True, hdsp=False, topk=None, **encoder_options):
+        import nnr
+        if topk is not None and not 0 < topk <= 1:
+            raise ValueError(f"topk must be None or a fraction in (0, 1], not {topk!r}")
+        encoder_options.setdefault("jobs", 1)
+        self.encoder = nnr.Encoder(**encoder_options)
+        self.mirror = UpdateReceiver(jobs=encoder_options["jobs"])
+        self.error_feedback = error_feedback
+        self.flags = {"tca": tca, "hdsp": hdsp}
+        self.topk = topk
+        self.residual = None             # {name: float32 array}
+        self.manifest = None
+        self.sent = 0                    # bitstreams sent so far
+
+    def send(self, update):
+        """Code one update {name: float array}. Returns (bitstream, manifest json or None, decoded):
+        `decoded` is exactly what the receiver will reconstruct; the manifest goes with the first
+        bitstream."""
+        update = _f32(update)
+        manifest_json = None
+        if self.manifest is None:
+            self.manifest = Manifest.of(update)
+            self.mirror.manifest = self.manifest
+            manifest_json = self.manifest.to_json()
+            self.residual = self.manifest.zeros()
+        names = [n for n, _, _ in self.manifest.entries]
+        if sorted(names) != sorted(update):
+            raise CoderStateError(f"the arrays of an update changed: the stream codes {names}, "
+                                  f"this update has {list(update)}")
+        u = {n: update[n] + self.residual[n] for n in names} if self.error_feedback else update
+        coded = topk_sparsify(u, self.topk) if self.topk else u
+        data = self.encoder.encode(coded, incremental=True, **self.flags)
+        decoded = self.mirror.receive([data], first=self.sent)
+        if self.error_feedback:
+            self.residual = {n: u[n] - decoded[n] for n in names}
+        self.sent += 1
+        return data, manifest_json, decoded
+
+
+class UpdateReceiver:
+    """Decodes one NNC incremental stream; keeps the decoder state and the count of bitstreams."""
+
+    def __init__(self, jobs=1):
+        import nnr
+        self.decoder = nnr.Decoder(jobs=jobs)
+        self.manifest = None
+        self.received = 0
+
+    def receive(self, streams, first, manifest_json=None):
+        """Apply bitstreams number first, first+1, ... (ones already applied are skipped); returns
+        the sum of the new updates {name: float32 array} in manifest order."""
+        if manifest_json is not None and self.manifest is None:
+            self.manifest = Manifest.from_json(manifest_json)
+        if self.manifest is None:
+            raise CoderStateError("an NNC update stream must start with its manifest (first bitstream lost?)")
+        if first > self.received:
+            raise CoderStateError(f"NNC update stream: bitstream {first} arrived but only "
+                                  f"{self.received} were received before (a message was lost)")
+        total = self.manifest.zeros()
+        for i, data in enumerate(streams):
+            if first + i < self.received:
+                continue                 # a replayed bitstream this receiver already applied
+            for t in self.decoder.decode_tensors(data):
+                if t.name not in total:
+                    raise CoderStateError(f"NNC update stream carries tensor {t.name!r}, not in its manifest")
+                total[t.name] += np.asarray(t.values, dtype=np.float32).reshape(total[t.name].shape)
+            self.received += 1
+        # keep the pickled state small: the last bitstream's units are only for inspection
+        self.decoder.units, self.decoder.tensors = [], []
+        return total
+
+
+# -- ArrayRecord <-> wire ---------------------------------------------------------------------
+def split_arrays(record, coded_names=None):
+    """ArrayRecord -> ({name: float ndarray}, {name: other Array}) preserving order. Once a stream
+    exists its manifest decides (`coded_names`): an inner strategy may average an integer array
+    into a float one, which still travels uncoded."""
+    floats, raw = {}, {}
+    for name, arr in record.items():
+        a = arr.numpy()
+        if (name in coded_names) if coded_names is not None else is_float(a):
+            floats[name] = a
+        else:
+            raw[name] = arr
+    return floats, raw
+
+
+def is_coded(record) -> bool:
+    app = require_flwr()
+    return isinstance(record, app.ConfigRecord) and record.get("nnr.format") is not None
+
+
+def coded_record(streams, first, manifest_json=None, raw_names=()):
+    app = require_flwr()
+    rec = {"nnr.format": FORMAT, "nnr.first": int(first), "nnr.streams": list(streams),
+           "nnr.raw": list(raw_names)}
+    if manifest_json is not None:
+        rec["nnr.manifest"] = manifest_json
+    return app.ConfigRecord(rec)
+
+
+def coded_bytes(record) -> int:
+    """Bytes an NNC-coded record costs on the wire: bitstreams plus manifest."""
+    return sum(len(s) for s in record["nnr.streams"]) + len(record.get("nnr.manifest", "") or "")
+
+
+def read_coded(record):
+    """ConfigRecord -> (streams, first, manifest json or None, raw names), checking the format."""
+    fmt = record.get("nnr.format")
+    if fmt != FORMAT:
+        raise UnsupportedFeatureError(f"NNC Flower record format {fmt!r}; this nnr reads {FORMAT!r}")
+    return (list(record.get("nnr.streams", [])), int(record["nnr.first"]), record.get("nnr.manifest"),
+            list(record.get("nnr.raw", [])))
+
+
+def to_array_record(tensors, manifest, raw=None, raw_names=()):
+    """{name: float32} in manifest order (cast back to each array's dtype) + raw Arrays ->
+    ArrayRecord."""
+    app = require_flwr()
+    out = {}
+    for name, _, dtype in manifest.entries:
+        out[name] = app.Array(np.ascontiguousarray(tensors[name].astype(np.dtype(dtype))))
+    for name in raw_names:
+        out[name] = raw[name]
+    return app.ArrayRecord(out)
+
+
+def float32_bytes(manifest) -> int:
+    """Bytes of the coded arrays as float32 (the uncompressed reference)."""
+    return 4 * sum(int(np.prod(s)) for _, s, _ in manifest.entries)
+
+
+# -- state persistence (Flower keeps node state in Context.state) ----------------------------
+def dump_state(obj) -> bytes:
+    # The peer's own state, stored in its own Context: trusted, never from the network.
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_state(data):
+    return pickle.loads(data)
