@@ -14,11 +14,15 @@ def __getattr__(name):
     if name in ("encode", "Encoder", "EncoderConfig"):
         from nnr import encoder
         return getattr(encoder, name)
+    if name in ("encode_onnx", "decode_onnx", "encode_module", "decode_module"):
+        from nnr import topology
+        return getattr(topology, name)
     raise AttributeError(f"module 'nnr' has no attribute {name!r}")
 
 
 __all__ = [
-    "decode", "Decoder", "DecodedTensor", "encode", "Encoder", "EncoderConfig", "NNRError", "BitstreamError", "TruncatedBitstreamError",
+    "decode", "Decoder", "DecodedTensor", "encode", "Encoder", "EncoderConfig",
+    "encode_onnx", "decode_onnx", "encode_module", "decode_module", "NNRError", "BitstreamError", "TruncatedBitstreamError",
     "SyntaxValueError", "ConstraintViolationError", "UnitSizeMismatchError", "EntropyDecodingError",
     "UnsupportedFeatureError", "ResourceLimitError", "EncoderConfigError", "__version__",
 ]
