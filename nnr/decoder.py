@@ -25,6 +25,8 @@ VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 # A regular bin costs at least about 1/128 bit (rLPS 2 at R 256..287), so one payload bit
 # carries at most 128 bins: this bounds how many elements a payload can describe.
 _BINS_PER_BIT = 128
+# Smaller tensors are not split at their entry points: threads cost more than they save.
+PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @dataclass
@@ -48,11 +50,16 @@ class Decoder:
     what NNCodec 1.x writes) or "nncodec2" (NNCodec 2.x with the profile forced to 0).
     codebook_dtype: dtype of codebook-quantized tensors; float64 (default, exact, as the reference)
     or float32 (the exact product rounded once).
+    jobs: worker threads (None or 0: all cores): NDUs are decoded concurrently, and one tensor
+    with block-row entry points (scan_order > 0) is split between threads; the output and the
+    errors are those of jobs=1.
     out_of_band: tensor name -> dimensions, for units that leave tensor_dimensions out (§11).
     """
 
     def __init__(self, *, profile0_variant="nncodec1", codebook_dtype=np.float64,
-                 max_tensor_elements=2**31 - 1, out_of_band=None, verify_entry_points=True):
+                 max_tensor_elements=2**31 - 1, out_of_band=None, verify_entry_points=True, jobs=None):
+        from nnr.encoder import resolve_jobs
+        self.jobs = resolve_jobs(jobs)
         if profile0_variant not in VARIANTS:
             raise ValueError(f"profile0_variant must be one of {sorted(VARIANTS)}, not {profile0_variant!r}")
         if np.dtype(codebook_dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -62,6 +69,7 @@ class Decoder:
         self.max_tensor_elements = int(max_tensor_elements)
         self.out_of_band = dict(out_of_band or {})
         self.verify_entry_points = verify_entry_points
+        self._keep_state = True     # nnr.decode (one self-contained bitstream) keeps no state
         self.state = IncrementalState()
         self.units = []          # ParsedUnit list of the last bitstream
         self.tensors = []        # DecodedTensor list of the last bitstream
@@ -72,12 +80,66 @@ class Decoder:
         return {t.name: t.values for t in decoded}
 
     def decode_tensors(self, data, *, trace=None) -> list:
-        """Decode one bitstream into DecodedTensor records; the state advances only on success."""
+        """Decode one bitstream into DecodedTensor records; the state advances only on success.
+
+        With jobs > 1 the NDU payloads are entropy-decoded and reconstructed by worker threads
+        (the Cython engine runs without the GIL) while the units are parsed in order; results and
+        errors are taken in unit order, so the outcome, the first error included, is the
+        sequential one. A trace forces the sequential path (its lines are in bitstream order)."""
         data = bytes(data)
+        jobs = 1 if trace is not None else self.jobs
+        pool = None
+        if jobs > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nnr-decode")
+        pending = []             # (unit, future or list of DecodedTensor), in unit order
+        tensors, seen = [], set()
+
+        def collect():
+            # results in unit order; the first failure is raised as the sequential path would
+            for unit, work in pending:
+                for t in (work.result() if pool is not None else work):
+                    if t.name in seen:
+                        raise ConstraintViolationError(f"tensor {t.name!r} appears twice in the bitstream",
+                                                       unit_index=unit.index, element="topology_elem_id")
+                    seen.add(t.name)
+                    tensors.append(t)
+            pending.clear()
+
+        try:
+            try:
+                units, syntax = self._walk_units(data, trace, jobs, pool, pending, collect)
+            except BaseException:
+                collect()        # an earlier NDU's error comes first, as in the sequential order
+                raise
+            collect()
+        finally:
+            if pool is not None:
+                for _, work in pending:
+                    work.cancel()
+                pool.shutdown(wait=True)
+        parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
+        if self._keep_state:
+            for t in tensors:
+                if t.levels is not None:
+                    self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling,
+                                      shape=t.values.shape, dtype=t.values.dtype)
+        if parent_signalling:
+            # tensors of earlier bitstreams that this update omits are all-zero updates; their
+            # incremental state stays at the last transmitted update (§13.5)
+            for name, hist in self.state.tensors.items():
+                if name not in seen and hist.shape is not None:
+                    tensors.append(DecodedTensor(name, np.zeros(hist.shape, hist.dtype), None, -1, -1, "T",
+                                                 omitted=True))
+        self.units, self.tensors = units, tensors
+        return tensors
+
+    def _walk_units(self, data, trace, jobs, pool, pending, collect):
+        """Parse the units in order and hand each NDU's payload work to `pending` (a future with a
+        pool, else done at once); returns (units, syntax state)."""
         syntax = SyntaxState()
         syntax.resolve_out_of_band = self._resolve_out_of_band
-        units, tensors = [], []
-        seen = set()
+        units = []
         pending_g = None            # the G unit of a decomposed pair waiting for its H (§9.4)
         tpl_reflist = None
         for span in split_units(data):
@@ -106,12 +168,10 @@ class Decoder:
                     raise ConstraintViolationError("a decomposed G unit must be followed by its H unit",
                                                    unit_index=unit.index, element="compressed_parameter_types",
                                                    value=cpt)
-                for t in self._decode_ndu(data, unit, syntax, is_h, trace):
-                    if t.name in seen:
-                        raise ConstraintViolationError(f"tensor {t.name!r} appears twice in the bitstream",
-                                                       unit_index=unit.index, element="topology_elem_id")
-                    seen.add(t.name)
-                    tensors.append(t)
+                work = self._prepare_ndu(data, unit, syntax, is_h, trace, jobs)
+                pending.append((unit, pool.submit(work) if pool is not None else work()))
+                if pool is None:
+                    collect()
                 is_dc_single = (cpt & 1) and unit.fields["nnr_compressed_data_unit_payload_type"] != NNR_PT_BLOCK
                 pending_g = None if is_h or not is_dc_single else unit
             if pending_g is not None and kind != NNR_NDU:
@@ -123,20 +183,7 @@ class Decoder:
         if pending_g is not None:
             raise ConstraintViolationError("the bitstream ends after a decomposed G unit without its H unit",
                                            unit_index=pending_g.index, element="compressed_parameter_types")
-        parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
-        for t in tensors:
-            if t.levels is not None:
-                self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling,
-                                  shape=t.values.shape, dtype=t.values.dtype)
-        if parent_signalling:
-            # tensors of earlier bitstreams that this update omits are all-zero updates; their
-            # incremental state stays at the last transmitted update (§13.5)
-            for name, hist in self.state.tensors.items():
-                if name not in seen and hist.shape is not None:
-                    tensors.append(DecodedTensor(name, np.zeros(hist.shape, hist.dtype), None, -1, -1, "T",
-                                                 omitted=True))
-        self.units, self.tensors = units, tensors
-        return tensors
+        return units, syntax
 
     @staticmethod
     def _check_order(unit, units):
@@ -212,7 +259,10 @@ class Decoder:
                                        f"{payload_len}-byte payload", unit_index=unit.index,
                                        element="tensor_dimensions", value=list(comp.shape))
 
-    def _decode_ndu(self, data, unit, syntax, is_h, trace=None):
+    def _prepare_ndu(self, data, unit, syntax, is_h, trace=None, jobs=1):
+        """Everything of an NDU that depends on the units before it (checks, quantization base,
+        TCA / HDSP state); returns the payload work: a function () -> [DecodedTensor] that reads
+        nothing shared but this decoder's (read-only during a bitstream) state."""
         f = unit.fields
         pt = f["nnr_compressed_data_unit_payload_type"]
         gpi = syntax.general_profile_idc
@@ -227,7 +277,7 @@ class Decoder:
                                             bit_offset=unit.payload_offset * 8, value=len(payload),
                                             allowed=4 * comp.num_elements)
             values = np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(comp.shape)
-            return [DecodedTensor(comp.name, values, None, unit.index, pt, comp.role)]
+            return lambda: [DecodedTensor(comp.name, values, None, unit.index, pt, comp.role)]
 
         quantized = pt in (NNR_PT_FLOAT, NNR_PT_BLOCK)
         qp_density, base_qp = self._quantization_base(syntax, unit) if quantized else (0, 0)
@@ -249,8 +299,18 @@ class Decoder:
                 codebook_size=cb["codebook_size"] if cb else 0,
                 cb_zero_offset=cb["CbZeroOffset"] if cb else 0))
         variant = VARIANT_NNCODEC2 if gpi == 1 else self.profile0_variant
+        return lambda: self._finish_ndu(unit, comps, codings, payload, variant, pt, base_qp, qp_density,
+                                        trace, jobs)
+
+    def _finish_ndu(self, unit, comps, codings, payload, variant, pt, base_qp, qp_density, trace, jobs):
+        """Entropy-decode one NDU payload and reconstruct its tensors."""
+        options = {}
+        if (jobs > 1 and len(comps) == 1 and unit.fields.get("BitOffsetDelta")
+                and comps[0].num_elements >= PARALLEL_MIN_ELEMENTS):
+            # block-row entry points let the decoder split one tensor's rows between threads
+            options = {"jobs": jobs, "entry_points": self._header_entry_points(unit)}
         try:
-            results = cabac.decode_payload(payload, codings, variant)
+            results = cabac.decode_payload(payload, codings, variant, **options)
         except BitstreamError as err:
             raise err.in_unit(unit.index, unit.payload_offset * 8) from None
         if self.verify_entry_points:
@@ -262,7 +322,8 @@ class Decoder:
         for comp, res in zip(comps, results):
             levels = res.levels.reshape(comp.shape)
             if pt == NNR_PT_INT:
-                out.append(DecodedTensor(comp.name, levels.astype(np.int32), levels, unit.index, pt, comp.role))
+                values = levels.astype(np.int32) if self._keep_state else levels
+                out.append(DecodedTensor(comp.name, values, levels, unit.index, pt, comp.role))
                 continue
             qp = res.qp_offset + base_qp
             try:
@@ -273,8 +334,17 @@ class Decoder:
                     values = reconstruct_uniform(levels, qp, qp_density)
             except BitstreamError as err:
                 raise err.located(unit_index=unit.index) from None
-            out.append(DecodedTensor(comp.name, values, levels, unit.index, pt, comp.role, qp))
+            # without incremental state the levels are not kept: one copy of the model in memory
+            out.append(DecodedTensor(comp.name, values, levels if self._keep_state else None, unit.index, pt,
+                                     comp.role, qp))
+            del levels
         return out
+
+    @staticmethod
+    def _header_entry_points(unit):
+        f = unit.fields
+        dq = f.get("ep_dq_state") or [0] * len(f["BitOffsetDelta"])
+        return list(zip(f["BitOffsetDelta"], f.get("ep_arith_value", []), dq))
 
     @staticmethod
     def _verify_entry_points(unit, comps, results):
@@ -322,4 +392,6 @@ def trace_payload(trace, bit_pos, comps, results):
 def decode(data, **options) -> dict:
     """Decode one self-contained NNC bitstream into {name: ndarray} (float32, float64 for codebook
     tensors, int32 for NNR_PT_INT)."""
-    return Decoder(**options).decode(data)
+    dec = Decoder(**options)
+    dec._keep_state = False
+    return dec.decode(data)

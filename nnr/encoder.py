@@ -45,6 +45,8 @@ class EncoderConfig:
     # the reference's {"block_identifier": {name: id or None}, "parameter_type": {name: type}}
     # (nnr_core/encode_block.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
     block_id_and_param_type: Optional[dict] = None
+    # {name: per-parameter importance}: importance-weighted RD quantization (nnr/rd/weighted.py)
+    importance: Optional[dict] = None
 
     def validate(self):
         """Reject options the syntax cannot carry or the codec does not know."""
@@ -80,8 +82,22 @@ class EncoderConfig:
         if self.block_id_and_param_type is not None:
             from nnr_core.encode_block import check_option
             check_option(self.block_id_and_param_type)
+        if self.importance is not None:
+            need(isinstance(self.importance, dict), "importance must be a dict {name: ndarray}")
+            need(not self.dq or not self.importance, "importance-weighted quantization needs dq=False")
+            need(not self.codebook or not self.importance, "importance-weighted quantization needs codebook=False")
         if self.codebook and self.bitdepth is not None:
             pass  # the reference allows both: the codebook is built from the clipped levels
+
+
+def resolve_jobs(jobs):
+    """Worker threads: None or 0 = all cores; otherwise a positive integer."""
+    import os
+    if jobs is None or jobs == 0:
+        return max(1, os.cpu_count() or 1)
+    if not isinstance(jobs, (int, np.integer)) or isinstance(jobs, bool) or jobs < 0:
+        raise EncoderConfigError(f"jobs must be a positive integer (0 or None: all cores), not {jobs!r}")
+    return int(jobs)
 
 
 def _qp_range(qp_density):
@@ -93,7 +109,8 @@ class Encoder:
     """Encodes models and model updates; keeps the incremental-coding state between calls
     (parameter update tree depths, TCA references, HDSP history), as a decoder would."""
 
-    def __init__(self, **options):
+    def __init__(self, *, jobs=None, **options):
+        self.jobs = resolve_jobs(jobs)
         unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
         if unknown:
             raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
@@ -108,8 +125,7 @@ class Encoder:
         against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`).
         progress(done, total, name, bytes_so_far) is called after each tensor; topology_data is
         carried in the NNR_TPL unit (empty, as the reference writes it, by default)."""
-        from nnr_core.encode_block import emit_block, resolve_blocks
-        from nnr_core.encode_ndu import NduEncoder
+        from nnr_core.encode_block import resolve_blocks
 
         cfg = self.config
         gpi = cfg.general_profile_idc
@@ -118,18 +134,96 @@ class Encoder:
         blocks_opt = cfg.block_id_and_param_type
         inputs = prepare(tensors, cfg.framework, blocks_opt["parameter_type"] if blocks_opt else None)
         blocks = resolve_blocks(blocks_opt, inputs, cfg.raw_float)
-        in_block = {n for b in blocks.values() for n in b.members.values()}
         parent = 1 if (incremental and gpi == 1) else 0
+        pool = None
+        if self.jobs > 1 and len(inputs) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
+        try:
+            out = None
+            if not blocks and cfg.bitdepth is None and not cfg.codebook:
+                out = self._encode_streaming(inputs, parent, tca, hdsp, progress, topology_data, pool)
+            if out is None:
+                out = self._encode_planned(inputs, blocks, parent, tca, hdsp, progress, topology_data, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        data, ndu, coded = out
+        if self._stateful:
+            for name in coded:
+                if name in ndu.coded_levels:
+                    self.state.record(name, ndu.coded_levels[name], ndu.last_fields[name], parent == 1)
+        return data
+
+    def _start(self, parent, tca, hdsp, base_qp, topology_data):
+        """The NDU encoder and the NNR_STR, NNR_MPS and NNR_TPL units."""
+        from nnr_core.encode_ndu import NduEncoder
+        cfg = self.config
         syntax = SyntaxState()
         ndu = NduEncoder(cfg, self.state if self._stateful else None, syntax, parent, tca and parent == 1, hdsp)
-        planned = [ndu.plan(t) for t in inputs]
-        by_name = {p.tensor.name: p for p in planned}
-        base_qp = self._base_qp(planned)
         out = bytearray()
-        out += write_unit(NNR_STR, {"general_profile_idc": gpi}, syntax)
+        out += write_unit(NNR_STR, {"general_profile_idc": cfg.general_profile_idc}, syntax)
         out += write_unit(NNR_MPS, self._mps_fields(parent, base_qp), syntax)
         out += write_unit(NNR_TPL, {"topology_storage_format": FRAMEWORKS[cfg.framework],
                                     "topology_compression_format": 0, "topology_data": topology_data}, syntax)
+        return ndu, syntax, out
+
+    def _encode_streaming(self, inputs, parent, tca, hdsp, progress, topology_data, pool):
+        """Quantize, code and write one tensor after another (workers code up to `jobs` tensors
+        ahead; units are written in order), so only the tensors in flight are held. The MPS's
+        base QP is taken from the configured QPs; if quantization changes a QP so that the base
+        QP would differ (the overflow guard), returns None and the caller codes the model again
+        the planned way. Returns (bytes, NduEncoder, coded names) otherwise."""
+        from nnr_core.encode_ndu import NduEncoder
+        cfg = self.config
+        probe = NduEncoder(cfg, None, SyntaxState(), parent, False, False)
+        expected = [(t.name, None if (t.is_int or t.name in cfg.raw_float) else probe.tensor_qp(t)) for t in inputs]
+        try:
+            base_qp = self._base_qp_of(expected)
+        except EncoderConfigError:
+            return None
+        ndu, syntax, out = self._start(parent, tca, hdsp, base_qp, topology_data)
+        qps, coded = [], []
+
+        def work(t):
+            p = ndu.plan(t)
+            return p, ndu.unit_parts(p, base_qp)
+
+        def write(p, parts):
+            name = p.tensor.name
+            qps.append((name, p.qp))
+            if parts is not None:
+                out.extend(write_unit(NNR_NDU, parts[0], syntax, parts[1]))
+                coded.append(name)
+            if progress is not None:
+                progress(len(qps), len(inputs), name, len(out))
+
+        if pool is None:
+            for t in inputs:
+                write(*work(t))
+        else:
+            from collections import deque
+            window = deque()
+            for t in inputs:
+                window.append(pool.submit(work, t))
+                if len(window) > self.jobs:
+                    write(*window.popleft().result())
+            while window:
+                write(*window.popleft().result())
+        if self._base_qp_of(qps) != base_qp:
+            return None
+        return bytes(out), ndu, coded
+
+    def _encode_planned(self, inputs, blocks, parent, tca, hdsp, progress, topology_data, pool):
+        """Quantize every tensor first (blocks, bit depths and codebooks need all of them, and
+        the MPS's base QP all QPs), then code and write the units in order."""
+        from nnr_core.encode_block import emit_block
+        in_block = {n for b in blocks.values() for n in b.members.values()}
+        probe_ndu, _, _ = self._start(parent, tca, hdsp, 0, "")
+        planned = list(pool.map(probe_ndu.plan, inputs)) if pool is not None else [probe_ndu.plan(t) for t in inputs]
+        by_name = {p.tensor.name: p for p in planned}
+        base_qp = self._base_qp(planned)
+        ndu, syntax, out = self._start(parent, tca, hdsp, base_qp, topology_data)
         coded = []
         done = 0
         for p in planned:
@@ -143,31 +237,30 @@ class Encoder:
             for unit, members in units:
                 if unit is not None:
                     out += unit
-                    coded.extend(members)
+                    coded.extend(m.tensor.name for m in members)
                 for m in members:
                     done += 1
                     if progress is not None:
                         progress(done, len(planned), m.tensor.name, len(out))
-        if self._stateful:
-            for p in coded:
-                if p.tensor.name in ndu.coded_levels:
-                    self.state.record(p.tensor.name, ndu.coded_levels[p.tensor.name],
-                                      ndu.last_fields[p.tensor.name], parent == 1)
-        return bytes(out)
+        return bytes(out), ndu, coded
 
     def _base_qp(self, planned) -> int:
+        return self._base_qp_of([(p.tensor.name, p.qp) for p in planned])
+
+    def _base_qp_of(self, named_qps) -> int:
         """mps_quantization_parameter: 0 as the reference writes it, unless a tensor's QP does not fit
-        the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, §17 item 4)."""
-        qps = [p.qp for p in planned if p.qp is not None]
+        the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, §17 item 4).
+        named_qps: [(tensor name, QP or None)]."""
+        qps = [qp for _, qp in named_qps if qp is not None]
         lo, hi = _qp_range(self.config.qp_density)
         if not qps or (min(qps) >= lo and max(qps) <= hi):
             return 0
         if max(qps) - min(qps) > hi - lo:
-            worst = max(planned, key=lambda p: abs(p.qp) if p.qp is not None else -1)
+            worst = max(named_qps, key=lambda nq: abs(nq[1]) if nq[1] is not None else -1)
             raise EncoderConfigError(
                 f"the QPs of this model span {min(qps)}..{max(qps)}, more than a {6 + self.config.qp_density}-bit "
-                f"qp offset can carry with qp_density {self.config.qp_density} (e.g. tensor {worst.tensor.name!r}, "
-                f"QP {worst.qp}); raise qp_density or narrow the QPs")
+                f"qp offset can carry with qp_density {self.config.qp_density} (e.g. tensor {worst[0]!r}, "
+                f"QP {worst[1]}); raise qp_density or narrow the QPs")
         base = min(qps) - lo
         if not -4096 <= base <= 4095:
             raise EncoderConfigError(f"QPs {min(qps)}..{max(qps)} cannot be signalled (base QP {base} outside -4096..4095)")
@@ -196,7 +289,9 @@ def encode(tensors, **options) -> bytes:
     framework="generic" ("pytorch": the reference's PyTorch rules), raw_float=(),
     block_id_and_param_type=None (the reference's {"block_identifier": {name: id or None},
     "parameter_type": {name: "weight" | "weight.ls" | "bias" | "bn.beta" | "bn.gamma" | "bn.mean" |
-    "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encode_block.py).
+    "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encode_block.py),
+    importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
+    reference, needs dq=False; see nnr/rd/weighted.py).
     """
     enc = Encoder(**options)
     enc._stateful = False

@@ -93,7 +93,12 @@ class NduEncoder:
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
             return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
-        if cfg.dq:
+        if cfg.importance and t.name in cfg.importance:     # off by default: nnr/rd/weighted.py
+            from nnr.rd.weighted import quantize_weighted
+            levels, qp = quantize_weighted(w, cfg.importance[t.name], qp, cfg.qp_density, dq=cfg.dq,
+                                           lambda_scale=cfg.lambda_scale, name=t.name, rows=rows, row_width=width,
+                                           scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
+        elif cfg.dq:
             levels, qp = q.quantize_tcq(w, qp, cfg.qp_density, rows, width, scan, lambda_scale=cfg.lambda_scale,
                                         cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
         else:
@@ -136,6 +141,13 @@ class NduEncoder:
         """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5).
         cpt: compressed_parameter_types (a block's, for a block member coded on its own);
         oob_dims: leave tensor_dimensions out (tensor_dimensions_flag 0, §11)."""
+        parts = self.unit_parts(p, base_qp, cpt, oob_dims)
+        return None if parts is None else write_unit(NNR_NDU, parts[0], self.syntax, parts[1])
+
+    def unit_parts(self, p: Planned, base_qp: int, cpt: int = 0, oob_dims: bool = False):
+        """(header fields, payload) of a planned tensor's NDU, or None when it is omitted; reads
+        but never changes the shared state, so tensors can be coded by worker threads (the
+        units are then written in order by write_unit)."""
         t = p.tensor
         if self.parent and p.levels is not None and not np.any(p.levels):
             return None
@@ -144,13 +156,18 @@ class NduEncoder:
         fields = self._header(p, cpt, oob_dims)
         if p.payload_type == NNR_PT_RAW_FLOAT:
             self.last_fields[t.name] = fields
-            payload = np.ascontiguousarray(t.data, dtype="<f4").tobytes()
-            return write_unit(NNR_NDU, fields, self.syntax, payload)
-        return self.finish_unit([p], fields, base_qp)
+            return fields, np.ascontiguousarray(t.data, dtype="<f4").tobytes()
+        return fields, self.unit_payload([p], fields, base_qp)
 
     def finish_unit(self, members, fields, base_qp) -> bytes:
         """Entropy-code the members (in payload order) into one payload, put the entry points into
         the header and write the unit."""
+        payload = self.unit_payload(members, fields, base_qp)
+        return write_unit(NNR_NDU, fields, self.syntax, payload)
+
+    def unit_payload(self, members, fields, base_qp) -> bytes:
+        """Entropy-code the members (in payload order) into one payload and put the entry points
+        into the header fields."""
         payload, eps = self._payload(members, base_qp, fields)
         if eps:
             fields["BitOffsetDelta"] = [e[0] for e in eps]
@@ -159,7 +176,7 @@ class NduEncoder:
                 fields["ep_dq_state"] = [e[2] for e in eps]
         for p in members:
             self.last_fields[p.tensor.name] = fields
-        return write_unit(NNR_NDU, fields, self.syntax, payload)
+        return payload
 
     def _coding(self, p: Planned, fields) -> TensorCoding:
         t = p.tensor
@@ -186,7 +203,8 @@ class NduEncoder:
         def run(hist_flag):
             encs = [TensorEncoding(c, p.levels, None if p.payload_type == NNR_PT_INT else p.qp - base_qp,
                                    row_skip, hist_flag, self.cfg.param_opt) for c, p in zip(codings, members)]
-            return cabac.encode_payload(encs, self.variant)
+            stats = {}
+            return cabac.encode_payload(encs, self.variant, stats=stats) + (stats,)
 
         best = run(0)
         # the reference tries both HDSP modes only when every tensor of the unit has a history
@@ -194,14 +212,15 @@ class NduEncoder:
             with_hist = run(1)
             if len(with_hist[0]) < len(best[0]):      # the reference keeps flag 0 on ties
                 best = with_hist
-        payload, eps = best
+        payload, eps, stats = best
         if self.state is not None:
             decoded = None
             for i, p in enumerate(members):
                 levels = p.levels
-                if p.dq_flag:
+                if p.dq_flag and stats.get("rounded", 1):
                     # REF-QUIRK: indices of the wrong parity were rounded (§8.2); keep what the
-                    # decoder will reconstruct as the TCA reference / HDSP history
+                    # decoder will reconstruct as the TCA reference / HDSP history (the Cython
+                    # encoder counts them: without any, the decoder returns the levels as given)
                     if decoded is None:
                         decoded = cabac.decode_payload(payload, codings, self.variant)
                     levels = decoded[i].levels

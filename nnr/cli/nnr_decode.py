@@ -10,7 +10,8 @@ def build_parser():
     p = argparse.ArgumentParser(prog="nnr_decode", description="Decode an NNC (ISO/IEC 15938-17) bitstream.")
     p.add_argument("input", help="NNC bitstream (.nnr / .nnc)")
     p.add_argument("-o", "--output", help="output model file: .npz, .pt/.pth, .safetensors or .h5 (original "
-                                          "names, shapes and dtypes as nnr_encode recorded them); "
+                                          "names, shapes and dtypes as nnr_encode recorded them), or .onnx "
+                                          "for a bitstream carrying an ONNX graph; "
                                           "omitted: decode and check only")
     p.add_argument("--verify", metavar="SHA256",
                    help="expected SHA-256 of the whole decoded output (see nnr.checksum.output_sha256); "
@@ -18,6 +19,8 @@ def build_parser():
     p.add_argument("--trace", metavar="FILE", help="write one line per syntax element to FILE ('-' = stdout)")
     p.add_argument("--profile0-variant", choices=["nncodec1", "nncodec2"], default="nncodec1",
                    help="how to read edition-1 payloads (general_profile_idc 0); default nncodec1")
+    p.add_argument("-j", "--jobs", type=int, default=0,
+                   help="worker threads decoding units (and block rows) concurrently (default 0: all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return p
 
@@ -34,7 +37,11 @@ def main(argv=None):
         print(f"nnr_decode: cannot read {args.input}: {err.strerror}", file=sys.stderr)
         return 2
     trace = Trace() if args.trace else None
-    decoder = Decoder(profile0_variant=args.profile0_variant)
+    try:
+        decoder = Decoder(profile0_variant=args.profile0_variant, jobs=args.jobs)
+    except NNRError as err:
+        print(f"nnr_decode: {err}", file=sys.stderr)
+        return 2
     try:
         tensors = decoder.decode(data, trace=trace)
     except NNRError as err:
@@ -62,6 +69,10 @@ def main(argv=None):
 
 def _save(path, decoder, tensors):
     """Write the decoded tensors as a model file, restoring what nnr_encode recorded."""
+    # ONNX output (nnr/topology): the graph from the NNR_TPL unit with the decoded weights.
+    from nnr.topology.cli import is_onnx_path, save_onnx
+    if is_onnx_path(path):
+        return save_onnx(path, decoder, tensors)
     from nnr import filemeta
     from nnr.modelio import Model, detect_format, save_model
     tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == 3), {})

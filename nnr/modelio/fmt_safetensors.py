@@ -12,6 +12,10 @@ from nnr.modelio.dtypes import bf16_bits_to_f32, f32_to_bf16_bits, restore, to_c
 from nnr.modelio.model import Model, require
 
 _MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
+# safetensors dtypes numpy reads directly: such tensors are memory-mapped, not read, so a model
+# larger than RAM can be encoded tensor by tensor
+_NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "i1", "I16": "<i2", "I32": "<i4",
+                 "I64": "<i8", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
 
 
 def _read_header(path):
@@ -34,7 +38,9 @@ def _read_header(path):
     return header, 8 + size
 
 
-def load(path, *, allow_pickle=False, allow_float64=False):
+def load(path, *, allow_pickle=False, allow_float64=False, mmap=False):
+    """mmap: memory-map the tensors numpy can read directly instead of reading them (float32 and
+    integer tensors then cost no memory until used: a model larger than RAM can be encoded)."""
     st = require("safetensors", "reading", "safetensors")
     header, data_start = _read_header(path)
     metadata = header.pop("__metadata__", None)
@@ -56,8 +62,10 @@ def load(path, *, allow_pickle=False, allow_float64=False):
                     tensors[name] = bf16_bits_to_f32(bits).reshape(entry["shape"])
                     dtypes[name] = "bfloat16"
                     continue
+                value = _mapped(path, data_start, entry) if mmap else None
                 try:
-                    value = f.get_tensor(name)
+                    if value is None:
+                        value = f.get_tensor(name)
                 except (TypeError, ValueError) as err:
                     raise EncoderConfigError(
                         f"tensor {name!r} in {path!s} has dtype {entry['dtype']} which NNR cannot code") from err
@@ -65,6 +73,26 @@ def load(path, *, allow_pickle=False, allow_float64=False):
     except st.SafetensorError as err:
         raise EncoderConfigError(f"cannot read {path!s} as safetensors: {err}") from err
     return Model(tensors, dtypes, "safetensors", {"metadata": metadata})
+
+
+def _mapped(path, data_start, entry):
+    """A read-only memory map of one tensor, or None when the entry is not a plain numpy layout
+    (then safetensors reads it, and reports what is wrong)."""
+    dtype = _NUMPY_DTYPES.get(entry.get("dtype"))
+    try:
+        shape = tuple(int(d) for d in entry["shape"])
+        begin, end = (int(x) for x in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if dtype is None or any(d < 0 for d in shape):
+        return None
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count == 0 or end - begin != count * np.dtype(dtype).itemsize or begin < 0:
+        return None
+    try:
+        return np.memmap(path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape)
+    except (OSError, ValueError):
+        return None
 
 
 def save(path, model, *, same_kind):

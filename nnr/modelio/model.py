@@ -72,7 +72,7 @@ def _module(fmt):
     return importlib.import_module(f"nnr.modelio.fmt_{fmt}")
 
 
-def load_model(path, *, fmt=None, allow_pickle=False, allow_float64=False) -> Model:
+def load_model(path, *, fmt=None, allow_pickle=False, allow_float64=False, mmap=False) -> Model:
     """Read a model file into a Model.
 
     allow_pickle: PyTorch files only. Files are read with torch.load(weights_only=True); a file
@@ -80,6 +80,8 @@ def load_model(path, *, fmt=None, allow_pickle=False, allow_float64=False) -> Mo
         EncoderConfigError unless this is True. Only pass it for files you trust.
     allow_float64: code float64 tensors as float32 (restored as float64 on save) instead of
         refusing them.
+    mmap: safetensors only: memory-map the tensors instead of reading them (nnr_encode streams a
+        model tensor by tensor this way).
     Raises FileNotFoundError for a missing file, EncoderConfigError for an unknown format or an
     unreadable file or tensor, UnsupportedFeatureError when the format's package is missing.
     """
@@ -88,7 +90,8 @@ def load_model(path, *, fmt=None, allow_pickle=False, allow_float64=False) -> Mo
         raise FileNotFoundError(f"model file not found: {os.fspath(path)}")
     if os.path.isdir(path):
         raise EncoderConfigError(f"{os.fspath(path)!r} is a directory, not a model file")
-    model = _module(name).load(path, allow_pickle=allow_pickle, allow_float64=allow_float64)
+    extra = {"mmap": True} if mmap and name == "safetensors" else {}
+    model = _module(name).load(path, allow_pickle=allow_pickle, allow_float64=allow_float64, **extra)
     log.debug("loaded %d tensors from %s (%s)", len(model.tensors), os.fspath(path), name)
     return model
 

@@ -10,6 +10,7 @@ turned into an exception afterwards, located by element name and payload bit off
 """
 from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 import operator
@@ -28,7 +29,7 @@ from nnr_core.cabac._engine cimport (
 
 cnp.import_array()
 
-__all__ = ["decode_payload", "CabacDecoder", "TensorCoding", "TensorResult",
+__all__ = ["decode_payload", "CabacDecoder", "parallel_fallbacks", "TensorCoding", "TensorResult",
            "VARIANT_NNCODEC1", "VARIANT_NNCODEC2"]
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +91,9 @@ ctypedef struct TensorJob:
     int32_t* out            # int32[rows*W], zero-initialised
     uint8_t* skip           # uint8[rows], zero-initialised
     int64_t* ep             # int64[(block_rows-1)*3]
+    # --- set by the prelude
+    int64_t P0              # bit position where block row 0 starts
+    int64_t n_brows
     # --- outputs
     int64_t qp_offset
     int hdsp_flag
@@ -214,25 +218,12 @@ cdef void _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, 
                     (not bounded) or N + ((<int64_t>1) << (a + 1)) - 2 < M, flag_ctx)
 
 
-cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
-    """Procedure B of §12 for one tensor.  Returns a status code (ST_*)."""
-    cdef CabacEngine e                   # the level loop's registers; copied back at the end
+cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
+    """Procedure B of §12 up to the levels: qp_offset, the edition-2 flags and row-skip list, the
+    parameter-set signalling.  Sets j.P0 (block row 0 starts there) and j.n_brows."""
     cdef int N = j.N
     cdef int nctx = 90 + 4 * N
-    cdef int64_t rows = j.rows, W = j.W
-    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, n_brows, base, P_prev, P
-    cdef int64_t u, k, i
-    cdef int s = 0, cls = 0, h = 0, status = ST_OK
-    cdef int tca = j.tca != NULL
-    cdef int sign_mode = 0
-    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
-    cdef int64_t b = 0
-    cdef int rowskip, dq = j.dq
-    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
-    cdef int32_t* out = j.out
-    cdef const int32_t* ref = j.tca
-    cdef const uint8_t* hist = NULL
-
+    cdef int64_t r, u, bh
     # 1. qp_offset: 6 + QpDensity bypass bins, two's complement.
     j.phase = PH_QP
     if j.has_qp:
@@ -252,23 +243,43 @@ cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept
         j.rowskip_flag = cabac_decode_bypass(ep)
         if j.rowskip_flag:
             j.phase = PH_ROW_SKIP
-            for r in range(rows):
+            for r in range(j.rows):
                 j.skip[r] = <uint8_t>cabac_decode_bin(ep, &ctx[89 + 4 * N])
-    if j.hdsp_flag:
-        if j.hist == NULL:
-            return ST_NO_HISTORY
-        hist = j.hist
-    rowskip = j.rowskip_flag
+    if j.hdsp_flag and j.hist == NULL:
+        return ST_NO_HISTORY
     # 5. context parameter-set signalling.
     j.phase = PH_SIGNALLING
-    _signal_params(ep, ctx, N, dq, tca, j.hdsp_flag, j.cbsize, j.cbzero, j.variant)
-    P_prev = cabac_bit_position(ep)      # block row 0 starts here (entry points, §3.8)
-
-    # The prelude above works on *ep; the level loop on a local copy whose address never
-    # escapes the inlined bin functions, so R, V, B and the read pointer live in registers.
-    e = ep[0]
-    # 6.-7. levels.
+    _signal_params(ep, ctx, N, j.dq, j.tca != NULL, j.hdsp_flag, j.cbsize, j.cbzero, j.variant)
+    j.P0 = cabac_bit_position(ep)        # block row 0 starts here (entry points, §3.8)
     j.phase = PH_LEVELS
+    bh = j.rows if j.eff_scan == 0 else (4 << j.eff_scan)
+    j.n_brows = (j.rows + bh - 1) // bh if bh > 0 else 0
+    return ST_OK
+
+
+cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_begin,
+                      int64_t br_end, bint entered, int* s_io, int64_t P_prev) noexcept nogil:
+    """Steps 6.-7. of procedure B for the block rows br_begin .. br_end - 1, then (if br_end is
+    not the last) the start of block row br_end, whose entry point it records.  `entered`: the
+    engine already stands at the start of block row br_begin (after its range reset), as an entry
+    point puts it; *s_io: the DQ state there; P_prev: its bit position.  Returns ST_*."""
+    cdef CabacEngine e                   # the level loop's registers; copied back at the end
+    cdef int N = j.N
+    cdef int nctx = 90 + 4 * N
+    cdef int64_t rows = j.rows, W = j.W, n_brows = j.n_brows
+    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, P
+    cdef int64_t k, i
+    cdef int s = s_io[0], cls = 0, h = 0
+    cdef int tca = j.tca != NULL
+    cdef int sign_mode = 0
+    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+    cdef int64_t b = 0
+    cdef int rowskip = j.rowskip_flag, dq = j.dq
+    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
+    cdef int32_t* out = j.out
+    cdef const int32_t* ref = j.tca
+    cdef const uint8_t* hist = j.hist if j.hdsp_flag else NULL
+
     if j.cbsize > 0:
         m_plus = j.cbsize - 1 - j.cbzero
         m_minus = j.cbzero
@@ -276,28 +287,22 @@ cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept
             sign_mode = 1
         elif j.cbzero == j.cbsize - 1:
             sign_mode = 2
-    if rows * W == 0:
-        ep[0] = e
-        return ST_OK
     if j.eff_scan == 0:
         bh = rows                         # the matrix scan is one block of the whole tensor
         bw = W
     else:
         bh = 4 << j.eff_scan
         bw = bh
-    n_brows = (rows + bh - 1) // bh
-    if j.eff_scan > 0 and (n_brows > 1 or j.variant == 1):
-        # REF-QUIRK: NNCodec-1 resets the range also for a single block row (§11).
-        cabac_reset_range(&e)
-        if e.V >= (256 << 7):             # the codeword is not inside the shrunk interval
-            ep[0] = e
-            return ST_BAD_RESET
-    for br in range(n_brows):
-        r0 = br * bh
-        r1 = r0 + bh
-        if r1 > rows:
-            r1 = rows
-        if br > 0:
+    # The prelude works on *ep; the level loop on a local copy whose address never escapes the
+    # inlined bin functions, so R, V, B and the read pointer live in registers.
+    e = ep[0]
+    if entered:
+        ctx_reset_all(ctx, nctx)          # the block-row reset the entry point stands after
+    br = br_begin
+    while True:
+        if br > 0 and not (entered and br == br_begin):
+            if br == n_brows:
+                break
             # Block-row start: contexts to their signalled sets, neighbour 0, R = 256;
             # DQ state carried over (§6.3, §3.6).
             ctx_reset_all(ctx, nctx)
@@ -311,6 +316,12 @@ cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept
             j.ep[3 * (br - 1) + 1] = e.V >> 7
             j.ep[3 * (br - 1) + 2] = s
             P_prev = P
+        if br >= br_end:
+            break
+        r0 = br * bh
+        r1 = r0 + bh
+        if r1 > rows:
+            r1 = rows
         c0 = 0
         while c0 < W:
             c1 = c0 + bw
@@ -360,8 +371,55 @@ cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept
                         out[base + c] = <int32_t>k
                     cls = 1 if k < 0 else 2
             c0 = c1
+        br += 1
     ep[0] = e
+    s_io[0] = s
     return ST_OK
+
+
+cdef int _decode_levels_from_start(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
+    """Steps 6.-7. for the whole tensor, right after the prelude."""
+    cdef int s = 0
+    if j.rows * j.W == 0:
+        return ST_OK
+    if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
+        # REF-QUIRK: NNCodec-1 resets the range also for a single block row (§11).
+        cabac_reset_range(ep)
+        if ep.V >= (256 << 7):            # the codeword is not inside the shrunk interval
+            return ST_BAD_RESET
+    return _decode_rows(ep, ctx, j, 0, j.n_brows, False, &s, j.P0)
+
+
+cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
+    """Procedure B of §12 for one tensor.  Returns a status code (ST_*)."""
+    cdef int status = _decode_prelude(ep, ctx, j)
+    if status != ST_OK:
+        return status
+    return _decode_levels_from_start(ep, ctx, j)
+
+
+cdef bint _engine_at(CabacEngine* e, const uint8_t* data, Py_ssize_t size, int64_t P,
+                     int64_t arith) noexcept nogil:
+    """Position an engine at bit position P (§3.8) with the offset `arith` after a range reset, as
+    an entry point describes it: bytes_read = 2 + P // 8, B = P % 8 - 8, and V = arith << 7 plus
+    the look-ahead bits, which are the payload's own bits (the arithmetic never touches V's low
+    7 bits), with the P % 8 not yet read ones zero.  False if P or arith cannot be a start."""
+    cdef int64_t nread = 2 + P // 8, x
+    cdef uint32_t window = 0
+    if P < 0 or arith < 0 or arith >= 256 or nread > size + 8:
+        return False
+    for x in range(nread - 2, nread):            # the two bytes holding bits [8*(P//8), +16)
+        window = (window << 8) | (data[x] if x < size else 0)
+    e.start = data
+    e.end = data + size
+    e.ptr = data + (nread if nread < size else size)
+    e.overread = nread - size if nread > size else 0
+    e.R = 256
+    e.B = <int32_t>(P % 8) - 8
+    # window holds bits [P - P%8, P - P%8 + 16): shift bits [P, ...) to the top of 16 bits
+    window = (window << (P % 8)) & 0xFFFF
+    e.V = (<uint32_t>arith << 7) | (window & 0x7F)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,8 +607,14 @@ cdef class CabacDecoder:
         return a
 
     # -- payload-level API ------------------------------------------------------------------
-    def decode_tensor(self, t, variant=2):
-        """Procedure B of §12 for one tensor; returns a TensorResult."""
+    def decode_tensor(self, t, variant=2, jobs=1, entry_points=None):
+        """Procedure B of §12 for one tensor; returns a TensorResult.
+
+        jobs > 1 with `entry_points` (the header's (BitOffsetDelta, ep_arith_value, ep_dq_state)
+        per block row after the first): the block rows are split between `jobs` threads, each
+        starting at an entry point.  Every thread's end must reproduce the entry point the next
+        one started from; otherwise (or on any error) the tensor is decoded again sequentially,
+        so results and errors are always the sequential ones."""
         cdef TensorJob job
         cdef int status
         cdef int64_t rows, W, ndim, n, n_brows, bd, scan_order
@@ -636,8 +700,14 @@ cdef class CabacDecoder:
         job.bad_value = 0
         job.phase = PH_QP
 
-        with nogil:
-            status = _decode_tensor_c(&self.eng, self.ctx, &job)
+        if jobs > 1 and entry_points is not None and n_brows > 1 and n >= _PARALLEL_MIN_ELEMENTS:
+            with nogil:
+                status = _decode_prelude(&self.eng, self.ctx, &job)
+            if status == ST_OK:
+                status = self._decode_rows_parallel(&job, levels, jobs, entry_points)
+        else:
+            with nogil:
+                status = _decode_tensor_c(&self.eng, self.ctx, &job)
 
         if status != ST_OK:
             where = self._bit_offset()
@@ -672,6 +742,77 @@ cdef class CabacDecoder:
             row_skip_list=skip if job.rowskip_flag else None,
             entry_points=ep_list)
 
+    cdef int _decode_rows_parallel(self, TensorJob* job, cnp.ndarray levels, int jobs,
+                                   object entry_points) except -1:
+        """Steps 6.-7. split at entry points between threads (after the prelude); falls back to
+        the sequential decode when a thread's end does not reproduce the next start."""
+        global _parallel_fallbacks
+        cdef CabacEngine saved = self.eng
+        cdef int64_t n_brows = job.n_brows, m, P, br
+        cdef int status
+        cdef _RowChunk chunk, prev
+        cdef const uint8_t* data = <const uint8_t*>PyBytes_AS_STRING(self.buf)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(self.buf)
+        eps = list(entry_points)
+        n_chunks = min(jobs, n_brows)
+        ok = len(eps) == n_brows - 1
+        chunks = []
+        if ok:
+            bounds = [n_brows * x // n_chunks for x in range(n_chunks + 1)]
+            starts = [job.P0]                       # absolute P of each block row start
+            for x in range(n_brows - 1):
+                starts.append(starts[x] + int(eps[x][0]))
+            for x in range(n_chunks):
+                chunk = _RowChunk.__new__(_RowChunk)
+                chunk.setup(self.ctx, 90 + 4 * job.N, job, bounds[x], bounds[x + 1])
+                if x == 0:
+                    # block row 0 as in the sequential path: the range reset before it (§3.6)
+                    chunk.eng = self.eng
+                    cabac_reset_range(&chunk.eng)
+                    chunk.entered = True
+                    chunk.P_prev = job.P0
+                    if chunk.eng.V >= (256 << 7):
+                        ok = False
+                        break
+                else:
+                    br = bounds[x]
+                    chunk.entered = True
+                    chunk.s = int(eps[br - 1][2])
+                    chunk.P_prev = starts[br]
+                    if not (0 <= chunk.s <= 7) or not _engine_at(&chunk.eng, data, size, starts[br],
+                                                                   int(eps[br - 1][1])):
+                        ok = False
+                        break
+                chunks.append(chunk)
+        if ok:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="nnr-rows") as pool:
+                list(pool.map(_RowChunk.run, chunks))
+            for x in range(len(chunks)):
+                chunk = chunks[x]
+                if chunk.status != ST_OK:
+                    ok = False
+                    break
+                if x > 0:
+                    # the previous thread measured the entry point of this thread's first row
+                    br = chunk.br_begin - 1
+                    want = eps[br]
+                    if (job.ep[3 * br] != int(want[0]) or job.ep[3 * br + 1] != int(want[1])
+                            or job.ep[3 * br + 2] != int(want[2])):
+                        ok = False
+                        break
+        if ok:
+            self.eng = (<_RowChunk>chunks[len(chunks) - 1]).eng
+            return ST_OK
+        # Sequential decode from the end of the prelude: its result and its errors are the answer.
+        _parallel_fallbacks += 1
+        memset(cnp.PyArray_DATA(levels), 0, <size_t>(job.rows * job.W) * sizeof(int32_t))
+        self.eng = saved
+        job.phase = PH_LEVELS
+        with nogil:
+            status = _decode_levels_from_start(&self.eng, self.ctx, job)
+        return status
+
     def finish(self):
         """Terminating bin and end-of-payload checks (§3.5)."""
         cdef int bin_ = cabac_decode_terminate(&self.eng)
@@ -700,14 +841,60 @@ cdef class CabacDecoder:
                                        value=f"{last:08b}", allowed=f"bit {pos} = 1, then 0s")
 
 
+cdef class _RowChunk:
+    """Block rows br_begin .. br_end - 1 of one tensor, decoded by one thread from an entry point
+    with its own copy of the context memory."""
+
+    cdef CabacEngine eng
+    cdef CabacCtx* ctx
+    cdef TensorJob* job
+    cdef int64_t br_begin, br_end, P_prev
+    cdef int s, status
+    cdef bint entered
+
+    def __dealloc__(self):
+        free(self.ctx)
+
+    cdef setup(self, const CabacCtx* ctx, int nctx, TensorJob* job, int64_t br_begin, int64_t br_end):
+        self.ctx = <CabacCtx*>malloc(nctx * sizeof(CabacCtx))
+        if self.ctx == NULL:
+            raise MemoryError()
+        memcpy(self.ctx, ctx, nctx * sizeof(CabacCtx))
+        self.job = job
+        self.br_begin = br_begin
+        self.br_end = br_end
+        self.s = 0
+        self.status = ST_OK
+
+    def run(self):
+        with nogil:
+            self.status = _decode_rows(&self.eng, self.ctx, self.job, self.br_begin, self.br_end,
+                                       self.entered, &self.s, self.P_prev)
+
+
+# Tensors below this size are decoded by one thread (thread start-up costs more than it saves).
+_PARALLEL_MIN_ELEMENTS = 1 << 16
+# How often a parallel decode had to be redone sequentially (tests check it stays 0 on valid input).
+cdef int64_t _parallel_fallbacks = 0
+
+
+def parallel_fallbacks():
+    """Block-row parallel decodes that were redone sequentially in this process."""
+    return _parallel_fallbacks
+
+
 def _bad_reset(bit_offset):
     return EntropyDecodingError("arithmetic value outside the range after a range reset",
                                 element="arithmetic codeword", bit_offset=bit_offset)
 
 
-def decode_payload(payload, tensors, variant=2):
-    """Decode every tensor of one NDU payload, then the terminating bin and end checks."""
+def decode_payload(payload, tensors, variant=2, jobs=1, entry_points=None):
+    """Decode every tensor of one NDU payload, then the terminating bin and end checks.
+    jobs > 1 and the header's entry points (one tensor only): block rows decoded in parallel."""
     d = CabacDecoder(payload)
-    results = [d.decode_tensor(t, variant) for t in tensors]
+    tensors = list(tensors)
+    if len(tensors) != 1:
+        entry_points = None
+    results = [d.decode_tensor(t, variant, jobs, entry_points) for t in tensors]
     d.finish()
     return results

@@ -21,7 +21,6 @@ import numpy as np
 cimport numpy as cnp
 
 from nnr.errors import EncoderConfigError
-from nnr_core.cabac import _decoder
 from nnr_core.cabac.bitcost import BIT_COST
 from nnr_core.cabac.pytwin_enc import prepare, _has_entry_points
 from nnr_core.cabac.pytwin_levels import check_codebook
@@ -32,7 +31,16 @@ from nnr_core.cabac._engine cimport (
 
 cnp.import_array()
 
-__all__ = ["encode_payload", "CabacEncoder"]
+__all__ = ["encode_payload", "CabacEncoder", "regular_bins_coded"]
+
+# Regular bins coded by every finished CabacEncoder of this process (statistics for benchmarks;
+# updated with the GIL held).
+cdef int64_t _regular_bins_total = 0
+
+
+def regular_bins_coded():
+    """Regular bins coded so far by all finished encoders of this process."""
+    return _regular_bins_total
 
 # ---------------------------------------------------------------------------------------------
 # Context index layout, NNCodec-2 (§6.1); N-dependent offsets are computed per tensor.
@@ -77,6 +85,7 @@ ctypedef struct EncEngine:
     int64_t size
     int64_t cap
     int oom                 # a realloc failed; the output is incomplete
+    int64_t bins            # regular bins coded (statistics: benchmarks' ns per bin)
 
 
 cdef int enc_reserve(EncEngine* e, int64_t extra) noexcept nogil:
@@ -132,6 +141,7 @@ cdef inline void enc_bin(EncEngine* e, CabacCtx* c, int bin) noexcept nogil:
     cdef int n
     if p < 0:
         p = -p
+    e.bins += 1
     rlps = NNR_RLPS_TABLE[(e.R >> 5) & 7][p]
     e.R -= rlps
     if bin == (1 if S >= 0 else 0):     # MPS: rMPS >= 128, at most one shift
@@ -150,6 +160,12 @@ cdef inline void enc_bin(EncEngine* e, CabacCtx* c, int bin) noexcept nogil:
         if e.BL < 12:
             enc_write_out(e)
     ctx_update(c, bin)
+
+
+cdef inline int64_t enc_bit_position(const EncEngine* e) noexcept nogil:
+    """§3.8 P as the decoder will count it: every shift of L is one shift of the decoder's V.
+    Each write_out takes one byte out of L (buffered, pending 0xFF or written): size + NB."""
+    return 23 - e.BL + 8 * (e.size + e.NB)
 
 
 cdef inline void enc_bypass_bits(EncEngine* e, uint64_t value, int n) noexcept nogil:
@@ -388,6 +404,9 @@ ctypedef struct EncJob:
     const int32_t* tca
     const uint8_t* hist
     const uint8_t* skip
+    int64_t* epw            # per block row after the first: P, L, DQ state after its range reset
+    int64_t P0              # bit position where block row 0 starts
+    int64_t rounded         # DQ indices of the wrong parity (rounded to a level, REF-QUIRK below)
 
 
 cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept nogil:
@@ -438,6 +457,11 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept 
                 ctx_reset_all(ctx, nctx)
                 cls = 0
                 e.R = 256               # range reset (§3.6)
+                # the entry point's raw material (§3.8): bit position and low register here;
+                # the arithmetic value follows from the finished payload (entry_points_from)
+                j.epw[3 * (br - 1)] = enc_bit_position(&e)
+                j.epw[3 * (br - 1) + 1] = e.L
+                j.epw[3 * (br - 1) + 2] = s
         c0 = 0
         while c0 < W:
             c1 = c0 + bw
@@ -461,6 +485,8 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept 
                             k = (i + (s & 1)) >> 1
                         else:
                             k = (i - (s & 1)) >> 1
+                        if not pseudo and ((i ^ s) & 1) != 0:
+                            j.rounded += 1      # i's parity is not the one Q(s & 1) produces
                     if ref != NULL:
                         b = ref[base + c]
                     if hist != NULL:
@@ -567,6 +593,7 @@ cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, ShadowCtx* sh, EncJob* j)
         if status != ST_OK:
             return status
     _signal_params(e, ctx, sh, j)
+    j.P0 = enc_bit_position(e)
     # 6. range reset; REF-QUIRK: NNCodec-1 resets also for a single block row (§11).
     if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
         e.R = 256
@@ -587,8 +614,12 @@ cdef class CabacEncoder:
     cdef Py_ssize_t nctx
     cdef Py_ssize_t cap
     cdef bint finished
+    cdef public list entry_raw        # per tensor: (P0, int64[(block rows - 1) * 3]) or None
+    cdef public int64_t rounded       # DQ indices of the wrong parity coded so far
 
     def __cinit__(self):
+        self.entry_raw = []
+        self.rounded = 0
         self.ctx = NULL
         self.nctx = 0
         self.cap = 0
@@ -724,7 +755,7 @@ cdef class CabacEncoder:
         cdef EncJob job
         cdef int status
         cdef ShadowCtx* sh = NULL
-        cdef cnp.ndarray levels, tca_arr = None, hist_arr = None, skip_arr = None
+        cdef cnp.ndarray levels, tca_arr = None, hist_arr = None, skip_arr = None, epw
         self._check_open()
         p = prepare(t, variant)
         memset(&job, 0, sizeof(EncJob))
@@ -757,6 +788,8 @@ cdef class CabacEncoder:
         if p.skip is not None:
             skip_arr = p.skip
             job.skip = <const uint8_t*>cnp.PyArray_DATA(skip_arr)
+        epw = np.zeros(max(p.n_brows - 1, 0) * 3 + 1, dtype=np.int64)
+        job.epw = <int64_t*>cnp.PyArray_DATA(epw)
         self._alloc(90 + 4 * job.N)
         # Pre-size the output: a few bits per element is typical; it grows if needed.
         if enc_reserve(&self.eng, (p.rows * p.W) // 2 + p.rows // 8 + 64) != 0:
@@ -772,27 +805,55 @@ cdef class CabacEncoder:
             free(sh)
         if status == ST_NOMEM:
             raise MemoryError("cannot grow the payload buffer")
+        self.rounded += job.rounded
+        self.entry_raw.append((job.P0, epw[:max(p.n_brows - 1, 0) * 3]) if _has_entry_points(t) else None)
 
     def finish(self):
         """Terminating bin 1 and flush (§3.7); returns the payload."""
+        global _regular_bins_total
         self._check_open()
         enc_terminate(&self.eng, 1)
         enc_flush(&self.eng)
+        _regular_bins_total += self.eng.bins
         if self.eng.oom:
             raise MemoryError("cannot grow the payload buffer")
         self.finished = True
         return (<char*>self.eng.buf)[:self.eng.size]
 
 
-def encode_payload(tensors, variant=2):
+def entry_points_from(bytes payload, int64_t P0, cnp.ndarray raw):
+    """The entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) of one tensor (§3.8) from
+    what the encoder recorded at each block-row start (bit position P, low register L, DQ state)
+    and the finished payload: the decoder's value V >> 7 there is the codeword's 9 bits at P minus
+    the low register's 9 least significant bits (which sit at P .. P + 8), modulo 512 (the
+    difference is below R = 256, so no carry from further down matters)."""
+    cdef const uint8_t* data = <const uint8_t*>payload
+    cdef Py_ssize_t size = len(payload)
+    cdef int64_t P, prev = P0, x, byte, window
+    cdef int64_t[::1] r = raw
+    out = []
+    for x in range(r.shape[0] // 3):
+        P = r[3 * x]
+        window = 0
+        for byte in range(P // 8, P // 8 + 3):      # 24 bits holding bits P .. P + 8
+            window = (window << 8) | (data[byte] if byte < size else 0)
+        window = (window >> (24 - 9 - P % 8)) & 511
+        out.append((P - prev, (window - (r[3 * x + 1] & 511)) & 511, r[3 * x + 2]))
+        prev = P
+    return out
+
+
+def encode_payload(tensors, variant=2, stats=None):
     """Code the tensors of one NDU payload back to back (§13); returns the payload and, per tensor,
-    the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) found by decoding it (§13.5)."""
+    the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) (§13.5), derived while coding
+    (no decode of the payload).  stats: a dict that receives "rounded", the number of DQ indices
+    of the wrong parity that were rounded to a level (the decoder then returns other indices)."""
     tensors = list(tensors)
     enc = CabacEncoder()
     for t in tensors:
         enc.encode_tensor(t, variant)
     payload = enc.finish()
-    if not any(_has_entry_points(t) for t in tensors):
-        return payload, [[] for _ in tensors]
-    results = _decoder.decode_payload(payload, [t.coding for t in tensors], variant)
-    return payload, [list(r.entry_points) for r in results]
+    if stats is not None:
+        stats["rounded"] = enc.rounded
+    return payload, [[] if raw is None else entry_points_from(payload, raw[0], raw[1])
+                     for raw in enc.entry_raw]

@@ -247,8 +247,10 @@ class CabacDecoder:
         return out
 
 
-def decode_payload(payload, tensors, variant=2):
-    """Decode every tensor of one NDU payload and check its end (§12 procedure A, 1–3)."""
+def decode_payload(payload, tensors, variant=2, jobs=1, entry_points=None):
+    """Decode every tensor of one NDU payload and check its end (§12 procedure A, 1–3).
+    jobs / entry_points (block-row parallel decoding in the Cython module) are accepted and
+    ignored: the twin decodes sequentially, with the same results."""
     d = CabacDecoder(payload)
     results = [d.decode_tensor(t, variant) for t in tensors]
     d.finish()

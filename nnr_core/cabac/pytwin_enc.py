@@ -480,9 +480,11 @@ def _code_levels(enc, p, variant, shadow):
                 s = NEXT[s][k & 1]
 
 
-def encode_payload(tensors, variant=2):
+def encode_payload(tensors, variant=2, stats=None):
     """Code the tensors of one NDU payload back to back (§13); returns the payload and, per tensor,
-    the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) found by decoding it (§13.5)."""
+    the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) found by decoding it (§13.5).
+    stats: accepted for the Cython module's signature; the twin reports nothing in it (callers
+    then decode the payload to learn what the decoder returns)."""
     tensors = list(tensors)
     enc = CabacEncoder()
     for t in tensors:

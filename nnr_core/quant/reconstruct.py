@@ -35,10 +35,16 @@ def step_size_f32(qp: int, qp_density: int) -> np.float32:
 def reconstruct_uniform(levels: np.ndarray, qp: int, qp_density: int) -> np.ndarray:
     """value = fl32(Delta) * fl32(i), evaluated in float32 (§9.2)."""
     delta32 = step_size_f32(qp, qp_density)
-    with np.errstate(over="ignore"):
-        out = levels.astype(np.float32) * delta32
-    if not np.all(np.isfinite(out)):
-        raise SyntaxValueError("reconstructed value overflows float32", element="QP", value=qp)
+    if levels.size:
+        # the largest magnitude gives the largest product (rounding is monotonic): checking the
+        # extremes avoids a full-size temporary
+        lo, hi = int(levels.min()), int(levels.max())
+        with np.errstate(over="ignore"):
+            extreme = np.float32(max(-lo, hi)) * delta32
+        if not np.isfinite(extreme):
+            raise SyntaxValueError("reconstructed value overflows float32", element="QP", value=qp)
+    out = levels.astype(np.float32)
+    out *= delta32
     return out
 
 

@@ -1,0 +1,110 @@
+"""nnr_rd: rate-distortion report of a model over a QP range, DQ on and off."""
+import argparse
+import math
+import os
+import sys
+
+from nnr.errors import NNRError
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="nnr_rd", description=(
+        "Encode a model over a range of QPs (DQ on and off), decode it, and report bits per parameter "
+        "against weight PSNR/SNR and, with --metric, a task metric. PSNR uses each tensor's max |w| as peak."))
+    p.add_argument("model", help="model file (.pt/.pth, .safetensors, .npz, .h5)")
+    p.add_argument("--qp", default="-20:-44:4", help="QP range start:stop[:step] (stop included) or a comma list "
+                   "(default -20:-44:4)")
+    p.add_argument("--dq", choices=("both", "on", "off"), default="both", help="dependent quantization (default both)")
+    p.add_argument("--metric", help="task metric 'module:function' taking {name: ndarray} and returning a float")
+    p.add_argument("--metric-name", default=None, help="column title of the metric (default: the function name)")
+    p.add_argument("--qp-density", type=int, default=2)
+    p.add_argument("--nonweight-qp", type=int, default=-75)
+    p.add_argument("--lambda-scale", type=float, default=0.0)
+    p.add_argument("--scan-order", type=int, default=0)
+    p.add_argument("--framework", choices=("generic", "pytorch"), default="generic")
+    p.add_argument("--target-psnr", type=float, help="also: per-tensor QP search for this weight PSNR (dB)")
+    p.add_argument("--target-bpp", type=float, help="also: QPs meeting this size (bits per parameter)")
+    p.add_argument("--per-tensor", action="store_true", help="--target-bpp by equal-slope allocation per tensor")
+    p.add_argument("-o", "--output", default=None, help="output prefix (default: the model's name + '_rd'); "
+                   "writes PREFIX.md, PREFIX.csv, PREFIX_tensors.csv and PREFIX.png")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickled PyTorch checkpoints")
+    return p
+
+
+def _join_negative_values(argv):
+    """'--qp -20:-44:4' -> '--qp=-20:-44:4': argparse takes a value starting with '-' for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--qp", "--nonweight-qp") and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_join_negative_values(argv))
+    from nnr.modelio import load_model
+    from nnr.rd import search, sweep as sw
+    try:
+        model = load_model(args.model, allow_pickle=args.allow_pickle)
+        tensors = sw.codable_tensors(model.tensors)
+        qps = sw.parse_qp_range(args.qp)
+        dqs = {"both": (True, False), "on": (True,), "off": (False,)}[args.dq]
+        opts = dict(qp_density=args.qp_density, nonweight_qp=args.nonweight_qp, lambda_scale=args.lambda_scale,
+                    scan_order=args.scan_order, framework=args.framework)
+        metric_name = None
+        if args.metric:
+            sw.load_metric(args.metric)          # fail before the first encode
+            metric_name = args.metric_name or args.metric.rpartition(":")[2]
+        points = sw.sweep(tensors, qps, dqs, metric=args.metric,
+                          progress=lambda p: print(f"  {p.label}: {p.bits_per_param:.3f} bits/param, "
+                                                   f"PSNR {p.psnr:.2f} dB", file=sys.stderr), **opts)
+        extra_md = []
+        for target, kind in ((args.target_psnr, "psnr"), (args.target_bpp, "bpp")):
+            if target is None:
+                continue
+            for dq in dqs:
+                o = dict(opts, dq=dq)
+                if kind == "psnr":
+                    qpt = search.search_target_psnr(tensors, target, **o)
+                else:
+                    qpt = search.search_target_bpp(tensors, target, per_tensor=args.per_tensor, **o)
+                import nnr
+                data = nnr.encode(tensors, qp_per_tensor=qpt, **o)
+                pt = sw.measure(tensors, data, metric=sw.load_metric(args.metric) if args.metric else None,
+                                qp=min(qpt.values()) if qpt else 0, dq=dq, tensor_qps=qpt,
+                                label=f"target {kind} {target} {'DQ' if dq else 'URQ'}")
+                worst = min((t.psnr for n, t in pt.tensors.items() if n in qpt), default=math.inf)
+                extra_md.append((pt, worst, qpt))
+                points.append(pt)
+    except (NNRError, OSError, ValueError) as err:
+        print(f"nnr_rd: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    prefix = args.output or os.path.splitext(os.path.basename(args.model))[0] + "_rd"
+    md = sw.table_markdown(points, metric_name)
+    for pt, worst, qpt in extra_md:
+        md += (f"\n{pt.label}: {pt.bits_per_param:.4f} bits/param, model PSNR {pt.psnr:.2f} dB, "
+               f"lowest per-tensor PSNR {worst:.2f} dB, QPs {min(qpt.values())}..{max(qpt.values())}\n")
+    print(sw.table_text(points, metric_name))
+    with open(prefix + ".md", "w") as f:
+        f.write(md)
+    with open(prefix + ".csv", "w") as f:
+        f.write(sw.table_csv(points, metric_name))
+    with open(prefix + "_tensors.csv", "w") as f:
+        f.write(sw.table_csv(points, per_tensor=True))
+    written = [prefix + ".md", prefix + ".csv", prefix + "_tensors.csv"]
+    if not args.no_plot:
+        from nnr.rd.plot import PlotUnavailableError, plot_rd
+        try:
+            written.append(plot_rd([p for p in points if p.label.startswith("qp ")], prefix + ".png", metric_name,
+                                   title=os.path.basename(args.model)))
+        except PlotUnavailableError as err:
+            print(f"nnr_rd: no plot: {err}", file=sys.stderr)
+    print("wrote " + ", ".join(written), file=sys.stderr)
+    return 0

@@ -1,0 +1,76 @@
+"""Topology carriage in the NNR_TPL unit (NNC-HLS.md §6): a serialized graph or module skeleton as
+the unit's topology_data, optionally deflate-compressed (topology_compression_format 1, NNR_DFL).
+
+Binary topology (every storage format other than NNCodec's uncompressed 0/3/4) is the byte string
+`topology_data_byte[]` running to the end of the unit, after NNCodec's NUL-terminated string
+`topology_data`, which nnr leaves empty (one 0x00 byte; spec/syntax/20_topology_quantization.syntax,
+spec/README.md)."""
+import zlib
+
+from nnr.errors import ConstraintViolationError, ResourceLimitError, SyntaxValueError
+
+NNR_TPL = 3
+NNR_TPL_UNREC, NNR_TPL_NNEF, NNR_TPL_ONNX, NNR_TPL_PYT, NNR_TPL_TEF = 0, 1, 2, 3, 4
+NNR_RAW, NNR_DFL = 0, 1
+MAX_TOPOLOGY_BYTES = 1 << 31        # protobuf's own limit; also bounds a deflate bomb
+
+
+def deflate(data: bytes) -> bytes:
+    """Deflate (RFC 1951) at level 9 in the zlib wrapper (RFC 1950), whose Adler-32 check lets a
+    decoder tell a corrupted topology from a valid one."""
+    return zlib.compress(data, 9)
+
+
+def inflate(data: bytes, unit_index=None) -> bytes:
+    """Inverse of `deflate`; also accepts gzip and raw (unwrapped) deflate. Corrupt data raises
+    SyntaxValueError, more than MAX_TOPOLOGY_BYTES raises ResourceLimitError."""
+    last = None
+    for wbits in (47, -15):             # zlib / gzip (header auto-detected, checksummed), then raw
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(data, MAX_TOPOLOGY_BYTES)
+        except zlib.error as exc:
+            last = exc
+            continue
+        if d.unconsumed_tail:
+            raise ResourceLimitError(f"unit {unit_index}: topology_data inflates to more than "
+                                     f"{MAX_TOPOLOGY_BYTES} bytes")
+        if not d.eof:
+            last = zlib.error("incomplete deflate stream")
+            continue
+        return out
+    raise SyntaxValueError(f"topology_data is not a valid deflate stream: {last}", unit_index=unit_index,
+                           element="nnr_topology_unit_payload.topology_data_byte")
+
+
+def replace_tpl(bitstream: bytes, storage_format: int, data: bytes, compress=True) -> bytes:
+    """The bitstream with its (first) NNR_TPL unit replaced by one carrying `data` in `storage_format`
+    (deflated when `compress`). The encoder writes the TPL unit between MPS and the NDUs; nothing
+    else in the stream depends on its contents or size."""
+    from nnr_core.syntax.units import SyntaxState, split_units, write_unit
+    spans = split_units(bitstream)
+    tpl = next((s for s in spans if bitstream[s.offset + s.size_field_bytes] >> 2 == NNR_TPL), None)
+    if tpl is None:
+        raise ConstraintViolationError("the encoder wrote no NNR_TPL unit to replace", element="nnr_unit_type")
+    payload = deflate(data) if compress else bytes(data)
+    unit = write_unit(NNR_TPL, {"topology_storage_format": storage_format,
+                                "topology_compression_format": NNR_DFL if compress else NNR_RAW,
+                                "topology_data": "", "topology_data_byte": list(payload)}, SyntaxState())
+    return bitstream[:tpl.offset] + unit + bitstream[tpl.offset + tpl.size:]
+
+
+def read_tpl(units):
+    """(storage_format, topology bytes, unit index) of the first NNR_TPL unit among parsed `units`
+    (Decoder.units), inflated; (None, b"", None) without one. A string topology_data (NNCodec's
+    formats 0/3/4) is returned UTF-8 encoded."""
+    unit = next((u for u in units if u.nnr_unit_type == NNR_TPL), None)
+    if unit is None:
+        return None, b"", None
+    f = unit.fields
+    text = f.get("topology_data", "").encode("utf-8", "surrogateescape")
+    data = bytes(f.get("topology_data_byte", ()))
+    if text:                             # not nnr's layout: the whole payload as one byte string
+        data = text + b"\0" + data if data else text
+    if f.get("topology_compression_format") == NNR_DFL:
+        data = inflate(data, unit.index)
+    return f.get("topology_storage_format"), data, unit.index

@@ -1,0 +1,168 @@
+"""ONNX models in NNC: the graph as NNR_TPL_ONNX topology (topology_storage_format 2, NNC-HLS.md §6),
+the weight tensors as NDUs.
+
+The graph travels as a serialized ModelProto (deflated, NNR_DFL) whose large numeric tensors, the
+top-level graph initializers and the `value` tensors of top-level Constant nodes, have their data
+removed: each keeps name, dims and data_type, and is marked `data_location = EXTERNAL` with the
+external-data entries `location = "nnr"` and `nnr_tensor = <NDU name>` (the initializer's name, or
+the Constant node's output name). The NDUs carry them: float16/32/64 tensors quantized with the
+usual encoder options (or NNR_PT_RAW_FLOAT with `lossless=True`), integer tensors whose values fit
+int32 losslessly as NNR_PT_INT. Everything else (strings, bool, int64 beyond int32, tensors with
+fewer than `min_ndu_elements` elements: shapes, axes, scalars) stays inside the graph, exact.
+Decoding restores every tensor with its original dims and data_type.
+
+`onnx` is an optional dependency (pip install "nnr[onnx]"), imported on first use."""
+import numpy as np
+
+from nnr.errors import ConstraintViolationError, EncoderConfigError, SyntaxValueError, UnsupportedFeatureError
+from nnr.topology.carriage import NNR_TPL_ONNX, read_tpl, replace_tpl
+
+INSTALL_HINT = 'ONNX support needs the optional package onnx: pip install "nnr[onnx]" (onnx, onnxruntime)'
+LOCATION = "nnr"
+MIN_NDU_ELEMENTS = 16
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import numpy_helper  # noqa: F401  (a submodule: make sure it loads)
+    except ImportError as exc:
+        raise UnsupportedFeatureError(f"{INSTALL_HINT} ({exc})") from None
+    return onnx
+
+
+def _carried(arr, lossless):
+    """The array as the encoder should code it, or None if it stays in the graph."""
+    kind = arr.dtype.kind
+    if kind == "f" and arr.dtype.itemsize in (2, 4, 8):
+        if lossless and arr.dtype.itemsize == 8:
+            return None               # float64 is not float32-exact: keep it in the graph
+        if not np.all(np.isfinite(arr)):
+            return None               # NaN / Inf cannot be coded: keep it exact in the graph
+        return arr.astype(np.float32, copy=False)
+    if kind in "iu" and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if INT32_MIN <= lo and hi <= INT32_MAX:
+            return arr.astype(np.int32, copy=False)
+    return None
+
+
+def _externalize(tensor, ndu_name):
+    """Remove the tensor's data, keeping name, dims and data_type, and point it at an NDU."""
+    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                  "string_data"):
+        tensor.ClearField(field)
+    del tensor.external_data[:]
+    tensor.data_location = tensor.EXTERNAL
+    for key, value in (("location", LOCATION), ("nnr_tensor", ndu_name)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def _tensor_slots(graph):
+    """(NDU name, TensorProto) of every top-level initializer and Constant-node value tensor."""
+    for t in graph.initializer:
+        yield t.name, t
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.HasField("t"):
+                    yield node.output[0], attr.t
+
+
+def split_model(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS):
+    """(graph bytes without the carried tensor data, {NDU name: array to encode}, names of float
+    tensors to carry as NNR_PT_RAW_FLOAT when `lossless`). `model` is a ModelProto or a path."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(model)
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    tensors, raw = {}, []
+    for name, t in _tensor_slots(skeleton.graph):
+        if t.data_location == t.EXTERNAL or name in tensors or not name or "\0" in name:
+            continue
+        arr = numpy_helper.to_array(t)
+        if arr.size < max(1, min_ndu_elements):
+            continue
+        coded = _carried(arr, lossless)
+        if coded is None:
+            continue
+        tensors[name] = coded.reshape(-1) if coded.ndim == 0 else coded
+        if lossless and coded.dtype.kind == "f":
+            raw.append(name)
+        _externalize(t, name)
+    return skeleton.SerializeToString(), tensors, raw
+
+
+def rebuild(graph: bytes, tensors: dict):
+    """The complete ModelProto: the graph with every NNR-carried tensor filled in from `tensors`."""
+    onnx = _onnx()
+    from onnx import helper, numpy_helper
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(graph)
+    except Exception as exc:            # google.protobuf.message.DecodeError and friends
+        raise SyntaxValueError(f"topology_data is not a valid ONNX ModelProto: {exc}",
+                               element="nnr_topology_unit_payload.topology_data_byte") from None
+    for name, t in _tensor_slots(model.graph):
+        if t.data_location != t.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        if info.get("location") != LOCATION:
+            continue
+        ndu = info.get("nnr_tensor", name)
+        if ndu not in tensors:
+            raise ConstraintViolationError(f"the ONNX graph refers to tensor {ndu!r}, which no NDU carries",
+                                           element="topology_elem_id", value=ndu)
+        dims = list(t.dims)
+        a = np.asarray(tensors[ndu])
+        if a.size != int(np.prod(dims, dtype=np.int64)):
+            raise ConstraintViolationError(f"tensor {ndu!r}: {a.size} decoded elements for ONNX dims {dims}",
+                                           element="topology_elem_id", value=ndu)
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+        except (KeyError, ValueError):
+            raise SyntaxValueError(f"tensor {ndu!r}: ONNX data_type {t.data_type} cannot hold NDU data",
+                                   element="topology_elem_id", value=ndu) from None
+        filled = numpy_helper.from_array(a.astype(dtype).reshape(dims), t.name)
+        t.CopyFrom(filled)
+    return model
+
+
+def encode_onnx(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS, compress=True, **options) -> bytes:
+    """Encode an ONNX model (ModelProto or path) into one NNC bitstream: NNR_TPL_ONNX graph + NDUs.
+
+    `lossless=True` carries float tensors as NNR_PT_RAW_FLOAT, so the decoded model is bit-identical;
+    other keyword options are the Encoder's (qp, dq, codebook, ...; `raw_float` adds names)."""
+    import nnr
+    graph, tensors, raw = split_model(model, lossless=lossless, min_ndu_elements=min_ndu_elements)
+    if not tensors:
+        raise EncoderConfigError(f"the ONNX model has no tensor with at least {min_ndu_elements} elements "
+                                 "to carry in NDUs")
+    if raw:
+        options["raw_float"] = tuple(options.get("raw_float", ())) + tuple(raw)
+    enc = nnr.Encoder(**options)
+    data = enc.encode(tensors, incremental=False)
+    return replace_tpl(data, NNR_TPL_ONNX, graph, compress=compress)
+
+
+def decode_onnx(data, **decoder_options):
+    """Decode a bitstream written by `encode_onnx` into a complete onnx.ModelProto."""
+    import nnr
+    _onnx()
+    dec = nnr.Decoder(**decoder_options)
+    tensors = dec.decode(data)
+    return model_from_units(dec.units, tensors)
+
+
+def model_from_units(units, tensors):
+    """The ModelProto from a decoder's parsed units and decoded tensors (nnr_decode's path)."""
+    fmt, graph, index = read_tpl(units)
+    if fmt != NNR_TPL_ONNX:
+        raise ConstraintViolationError(f"the bitstream carries no ONNX topology (topology_storage_format "
+                                       f"{fmt}, not {NNR_TPL_ONNX})", unit_index=index,
+                                       element="topology_storage_format", value=fmt)
+    return rebuild(graph, tensors)
