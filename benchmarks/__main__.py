@@ -91,13 +91,9 @@ def _env():
 
 
 def find_reference():
-    """(python, stubs) of the reference, or (None, reason): NNR_NNCODEC_PYTHON, else a venv
-    .venv-nncodec in the repository or beside it (tests/interop/reference.py's rules)."""
-    sibling = os.path.join(os.path.dirname(REPO), ".venv-nncodec", "bin", "python")
-    if not os.environ.get("NNR_NNCODEC_PYTHON") and os.path.exists(sibling):
-        os.environ["NNR_NNCODEC_PYTHON"] = sibling
-    sys.path.insert(0, REPO)
-    from tests.interop.reference import find_reference as find
+    """(python, stubs) of the reference, or (None, reason): the conformance runner's rules
+    (NNR_NNCODEC_PYTHON, else .venv-nncodec in the repository or beside it)."""
+    from nnr.conformance.plugins import find_reference as find
     return find()
 
 

@@ -6,37 +6,11 @@ import sys
 
 import numpy as np
 
+# one way to find the reference, shared with the conformance runner's nncodec plugin
+from nnr.conformance.plugins import find_reference  # noqa: F401
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEER = os.path.join(REPO, "tests", "interop", "peer_nncodec.py")
-
-
-def _candidates():
-    env = os.environ.get("NNR_NNCODEC_PYTHON")
-    if env:
-        yield env
-    yield os.path.join(REPO, ".venv-nncodec", "bin", "python")
-
-
-def _stubs():
-    for base in (os.environ.get("NNR_NNCODEC_STUBS"), os.path.join(REPO, "..", "shared", "tools", "nncodec-stubs")):
-        if base and os.path.isdir(base):
-            return os.path.abspath(base)
-    return None
-
-
-def find_reference():
-    """(python, stubs) of an installed reference, or (None, reason)."""
-    stubs = _stubs()
-    if stubs is None:
-        return None, "NNCodec's import stubs (shared/tools/nncodec-stubs) are not beside the repository"
-    for py in _candidates():
-        if os.path.exists(py):
-            ok = subprocess.run([py, "-c", "import nncodec.nnc"], env=dict(os.environ, PYTHONPATH=stubs),
-                                capture_output=True, timeout=300)
-            if ok.returncode == 0:
-                return (py, stubs), None
-    return None, ("the reference NNCodec 2.1.3 is not installed: run shared/tools/install-nncodec.sh "
-                  ".venv-nncodec (or set NNR_NNCODEC_PYTHON)")
 
 
 def run_jobs(reference, jobs_dir, timeout=1800):
