@@ -16,7 +16,7 @@ from nnr_core.cabac import pytwin, pytwin_levels
 from nnr_core.cabac.bitcost import SCALE, bin_cost
 from nnr_core.cabac.params import TensorEncoding, VARIANT_NNCODEC1
 from nnr_core.cabac.pytwin import CURVE, PARAM_SETS, RLPS_TABLE, Context
-from nnr_core.cabac.pytwin_levels import (GTX_CTX, NEXT, SIG_CTX, SIG_HDSP_CTX, SIG_TCA_CTX,
+from nnr_core.cabac.pytwin_levels import (GTX_CTX, NEXT,
                                           SIGN_CTX, SIGN_TCA_CTX, gtx_tca_ctx, neighbour_class,
                                           num_contexts, param_set_flag_ctx, rem_ctx, row_skip_ctx,
                                           scan_segments, signalled_contexts)
@@ -179,13 +179,7 @@ def pseudo_level(shadow, i, s, neighbour, b, h, N):
     reconstruction index i (not k), always with the unbounded binarization of §5.1 and without the
     bypass suffix."""
     c = neighbour_class(neighbour)
-    if h:
-        ctx = SIG_HDSP_CTX + s
-    elif b != 0:
-        ctx = SIG_TCA_CTX + 2 * s + (1 if abs(b) > 1 else 0)
-    else:
-        ctx = SIG_CTX + 3 * s + c
-    shadow[ctx].code(i != 0)
+    shadow[pytwin_levels.sig_ctx(s, c, b, h)].code(i != 0)
     if i == 0:
         return
     shadow[(SIGN_TCA_CTX if b < 0 else SIGN_TCA_CTX + 1) if b != 0 else SIGN_CTX + c].code(i < 0)
@@ -341,13 +335,7 @@ class CabacEncoder:
             return                              # §5.2: no bins at all
         s = dq_state
         c = neighbour_class(neighbour)
-        # sig_flag
-        if h:
-            ctx = SIG_HDSP_CTX + s
-        elif b != 0:
-            ctx = SIG_TCA_CTX + 2 * s + (1 if abs(b) > 1 else 0)
-        else:
-            ctx = SIG_CTX + 3 * s + c
+        ctx = pytwin_levels.sig_ctx(s, c, b, h)     # sig_flag
         self.encode_bin(ctx, k != 0)
         if k == 0:
             return

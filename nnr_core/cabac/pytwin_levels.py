@@ -57,6 +57,15 @@ def neighbour_class(neighbour):
     return 0 if neighbour == 0 else (1 if neighbour < 0 else 2)
 
 
+def sig_ctx(s, c, b, h):
+    """Context of sig_flag (§6.2): HDSP history first, then the TCA reference, then state and neighbour."""
+    if h:
+        return SIG_HDSP_CTX + s
+    if b != 0:
+        return SIG_TCA_CTX + 2 * s + (1 if abs(b) > 1 else 0)
+    return SIG_CTX + 3 * s + c
+
+
 def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
     """One level k: binarization §5.1 / codebook-bounded §5.2, contexts §6.2 (NNCodec-2)."""
     check_codebook(codebook_size, cb_zero_offset)
@@ -64,13 +73,7 @@ def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
         return 0                            # §5.2: no bins at all
     bounded = codebook_size > 0
     c = neighbour_class(neighbour)
-    # sig_flag
-    if h:
-        ctx = SIG_HDSP_CTX + s
-    elif b != 0:
-        ctx = SIG_TCA_CTX + 2 * s + (1 if abs(b) > 1 else 0)
-    else:
-        ctx = SIG_CTX + 3 * s + c
+    ctx = sig_ctx(s, c, b, h)                 # sig_flag
     if not dec.decode_bin(ctx):
         return 0
     # sign_flag (inferred at either end of a codebook)
