@@ -25,25 +25,14 @@ from nnr_core.cabac.params import TensorCoding, TensorResult, VARIANT_NNCODEC1, 
 from nnr_core.cabac._engine cimport (
     CabacEngine, CabacCtx, NNR_DQ_NEXT, NNR_DQ_ADV0, cabac_init, cabac_bytes_read,
     cabac_bit_position, cabac_decode_bin, cabac_decode_bypass, cabac_decode_bypass_bits,
-    cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all)
+    cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all,
+    CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
+    SIGNAL_MAX, signalled_contexts)
 
 cnp.import_array()
 
 __all__ = ["decode_payload", "CabacDecoder", "parallel_fallbacks", "TensorCoding", "TensorResult",
            "VARIANT_NNCODEC1", "VARIANT_NNCODEC2"]
-
-# ---------------------------------------------------------------------------------------------
-# Context index layout, NNCodec-2 (§6.1).  N-dependent offsets are computed per tensor.
-cdef enum:
-    CTX_SIG = 0             # 3*s + c
-    CTX_SIG_TCA = 24        # 24 + 2*s + (abs(b) > 1)
-    CTX_SIG_HDSP = 40       # 40 + s
-    CTX_SIGN = 48           # 48 + c
-    CTX_SIGN_TCA_NEG = 51
-    CTX_SIGN_TCA_POS = 52
-    CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: 53 + 2N + 2j + (abs(b) >= j ? 0 : 1)
-    # remainder prefix bin i: 53 + 4N + i; param_set_flag: 87 + 4N; row_skip_list: 89 + 4N;
-    # total 90 + 4N contexts.
 
 cdef enum:
     OVERREAD_BAIL = 4       # bail out (at the next row segment) past this many zero bytes
@@ -176,46 +165,12 @@ cdef inline void _signal_one(CabacEngine* e, CabacCtx* ctx, int idx, bint coded,
 cdef void _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, int hdsp,
                          int64_t cbsize, int64_t cbzero, int variant) noexcept nogil:
     """Context parameter-set signalling (§6.4), both variants, NNCodec-2 index layout."""
+    cdef int32_t idx[SIGNAL_MAX]
+    cdef uint8_t coded[SIGNAL_MAX]
+    cdef int a, n = signalled_contexts(idx, coded, N, dq, tca, hdsp, cbsize, cbzero, variant)
     cdef int flag_ctx = 87 + 4 * N
-    cdef int rem0 = CTX_GTX + 4 * N
-    cdef int a, nsig
-    cdef bint cb1, sgn, bounded
-    cdef int64_t M = 0
-    nsig = 24 if dq else 3
-    if variant == 1:
-        # NNCodec-1: sig, sign, greater-than and all 32 remainder contexts, every one coded.
-        for a in range(nsig):
-            _signal_one(e, ctx, CTX_SIG + a, True, flag_ctx)
-        for a in range(3):
-            _signal_one(e, ctx, CTX_SIGN + a, True, flag_ctx)
-        for a in range(2 * N):
-            _signal_one(e, ctx, CTX_GTX + a, True, flag_ctx)
-        for a in range(32):
-            _signal_one(e, ctx, rem0 + a, True, flag_ctx)
-        return
-    cb1 = cbsize != 1
-    sgn = cb1 and not (cbsize > 0 and (cbzero == 0 or cbzero == cbsize - 1))
-    bounded = cbsize > 0
-    if bounded:
-        M = cbzero if cbzero > cbsize - 1 - cbzero else cbsize - 1 - cbzero
-    for a in range(nsig):                                   # group 1
-        _signal_one(e, ctx, CTX_SIG + a, cb1, flag_ctx)
-    if tca:                                                 # group 2
-        for a in range(16 if dq else 2):
-            _signal_one(e, ctx, CTX_SIG_TCA + a, cb1, flag_ctx)
-    if hdsp:                                                # group 3
-        for a in range(8 if dq else 1):
-            _signal_one(e, ctx, CTX_SIG_HDSP + a, cb1, flag_ctx)
-    for a in range(5 if tca else 3):                        # group 4
-        _signal_one(e, ctx, CTX_SIGN + a, sgn, flag_ctx)
-    for a in range(2 * N):                                  # group 5
-        _signal_one(e, ctx, CTX_GTX + a, (not bounded) or a < 2 * M, flag_ctx)
-    if tca:                                                 # group 6
-        for a in range(2 * N, 4 * N):
-            _signal_one(e, ctx, CTX_GTX + a, (not bounded) or a < 2 * (M - 1) + 2 * N, flag_ctx)
-    for a in range(31):                                     # group 7
-        _signal_one(e, ctx, rem0 + a,
-                    (not bounded) or N + ((<int64_t>1) << (a + 1)) - 2 < M, flag_ctx)
+    for a in range(n):
+        _signal_one(e, ctx, idx[a], coded[a], flag_ctx)
 
 
 cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:

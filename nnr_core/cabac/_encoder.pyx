@@ -27,7 +27,9 @@ from nnr_core.cabac.pytwin_levels import check_codebook
 
 from nnr_core.cabac._engine cimport (
     CabacCtx, NNR_RLPS_TABLE, NNR_CURVE, NNR_PARAM_SETS, NNR_DQ_NEXT, NNR_DQ_ADV0,
-    nnr_renorm_shift, ctx_set, ctx_reset_all, ctx_init_all, ctx_update)
+    nnr_renorm_shift, ctx_set, ctx_reset_all, ctx_init_all, ctx_update,
+    CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
+    SIGNAL_MAX, signalled_contexts)
 
 cnp.import_array()
 
@@ -41,19 +43,6 @@ cdef int64_t _regular_bins_total = 0
 def regular_bins_coded():
     """Regular bins coded so far by all finished encoders of this process."""
     return _regular_bins_total
-
-# ---------------------------------------------------------------------------------------------
-# Context index layout, NNCodec-2 (§6.1); N-dependent offsets are computed per tensor.
-cdef enum:
-    CTX_SIG = 0             # 3*s + c
-    CTX_SIG_TCA = 24        # 24 + 2*s + (abs(b) > 1)
-    CTX_SIG_HDSP = 40       # 40 + s
-    CTX_SIGN = 48           # 48 + c
-    CTX_SIGN_TCA_NEG = 51
-    CTX_SIGN_TCA_POS = 52
-    CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: 53 + 2N + 2j + (abs(b) >= j ? 0 : 1)
-    # remainder prefix bin i: 53 + 4N + i; param_set_flag: 87 + 4N; row_skip_list: 89 + 4N;
-    # total 90 + 4N contexts.
 
 cdef enum:
     ST_OK = 0
@@ -520,48 +509,13 @@ cdef inline void _signal_one(EncEngine* e, CabacCtx* ctx, const ShadowCtx* sh, i
 
 cdef void _signal_params(EncEngine* e, CabacCtx* ctx, const ShadowCtx* sh, EncJob* j) noexcept nogil:
     """Context parameter-set signalling (§6.4), both variants: the decoder's list, in order."""
-    cdef int N = j.N
-    cdef int flag_ctx = 87 + 4 * N
-    cdef int rem0 = CTX_GTX + 4 * N
-    cdef int a, nsig
-    cdef int tca = j.tca_on
-    cdef int64_t cbsize = j.cbsize, cbzero = j.cbzero, M = 0
-    cdef bint cb1, sgn, bounded
-    nsig = 24 if j.dq else 3
-    if j.variant == 1:
-        for a in range(nsig):
-            _signal_one(e, ctx, sh, CTX_SIG + a, True, flag_ctx)
-        for a in range(3):
-            _signal_one(e, ctx, sh, CTX_SIGN + a, True, flag_ctx)
-        for a in range(2 * N):
-            _signal_one(e, ctx, sh, CTX_GTX + a, True, flag_ctx)
-        for a in range(32):
-            _signal_one(e, ctx, sh, rem0 + a, True, flag_ctx)
-        return
-    cb1 = cbsize != 1
-    sgn = cb1 and not (cbsize > 0 and (cbzero == 0 or cbzero == cbsize - 1))
-    bounded = cbsize > 0
-    if bounded:
-        M = cbzero if cbzero > cbsize - 1 - cbzero else cbsize - 1 - cbzero
-    for a in range(nsig):                                   # group 1
-        _signal_one(e, ctx, sh, CTX_SIG + a, cb1, flag_ctx)
-    if tca:                                                 # group 2
-        for a in range(16 if j.dq else 2):
-            _signal_one(e, ctx, sh, CTX_SIG_TCA + a, cb1, flag_ctx)
-    if j.hdsp_flag:                                         # group 3
-        for a in range(8 if j.dq else 1):
-            _signal_one(e, ctx, sh, CTX_SIG_HDSP + a, cb1, flag_ctx)
-    for a in range(5 if tca else 3):                        # group 4
-        _signal_one(e, ctx, sh, CTX_SIGN + a, sgn, flag_ctx)
-    for a in range(2 * N):                                  # group 5
-        _signal_one(e, ctx, sh, CTX_GTX + a, (not bounded) or a < 2 * M, flag_ctx)
-    if tca:                                                 # group 6
-        for a in range(2 * N, 4 * N):
-            _signal_one(e, ctx, sh, CTX_GTX + a, (not bounded) or a < 2 * (M - 1) + 2 * N,
-                        flag_ctx)
-    for a in range(31):                                     # group 7
-        _signal_one(e, ctx, sh, rem0 + a,
-                    (not bounded) or N + ((<int64_t>1) << (a + 1)) - 2 < M, flag_ctx)
+    cdef int32_t idx[SIGNAL_MAX]
+    cdef uint8_t coded[SIGNAL_MAX]
+    cdef int a, n = signalled_contexts(idx, coded, j.N, j.dq, j.tca_on, j.hdsp_flag, j.cbsize, j.cbzero,
+                                       j.variant)
+    cdef int flag_ctx = 87 + 4 * j.N
+    for a in range(n):
+        _signal_one(e, ctx, sh, idx[a], coded[a], flag_ctx)
 
 
 cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept nogil:

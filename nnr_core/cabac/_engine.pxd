@@ -241,3 +241,70 @@ cdef inline int cabac_decode_terminate(CabacEngine* e) noexcept nogil:
 cdef inline void cabac_reset_range(CabacEngine* e) noexcept nogil:
     """Range reset at block-row starts (§3.6); V and B untouched."""
     e.R = 256
+
+
+# ---------------------------------------------------------------------------------------------
+# Context index layout, NNCodec-2 (§6.1).  N-dependent offsets are computed per tensor.
+cdef enum:
+    CTX_SIG = 0             # 3*s + c
+    CTX_SIG_TCA = 24        # 24 + 2*s + (abs(b) > 1)
+    CTX_SIG_HDSP = 40       # 40 + s
+    CTX_SIGN = 48           # 48 + c
+    CTX_SIGN_TCA_NEG = 51
+    CTX_SIGN_TCA_POS = 52
+    CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: 53 + 2N + 2j + (abs(b) >= j ? 0 : 1)
+    # remainder prefix bin i: 53 + 4N + i; param_set_flag: 87 + 4N; row_skip_list: 89 + 4N;
+    # total 90 + 4N contexts.
+    SIGNAL_MAX = 84 + 4 * 256   # longest signalling list (§6.4): variant 2 with TCA, HDSP, N = 256
+
+
+cdef inline int _signal_add(int32_t* idx, uint8_t* coded, int n, int ctx, bint c) noexcept nogil:
+    idx[n] = ctx
+    coded[n] = c
+    return n + 1
+
+
+cdef inline int signalled_contexts(int32_t* idx, uint8_t* coded, int N, int dq, int tca, int hdsp,
+                                   int64_t cbsize, int64_t cbzero, int variant) noexcept nogil:
+    """The context parameter-set signalling list of §6.4, in order: fills idx[] (context index) and
+    coded[] (whether its param_set_flag is in the payload); returns the length (<= SIGNAL_MAX).
+    The one definition the decoder and the encoder both walk."""
+    cdef int rem0 = CTX_GTX + 4 * N
+    cdef int a, n = 0
+    cdef int nsig = 24 if dq else 3
+    cdef bint cb1, sgn, bounded
+    cdef int64_t M = 0
+    if variant == 1:
+        # NNCodec-1: sig, sign, greater-than and all 32 remainder contexts, every one coded.
+        for a in range(nsig):
+            n = _signal_add(idx, coded, n, CTX_SIG + a, True)
+        for a in range(3):
+            n = _signal_add(idx, coded, n, CTX_SIGN + a, True)
+        for a in range(2 * N):
+            n = _signal_add(idx, coded, n, CTX_GTX + a, True)
+        for a in range(32):
+            n = _signal_add(idx, coded, n, rem0 + a, True)
+        return n
+    cb1 = cbsize != 1
+    sgn = cb1 and not (cbsize > 0 and (cbzero == 0 or cbzero == cbsize - 1))
+    bounded = cbsize > 0
+    if bounded:
+        M = cbzero if cbzero > cbsize - 1 - cbzero else cbsize - 1 - cbzero
+    for a in range(nsig):                                   # group 1
+        n = _signal_add(idx, coded, n, CTX_SIG + a, cb1)
+    if tca:                                                 # group 2
+        for a in range(16 if dq else 2):
+            n = _signal_add(idx, coded, n, CTX_SIG_TCA + a, cb1)
+    if hdsp:                                                # group 3
+        for a in range(8 if dq else 1):
+            n = _signal_add(idx, coded, n, CTX_SIG_HDSP + a, cb1)
+    for a in range(5 if tca else 3):                        # group 4
+        n = _signal_add(idx, coded, n, CTX_SIGN + a, sgn)
+    for a in range(2 * N):                                  # group 5
+        n = _signal_add(idx, coded, n, CTX_GTX + a, (not bounded) or a < 2 * M)
+    if tca:                                                 # group 6
+        for a in range(2 * N, 4 * N):
+            n = _signal_add(idx, coded, n, CTX_GTX + a, (not bounded) or a < 2 * (M - 1) + 2 * N)
+    for a in range(31):                                     # group 7
+        n = _signal_add(idx, coded, n, rem0 + a, (not bounded) or N + ((<int64_t>1) << (a + 1)) - 2 < M)
+    return n
