@@ -10,51 +10,15 @@ from libc.float cimport DBL_MAX
 from libc.math cimport round
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
+from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
+                                       trellis_branches)
+
 import numpy as np
 
-# §8.1 state transition table NEXT[s][parity]
-cdef int32_t NEXT[8][2]
-NEXT[0][:] = [0, 2]
-NEXT[1][:] = [7, 5]
-NEXT[2][:] = [1, 3]
-NEXT[3][:] = [6, 4]
-NEXT[4][:] = [2, 0]
-NEXT[5][:] = [5, 7]
-NEXT[6][:] = [3, 1]
-NEXT[7][:] = [4, 6]
-
-# §8.3 step 3: the three branches into every state c, in NNCodec's order. Candidate class 0..3 is
-# q mod 4 of the candidate q; class 4 is the zero candidate.
+# §8.3 step 3 branch order into every state c (class 4 = the zero candidate)
 cdef int32_t BRANCH_PREV[8][3]
 cdef int32_t BRANCH_CLASS[8][3]
-
-
-cdef void _init_branches():
-    cdef int32_t count[8]
-    cdef int32_t p, c
-    for c in range(8):
-        count[c] = 0
-    for p in range(8):
-        c = NEXT[p][0]
-        BRANCH_PREV[c][count[c]] = p
-        BRANCH_CLASS[c][count[c]] = 3 * (p & 1)
-        count[c] += 1
-        BRANCH_PREV[c][count[c]] = p
-        BRANCH_CLASS[c][count[c]] = 4
-        count[c] += 1
-        c = NEXT[p][1]
-        BRANCH_PREV[c][count[c]] = p
-        BRANCH_CLASS[c][count[c]] = 2 - (p & 1)
-        count[c] += 1
-
-
-_init_branches()
-
-# Overflow limits as NNCodec's (1 << 31) arithmetic wraps them (§9.3, §8.3).
-cdef double URQ_MAX = 2147483647.0
-cdef double URQ_MIN = -2147483648.0
-cdef double TCQ_MAX = 2147483645.0
-cdef double TCQ_MIN = -2147483646.0
+trellis_branches(BRANCH_PREV, BRANCH_CLASS)
 
 
 cdef void _fill_scan(int64_t* out, int64_t rows, int64_t row_width, int64_t bd) noexcept nogil:
@@ -103,7 +67,7 @@ def uniform_plain(const float[::1] w, int32_t[::1] out, float qstep):
         for i in range(n):
             prod = scale * w[i]
             scaled = round(<double>prod)
-            if scaled > URQ_MAX or scaled < URQ_MIN:
+            if scaled > NNR_URQ_MAX or scaled < NNR_URQ_MIN:
                 ok = False
                 break
             out[i] = <int32_t>scaled
@@ -168,7 +132,7 @@ def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, flo
         for k in range(n):
             prod = w[scan[k]] * scale
             # round(prod) > 2^31 - 3 or < -(2^31 - 2), round being half away from zero
-            if <double>prod >= TCQ_MAX + 0.5 or <double>prod <= TCQ_MIN - 0.5:
+            if <double>prod >= NNR_TCQ_MAX + 0.5 or <double>prod <= NNR_TCQ_MIN - 0.5:
                 ok = False
                 break
         if ok and n > 0:

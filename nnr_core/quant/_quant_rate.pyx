@@ -28,6 +28,8 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from nnr_core.cabac._engine cimport NNR_CURVE
+from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
+                                       trellis_branches)
 
 import numpy as np
 
@@ -46,46 +48,10 @@ cdef void _init_bits():
 
 _init_bits()
 
-# §8.1 NEXT and the §8.3 step 3 branch order into every state c (class 4 = the zero candidate)
-cdef int32_t NEXT[8][2]
-NEXT[0][:] = [0, 2]
-NEXT[1][:] = [7, 5]
-NEXT[2][:] = [1, 3]
-NEXT[3][:] = [6, 4]
-NEXT[4][:] = [2, 0]
-NEXT[5][:] = [5, 7]
-NEXT[6][:] = [3, 1]
-NEXT[7][:] = [4, 6]
+# §8.3 step 3 branch order into every state c (class 4 = the zero candidate)
 cdef int32_t BRANCH_PREV[8][3]
 cdef int32_t BRANCH_CLASS[8][3]
-
-
-cdef void _init_branches():
-    cdef int32_t count[8]
-    cdef int32_t p, c
-    for c in range(8):
-        count[c] = 0
-    for p in range(8):
-        c = NEXT[p][0]
-        BRANCH_PREV[c][count[c]] = p
-        BRANCH_CLASS[c][count[c]] = 3 * (p & 1)
-        count[c] += 1
-        BRANCH_PREV[c][count[c]] = p
-        BRANCH_CLASS[c][count[c]] = 4
-        count[c] += 1
-        c = NEXT[p][1]
-        BRANCH_PREV[c][count[c]] = p
-        BRANCH_CLASS[c][count[c]] = 2 - (p & 1)
-        count[c] += 1
-
-
-_init_branches()
-
-# Overflow limits as NNCodec's (1 << 31) arithmetic wraps them (§9.3, §8.3).
-cdef double URQ_MAX = 2147483647.0
-cdef double URQ_MIN = -2147483648.0
-cdef double TCQ_MAX = 2147483645.0
-cdef double TCQ_MIN = -2147483646.0
+trellis_branches(BRANCH_PREV, BRANCH_CLASS)
 
 cdef enum:
     SIGN_BASE = 24
@@ -268,7 +234,7 @@ def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, 
         for k in range(n):
             wv = w[scan[k]]
             scaled = round(<double>wv * qscale)
-            if scaled > URQ_MAX or scaled < URQ_MIN:
+            if scaled > NNR_URQ_MAX or scaled < NNR_URQ_MIN:
                 ok = False
                 break
             sign = -1 if wv < 0 else 1
@@ -348,7 +314,7 @@ def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, floa
     with nogil:
         for k in range(n):
             prod = w[scan[k]] * scale
-            if <double>prod >= TCQ_MAX + 0.5 or <double>prod <= TCQ_MIN - 0.5:
+            if <double>prod >= NNR_TCQ_MAX + 0.5 or <double>prod <= NNR_TCQ_MIN - 0.5:
                 ok = False
                 break
         if ok and n > 0:
