@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnr.material.fl import dirichlet_partition
+
 DATA_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 HERE = Path(__file__).resolve().parent
 
@@ -54,20 +56,6 @@ def load_fashion_mnist(data_dir=DATA_DIR):
     return xtr[:, None], ytr, xte[:, None], yte
 
 
-def dirichlet_split(y, n_clients, alpha, rng, min_samples=100):
-    """Non-IID shards: each class divided among the clients in Dirichlet(alpha) proportions."""
-    for _ in range(1000):
-        shards = [[] for _ in range(n_clients)]
-        for c in np.unique(y):
-            idx = rng.permutation(np.flatnonzero(y == c))
-            cuts = (np.cumsum(rng.dirichlet([alpha] * n_clients))[:-1] * len(idx)).astype(int)
-            for k, part in enumerate(np.split(idx, cuts)):
-                shards[k].extend(part.tolist())
-        if min(len(s) for s in shards) >= min_samples:
-            return [np.sort(np.array(s, dtype=np.int64)) for s in shards]
-    raise ValueError(f"cannot split into {n_clients} shards of >= {min_samples} samples; raise alpha")
-
-
 class Data:
     """The seeded subset and split; built once per process (Ray actors each build their own)."""
     _cache = {}
@@ -93,9 +81,9 @@ class Data:
             te = rng.permutation(len(yte))[:cfg.test_samples]
             xtr, ytr, xte, yte = xtr[tr], ytr[tr], xte[te], yte[te]
         self.x_test, self.y_test = xte, yte
-        self.shards = [(xtr[s], ytr[s]) for s in dirichlet_split(ytr, cfg.clients, cfg.alpha,
-                                                                 np.random.default_rng([cfg.seed, 2]),
-                                                                 min_samples=min(100, len(ytr) // (2 * cfg.clients)))]
+        shards = dirichlet_partition(ytr, cfg.clients, cfg.alpha, min(100, len(ytr) // (2 * cfg.clients)),
+                                     np.random.default_rng([cfg.seed, 2]))
+        self.shards = [(xtr[s], ytr[s]) for s in shards]
 
 
 # -- model ------------------------------------------------------------------------------------
