@@ -416,3 +416,27 @@ def test_package_picks_encoder(pure, expected):
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                          ).stdout.split()
     assert out == [expected, expected]
+
+
+@pytest.mark.parametrize("dq,scan_order,tca", [(0, 1, False), (1, 0, False), (1, 2, True)])
+def test_parameter_sets_over_many_chunks_agree_with_twin(dq, scan_order, tca):
+    """The pseudo pass runs its estimators chunk by chunk (_shadow.pxd); a tensor of several
+    chunks' worth of bins, with block-row resets inside chunks, picks the twin's sets."""
+    rng = np.random.default_rng(40 + dq + scan_order)
+    rows, width = 64, 200
+    n = rows * width
+    coding = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=False, qp_density=2,
+                          dq_flag=dq, cabac_unary_length_minus1=9, scan_order=scan_order,
+                          general_profile_idc=1, parent_node_id_present_flag=0,
+                          tca_reference=rng.integers(-3, 4, n).astype(np.int32) if tca else None,
+                          hdsp_history=None, codebook_size=0, cb_zero_offset=0)
+    levels = np.round(rng.laplace(0, 6.0, n)).astype(np.int32)
+    t = TensorEncoding(coding, levels, qp_offset=None, row_skip_enabled_flag=1,
+                       hist_dep_sig_prob_enabled_flag=0, param_opt=True)
+    cy = _encoder.CabacEncoder()
+    tw = pytwin_enc.CabacEncoder()
+    cy.encode_tensor(t)
+    tw.encode_tensor(t)
+    assert np.array_equal(cy.contexts(), tw.contexts())
+    assert sum(1 for row in cy.contexts() if row[4] != 0) > 0    # some context left set 0
+    assert cy.finish() == tw.finish()

@@ -7,12 +7,12 @@ DQ mapping i -> k of §8.2.  API contract: ``nnr_core/cabac/README.md``; pure-Py
 ``pytwin_enc.py`` (which also holds the argument checks both use).
 
 Arguments are checked with the GIL; the per-tensor procedure, including the pseudo pass of the
-parameter-set optimisation (all nine shadow estimators per context updated in one pass over the
-bins, nothing stored per bin), runs ``with nogil`` on C pointers and reports a status code that is
+parameter-set optimisation (the pass emits (context, bin) pairs in bounded chunks, which
+``_shadow.pxd`` runs through all nine estimators of each context), runs ``with nogil`` on C pointers and reports a status code that is
 turned into an exception afterwards.  Output bytes go into a growable C buffer.
 """
-from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdint cimport uint8_t, uint16_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
+from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset
 
 import operator
@@ -30,6 +30,8 @@ from nnr_core.cabac._engine cimport (
     nnr_renorm_shift, ctx_set, ctx_reset_all, ctx_init_all, ctx_update,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts)
+from nnr_core.cabac._shadow cimport (
+    NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_shadow_init, nnr_shadow_reset, shadow_emit, shadow_flush)
 
 cnp.import_array()
 
@@ -220,40 +222,13 @@ cdef void enc_flush(EncEngine* e) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shadow models of the parameter-set optimisation (§6.5): nine estimators per context.
+# The parameter-set choice (§6.5): nine shadow estimators per context (_shadow.pxd).
 
-ctypedef struct ShadowCtx:
-    int16_t S[9]
-    int16_t S0[9]
-    uint64_t cost[9]
+if nnr_shadow_init(&NNR_CURVE[0], &NNR_PARAM_SETS[0][0], &BITCOST[0][0]) != 0:
+    raise ImportError("nnr_core.cabac._shadow assumes other parameter-set shifts than _engine.pxd's")
 
 
-cdef inline void shadow_reset(ShadowCtx* m) noexcept nogil:
-    cdef int k
-    for k in range(NUM_SETS):
-        m.S0[k] = NNR_PARAM_SETS[k][2]
-        m.S[k] = <int16_t>(NNR_PARAM_SETS[k][3] + 16 * NNR_PARAM_SETS[k][2])
-
-
-cdef inline void shadow_code(ShadowCtx* m, int bin) noexcept nogil:
-    """Charge each set its §4.6 estimate for the bin, then update each set's model (§4.4)."""
-    cdef int k, S, S0, S1
-    for k in range(NUM_SETS):
-        S = m.S[k]
-        S0 = m.S0[k]
-        S1 = S - 16 * S0
-        m.cost[k] += BITCOST[512 + (S >> 3)][bin]
-        if bin:
-            S0 += NNR_CURVE[16 + (S0 >> 3)] >> NNR_PARAM_SETS[k][0]
-            S1 += NNR_CURVE[16 + (S1 >> 7)] >> NNR_PARAM_SETS[k][1]
-        else:
-            S0 -= NNR_CURVE[16 + ((-S0) >> 3)] >> NNR_PARAM_SETS[k][0]
-            S1 -= NNR_CURVE[16 + ((-S1) >> 7)] >> NNR_PARAM_SETS[k][1]
-        m.S0[k] = <int16_t>S0
-        m.S[k] = <int16_t>(S1 + 16 * S0)
-
-
-cdef inline int shadow_best(const ShadowCtx* m) noexcept nogil:
+cdef inline int shadow_best(const NnrShadowCtx* m) noexcept nogil:
     """Cheapest set; sets 1..8 charged 3 bits extra; the first minimum wins (§6.5.4)."""
     cdef int k, best = 0
     cdef uint64_t best_cost = m.cost[0]
@@ -262,6 +237,39 @@ cdef inline int shadow_best(const ShadowCtx* m) noexcept nogil:
             best = k
             best_cost = m.cost[k] + SET_PENALTY
     return best
+
+
+cdef inline void shadow_reset_all(Shadow* sh) noexcept nogil:
+    cdef int x
+    for x in range(sh.nctx):
+        nnr_shadow_reset(&sh.m[x], &NNR_PARAM_SETS[0][0])
+
+
+cdef Shadow* shadow_new(int nctx, int N) noexcept nogil:
+    """The pseudo pass's scratch with every estimator at its initial state; NULL if out of memory."""
+    cdef Shadow* sh = <Shadow*>calloc(1, sizeof(Shadow))
+    if sh == NULL:
+        return NULL
+    sh.nctx = nctx
+    sh.cap = SHADOW_CHUNK + N + 64       # a flush happens before a position could overflow it
+    sh.m = <NnrShadowCtx*>calloc(nctx, sizeof(NnrShadowCtx))
+    sh.buf = <uint16_t*>malloc(sh.cap * sizeof(uint16_t))
+    sh.bins = <uint8_t*>malloc(sh.cap)
+    sh.pos = <int32_t*>malloc((nctx + 1) * sizeof(int32_t))
+    if sh.m == NULL or sh.buf == NULL or sh.bins == NULL or sh.pos == NULL:
+        shadow_free(sh)
+        return NULL
+    shadow_reset_all(sh)
+    return sh
+
+
+cdef void shadow_free(Shadow* sh) noexcept nogil:
+    if sh != NULL:
+        free(sh.m)
+        free(sh.buf)
+        free(sh.bins)
+        free(sh.pos)
+        free(sh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +332,7 @@ cdef inline void _enc_level(EncEngine* e, CabacCtx* ctx, int64_t k, int s, int c
             enc_bypass_bits(e, <uint64_t>(a - v), t)
 
 
-cdef inline void _pseudo_level(ShadowCtx* sh, int64_t i, int s, int cls, int64_t b, int h,
+cdef inline void _pseudo_level(Shadow* sh, int64_t i, int s, int cls, int64_t b, int h,
                                int N) noexcept nogil:
     """Pseudo-code one position (§6.5).  REF-QUIRK: NNCodec binarizes the reconstruction index i,
     always unbounded (§5.1), without the bypass suffix."""
@@ -336,14 +344,14 @@ cdef inline void _pseudo_level(ShadowCtx* sh, int64_t i, int s, int cls, int64_t
         ci = CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
     else:
         ci = CTX_SIG + 3 * s + cls
-    shadow_code(&sh[ci], 1 if i != 0 else 0)
+    shadow_emit(sh, ci, 1 if i != 0 else 0)
     if i == 0:
         return
     if b != 0:
         ci = CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
     else:
         ci = CTX_SIGN + cls
-    shadow_code(&sh[ci], 1 if i < 0 else 0)
+    shadow_emit(sh, ci, 1 if i < 0 else 0)
     a = -i if i < 0 else i
     absb = b if b >= 0 else -b
     for j in range(N):
@@ -352,7 +360,7 @@ cdef inline void _pseudo_level(ShadowCtx* sh, int64_t i, int s, int cls, int64_t
             ci = CTX_GTX + 2 * N + 2 * j + (0 if absb >= j else 1)
         else:
             ci = CTX_GTX + 2 * j + (1 if i < 0 else 0)
-        shadow_code(&sh[ci], flag)
+        shadow_emit(sh, ci, flag)
         if not flag:
             return
     # Exp-Golomb-0 prefix of a - (N + 1): t ones, then a zero.
@@ -363,8 +371,8 @@ cdef inline void _pseudo_level(ShadowCtx* sh, int64_t i, int s, int cls, int64_t
         t += 1
     ci = CTX_GTX + 4 * N
     for x in range(t):
-        shadow_code(&sh[ci + x], 1)
-    shadow_code(&sh[ci + t], 0)
+        shadow_emit(sh, ci + x, 1)
+    shadow_emit(sh, ci + t, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +406,7 @@ ctypedef struct EncJob:
     int64_t rounded         # DQ indices of the wrong parity (rounded to a level, REF-QUIRK below)
 
 
-cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept nogil:
+cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nogil:
     """B.7: the scan of §7 with row skipping and block-row resets; with `sh` the pseudo pass of
     §6.5 (estimates only), otherwise the real coding of the levels."""
     cdef EncEngine e = ep[0]            # registers stay local in the hot loop
@@ -438,8 +446,8 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept 
             r1 = rows
         if br > 0:
             if pseudo:
-                for x in range(nctx):
-                    shadow_reset(&sh[x])
+                shadow_flush(sh)        # the estimators restart; the costs run on
+                shadow_reset_all(sh)
                 if j.variant == 1:
                     cls = 0             # REF-QUIRK: only NNCodec-1 resets the neighbour here
             else:
@@ -481,6 +489,8 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept 
                     if hist != NULL:
                         h = hist[base + c]
                     if pseudo:
+                        if sh.n + N + 40 > sh.cap:      # room for one position's bins
+                            shadow_flush(sh)
                         _pseudo_level(sh, i, s, cls, b, h, N)
                     elif not j.no_bins:
                         _enc_level(&e, ctx, k, s, cls, b, h, N, sign_mode, m_plus, m_minus)
@@ -491,23 +501,25 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept 
                     if dq:
                         s = NNR_DQ_NEXT[s][k & 1]
             c0 = c1
+    if pseudo:
+        shadow_flush(sh)
     ep[0] = e
     return ST_OK
 
 
-cdef inline void _signal_one(EncEngine* e, CabacCtx* ctx, const ShadowCtx* sh, int idx,
+cdef inline void _signal_one(EncEngine* e, CabacCtx* ctx, const Shadow* sh, int idx,
                              bint coded, int flag_ctx) noexcept nogil:
     cdef int k = 0
     if coded:
         if sh != NULL:
-            k = shadow_best(&sh[idx])
+            k = shadow_best(&sh.m[idx])
         enc_bin(e, &ctx[flag_ctx], 1 if k else 0)          # param_set_flag
         if k:
             enc_bypass_bits(e, <uint64_t>(k - 1), 3)        # param_set_idx_minus1
     ctx_set(&ctx[idx], k)
 
 
-cdef void _signal_params(EncEngine* e, CabacCtx* ctx, const ShadowCtx* sh, EncJob* j) noexcept nogil:
+cdef void _signal_params(EncEngine* e, CabacCtx* ctx, const Shadow* sh, EncJob* j) noexcept nogil:
     """Context parameter-set signalling (§6.4), both variants: the decoder's list, in order."""
     cdef int32_t idx[SIGNAL_MAX]
     cdef uint8_t coded[SIGNAL_MAX]
@@ -518,7 +530,7 @@ cdef void _signal_params(EncEngine* e, CabacCtx* ctx, const ShadowCtx* sh, EncJo
         _signal_one(e, ctx, sh, idx[a], coded[a], flag_ctx)
 
 
-cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, ShadowCtx* sh, EncJob* j) noexcept nogil:
+cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nogil:
     """Procedure B of §12, mirrored (§13 step 3).  Returns a status code (ST_*)."""
     cdef int N = j.N
     cdef int nctx = 90 + 4 * N
@@ -540,9 +552,6 @@ cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, ShadowCtx* sh, EncJob* j)
                 enc_bin(e, &ctx[89 + 4 * N], j.skip[r])
     # 5. parameter sets: NNCodec's pseudo pass (§6.5), then the signalling (§6.4).
     if sh != NULL:
-        memset(sh, 0, nctx * sizeof(ShadowCtx))
-        for x in range(nctx):
-            shadow_reset(&sh[x])
         status = _walk(e, ctx, sh, j)
         if status != ST_OK:
             return status
@@ -708,7 +717,7 @@ cdef class CabacEncoder:
         """Code one tensor (§12 procedure B, mirrored)."""
         cdef EncJob job
         cdef int status
-        cdef ShadowCtx* sh = NULL
+        cdef Shadow* sh = NULL
         cdef cnp.ndarray levels, tca_arr = None, hist_arr = None, skip_arr = None, epw
         self._check_open()
         p = prepare(t, variant)
@@ -749,14 +758,14 @@ cdef class CabacEncoder:
         if enc_reserve(&self.eng, (p.rows * p.W) // 2 + p.rows // 8 + 64) != 0:
             raise MemoryError("cannot allocate the payload buffer")
         if job.param_opt:
-            sh = <ShadowCtx*>malloc((90 + 4 * job.N) * sizeof(ShadowCtx))
+            sh = shadow_new(90 + 4 * job.N, job.N)
             if sh == NULL:
                 raise MemoryError()
         try:
             with nogil:
                 status = _encode_tensor_c(&self.eng, self.ctx, sh, &job)
         finally:
-            free(sh)
+            shadow_free(sh)
         if status == ST_NOMEM:
             raise MemoryError("cannot grow the payload buffer")
         self.rounded += job.rounded
