@@ -9,7 +9,7 @@ import pytest
 import nnr
 from nnr.errors import EncoderConfigError, UnsupportedFeatureError
 from nnr_core.layout import NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT
-from tests.interop.reference import find_reference, read_result, run_jobs, write_job
+from tests.interop.reference import assert_same_tensors, find_reference, read_result, run_interop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE_16_4 = os.path.join(HERE, "..", "bitstreams", "hls-examples", "16.4_block_weight_bias.nnc")
@@ -217,27 +217,7 @@ needs_reference = pytest.mark.skipif(REFERENCE is None, reason=f"interop: {WHY}"
 @pytest.fixture(scope="module")
 def interop_run(tmp_path_factory):
     jobs = tmp_path_factory.mktemp("nncodec-block-jobs")
-    cases = {}
-    for seed in range(N_CASES):
-        tensors, opts = random_block_case(seed)
-        nnr_bs = nnr.encode(tensors, **opts)
-        cases[seed] = (tensors, opts, nnr_bs)
-        write_job(str(jobs), f"{seed:03d}-ref-encode", "encode", tensors=tensors, options=reference_options(opts))
-        write_job(str(jobs), f"{seed:03d}-ref-decodes-nnr", "decode", bitstream=nnr_bs)
-    run_jobs(REFERENCE, str(jobs))
-    for seed in cases:
-        kind, ref_bs = read_result(str(jobs / f"{seed:03d}-ref-encode"))
-        if kind == "bitstream":
-            write_job(str(jobs), f"{seed:03d}-ref-decodes-ref", "decode", bitstream=ref_bs)
-    run_jobs(REFERENCE, str(jobs))
-    return jobs, cases
-
-
-def _same(a: dict, b: dict):
-    assert list(a) == list(b)
-    for k in a:
-        assert a[k].shape == b[k].shape, k
-        assert np.array_equal(a[k].astype(np.float64), b[k].astype(np.float64)), k
+    return jobs, run_interop(jobs, random_block_case, N_CASES, reference_options)
 
 
 @needs_reference
@@ -250,10 +230,10 @@ def test_block_streams_match_the_reference(interop_run, seed):
     assert nnr_bs == ref_bs, f"encoder output differs from the reference ({opts})"
     kind, ref_out = read_result(str(jobs / f"{seed:03d}-ref-decodes-ref"))
     assert kind == "decoded", ref_out
-    _same(nnr.decode(ref_bs), ref_out)
+    assert_same_tensors(nnr.decode(ref_bs), ref_out)
     kind, ref_out_nnr = read_result(str(jobs / f"{seed:03d}-ref-decodes-nnr"))
     assert kind == "decoded", f"the reference failed on nnr's bitstream:\n{ref_out_nnr}"
-    _same(nnr.decode(nnr_bs), ref_out_nnr)
+    assert_same_tensors(nnr.decode(nnr_bs), ref_out_nnr)
 
 
 @needs_reference

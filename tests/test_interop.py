@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nnr
-from tests.interop.reference import find_reference, read_result, run_jobs, write_job
+from tests.interop.reference import assert_same_tensors, find_reference, read_result, run_interop
 
 REFERENCE, WHY = find_reference()
 pytestmark = pytest.mark.skipif(REFERENCE is None, reason=f"interop: {WHY}")
@@ -55,28 +55,7 @@ def reference_options(o):
 @pytest.fixture(scope="module")
 def interop_run(tmp_path_factory):
     jobs = tmp_path_factory.mktemp("nncodec-jobs")
-    cases = {}
-    for seed in range(N_CASES):
-        tensors, opts = random_case(seed)
-        nnr_bs = nnr.encode(tensors, **opts)
-        cases[seed] = (tensors, opts, nnr_bs)
-        write_job(str(jobs), f"{seed:03d}-ref-encode", "encode", tensors=tensors, options=reference_options(opts))
-        write_job(str(jobs), f"{seed:03d}-ref-decodes-nnr", "decode", bitstream=nnr_bs)
-    run_jobs(REFERENCE, str(jobs))
-    # second round: the reference decodes its own bitstreams
-    for seed in cases:
-        kind, ref_bs = read_result(str(jobs / f"{seed:03d}-ref-encode"))
-        if kind == "bitstream":
-            write_job(str(jobs), f"{seed:03d}-ref-decodes-ref", "decode", bitstream=ref_bs)
-    run_jobs(REFERENCE, str(jobs))
-    return jobs, cases
-
-
-def _same(a: dict, b: dict):
-    assert list(a) == list(b)
-    for k in a:
-        assert a[k].shape == b[k].shape, k
-        assert np.array_equal(a[k].astype(np.float64), b[k].astype(np.float64)), k
+    return jobs, run_interop(jobs, random_case, N_CASES, reference_options)
 
 
 @pytest.mark.parametrize("seed", range(N_CASES))
@@ -85,7 +64,7 @@ def test_nnr_bitstream_decodes_in_reference(interop_run, seed):
     tensors, opts, nnr_bs = cases[seed]
     kind, ref_out = read_result(str(jobs / f"{seed:03d}-ref-decodes-nnr"))
     assert kind == "decoded", f"the reference failed on nnr's bitstream ({opts}):\n{ref_out}"
-    _same(nnr.decode(nnr_bs), ref_out)
+    assert_same_tensors(nnr.decode(nnr_bs), ref_out)
 
 
 @pytest.mark.parametrize("seed", range(N_CASES))
@@ -97,7 +76,7 @@ def test_reference_bitstream_decodes_in_nnr_and_nnr_writes_the_same_bytes(intero
         pytest.skip(f"the reference cannot encode this case: {ref_bs.strip().splitlines()[-1]}")
     kind, ref_out = read_result(str(jobs / f"{seed:03d}-ref-decodes-ref"))
     assert kind == "decoded", ref_out
-    _same(nnr.decode(ref_bs), ref_out)
+    assert_same_tensors(nnr.decode(ref_bs), ref_out)
     dec = nnr.Decoder()
     dec.decode(nnr_bs)
     if dec.units[1].fields["mps_quantization_parameter"] != 0:

@@ -47,3 +47,40 @@ def read_result(job_dir):
             return "decoded", {k: z[k] for k in z.files}
     with open(bs, "rb") as f:
         return "bitstream", f.read()
+
+
+def run_interop(jobs, make_case, n_cases, reference_options):
+    """Encode each case with nnr and have the reference (one process per round) encode it, decode
+    nnr's bitstream, then decode its own.  Returns {seed: (tensors, opts, nnr bitstream)}; the
+    reference's results are read with read_result(jobs / f"{seed:03d}-ref-<encode|decodes-nnr|
+    decodes-ref>")."""
+    import nnr
+    cases = {}
+    for seed in range(n_cases):
+        tensors, opts = make_case(seed)
+        nnr_bs = nnr.encode(tensors, **opts)
+        cases[seed] = (tensors, opts, nnr_bs)
+        write_job(str(jobs), f"{seed:03d}-ref-encode", "encode", tensors=tensors, options=reference_options(opts))
+        write_job(str(jobs), f"{seed:03d}-ref-decodes-nnr", "decode", bitstream=nnr_bs)
+    run_jobs(_reference(), str(jobs))
+    for seed in cases:                       # second round: the reference decodes its own bitstreams
+        kind, ref_bs = read_result(os.path.join(str(jobs), f"{seed:03d}-ref-encode"))
+        if kind == "bitstream":
+            write_job(str(jobs), f"{seed:03d}-ref-decodes-ref", "decode", bitstream=ref_bs)
+    run_jobs(_reference(), str(jobs))
+    return cases
+
+
+def _reference():
+    ref, why = find_reference()
+    if ref is None:
+        raise RuntimeError(f"interop: {why}")
+    return ref
+
+
+def assert_same_tensors(a: dict, b: dict):
+    """Same names in the same order, same shapes, values equal exactly."""
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        assert np.array_equal(a[k].astype(np.float64), b[k].astype(np.float64)), k
