@@ -265,70 +265,65 @@ def measure(manifest, root):
     return cov
 
 
+_UNIT_NAMES = {0: "STR", 1: "MPS", 2: "LPS", 3: "TPL", 4: "QNT", 5: "NDU", 6: "AGG"}
+_PAYLOAD_NAMES = {0: "INT", 1: "FLOAT", 2: "RAW_FLOAT", 3: "BLOCK"}
+# element -> tag naming its value
+_VALUE_TAGS = {
+    "nnr_unit_type": lambda v: f"unit:{_UNIT_NAMES.get(v, v)}",
+    "general_profile_idc": "profile:{}".format,
+    "nnr_compressed_data_unit_payload_type": lambda v: f"payload:{_PAYLOAD_NAMES.get(v, v)}",
+    "scan_order": "scan_order:{}".format,
+    "mps_qp_density": "qp_density:{}".format,
+    "cabac_unary_length_minus1": "cabac_unary_length_minus1:{}".format,
+    "count_tensor_dimensions": "dims:{}".format,
+    "parent_node_id_type": "parent_node_id_type:{}".format,
+    "topology_storage_format": "tpl_format:{}".format,
+}
+# element -> (value, tag): the tag when the element has that value
+_FLAG_TAGS = {
+    "nnr_unit_size_flag": (1, "unit_size:long"),
+    "dq_flag": (1, "dq"),
+    "codebook_present_flag": (1, "codebook"),
+    "mps_parent_signalling_enabled_flag": (1, "parent_signalling"),
+    "temporal_context_modeling_flag": (1, "tca"),
+    "hist_dep_sig_prob_enabled_flag": (1, "hdsp"),
+    "row_skip_enabled_flag": (1, "row_skip"),
+    "mps_topology_indexed_reference_flag": (1, "indexed_topology"),
+    "input_parameters_present_flag": (0, "input_parameters:absent"),
+    "tensor_dimensions_flag": (0, "dims:out_of_band"),
+    "node_id_present_flag": (0, "node_id:absent"),
+}
+# element -> tag when the element is present at all
+_PRESENCE_TAGS = {
+    "ep_arith_value": "entry_points",
+    **{leaf: "performance_map:" + leaf.split("_")[0]
+       for leaf in ("spm_count_thresholds", "ppm_count_pruning_ratios", "upm_count_thresholds",
+                    "dpm_count_thresholds")},
+    **{leaf: leaf for leaf in ("base_model_id", "validation_set_performance", "performance_metric_type",
+                               "nnr_decompressed_data_format", "partial_data_counter")},
+}
+_BLOCK_MEMBERS = ((1, "DC"), (2, "LS"), (4, "BN"), (8, "BI"))
+
+
 def features_from_traces(traces, decoded=None):
     """Feature tags of an entry from its traces (used by the generator for every entry)."""
     feats = set()
-    names = {0: "STR", 1: "MPS", 2: "LPS", 3: "TPL", 4: "QNT", 5: "NDU", 6: "AGG"}
-    pts = {0: "INT", 1: "FLOAT", 2: "RAW_FLOAT", 3: "BLOCK"}
     for records, _ in traces:
         ep_with_dq = False
         for r in records:
             leaf = _IDX.sub("", r.path.rsplit(".", 1)[-1])
             v = r.value
-            if leaf == "nnr_unit_type":
-                feats.add(f"unit:{names.get(v, v)}")
-            elif leaf == "general_profile_idc":
-                feats.add(f"profile:{v}")
-            elif leaf == "nnr_unit_size_flag" and v == 1:
-                feats.add("unit_size:long")
-            elif leaf == "nnr_compressed_data_unit_payload_type":
-                feats.add(f"payload:{pts.get(v, v)}")
-            elif leaf == "dq_flag" and v == 1:
-                feats.add("dq")
-            elif leaf == "codebook_present_flag" and v == 1:
-                feats.add("codebook")
-            elif leaf == "scan_order":
-                feats.add(f"scan_order:{v}")
-            elif leaf == "ep_arith_value":
-                feats.add("entry_points")
+            if leaf in _VALUE_TAGS:
+                feats.add(_VALUE_TAGS[leaf](v))
+            elif leaf in _FLAG_TAGS:
+                if v == _FLAG_TAGS[leaf][0]:
+                    feats.add(_FLAG_TAGS[leaf][1])
+            elif leaf in _PRESENCE_TAGS:
+                feats.add(_PRESENCE_TAGS[leaf])
             elif leaf == "ep_dq_state":
                 ep_with_dq = True
-            elif leaf == "mps_qp_density":
-                feats.add(f"qp_density:{v}")
-            elif leaf == "cabac_unary_length_minus1":
-                feats.add(f"cabac_unary_length_minus1:{v}")
-            elif leaf == "count_tensor_dimensions":
-                feats.add(f"dims:{v}")
             elif leaf == "compressed_parameter_types" and v:
-                for bit, n in ((1, "DC"), (2, "LS"), (4, "BN"), (8, "BI")):
-                    if v & bit:
-                        feats.add(f"block_member:{n}")
-            elif leaf == "mps_parent_signalling_enabled_flag" and v == 1:
-                feats.add("parent_signalling")
-            elif leaf == "parent_node_id_type":
-                feats.add(f"parent_node_id_type:{v}")
-            elif leaf == "temporal_context_modeling_flag" and v == 1:
-                feats.add("tca")
-            elif leaf == "hist_dep_sig_prob_enabled_flag" and v == 1:
-                feats.add("hdsp")
-            elif leaf == "row_skip_enabled_flag" and v == 1:
-                feats.add("row_skip")
-            elif leaf == "topology_storage_format":
-                feats.add(f"tpl_format:{v}")
-            elif leaf == "mps_topology_indexed_reference_flag" and v == 1:
-                feats.add("indexed_topology")
-            elif leaf in ("spm_count_thresholds", "ppm_count_pruning_ratios", "upm_count_thresholds",
-                          "dpm_count_thresholds"):
-                feats.add("performance_map:" + leaf.split("_")[0])
-            elif leaf in ("base_model_id", "validation_set_performance", "performance_metric_type",
-                          "nnr_decompressed_data_format", "partial_data_counter"):
-                feats.add(leaf)
-            elif leaf == "input_parameters_present_flag" and v == 0:
-                feats.add("input_parameters:absent")
-            elif leaf == "tensor_dimensions_flag" and v == 0:
-                feats.add("dims:out_of_band")
-            elif leaf == "node_id_present_flag" and v == 0:
-                feats.add("node_id:absent")
+                feats.update(f"block_member:{n}" for bit, n in _BLOCK_MEMBERS if v & bit)
         if ep_with_dq:
             feats.add("entry_points:dq_state")
     return sorted(feats)
