@@ -28,6 +28,9 @@ from nnr_core.cabac._engine cimport (
     cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts)
+from nnr_core.cabac._wengine cimport (
+    WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bypass_bits, dctx_from,
+    dctx_initial, dctx_to)
 
 cnp.import_array()
 
@@ -47,6 +50,7 @@ cdef enum:
     ST_RECON_RANGE = 3
     ST_NO_HISTORY = 4
     ST_BAD_RESET = 5
+    ST_NO_MEMORY = 6
 
 # Phases, for error locations.
 cdef enum:
@@ -332,6 +336,157 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
     return ST_OK
 
 
+# ---------------------------------------------------------------------------------------------
+# The plain level loop: no TCA reference, no HDSP history, no codebook bound (sign always coded,
+# M unbounded), i.e. the binarization of §5.1 with the context selection 3s + c, 48 + c,
+# 53 + 2j + sign, 53 + 4N + i.  Most tensors take this path; the rest take _decode_rows.
+
+cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n, int* s_io,
+                              int* cls_io, const uint8_t* next, int dq, int N,
+                              int64_t* bad) noexcept nogil:
+    """n levels of one row segment into out[0..n-1] (zero-initialised).  next: the §8.1
+    transition table, or all zeros without DQ (s stays 0).  Returns ST_*."""
+    cdef WinEngine e = ep[0]
+    cdef int s = s_io[0], cls = cls_io[0]
+    cdef int sign, flag, j, t
+    cdef int64_t x, v, a
+    cdef DCtx* gtx
+    cdef DCtx* rem = ctx + CTX_GTX + 4 * N
+    for x in range(n):
+        if not win_bin(&e, &ctx[3 * s + cls]):          # sig_flag
+            cls = 0
+            s = next[2 * s]
+            continue
+        sign = win_bin(&e, &ctx[CTX_SIGN + cls])
+        # abs_level_greater_x[j]: a truncated-unary run of at most N flags.
+        gtx = ctx + CTX_GTX + sign
+        v = 1
+        j = N
+        while True:
+            flag = win_bin(&e, gtx)
+            v += flag
+            j -= 1
+            if not flag or j == 0:
+                break
+            gtx += 2
+        if flag:
+            # abs_remainder: Exp-Golomb-0, context-coded prefix capped at 31 ones.
+            t = 0
+            while win_bin(&e, &rem[t]):
+                v += (<int64_t>1) << t
+                t += 1
+                if t == 31:
+                    break
+            v += win_bypass_bits(&e, t)
+            if v > LEVEL_MAX:
+                bad[0] = -v if sign else v
+                ep[0] = e
+                return ST_LEVEL_RANGE
+            a = (v << dq) - (s & 1)
+            if a > <int64_t>LEVEL_MAX + sign:
+                bad[0] = -a if sign else a
+                ep[0] = e
+                return ST_RECON_RANGE
+        else:
+            a = (v << dq) - (s & 1)     # the reconstruction index's magnitude (§8.2)
+        out[x] = <int32_t>(-a if sign else a)
+        s = next[2 * s + (v & 1)]
+        cls = 2 - sign
+    ep[0] = e
+    s_io[0] = s
+    cls_io[0] = cls
+    return ST_OK
+
+
+cdef int _decode_rows_plain(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_begin,
+                            int64_t br_end, bint entered, int* s_io, int64_t P_prev) noexcept nogil:
+    """_decode_rows for a plain tensor, on a WinEngine and DCtx copies of the contexts."""
+    cdef WinEngine e
+    cdef int N = j.N
+    cdef int nctx = 90 + 4 * N
+    cdef int64_t rows = j.rows, W = j.W, n_brows = j.n_brows
+    cdef int64_t r, r0, r1, c0, c1, bh, bw, br, P
+    cdef int s = s_io[0], cls = 0, a, status = ST_OK
+    cdef int rowskip = j.rowskip_flag, dq = j.dq
+    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
+    cdef uint8_t no_dq[16]
+    cdef const uint8_t* next = &NNR_DQ_NEXT[0][0] if dq else no_dq
+    cdef DCtx* dctx = <DCtx*>malloc(2 * nctx * sizeof(DCtx))
+    cdef DCtx* initial = dctx + nctx
+    if dctx == NULL:
+        return ST_NO_MEMORY
+    memset(no_dq, 0, sizeof(no_dq))
+    for a in range(nctx):
+        dctx_from(&dctx[a], &ctx[a])
+        dctx_initial(&initial[a], &ctx[a])
+    if j.eff_scan == 0:
+        bh = rows
+        bw = W
+    else:
+        bh = 4 << j.eff_scan
+        bw = bh
+    win_from(&e, ep)
+    if entered:
+        memcpy(dctx, initial, nctx * sizeof(DCtx))
+    br = br_begin
+    while True:
+        if br > 0 and not (entered and br == br_begin):
+            if br == n_brows:
+                break
+            memcpy(dctx, initial, nctx * sizeof(DCtx))
+            cls = 0
+            e.R = 256
+            if (e.V >> 55) >= 256:
+                status = ST_BAD_RESET
+                break
+            P = win_bit_position(&e)
+            j.ep[3 * (br - 1)] = P - P_prev
+            j.ep[3 * (br - 1) + 1] = <int64_t>(e.V >> 55)
+            j.ep[3 * (br - 1) + 2] = s
+            P_prev = P
+        if br >= br_end:
+            break
+        r0 = br * bh
+        r1 = r0 + bh
+        if r1 > rows:
+            r1 = rows
+        c0 = 0
+        while c0 < W and status == ST_OK:
+            c1 = c0 + bw
+            if c1 > W:
+                c1 = W
+            for r in range(r0, r1):
+                if e.overread > OVERREAD_BAIL:
+                    status = ST_OVERREAD
+                    break
+                if rowskip and j.skip[r]:
+                    if dq:
+                        s = adv0[s]
+                    continue
+                status = _levels_plain(&e, dctx, j.out + r * W + c0, c1 - c0, &s, &cls, next,
+                                       dq, N, &j.bad_value)
+                if status != ST_OK:
+                    break
+            c0 = c1
+        if status != ST_OK:
+            break
+        br += 1
+    win_to(&e, ep)
+    for a in range(nctx):
+        dctx_to(&ctx[a], &dctx[a])
+    free(dctx)
+    if status == ST_OK:
+        s_io[0] = s
+    return status
+
+
+cdef int _decode_rows_any(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_begin,
+                          int64_t br_end, bint entered, int* s_io, int64_t P_prev) noexcept nogil:
+    if j.tca == NULL and not j.hdsp_flag and j.cbsize == 0:
+        return _decode_rows_plain(ep, ctx, j, br_begin, br_end, entered, s_io, P_prev)
+    return _decode_rows(ep, ctx, j, br_begin, br_end, entered, s_io, P_prev)
+
+
 cdef int _decode_levels_from_start(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
     """Steps 6.-7. for the whole tensor, right after the prelude."""
     cdef int s = 0
@@ -342,7 +497,7 @@ cdef int _decode_levels_from_start(CabacEngine* ep, CabacCtx* ctx, TensorJob* j)
         cabac_reset_range(ep)
         if ep.V >= (256 << 7):            # the codeword is not inside the shrunk interval
             return ST_BAD_RESET
-    return _decode_rows(ep, ctx, j, 0, j.n_brows, False, &s, j.P0)
+    return _decode_rows_any(ep, ctx, j, 0, j.n_brows, False, &s, j.P0)
 
 
 cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
@@ -679,6 +834,8 @@ cdef class CabacDecoder:
                                            value=job.bad_value)
             if status == ST_BAD_RESET:
                 raise _bad_reset(where)
+            if status == ST_NO_MEMORY:
+                raise MemoryError()
             if status == ST_NO_HISTORY:
                 raise ConstraintViolationError("hist_dep_sig_prob_enabled_flag is 1 but no HDSP "
                                                "history is available for the tensor",
@@ -823,8 +980,8 @@ cdef class _RowChunk:
 
     def run(self):
         with nogil:
-            self.status = _decode_rows(&self.eng, self.ctx, self.job, self.br_begin, self.br_end,
-                                       self.entered, &self.s, self.P_prev)
+            self.status = _decode_rows_any(&self.eng, self.ctx, self.job, self.br_begin,
+                                           self.br_end, self.entered, &self.s, self.P_prev)
 
 
 # Tensors below this size are decoded by one thread (thread start-up costs more than it saves).

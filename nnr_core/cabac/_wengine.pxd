@@ -1,0 +1,223 @@
+# cython: language_level=3
+"""The decoder's level-loop engine: the §3 engine of ``_engine.pxd`` with a 64-bit value window.
+
+``CabacEngine`` keeps V as 9 offset bits plus 7 look-ahead bits and fetches one byte whenever the
+look-ahead runs out (a data-dependent branch every eight shifts).  ``WinEngine`` keeps the offset in
+bits 63..55 of a 64-bit V and up to 55 look-ahead bits below it, refilled 7 bytes at a time; it is
+converted from and back to a ``CabacEngine`` around the level loop, so everything outside the loop
+(entry points, error offsets, the low-level API) sees the §3.1 registers unchanged.
+
+``DCtx`` is the level loop's copy of a context (§4.1) with S, S0 and S1 all stored, so neither the
+rLPS lookup nor the update derives one from the others.
+"""
+from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t
+
+from nnr_core.cabac._engine cimport (CabacEngine, CabacCtx, NNR_CURVE, NNR_PARAM_SETS,
+                                     nnr_renorm_shift)
+
+
+cdef extern from *:
+    """
+    /* NNR_RLPS_TABLE with the row selected by R & 0x1E0 (R = 256..511 gives rows 8..15), so the
+       lookup index is (R & 0x1E0) + p without shifting R (rows 0..7 are never used). */
+    static const uint8_t NNR_RLPS_BY_R[16 * 32] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        128, 112, 97, 84, 74, 65, 57, 50, 45, 39, 34, 30, 27, 23, 20, 18, 15, 14, 12, 11, 10, 9, 7, 7, 5, 5, 4, 4, 3, 3, 2, 2,
+        142, 125, 108, 93, 82, 72, 63, 56, 50, 43, 38, 33, 30, 26, 22, 20, 17, 16, 13, 12, 11, 10, 8, 8, 6, 6, 5, 5, 3, 3, 2, 2,
+        156, 137, 119, 103, 90, 79, 70, 61, 55, 48, 42, 37, 33, 28, 24, 22, 19, 17, 15, 13, 12, 11, 9, 9, 6, 6, 5, 5, 4, 4, 2, 2,
+        171, 150, 130, 112, 99, 87, 76, 67, 60, 52, 46, 40, 36, 31, 27, 24, 21, 19, 16, 15, 13, 12, 10, 10, 7, 7, 6, 6, 4, 4, 3, 3,
+        185, 162, 141, 121, 107, 94, 82, 73, 65, 56, 50, 43, 39, 34, 29, 26, 22, 21, 17, 16, 14, 13, 11, 11, 8, 8, 6, 6, 4, 4, 3, 3,
+        199, 175, 152, 131, 115, 101, 89, 78, 70, 61, 54, 47, 42, 36, 31, 28, 24, 22, 19, 17, 15, 14, 12, 12, 8, 8, 7, 7, 5, 5, 3, 3,
+        213, 187, 163, 140, 123, 108, 95, 84, 75, 65, 58, 50, 45, 39, 33, 30, 26, 24, 20, 18, 16, 15, 13, 13, 9, 9, 7, 7, 5, 5, 3, 3,
+        228, 200, 174, 150, 132, 116, 102, 90, 80, 70, 62, 54, 48, 42, 36, 32, 28, 26, 22, 20, 18, 16, 14, 14, 10, 10, 8, 8, 6, 6, 4, 4,
+    };
+    static inline uint64_t nnr_load_be64(const uint8_t* p) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+    #if defined(__GNUC__) || defined(__clang__)
+        return __builtin_bswap64(x);
+    #else
+        return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) |
+               ((uint64_t)p[3] << 32) | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16) |
+               ((uint64_t)p[6] << 8) | (uint64_t)p[7];
+    #endif
+    }
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NNR_LIKELY(x) __builtin_expect(!!(x), 1)
+    #define NNR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    #else
+    #define NNR_LIKELY(x) (x)
+    #define NNR_UNLIKELY(x) (x)
+    #endif
+    """
+    const uint8_t NNR_RLPS_BY_R[16 * 32]
+    uint64_t nnr_load_be64(const uint8_t* p) noexcept nogil
+    bint NNR_LIKELY(bint x) noexcept nogil
+    bint NNR_UNLIKELY(bint x) noexcept nogil
+
+
+cdef enum:
+    WIN_SHIFT = 55          # V's offset bits are 63..55
+
+
+ctypedef struct WinEngine:
+    uint64_t V              # offset << 55 | look-ahead bits (c of them valid, zeros below)
+    uint32_t R
+    int32_t c               # valid look-ahead bits; -7..-1 only inside a bin, before the refill
+    const uint8_t* ptr
+    const uint8_t* end
+    const uint8_t* start
+    int64_t overread
+
+
+ctypedef struct DCtx:
+    int16_t S               # S1 + 16*S0
+    int16_t S0
+    int16_t S1
+    uint8_t sh0
+    uint8_t sh1
+
+
+cdef inline void win_from(WinEngine* w, const CabacEngine* e) noexcept nogil:
+    w.V = (<uint64_t>e.V) << 48
+    w.R = e.R
+    w.c = -e.B - 1
+    w.ptr = e.ptr
+    w.end = e.end
+    w.start = e.start
+    w.overread = e.overread
+
+
+cdef inline int64_t win_bit_position(const WinEngine* w) noexcept nogil:
+    """§3.8 P: bits shifted out of the offset since initialisation."""
+    return 8 * (<int64_t>(w.ptr - w.start) + w.overread) - 9 - w.c
+
+
+cdef inline void win_to(const WinEngine* w, CabacEngine* e) noexcept nogil:
+    """The §3.1 registers at the same position: the bytes read ahead are given back."""
+    cdef int64_t P = win_bit_position(w)
+    cdef int64_t nread = P // 8 + 2
+    cdef int64_t size = w.end - w.start
+    cdef int lo = <int>(P % 8)          # look-ahead bits not yet fetched by a CabacEngine
+    e.R = w.R
+    e.V = (<uint32_t>(w.V >> 48)) & ~((<uint32_t>1 << lo) - 1)
+    e.B = lo - 8
+    e.start = w.start
+    e.end = w.end
+    e.ptr = w.start + (nread if nread < size else size)
+    e.overread = nread - size if nread > size else 0
+
+
+cdef inline uint32_t win_next_byte(WinEngine* w) noexcept nogil:
+    # Past the end: zero bytes, counted (as cabac_next_byte).
+    cdef uint32_t b
+    if w.ptr < w.end:
+        b = w.ptr[0]
+        w.ptr += 1
+        return b
+    w.overread += 1
+    return 0
+
+
+cdef inline void win_fill(WinEngine* w, int need) noexcept nogil:
+    """Make at least `need` (<= 48) look-ahead bits valid; c >= -7 on entry."""
+    cdef uint64_t x
+    cdef int m
+    if w.end - w.ptr >= 8:
+        x = nnr_load_be64(w.ptr)
+        m = (WIN_SHIFT - w.c) >> 3      # whole bytes that fit below the valid bits (1..7)
+        w.V |= (x >> (64 - 8 * m)) << (WIN_SHIFT - w.c - 8 * m)
+        w.ptr += m
+        w.c += 8 * m
+    else:
+        while w.c < need:
+            w.V |= (<uint64_t>win_next_byte(w)) << (WIN_SHIFT - 8 - w.c)
+            w.c += 8
+
+
+cdef inline void dctx_from(DCtx* d, const CabacCtx* c) noexcept nogil:
+    d.S = c.S
+    d.S0 = c.S0
+    d.S1 = <int16_t>(c.S - 16 * c.S0)
+    d.sh0 = c.sh0
+    d.sh1 = c.sh1
+
+
+cdef inline void dctx_initial(DCtx* d, const CabacCtx* c) noexcept nogil:
+    """The state a block-row reset (§6.3) gives context c: its own set's initial S0, S1."""
+    d.S0 = NNR_PARAM_SETS[c.k][2]
+    d.S1 = NNR_PARAM_SETS[c.k][3]
+    d.S = <int16_t>(d.S1 + 16 * d.S0)
+    d.sh0 = c.sh0
+    d.sh1 = c.sh1
+
+
+cdef inline void dctx_to(CabacCtx* c, const DCtx* d) noexcept nogil:
+    c.S = d.S
+    c.S0 = d.S0
+
+
+cdef inline void dctx_update(DCtx* c, int bin) noexcept nogil:
+    """§4.4 on stored S0, S1."""
+    cdef int S0 = c.S0
+    cdef int S1 = c.S1
+    if bin:
+        S0 += NNR_CURVE[16 + (S0 >> 3)] >> c.sh0
+        S1 += NNR_CURVE[16 + (S1 >> 7)] >> c.sh1
+    else:
+        S0 -= NNR_CURVE[16 + ((-S0) >> 3)] >> c.sh0
+        S1 -= NNR_CURVE[16 + ((-S1) >> 7)] >> c.sh1
+    c.S0 = <int16_t>S0
+    c.S1 = <int16_t>S1
+    c.S = <int16_t>(S1 + 16 * S0)
+
+
+cdef inline int win_bin(WinEngine* e, DCtx* c) noexcept nogil:
+    """Regular bin (§3.2, §3.3) and context update (§4.4)."""
+    cdef int S = c.S
+    cdef int p = S >> 7
+    cdef uint32_t rlps, rmps, r
+    cdef uint64_t scaled
+    cdef int bin, n
+    if p < 0:
+        p = -p
+    rlps = NNR_RLPS_BY_R[(e.R & 0x1E0) + p]
+    rmps = e.R - rlps
+    scaled = (<uint64_t>rmps) << WIN_SHIFT
+    if e.V < scaled:
+        bin = S >= 0                    # MPS
+        r = rmps
+    else:
+        bin = S < 0                     # LPS
+        e.V -= scaled
+        r = rlps
+    n = nnr_renorm_shift(r)
+    e.R = r << n
+    e.V <<= n
+    e.c -= n
+    if NNR_UNLIKELY(e.c < 0):
+        win_fill(e, 0)
+    dctx_update(c, bin)
+    return bin
+
+
+cdef inline uint32_t win_bypass_bits(WinEngine* e, int n) noexcept nogil:
+    """n (0..31) bypass bins (§3.4), first bin most significant: n steps of the binary long
+    division of the offset (followed by the next n bits) by R, done as one division."""
+    cdef uint64_t x, q
+    if n == 0:
+        return 0
+    if e.c < n:
+        win_fill(e, n)
+    x = e.V >> (WIN_SHIFT - n)
+    q = x / e.R
+    e.V = ((x - q * e.R) << WIN_SHIFT) | ((e.V << n) & ((<uint64_t>1 << WIN_SHIFT) - 1))
+    e.c -= n
+    return <uint32_t>q
