@@ -183,24 +183,23 @@ cdef inline int win_bin(WinEngine* e, DCtx* c) noexcept nogil:
     """Regular bin (§3.2, §3.3) and context update (§4.4)."""
     cdef int S = c.S
     cdef int p = S >> 7
-    cdef uint32_t rlps, rmps, r
-    cdef uint64_t scaled
+    cdef uint32_t rlps, rmps
     cdef int bin, n
     if p < 0:
         p = -p
     rlps = NNR_RLPS_BY_R[(e.R & 0x1E0) + p]
     rmps = e.R - rlps
-    scaled = (<uint64_t>rmps) << WIN_SHIFT
-    if e.V < scaled:
-        bin = S >= 0                    # MPS
-        r = rmps
+    if (e.V >> WIN_SHIFT) < rmps:
+        bin = S >= 0                    # MPS: at most one shift (rMPS >= 128)
+        n = (rmps >> 8) ^ 1
+        e.R = rmps << n
+        e.V <<= n
     else:
         bin = S < 0                     # LPS
-        e.V -= scaled
-        r = rlps
-    n = nnr_renorm_shift(r)
-    e.R = r << n
-    e.V <<= n
+        e.V -= (<uint64_t>rmps) << WIN_SHIFT
+        n = nnr_renorm_shift(rlps)
+        e.R = rlps << n
+        e.V <<= n
     e.c -= n
     if NNR_UNLIKELY(e.c < 0):
         win_fill(e, 0)
