@@ -38,6 +38,17 @@ cdef extern from *:
         213, 187, 163, 140, 123, 108, 95, 84, 75, 65, 58, 50, 45, 39, 33, 30, 26, 24, 20, 18, 16, 15, 13, 13, 9, 9, 7, 7, 5, 5, 3, 3,
         228, 200, 174, 150, 132, 116, 102, 90, 80, 70, 62, 54, 48, 42, 36, 32, 28, 26, 22, 20, 18, 16, 14, 14, 10, 10, 8, 8, 6, 6, 4, 4,
     };
+    /* NNR_CURVE[i] >> sh for sh = 0..7: NNR_CURVE_SH[32*sh + 16 + x] is the §4.4 step. */
+    static const int16_t NNR_CURVE_SH[8 * 32] = {
+        2512, 2288, 2064, 1840, 1616, 1392, 1168, 944, 720, 560, 464, 368, 272, 208, 144, 80, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 0,
+        1256, 1144, 1032, 920, 808, 696, 584, 472, 360, 280, 232, 184, 136, 104, 72, 40, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 0,
+        628, 572, 516, 460, 404, 348, 292, 236, 180, 140, 116, 92, 68, 52, 36, 20, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 0,
+        314, 286, 258, 230, 202, 174, 146, 118, 90, 70, 58, 46, 34, 26, 18, 10, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 0,
+        157, 143, 129, 115, 101, 87, 73, 59, 45, 35, 29, 23, 17, 13, 9, 5, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0,
+        78, 71, 64, 57, 50, 43, 36, 29, 22, 17, 14, 11, 8, 6, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0,
+        39, 35, 32, 28, 25, 21, 18, 14, 11, 8, 7, 5, 4, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+        19, 17, 16, 14, 12, 10, 9, 7, 5, 4, 3, 2, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    };
     static inline uint64_t nnr_load_be64(const uint8_t* p) {
         uint64_t x;
         memcpy(&x, p, 8);
@@ -58,6 +69,7 @@ cdef extern from *:
     #endif
     """
     const uint8_t NNR_RLPS_BY_R[16 * 32]
+    const int16_t NNR_CURVE_SH[8 * 32]
     uint64_t nnr_load_be64(const uint8_t* p) noexcept nogil
     bint NNR_LIKELY(bint x) noexcept nogil
     bint NNR_UNLIKELY(bint x) noexcept nogil
@@ -81,8 +93,8 @@ ctypedef struct DCtx:
     int16_t S               # S1 + 16*S0
     int16_t S0
     int16_t S1
-    uint8_t sh0
-    uint8_t sh1
+    uint8_t c0              # 32*sh0 + 16: the S0 steps in NNR_CURVE_SH
+    uint8_t c1              # 32*sh1 + 16
 
 
 cdef inline void win_from(WinEngine* w, const CabacEngine* e) noexcept nogil:
@@ -146,8 +158,8 @@ cdef inline void dctx_from(DCtx* d, const CabacCtx* c) noexcept nogil:
     d.S = c.S
     d.S0 = c.S0
     d.S1 = <int16_t>(c.S - 16 * c.S0)
-    d.sh0 = c.sh0
-    d.sh1 = c.sh1
+    d.c0 = <uint8_t>(32 * c.sh0 + 16)
+    d.c1 = <uint8_t>(32 * c.sh1 + 16)
 
 
 cdef inline void dctx_initial(DCtx* d, const CabacCtx* c) noexcept nogil:
@@ -155,8 +167,8 @@ cdef inline void dctx_initial(DCtx* d, const CabacCtx* c) noexcept nogil:
     d.S0 = NNR_PARAM_SETS[c.k][2]
     d.S1 = NNR_PARAM_SETS[c.k][3]
     d.S = <int16_t>(d.S1 + 16 * d.S0)
-    d.sh0 = c.sh0
-    d.sh1 = c.sh1
+    d.c0 = <uint8_t>(32 * c.sh0 + 16)
+    d.c1 = <uint8_t>(32 * c.sh1 + 16)
 
 
 cdef inline void dctx_to(CabacCtx* c, const DCtx* d) noexcept nogil:
@@ -169,11 +181,11 @@ cdef inline void dctx_update(DCtx* c, int bin) noexcept nogil:
     cdef int S0 = c.S0
     cdef int S1 = c.S1
     if bin:
-        S0 += NNR_CURVE[16 + (S0 >> 3)] >> c.sh0
-        S1 += NNR_CURVE[16 + (S1 >> 7)] >> c.sh1
+        S0 += NNR_CURVE_SH[c.c0 + (S0 >> 3)]
+        S1 += NNR_CURVE_SH[c.c1 + (S1 >> 7)]
     else:
-        S0 -= NNR_CURVE[16 + ((-S0) >> 3)] >> c.sh0
-        S1 -= NNR_CURVE[16 + ((-S1) >> 7)] >> c.sh1
+        S0 -= NNR_CURVE_SH[c.c0 + ((-S0) >> 3)]
+        S1 -= NNR_CURVE_SH[c.c1 + ((-S1) >> 7)]
     c.S0 = <int16_t>S0
     c.S1 = <int16_t>S1
     c.S = <int16_t>(S1 + 16 * S0)
