@@ -29,7 +29,7 @@ from nnr_core.cabac._engine cimport (
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts)
 from nnr_core.cabac._wengine cimport (
-    WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bypass_bits, dctx_from,
+    WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bin_nb, win_bypass_bits, dctx_from,
     dctx_initial, dctx_to)
 
 cnp.import_array()
@@ -357,7 +357,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
             cls = 0
             s = next[2 * s]
             continue
-        sign = win_bin(&e, &ctx[CTX_SIGN + cls])
+        sign = win_bin_nb(&e, &ctx[CTX_SIGN + cls])    # ~50/50: no branch on it
         # abs_level_greater_x[j]: a truncated-unary run of at most N flags.
         gtx = ctx + CTX_GTX + sign
         v = 1

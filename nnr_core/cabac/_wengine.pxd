@@ -219,6 +219,42 @@ cdef inline int win_bin(WinEngine* e, DCtx* c) noexcept nogil:
     return bin
 
 
+cdef inline int win_bin_nb(WinEngine* e, DCtx* c) noexcept nogil:
+    """win_bin without a branch on the bin, for bins near 50/50 whose value only feeds data (the
+    sign flag): masks instead of a mispredicted jump.  m = bin - 1 (0 or -1) and
+    (x ^ m) - m = g*x in the update."""
+    cdef int S = c.S
+    cdef int p = S >> 7
+    cdef uint32_t rlps, rmps, r, lps, mask
+    cdef int bin, n, m, S0, S1, d0, d1
+    if p < 0:
+        p = -p
+    rlps = NNR_RLPS_BY_R[(e.R & 0x1E0) + p]
+    rmps = e.R - rlps
+    lps = (e.V >> WIN_SHIFT) >= rmps
+    mask = 0u - lps
+    e.V -= ((<uint64_t>rmps) << WIN_SHIFT) & (0ull - <uint64_t>lps)
+    r = rmps ^ ((rmps ^ rlps) & mask)
+    n = nnr_renorm_shift(r)
+    e.R = r << n
+    e.V <<= n
+    e.c -= n
+    if NNR_UNLIKELY(e.c < 0):
+        win_fill(e, 0)
+    bin = <int>(lps ^ (S >= 0))
+    m = bin - 1
+    S0 = c.S0
+    S1 = c.S1
+    d0 = NNR_CURVE_SH[c.c0 + (((S0 ^ m) - m) >> 3)]
+    d1 = NNR_CURVE_SH[c.c1 + (((S1 ^ m) - m) >> 7)]
+    S0 += (d0 ^ m) - m
+    S1 += (d1 ^ m) - m
+    c.S0 = <int16_t>S0
+    c.S1 = <int16_t>S1
+    c.S = <int16_t>(S1 + 16 * S0)
+    return bin
+
+
 cdef inline uint32_t win_bypass_bits(WinEngine* e, int n) noexcept nogil:
     """n (0..31) bypass bins (§3.4), first bin most significant: n steps of the binary long
     division of the offset (followed by the next n bits) by R, done as one division."""
