@@ -331,7 +331,7 @@ class Decoder:
                     values = reconstruct_codebook(levels, comp.codebook["Codebook"], comp.codebook["CbZeroOffset"],
                                                   qp, qp_density, self.codebook_dtype)
                 else:
-                    values = reconstruct_uniform(levels, qp, qp_density)
+                    values = reconstruct_uniform(levels, qp, qp_density, inplace=not self._keep_state)
             except BitstreamError as err:
                 raise err.located(unit_index=unit.index) from None
             # without incremental state the levels are not kept: one copy of the model in memory

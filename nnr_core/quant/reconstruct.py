@@ -6,6 +6,7 @@ import numpy as np
 from nnr.errors import SyntaxValueError
 
 QP_DENSITY_MAX = 7
+_CHUNK = 1 << 16        # elements per step of the in-place reconstruction
 
 
 def step_size(qp: int, qp_density: int) -> float:
@@ -32,8 +33,11 @@ def step_size_f32(qp: int, qp_density: int) -> np.float32:
     return delta32
 
 
-def reconstruct_uniform(levels: np.ndarray, qp: int, qp_density: int) -> np.ndarray:
-    """value = fl32(Delta) * fl32(i), evaluated in float32 (§9.2)."""
+def reconstruct_uniform(levels: np.ndarray, qp: int, qp_density: int, inplace: bool = False) -> np.ndarray:
+    """value = fl32(Delta) * fl32(i), evaluated in float32 (§9.2).
+
+    inplace: `levels` (int32, contiguous) is not needed afterwards; the values are written over
+    it (one pass, no second tensor-sized allocation)."""
     delta32 = step_size_f32(qp, qp_density)
     if levels.size:
         # the largest magnitude gives the largest product (rounding is monotonic): checking the
@@ -43,6 +47,15 @@ def reconstruct_uniform(levels: np.ndarray, qp: int, qp_density: int) -> np.ndar
             extreme = np.float32(max(-lo, hi)) * delta32
         if not np.isfinite(extreme):
             raise SyntaxValueError("reconstructed value overflows float32", element="QP", value=qp)
+    if inplace and levels.dtype == np.int32 and levels.flags.c_contiguous and levels.flags.writeable:
+        out = levels.view(np.float32)
+        src, dst = levels.reshape(-1), out.reshape(-1)
+        for a in range(0, src.size, _CHUNK):
+            # numpy copies an overlapping source first: in chunks that copy stays small
+            seg = dst[a:a + _CHUNK]
+            np.copyto(seg, src[a:a + _CHUNK], casting="unsafe")
+            seg *= delta32
+        return out
     out = levels.astype(np.float32)
     out *= delta32
     return out
