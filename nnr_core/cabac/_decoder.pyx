@@ -29,7 +29,8 @@ from nnr_core.cabac._engine cimport (
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts)
 from nnr_core.cabac._wengine cimport (
-    WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bin_nb, win_bypass_bits, dctx_from,
+    WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin_l, win_bin_nb, win_norm,
+    win_bypass_bits, dctx_from,
     dctx_initial, dctx_to)
 
 cnp.import_array()
@@ -353,7 +354,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
     cdef DCtx* gtx
     cdef DCtx* rem = ctx + CTX_GTX + 4 * N
     for x in range(n):
-        if not win_bin(&e, &ctx[3 * s + cls]):          # sig_flag
+        if not win_bin_l(&e, &ctx[3 * s + cls]):          # sig_flag
             cls = 0
             s = next[2 * s]
             continue
@@ -363,7 +364,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
         v = 1
         j = N
         while True:
-            flag = win_bin(&e, gtx)
+            flag = win_bin_l(&e, gtx)
             v += flag
             j -= 1
             if not flag or j == 0:
@@ -372,11 +373,12 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
         if flag:
             # abs_remainder: Exp-Golomb-0, context-coded prefix capped at 31 ones.
             t = 0
-            while win_bin(&e, &rem[t]):
+            while win_bin_l(&e, &rem[t]):
                 v += (<int64_t>1) << t
                 t += 1
                 if t == 31:
                     break
+            win_norm(&e)
             v += win_bypass_bits(&e, t)
             if v > LEVEL_MAX:
                 bad[0] = -v if sign else v
@@ -392,6 +394,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
         out[x] = <int32_t>(-a if sign else a)
         s = next[2 * s + (v & 1)]
         cls = 2 - sign
+    win_norm(&e)
     ep[0] = e
     s_io[0] = s
     cls_io[0] = cls

@@ -38,6 +38,42 @@ cdef extern from *:
         213, 187, 163, 140, 123, 108, 95, 84, 75, 65, 58, 50, 45, 39, 33, 30, 26, 24, 20, 18, 16, 15, 13, 13, 9, 9, 7, 7, 5, 5, 3, 3,
         228, 200, 174, 150, 132, 116, 102, 90, 80, 70, 62, 54, 48, 42, 36, 32, 28, 26, 22, 20, 18, 16, 14, 14, 10, 10, 8, 8, 6, 6, 4, 4,
     };
+    /* rLPS for a range R = 128..511 that may still owe its MPS renormalisation (R < 256 stands for
+       2R): NNR_RLPS_R4[32 * p + (R >> 4)], i.e. q = (R >> 4) & 7 below 256, (R >> 5) & 7 above. */
+    static const uint8_t NNR_RLPS_R4[32 * 32] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 128, 142, 156, 171, 185, 199, 213, 228, 128, 128, 142, 142, 156, 156, 171, 171, 185, 185, 199, 199, 213, 213, 228, 228,
+        0, 0, 0, 0, 0, 0, 0, 0, 112, 125, 137, 150, 162, 175, 187, 200, 112, 112, 125, 125, 137, 137, 150, 150, 162, 162, 175, 175, 187, 187, 200, 200,
+        0, 0, 0, 0, 0, 0, 0, 0, 97, 108, 119, 130, 141, 152, 163, 174, 97, 97, 108, 108, 119, 119, 130, 130, 141, 141, 152, 152, 163, 163, 174, 174,
+        0, 0, 0, 0, 0, 0, 0, 0, 84, 93, 103, 112, 121, 131, 140, 150, 84, 84, 93, 93, 103, 103, 112, 112, 121, 121, 131, 131, 140, 140, 150, 150,
+        0, 0, 0, 0, 0, 0, 0, 0, 74, 82, 90, 99, 107, 115, 123, 132, 74, 74, 82, 82, 90, 90, 99, 99, 107, 107, 115, 115, 123, 123, 132, 132,
+        0, 0, 0, 0, 0, 0, 0, 0, 65, 72, 79, 87, 94, 101, 108, 116, 65, 65, 72, 72, 79, 79, 87, 87, 94, 94, 101, 101, 108, 108, 116, 116,
+        0, 0, 0, 0, 0, 0, 0, 0, 57, 63, 70, 76, 82, 89, 95, 102, 57, 57, 63, 63, 70, 70, 76, 76, 82, 82, 89, 89, 95, 95, 102, 102,
+        0, 0, 0, 0, 0, 0, 0, 0, 50, 56, 61, 67, 73, 78, 84, 90, 50, 50, 56, 56, 61, 61, 67, 67, 73, 73, 78, 78, 84, 84, 90, 90,
+        0, 0, 0, 0, 0, 0, 0, 0, 45, 50, 55, 60, 65, 70, 75, 80, 45, 45, 50, 50, 55, 55, 60, 60, 65, 65, 70, 70, 75, 75, 80, 80,
+        0, 0, 0, 0, 0, 0, 0, 0, 39, 43, 48, 52, 56, 61, 65, 70, 39, 39, 43, 43, 48, 48, 52, 52, 56, 56, 61, 61, 65, 65, 70, 70,
+        0, 0, 0, 0, 0, 0, 0, 0, 34, 38, 42, 46, 50, 54, 58, 62, 34, 34, 38, 38, 42, 42, 46, 46, 50, 50, 54, 54, 58, 58, 62, 62,
+        0, 0, 0, 0, 0, 0, 0, 0, 30, 33, 37, 40, 43, 47, 50, 54, 30, 30, 33, 33, 37, 37, 40, 40, 43, 43, 47, 47, 50, 50, 54, 54,
+        0, 0, 0, 0, 0, 0, 0, 0, 27, 30, 33, 36, 39, 42, 45, 48, 27, 27, 30, 30, 33, 33, 36, 36, 39, 39, 42, 42, 45, 45, 48, 48,
+        0, 0, 0, 0, 0, 0, 0, 0, 23, 26, 28, 31, 34, 36, 39, 42, 23, 23, 26, 26, 28, 28, 31, 31, 34, 34, 36, 36, 39, 39, 42, 42,
+        0, 0, 0, 0, 0, 0, 0, 0, 20, 22, 24, 27, 29, 31, 33, 36, 20, 20, 22, 22, 24, 24, 27, 27, 29, 29, 31, 31, 33, 33, 36, 36,
+        0, 0, 0, 0, 0, 0, 0, 0, 18, 20, 22, 24, 26, 28, 30, 32, 18, 18, 20, 20, 22, 22, 24, 24, 26, 26, 28, 28, 30, 30, 32, 32,
+        0, 0, 0, 0, 0, 0, 0, 0, 15, 17, 19, 21, 22, 24, 26, 28, 15, 15, 17, 17, 19, 19, 21, 21, 22, 22, 24, 24, 26, 26, 28, 28,
+        0, 0, 0, 0, 0, 0, 0, 0, 14, 16, 17, 19, 21, 22, 24, 26, 14, 14, 16, 16, 17, 17, 19, 19, 21, 21, 22, 22, 24, 24, 26, 26,
+        0, 0, 0, 0, 0, 0, 0, 0, 12, 13, 15, 16, 17, 19, 20, 22, 12, 12, 13, 13, 15, 15, 16, 16, 17, 17, 19, 19, 20, 20, 22, 22,
+        0, 0, 0, 0, 0, 0, 0, 0, 11, 12, 13, 15, 16, 17, 18, 20, 11, 11, 12, 12, 13, 13, 15, 15, 16, 16, 17, 17, 18, 18, 20, 20,
+        0, 0, 0, 0, 0, 0, 0, 0, 10, 11, 12, 13, 14, 15, 16, 18, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15, 16, 16, 18, 18,
+        0, 0, 0, 0, 0, 0, 0, 0, 9, 10, 11, 12, 13, 14, 15, 16, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15, 16, 16,
+        0, 0, 0, 0, 0, 0, 0, 0, 7, 8, 9, 10, 11, 12, 13, 14, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14,
+        0, 0, 0, 0, 0, 0, 0, 0, 7, 8, 9, 10, 11, 12, 13, 14, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14,
+        0, 0, 0, 0, 0, 0, 0, 0, 5, 6, 6, 7, 8, 8, 9, 10, 5, 5, 6, 6, 6, 6, 7, 7, 8, 8, 8, 8, 9, 9, 10, 10,
+        0, 0, 0, 0, 0, 0, 0, 0, 5, 6, 6, 7, 8, 8, 9, 10, 5, 5, 6, 6, 6, 6, 7, 7, 8, 8, 8, 8, 9, 9, 10, 10,
+        0, 0, 0, 0, 0, 0, 0, 0, 4, 5, 5, 6, 6, 7, 7, 8, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 8, 8,
+        0, 0, 0, 0, 0, 0, 0, 0, 4, 5, 5, 6, 6, 7, 7, 8, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 8, 8,
+        0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 4, 4, 4, 5, 5, 6, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6,
+        0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 4, 4, 4, 5, 5, 6, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6,
+        0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 3, 3, 3, 3, 4, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4,
+        0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 3, 3, 3, 3, 4, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4,
+    };
     /* NNR_CURVE[i] >> sh for sh = 0..7: NNR_CURVE_SH[32*sh + 16 + x] is the §4.4 step. */
     static const int16_t NNR_CURVE_SH[8 * 32] = {
         2512, 2288, 2064, 1840, 1616, 1392, 1168, 944, 720, 560, 464, 368, 272, 208, 144, 80, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 0,
@@ -70,6 +106,7 @@ cdef extern from *:
     """
     const uint8_t NNR_RLPS_BY_R[16 * 32]
     const int16_t NNR_CURVE_SH[8 * 32]
+    const uint8_t NNR_RLPS_R4[32 * 32]
     uint64_t nnr_load_be64(const uint8_t* p) noexcept nogil
     bint NNR_LIKELY(bint x) noexcept nogil
     bint NNR_UNLIKELY(bint x) noexcept nogil
@@ -219,18 +256,68 @@ cdef inline int win_bin(WinEngine* e, DCtx* c) noexcept nogil:
     return bin
 
 
-cdef inline int win_bin_nb(WinEngine* e, DCtx* c) noexcept nogil:
-    """win_bin without a branch on the bin, for bins near 50/50 whose value only feeds data (the
-    sign flag): masks instead of a mispredicted jump.  m = bin - 1 (0 or -1) and
-    (x ^ m) - m = g*x in the update."""
+# Lazy MPS renormalisation: after an MPS, win_bin_l leaves R = rMPS (128..510) and V unshifted; the
+# one shift it may owe (R < 256) is applied at the start of the next bin, off the R -> rLPS -> R
+# dependency chain.  The refill timing (and so the over-read count) is the eager engine's.
+# win_norm applies a pending shift; every other function expects a normalised engine.
+
+cdef inline void win_norm(WinEngine* e) noexcept nogil:
+    cdef uint32_t n0 = (e.R >> 8) ^ 1
+    e.R <<= n0
+    e.V <<= n0
+    e.c -= n0
+    if NNR_UNLIKELY(e.c < 0):
+        win_fill(e, 0)
+
+
+cdef inline int win_bin_l(WinEngine* e, DCtx* c) noexcept nogil:
+    """win_bin on a lazily renormalised engine (see above)."""
     cdef int S = c.S
     cdef int p = S >> 7
-    cdef uint32_t rlps, rmps, r, lps, mask
+    cdef uint32_t rlps, rmps, R = e.R
+    cdef uint32_t n0 = (R >> 8) ^ 1
+    cdef int bin, n
+    if p < 0:
+        p = -p
+    rlps = NNR_RLPS_R4[32 * p + (R >> 4)]
+    e.V <<= n0
+    e.c -= n0
+    if NNR_UNLIKELY(e.c < 0):
+        win_fill(e, 0)
+    rmps = (R << n0) - rlps
+    if (e.V >> WIN_SHIFT) < rmps:
+        bin = S >= 0                    # MPS: R = rMPS, its renormalisation left to the next bin
+        e.R = rmps
+    else:
+        bin = S < 0                     # LPS
+        e.V -= (<uint64_t>rmps) << WIN_SHIFT
+        n = nnr_renorm_shift(rlps)
+        e.R = rlps << n
+        e.V <<= n
+        e.c -= n
+        if NNR_UNLIKELY(e.c < 0):
+            win_fill(e, 0)
+    dctx_update(c, bin)
+    return bin
+
+
+cdef inline int win_bin_nb(WinEngine* e, DCtx* c) noexcept nogil:
+    """win_bin_l without a branch on the bin, for bins near 50/50 whose value only feeds data (the
+    sign flag): masks instead of a mispredicted jump; leaves the engine normalised.
+    m = bin - 1 (0 or -1) and (x ^ m) - m = g*x in the update."""
+    cdef int S = c.S
+    cdef int p = S >> 7
+    cdef uint32_t rlps, rmps, r, lps, mask, R = e.R
+    cdef uint32_t n0 = (R >> 8) ^ 1
     cdef int bin, n, m, S0, S1, d0, d1
     if p < 0:
         p = -p
-    rlps = NNR_RLPS_BY_R[(e.R & 0x1E0) + p]
-    rmps = e.R - rlps
+    rlps = NNR_RLPS_R4[32 * p + (R >> 4)]
+    e.V <<= n0
+    e.c -= n0
+    if NNR_UNLIKELY(e.c < 0):
+        win_fill(e, 0)
+    rmps = (R << n0) - rlps
     lps = (e.V >> WIN_SHIFT) >= rmps
     mask = 0u - lps
     e.V -= ((<uint64_t>rmps) << WIN_SHIFT) & (0ull - <uint64_t>lps)
