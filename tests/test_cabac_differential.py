@@ -242,6 +242,39 @@ def test_lockstep_mutated_examples(seed):
                                                f"payload {bytes(data).hex()}")
 
 
+# --- (b'') the plain level loop (no TCA, HDSP or codebook) on long payloads ----------------
+
+def test_derived_tables():
+    assert cy._derived_tables_ok()
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_lockstep_plain_long(seed):
+    """Payloads of a few kB through the plain level loop: its 64-bit window is refilled many
+    times in the middle and byte by byte near the end; cut payloads over-read."""
+    rng = np.random.default_rng(30_000 + seed)
+    variant = 1 if seed % 5 == 0 else 2
+    gpi = 0 if variant == 1 else int(rng.integers(2))
+    rows, width = int(rng.choice([40, 64, 100])), int(rng.choice([33, 64, 100]))
+    t = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=True, qp_density=2,
+                     dq_flag=int(rng.integers(2)), cabac_unary_length_minus1=int(rng.integers(12)),
+                     scan_order=int(rng.choice([0, 0, 1, 2, 3, 4])), general_profile_idc=gpi,
+                     parent_node_id_present_flag=0)
+    # a skewed random codeword, cut near where the tensor's levels end
+    bits = rng.random(80_000) < float(rng.choice([0.1, 0.3, 0.5]))
+    payload = np.packbits(bits).tobytes()
+    payload = bytes([payload[0] & 0x7F]) + payload[1:]
+    probe = cy.CabacDecoder(payload)
+    try:
+        probe.decode_tensor(t, variant)
+        used = probe.state()["bytes_read"]
+    except NNRError:
+        used = probe.state()["bytes_read"]
+    payload = payload[:max(2, used - int(rng.integers(-2, 12)))]
+    run_payload(payload, [t], variant, f"plain long, seed {seed}, {describe(t)}, "
+                                       f"{len(payload)} bytes")
+
+
 # --- invalid TensorCoding: both reject with the same class before decoding ------------------
 
 def _invalid_codings():

@@ -23,13 +23,13 @@ from nnr.errors import (ConstraintViolationError, EntropyDecodingError, Resource
 from nnr_core.cabac.params import TensorCoding, TensorResult, VARIANT_NNCODEC1, VARIANT_NNCODEC2
 
 from nnr_core.cabac._engine cimport (
-    CabacEngine, CabacCtx, NNR_DQ_NEXT, NNR_DQ_ADV0, cabac_init, cabac_bytes_read,
+    CabacEngine, CabacCtx, NNR_RLPS_TABLE, NNR_CURVE, NNR_DQ_NEXT, NNR_DQ_ADV0, cabac_init, cabac_bytes_read,
     cabac_bit_position, cabac_decode_bin, cabac_decode_bypass, cabac_decode_bypass_bits,
     cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts)
 from nnr_core.cabac._wengine cimport (
-    WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin_l, win_bin_nb, win_norm,
+    NNR_RLPS_R4, NNR_CURVE_SH, WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bin_nb, win_norm,
     win_bypass_bits, dctx_from,
     dctx_initial, dctx_to)
 
@@ -354,7 +354,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
     cdef DCtx* gtx
     cdef DCtx* rem = ctx + CTX_GTX + 4 * N
     for x in range(n):
-        if not win_bin_l(&e, &ctx[3 * s + cls]):          # sig_flag
+        if not win_bin(&e, &ctx[3 * s + cls]):          # sig_flag
             cls = 0
             s = next[2 * s]
             continue
@@ -364,7 +364,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
         v = 1
         j = N
         while True:
-            flag = win_bin_l(&e, gtx)
+            flag = win_bin(&e, gtx)
             v += flag
             j -= 1
             if not flag or j == 0:
@@ -373,7 +373,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
         if flag:
             # abs_remainder: Exp-Golomb-0, context-coded prefix capped at 31 ones.
             t = 0
-            while win_bin_l(&e, &rem[t]):
+            while win_bin(&e, &rem[t]):
                 v += (<int64_t>1) << t
                 t += 1
                 if t == 31:
@@ -991,6 +991,21 @@ cdef class _RowChunk:
 _PARALLEL_MIN_ELEMENTS = 1 << 16
 # How often a parallel decode had to be redone sequentially (tests check it stays 0 on valid input).
 cdef int64_t _parallel_fallbacks = 0
+
+
+def _derived_tables_ok():
+    """The level loop's tables (_wengine.pxd) agree with Appendix A.1 / A.2 (tests)."""
+    cdef int p, x, sh, i, q
+    for p in range(32):
+        for x in range(8, 32):
+            q = (x & 7) if x < 16 else ((x >> 1) & 7)      # x = R >> 4, R < 256 standing for 2R
+            if NNR_RLPS_R4[32 * p + x] != NNR_RLPS_TABLE[q][p]:
+                return False
+    for sh in range(8):
+        for i in range(32):
+            if NNR_CURVE_SH[32 * sh + i] != NNR_CURVE[i] >> sh:
+                return False
+    return True
 
 
 def parallel_fallbacks():

@@ -5,10 +5,16 @@
 look-ahead runs out (a data-dependent branch every eight shifts).  ``WinEngine`` keeps the offset in
 bits 63..55 of a 64-bit V and up to 55 look-ahead bits below it, refilled 7 bytes at a time; it is
 converted from and back to a ``CabacEngine`` around the level loop, so everything outside the loop
-(entry points, error offsets, the low-level API) sees the §3.1 registers unchanged.
+(entry points, error offsets, over-read checks, the low-level API) sees the §3.1 registers.
 
-``DCtx`` is the level loop's copy of a context (§4.1) with S, S0 and S1 all stored, so neither the
-rLPS lookup nor the update derives one from the others.
+Lazy MPS renormalisation: after an MPS, ``win_bin`` leaves R = rMPS (128..510) and V unshifted; the
+one shift it may owe (R < 256) is applied at the start of the next bin, off the R -> rLPS -> R
+dependency chain (the rLPS table is indexed by the unnormalised R).  ``win_norm`` applies a pending
+shift; ``win_bypass_bits``, ``win_to`` and the caller's checks expect a normalised engine.  Bytes are
+fetched exactly when the eager engine fetches them, so the over-read count is the same.
+
+``DCtx`` is the level loop's copy of a context (§4.1): S, S0 and S1 all stored, and the shifts
+sh0, sh1 as offsets into pre-shifted CURVE rows, so the update has no variable shift.
 """
 from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t
 
@@ -18,26 +24,6 @@ from nnr_core.cabac._engine cimport (CabacEngine, CabacCtx, NNR_CURVE, NNR_PARAM
 
 cdef extern from *:
     """
-    /* NNR_RLPS_TABLE with the row selected by R & 0x1E0 (R = 256..511 gives rows 8..15), so the
-       lookup index is (R & 0x1E0) + p without shifting R (rows 0..7 are never used). */
-    static const uint8_t NNR_RLPS_BY_R[16 * 32] = {
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        128, 112, 97, 84, 74, 65, 57, 50, 45, 39, 34, 30, 27, 23, 20, 18, 15, 14, 12, 11, 10, 9, 7, 7, 5, 5, 4, 4, 3, 3, 2, 2,
-        142, 125, 108, 93, 82, 72, 63, 56, 50, 43, 38, 33, 30, 26, 22, 20, 17, 16, 13, 12, 11, 10, 8, 8, 6, 6, 5, 5, 3, 3, 2, 2,
-        156, 137, 119, 103, 90, 79, 70, 61, 55, 48, 42, 37, 33, 28, 24, 22, 19, 17, 15, 13, 12, 11, 9, 9, 6, 6, 5, 5, 4, 4, 2, 2,
-        171, 150, 130, 112, 99, 87, 76, 67, 60, 52, 46, 40, 36, 31, 27, 24, 21, 19, 16, 15, 13, 12, 10, 10, 7, 7, 6, 6, 4, 4, 3, 3,
-        185, 162, 141, 121, 107, 94, 82, 73, 65, 56, 50, 43, 39, 34, 29, 26, 22, 21, 17, 16, 14, 13, 11, 11, 8, 8, 6, 6, 4, 4, 3, 3,
-        199, 175, 152, 131, 115, 101, 89, 78, 70, 61, 54, 47, 42, 36, 31, 28, 24, 22, 19, 17, 15, 14, 12, 12, 8, 8, 7, 7, 5, 5, 3, 3,
-        213, 187, 163, 140, 123, 108, 95, 84, 75, 65, 58, 50, 45, 39, 33, 30, 26, 24, 20, 18, 16, 15, 13, 13, 9, 9, 7, 7, 5, 5, 3, 3,
-        228, 200, 174, 150, 132, 116, 102, 90, 80, 70, 62, 54, 48, 42, 36, 32, 28, 26, 22, 20, 18, 16, 14, 14, 10, 10, 8, 8, 6, 6, 4, 4,
-    };
     /* rLPS for a range R = 128..511 that may still owe its MPS renormalisation (R < 256 stands for
        2R): NNR_RLPS_R4[32 * p + (R >> 4)], i.e. q = (R >> 4) & 7 below 256, (R >> 5) & 7 above. */
     static const uint8_t NNR_RLPS_R4[32 * 32] = {
@@ -97,18 +83,14 @@ cdef extern from *:
     #endif
     }
     #if defined(__GNUC__) || defined(__clang__)
-    #define NNR_LIKELY(x) __builtin_expect(!!(x), 1)
     #define NNR_UNLIKELY(x) __builtin_expect(!!(x), 0)
     #else
-    #define NNR_LIKELY(x) (x)
     #define NNR_UNLIKELY(x) (x)
     #endif
     """
-    const uint8_t NNR_RLPS_BY_R[16 * 32]
     const int16_t NNR_CURVE_SH[8 * 32]
     const uint8_t NNR_RLPS_R4[32 * 32]
     uint64_t nnr_load_be64(const uint8_t* p) noexcept nogil
-    bint NNR_LIKELY(bint x) noexcept nogil
     bint NNR_UNLIKELY(bint x) noexcept nogil
 
 
@@ -228,40 +210,8 @@ cdef inline void dctx_update(DCtx* c, int bin) noexcept nogil:
     c.S = <int16_t>(S1 + 16 * S0)
 
 
-cdef inline int win_bin(WinEngine* e, DCtx* c) noexcept nogil:
-    """Regular bin (§3.2, §3.3) and context update (§4.4)."""
-    cdef int S = c.S
-    cdef int p = S >> 7
-    cdef uint32_t rlps, rmps
-    cdef int bin, n
-    if p < 0:
-        p = -p
-    rlps = NNR_RLPS_BY_R[(e.R & 0x1E0) + p]
-    rmps = e.R - rlps
-    if (e.V >> WIN_SHIFT) < rmps:
-        bin = S >= 0                    # MPS: at most one shift (rMPS >= 128)
-        n = (rmps >> 8) ^ 1
-        e.R = rmps << n
-        e.V <<= n
-    else:
-        bin = S < 0                     # LPS
-        e.V -= (<uint64_t>rmps) << WIN_SHIFT
-        n = nnr_renorm_shift(rlps)
-        e.R = rlps << n
-        e.V <<= n
-    e.c -= n
-    if NNR_UNLIKELY(e.c < 0):
-        win_fill(e, 0)
-    dctx_update(c, bin)
-    return bin
-
-
-# Lazy MPS renormalisation: after an MPS, win_bin_l leaves R = rMPS (128..510) and V unshifted; the
-# one shift it may owe (R < 256) is applied at the start of the next bin, off the R -> rLPS -> R
-# dependency chain.  The refill timing (and so the over-read count) is the eager engine's.
-# win_norm applies a pending shift; every other function expects a normalised engine.
-
 cdef inline void win_norm(WinEngine* e) noexcept nogil:
+    """Apply the renormalisation an MPS may have left pending."""
     cdef uint32_t n0 = (e.R >> 8) ^ 1
     e.R <<= n0
     e.V <<= n0
@@ -270,8 +220,9 @@ cdef inline void win_norm(WinEngine* e) noexcept nogil:
         win_fill(e, 0)
 
 
-cdef inline int win_bin_l(WinEngine* e, DCtx* c) noexcept nogil:
-    """win_bin on a lazily renormalised engine (see above)."""
+cdef inline int win_bin(WinEngine* e, DCtx* c) noexcept nogil:
+    """Regular bin (§3.2, §3.3) and context update (§4.4), renormalising lazily: an MPS leaves
+    R = rMPS, the shift it may owe is applied at the start of the next bin (module docstring)."""
     cdef int S = c.S
     cdef int p = S >> 7
     cdef uint32_t rlps, rmps, R = e.R
@@ -302,7 +253,7 @@ cdef inline int win_bin_l(WinEngine* e, DCtx* c) noexcept nogil:
 
 
 cdef inline int win_bin_nb(WinEngine* e, DCtx* c) noexcept nogil:
-    """win_bin_l without a branch on the bin, for bins near 50/50 whose value only feeds data (the
+    """win_bin without a branch on the bin, for bins near 50/50 whose value only feeds data (the
     sign flag): masks instead of a mispredicted jump; leaves the engine normalised.
     m = bin - 1 (0 or -1) and (x ^ m) - m = g*x in the update."""
     cdef int S = c.S
@@ -343,8 +294,9 @@ cdef inline int win_bin_nb(WinEngine* e, DCtx* c) noexcept nogil:
 
 
 cdef inline uint32_t win_bypass_bits(WinEngine* e, int n) noexcept nogil:
-    """n (0..31) bypass bins (§3.4), first bin most significant: n steps of the binary long
-    division of the offset (followed by the next n bits) by R, done as one division."""
+    """n (0..31) bypass bins (§3.4), first bin most significant, on a normalised engine: n steps
+    of the binary long division of the offset (followed by the next n bits) by R, done as one
+    division."""
     cdef uint64_t x, q
     if n == 0:
         return 0
