@@ -21,13 +21,21 @@ class build_py(_build_py):
             self.copy_file(path, os.path.join(target, os.path.basename(path)))
 
 
+def _compile_args(path):
+    args = ["-O3"]
+    if os.path.basename(path) == "_decoder.pyx":
+        # The level loop's speed moves by a few % with its offset to 64-byte fetch blocks; pin it.
+        args.append("-falign-functions=64")
+    return args
+
+
 extensions = [
     Extension(
         os.path.splitext(path)[0].replace(os.sep, "."),
         [path],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3"],
+        extra_compile_args=_compile_args(path),
     )
     for path in sorted(glob.glob(os.path.join("nnr_core", "**", "*.pyx"), recursive=True))
 ]
