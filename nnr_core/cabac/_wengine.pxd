@@ -72,9 +72,10 @@ cdef extern from *:
         19, 17, 16, 14, 12, 10, 9, 7, 5, 4, 3, 2, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     };
     static inline uint64_t nnr_load_be64(const uint8_t* p) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
+        __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         uint64_t x;
         memcpy(&x, p, 8);
-    #if defined(__GNUC__) || defined(__clang__)
         return __builtin_bswap64(x);
     #else
         return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) |
