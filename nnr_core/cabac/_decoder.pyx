@@ -9,7 +9,7 @@ signalling, level loop) then runs ``with nogil`` on C pointers and reports a sta
 turned into an exception afterwards, located by element name and payload bit offset.
 """
 from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
@@ -33,6 +33,7 @@ from nnr_core.cabac._wengine cimport (
     win_bypass_bits, dctx_from,
     dctx_initial, dctx_to)
 
+from nnr_core.cabac._contexts cimport ContextMemory
 cnp.import_array()
 
 __all__ = ["decode_payload", "CabacDecoder", "parallel_fallbacks", "TensorCoding", "TensorResult",
@@ -575,45 +576,23 @@ _TCA_DTYPES = (np.dtype(np.int32),)
 
 # ---------------------------------------------------------------------------------------------
 
-cdef class CabacDecoder:
+cdef class CabacDecoder(ContextMemory):
     """One arithmetic codeword (an NDU payload) and its context memory; README.md's API."""
 
     cdef CabacEngine eng
     cdef bytes buf
-    cdef CabacCtx* ctx
-    cdef Py_ssize_t nctx
-    cdef Py_ssize_t cap
     cdef bint bad_start
 
     def __cinit__(self, payload):
-        self.ctx = NULL
-        self.nctx = 0
-        self.cap = 0
         try:
             self.buf = bytes(memoryview(payload).cast("B"))
         except TypeError:
             raise TypeError("payload must be a bytes-like object") from None
         cabac_init(&self.eng, <const uint8_t*>PyBytes_AS_STRING(self.buf),
                    PyBytes_GET_SIZE(self.buf))
-        # The first 9 bits are the offset inside [0, 510): anything else is no codeword (and would
-        # let V grow without bound).
         # The first 9 bits are the offset inside [0, 510): 510 and 511 are no codeword.  Reported
         # when decoding starts (decode_tensor / finish), as the twin does.
         self.bad_start = self.eng.V >= (510 << 7)
-
-    def __dealloc__(self):
-        if self.ctx != NULL:
-            free(self.ctx)
-
-    cdef _alloc(self, Py_ssize_t count):
-        cdef CabacCtx* p
-        if count > self.cap:
-            p = <CabacCtx*>realloc(self.ctx, count * sizeof(CabacCtx))
-            if p == NULL:
-                raise MemoryError()
-            self.ctx = p
-            self.cap = count
-        self.nctx = count
 
     cdef _check_start(self):
         if self.bad_start:
@@ -624,30 +603,10 @@ cdef class CabacDecoder:
     cdef int64_t _bit_offset(self):
         return cabac_bit_position(&self.eng) + 9
 
-    cdef _check_ctx(self, ctx):
-        c = operator.index(ctx)
-        if c < 0 or c >= self.nctx:
-            raise IndexError(f"context {c} outside the context memory (0..{self.nctx - 1})")
-        return c
-
     # -- low-level API ----------------------------------------------------------------------
-    def init_contexts(self, count):
-        count = operator.index(count)
-        if count < 0 or count > 1 << 20:
-            raise ValueError("context count out of range")
-        self._alloc(count)
-        ctx_init_all(self.ctx, count)
-
-    def set_context_param_set(self, ctx, k):
-        c = self._check_ctx(ctx)
-        k = operator.index(k)
-        if k < 0 or k > 8:
-            raise SyntaxValueError("parameter set out of range", element="param_set_idx",
-                                   value=k, allowed="0..8")
-        ctx_set(&self.ctx[c], k)
-
-    def reset_contexts(self):
-        ctx_reset_all(self.ctx, self.nctx)
+    cdef int _check_param_set(self, k) except -1:
+        raise SyntaxValueError("parameter set out of range", element="param_set_idx", value=k,
+                               allowed="0..8")
 
     def decode_bin(self, ctx):
         cdef Py_ssize_t c = self._check_ctx(ctx)
@@ -708,16 +667,6 @@ cdef class CabacDecoder:
                 "bytes_read": cabac_bytes_read(&self.eng), "overread": self.eng.overread,
                 "P": cabac_bit_position(&self.eng)}
 
-    def contexts(self):
-        cdef cnp.ndarray[cnp.int32_t, ndim=2] a = np.empty((self.nctx, 5), dtype=np.int32)
-        cdef Py_ssize_t i
-        for i in range(self.nctx):
-            a[i, 0] = self.ctx[i].S0
-            a[i, 1] = self.ctx[i].S - 16 * self.ctx[i].S0
-            a[i, 2] = self.ctx[i].sh0
-            a[i, 3] = self.ctx[i].sh1
-            a[i, 4] = self.ctx[i].k
-        return a
 
     # -- payload-level API ------------------------------------------------------------------
     def decode_tensor(self, t, variant=2, jobs=1, entry_points=None):

@@ -33,6 +33,7 @@ from nnr_core.cabac._engine cimport (
 from nnr_core.cabac._shadow cimport (
     NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_shadow_init, nnr_shadow_reset, shadow_emit, shadow_flush)
 
+from nnr_core.cabac._contexts cimport ContextMemory
 cnp.import_array()
 
 __all__ = ["encode_payload", "CabacEncoder", "regular_bins_coded"]
@@ -569,13 +570,10 @@ cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, Shadow* sh, EncJob* j) no
 
 # ---------------------------------------------------------------------------------------------
 
-cdef class CabacEncoder:
+cdef class CabacEncoder(ContextMemory):
     """One arithmetic codeword (an NDU payload) being written, and its context memory."""
 
     cdef EncEngine eng
-    cdef CabacCtx* ctx
-    cdef Py_ssize_t nctx
-    cdef Py_ssize_t cap
     cdef bint finished
     cdef public list entry_raw        # per tensor: (P0, int64[(block rows - 1) * 3]) or None
     cdef public int64_t rounded       # DQ indices of the wrong parity coded so far
@@ -583,9 +581,6 @@ cdef class CabacEncoder:
     def __cinit__(self):
         self.entry_raw = []
         self.rounded = 0
-        self.ctx = NULL
-        self.nctx = 0
-        self.cap = 0
         self.finished = False
         memset(&self.eng, 0, sizeof(EncEngine))
         self.eng.R = 510                  # §3.7: L = 0, R = 510, BL = 23, NB = 0
@@ -595,20 +590,8 @@ cdef class CabacEncoder:
             raise MemoryError()
 
     def __dealloc__(self):
-        if self.ctx != NULL:
-            free(self.ctx)
         if self.eng.buf != NULL:
             free(self.eng.buf)
-
-    cdef _alloc(self, Py_ssize_t count):
-        cdef CabacCtx* p
-        if count > self.cap:
-            p = <CabacCtx*>realloc(self.ctx, count * sizeof(CabacCtx))
-            if p == NULL:
-                raise MemoryError()
-            self.ctx = p
-            self.cap = count
-        self.nctx = count
 
     cdef _check_open(self):
         if self.finished:
@@ -616,29 +599,9 @@ cdef class CabacEncoder:
         if self.eng.oom:
             raise MemoryError("cannot grow the payload buffer")
 
-    cdef _check_ctx(self, ctx):
-        c = operator.index(ctx)
-        if c < 0 or c >= self.nctx:
-            raise IndexError(f"context {c} outside the context memory (0..{self.nctx - 1})")
-        return c
-
     # -- low-level API ----------------------------------------------------------------------
-    def init_contexts(self, count):
-        count = operator.index(count)
-        if count < 0 or count > 1 << 20:
-            raise ValueError("context count out of range")
-        self._alloc(count)
-        ctx_init_all(self.ctx, count)
-
-    def set_context_param_set(self, ctx, k):
-        c = self._check_ctx(ctx)
-        k = operator.index(k)
-        if k < 0 or k > 8:
-            raise EncoderConfigError(f"parameter set {k} outside 0..8")
-        ctx_set(&self.ctx[c], k)
-
-    def reset_contexts(self):
-        ctx_reset_all(self.ctx, self.nctx)
+    cdef int _check_param_set(self, k) except -1:
+        raise EncoderConfigError(f"parameter set {k} outside 0..8")
 
     def encode_bin(self, ctx, bin):
         cdef Py_ssize_t c = self._check_ctx(ctx)
@@ -701,16 +664,6 @@ cdef class CabacEncoder:
         return {"L": self.eng.L, "R": self.eng.R, "BL": self.eng.BL, "NB": self.eng.NB,
                 "buffered": self.eng.buffered, "bytes_written": self.eng.size}
 
-    def contexts(self):
-        cdef cnp.ndarray[cnp.int32_t, ndim=2] a = np.empty((self.nctx, 5), dtype=np.int32)
-        cdef Py_ssize_t i
-        for i in range(self.nctx):
-            a[i, 0] = self.ctx[i].S0
-            a[i, 1] = self.ctx[i].S - 16 * self.ctx[i].S0
-            a[i, 2] = self.ctx[i].sh0
-            a[i, 3] = self.ctx[i].sh1
-            a[i, 4] = self.ctx[i].k
-        return a
 
     # -- payload-level API ------------------------------------------------------------------
     def encode_tensor(self, t, variant=2):
