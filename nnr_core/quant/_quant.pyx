@@ -11,7 +11,7 @@ from libc.math cimport round
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
-                                       trellis_branches)
+                                       importance_ptr, trellis_branches)
 
 import numpy as np
 
@@ -109,11 +109,13 @@ def branch_table():
 
 
 def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
-              uint8_t[::1] decisions):
+              uint8_t[::1] decisions, const double[::1] importance=None):
     """§8.3 without rate term: Viterbi over the 8 DQ states along `scan`; writes indices i to `out`.
 
-    `decisions` is scratch of 8 bytes per position (prev state | class << 3). Returns False on the
-    int32 overflow of the guard, before any search.
+    `decisions` is scratch of 8 bytes per position (prev state | class << 3). `importance` (one
+    weight per element of w, or None) multiplies every candidate's distortion; a weight of 1.0
+    leaves the search bit for bit unchanged. Returns False on the int32 overflow of the guard,
+    before any search.
     """
     cdef Py_ssize_t n = scan.shape[0], k
     cdef double qstep_d = <double>qstep
@@ -128,6 +130,8 @@ def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, flo
     cdef uint8_t dec
     cdef bint ok = True
     cdef float wv
+    cdef double f = 1.0
+    cdef const double* imp = importance_ptr(importance, w.shape[0])
     with nogil:
         for k in range(n):
             prod = w[scan[k]] * scale
@@ -142,10 +146,12 @@ def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, flo
             for k in range(n):
                 org = _scaled_abs(w[scan[k]], qscale)
                 q0 = _first_candidate(org)
-                dist[4] = org * org
+                if imp != NULL:
+                    f = imp[scan[k]]
+                dist[4] = (org * org) * f
                 for q in range(q0, q0 + 4):
                     diff = org - <double>q
-                    dist[q & 3] = diff * diff
+                    dist[q & 3] = (diff * diff) * f
                 # the branch table of §8.3 step 3, unrolled (checked against BRANCH_PREV/CLASS)
                 _best3(J, dist, 0, 0, 0, 4, 4, 2, &Jn[0], &decisions[8 * k + 0])
                 _best3(J, dist, 2, 0, 2, 4, 6, 2, &Jn[1], &decisions[8 * k + 1])

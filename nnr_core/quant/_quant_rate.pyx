@@ -29,7 +29,7 @@ from libc.string cimport memcpy, memset
 
 from nnr_core.cabac._engine cimport NNR_CURVE
 from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
-                                       trellis_branches)
+                                       importance_ptr, trellis_branches)
 
 import numpy as np
 
@@ -207,11 +207,12 @@ cdef inline int _update(RCtx* m, int32_t v, int sig_base, int32_t nb, int nflags
 
 
 def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
-                 double lambda_scale, int nflags, int16_t[::1] scratch):
+                 double lambda_scale, int nflags, int16_t[::1] scratch, const double[::1] importance=None):
     """§9.3 with rate term along `scan`; False on the int32 overflow of the guard.
 
     lambda_scale is NNCodec's float32 value widened to double; `scratch` holds at least
-    2 * context_count(nflags) int16.
+    2 * context_count(nflags) int16. `importance` (one weight per element of w, or None) multiplies
+    every candidate's distortion; a weight of 1.0 leaves the choice bit for bit unchanged.
     """
     cdef Py_ssize_t n = scan.shape[0], k
     cdef int nctx = GTX_BASE + 2 * nflags + REM_CTX
@@ -226,6 +227,8 @@ def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, 
     cdef int sign
     cdef bint ok = True
     cdef RCtx* m
+    cdef double f = 1.0
+    cdef const double* imp = importance_ptr(importance, w.shape[0])
     if scratch.shape[0] < 2 * nctx:
         raise ValueError("scratch too small")
     m = <RCtx*>&scratch[0]
@@ -239,15 +242,17 @@ def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, 
                 break
             sign = -1 if wv < 0 else 1
             absw = <double>sign * <double>wv * qscale
+            if imp != NULL:
+                f = imp[scan[k]]
             best = 0
-            min_cost = dscale * (absw * absw) + <double>_rate(m, 0, 0, nb, nflags, rem_base)
+            min_cost = (dscale * (absw * absw)) * f + <double>_rate(m, 0, 0, nb, nflags, rem_base)
             qmax = <int64_t>round(absw)
             qlo = qmax - 1 if qmax - 1 > 1 else 1
             q = qlo
             while q <= qmax:
                 diff = absw - <double>q
                 # REF-QUIRK: the rate of the positive level, the sign is ignored (§9.3)
-                cost = dscale * (diff * diff) + <double>_rate(m, <int32_t>q, 0, nb, nflags, rem_base)
+                cost = (dscale * (diff * diff)) * f + <double>_rate(m, <int32_t>q, 0, nb, nflags, rem_base)
                 if cost < min_cost:
                     best = q
                     min_cost = cost
@@ -270,11 +275,14 @@ cdef inline double _scaled_abs(float wv, double qscale) noexcept nogil:
 
 
 def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
-             double lambda_scale, int nflags, uint8_t[::1] decisions, int16_t[::1] scratch):
+             double lambda_scale, int nflags, uint8_t[::1] decisions, int16_t[::1] scratch,
+             const double[::1] importance=None):
     """§8.3 with rate term: Viterbi over the 8 DQ states along `scan`; writes indices i to `out`.
 
     `decisions` is scratch of 8 bytes per position, `scratch` at least 16 * context_count(nflags)
-    int16 (8 estimator memories). Returns False on the int32 overflow of the guard.
+    int16 (8 estimator memories). `importance` (one weight per element of w, or None) multiplies
+    every candidate's distortion; a weight of 1.0 leaves the search bit for bit unchanged.
+    Returns False on the int32 overflow of the guard.
     """
     cdef Py_ssize_t n = scan.shape[0], k
     cdef int nctx = GTX_BASE + 2 * nflags + REM_CTX
@@ -308,6 +316,8 @@ def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, floa
     cdef uint8_t dec
     cdef bint ok = True
     cdef RCtx* base
+    cdef double f = 1.0
+    cdef const double* imp = importance_ptr(importance, w.shape[0])
     if scratch.shape[0] < 16 * nctx:
         raise ValueError("scratch too small")
     base = <RCtx*>&scratch[0]
@@ -332,11 +342,13 @@ def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, floa
                 org = _scaled_abs(wv, qscale)
                 sgn = -1 if wv < 0 else 1
                 q0 = _first_candidate(org)
-                dist[4] = dscale * (org * org)
+                if imp != NULL:
+                    f = imp[scan[k]]
+                dist[4] = (dscale * (org * org)) * f
                 lev[4] = 0
                 for q in range(q0, q0 + 4):
                     diff = org - <double>q
-                    dist[q & 3] = dscale * (diff * diff)
+                    dist[q & 3] = (dscale * (diff * diff)) * f
                     lev[q & 3] = sgn * ((q + 1) >> 1)
                 prv = k & 1            # NNCodec's array holding the previous position's states
                 cur = prv ^ 1

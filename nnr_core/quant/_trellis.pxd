@@ -1,4 +1,4 @@
-"""Tables shared by the quantizers (NNC-CABAC-QUANT.md §8.1, §8.3, §9.3)."""
+"""Tables and helpers shared by the quantizers (NNC-CABAC-QUANT.md §8.1, §8.3, §9.3)."""
 from libc.stdint cimport int32_t
 
 from nnr_core.cabac._engine cimport NNR_DQ_NEXT
@@ -36,3 +36,12 @@ cdef inline void trellis_branches(int32_t prev[8][3], int32_t cls[8][3]) noexcep
         prev[c][count[c]] = p
         cls[c][count[c]] = 2 - (p & 1)
         count[c] += 1
+
+
+cdef inline const double* importance_ptr(const double[::1] importance, Py_ssize_t n) except? NULL:
+    """Distortion weights (one per element, row-major) as a pointer; NULL for None: weight 1.0."""
+    if importance is None or n == 0:
+        return NULL
+    if importance.shape[0] != n:
+        raise ValueError(f"importance has {importance.shape[0]} elements, w {n}")
+    return &importance[0]

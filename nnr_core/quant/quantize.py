@@ -90,6 +90,16 @@ def _check_flags(cabac_unary_length_minus1):
     return int(cabac_unary_length_minus1)
 
 
+def _as_weights(importance, n):
+    """Distortion weights for the kernels: None, or C-contiguous float64 of n elements."""
+    if importance is None:
+        return None
+    imp = np.ascontiguousarray(importance, dtype=np.float64).reshape(-1)
+    if imp.shape[0] != n:
+        raise EncoderConfigError(f"importance has {imp.shape[0]} elements, the tensor {n}")
+    return imp
+
+
 def _rate_scratch(nflags, memories):
     return np.empty(2 * memories * _quant_rate.context_count(nflags), dtype=np.int16)
 
@@ -124,17 +134,24 @@ def _run_guarded(kernel, w32, qp, qp_density):
 
 
 def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, row_width=None,
-                     scan_order=0, cabac_unary_length_minus1=10):
-    """Uniform quantization (§9.3) -> (levels int32 in w's shape, QP after the overflow guard)."""
+                     scan_order=0, cabac_unary_length_minus1=10, importance=None):
+    """Uniform quantization (§9.3) -> (levels int32 in w's shape, QP after the overflow guard).
+
+    importance: None (the reference), or a weight >= 0 per element multiplying its distortion.
+    """
     qp, qp_density = _check_qp(qp, qp_density)
     lam = _check_lambda(lambda_scale)
     w32 = _as_float32(w)
     flat = w32.reshape(-1)
+    imp = _as_weights(importance, flat.shape[0])
     levels = np.zeros(flat.shape[0], dtype=np.int32)
     if lam <= 0.0:
         # without rate term every element is independent: the scan (scan= (rows, row_width,
-        # scan_order) or the separate arguments) only matters to the rate-term variant
+        # scan_order) or the separate arguments) only matters to the rate-term variant; every
+        # weight > 0 keeps the nearest level, weight 0 makes all levels equal: take 0
         qp = _run_guarded(lambda q32: _quant.uniform_plain(flat, levels, q32), flat, qp, qp_density)
+        if imp is not None:
+            levels[imp == 0.0] = 0
         return levels.reshape(w32.shape), qp
     # §9.3 with rate term: one estimator walks the coding scan order
     if scan is not None:
@@ -142,7 +159,7 @@ def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, 
     nflags = _check_flags(cabac_unary_length_minus1)
     order = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
     scratch = _rate_scratch(nflags, 1)
-    qp = _run_guarded(lambda q32: _quant_rate.uniform_rate(flat, order, levels, q32, lam, nflags, scratch),
+    qp = _run_guarded(lambda q32: _quant_rate.uniform_rate(flat, order, levels, q32, lam, nflags, scratch, imp),
                       flat, qp, qp_density)
     return levels.reshape(w32.shape), qp
 
@@ -157,24 +174,28 @@ def _scan_for(shape, n, rows, row_width, scan_order):
 
 
 def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lambda_scale=0.0,
-                 cabac_unary_length_minus1=10):
-    """Trellis-coded quantization (§8.3) -> (reconstruction indices int32, QP after the guard)."""
+                 cabac_unary_length_minus1=10, importance=None):
+    """Trellis-coded quantization (§8.3) -> (reconstruction indices int32, QP after the guard).
+
+    importance: None (the reference), or a weight >= 0 per element multiplying its distortion.
+    """
     qp, qp_density = _check_qp(qp, qp_density)
     lam = _check_lambda(lambda_scale)
     w32 = _as_float32(w)
     flat = w32.reshape(-1)
+    imp = _as_weights(importance, flat.shape[0])
     scan = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
     out = np.zeros(flat.shape[0], dtype=np.int32)
     decisions = np.empty(8 * flat.shape[0], dtype=np.uint8)
     if lam <= 0.0:
-        qp = _run_guarded(lambda q32: _quant.tcq_plain(flat, scan, out, q32, decisions), flat, qp,
+        qp = _run_guarded(lambda q32: _quant.tcq_plain(flat, scan, out, q32, decisions, imp), flat, qp,
                           qp_density)
         return out.reshape(w32.shape), qp
     # §8.3 with rate term: 8 estimator memories, one per trellis state
     nflags = _check_flags(cabac_unary_length_minus1)
     scratch = _rate_scratch(nflags, 8)
     qp = _run_guarded(lambda q32: _quant_rate.tcq_rate(flat, scan, out, q32, lam, nflags, decisions,
-                                                       scratch), flat, qp, qp_density)
+                                                       scratch, imp), flat, qp, qp_density)
     return out.reshape(w32.shape), qp
 
 
