@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from nnr.errors import EncoderConfigError
+from nnr.rd.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
 from nnr_core.incremental import IncrementalState
 from nnr_core.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
@@ -45,8 +46,11 @@ class EncoderConfig:
     # the reference's {"block_identifier": {name: id or None}, "parameter_type": {name: type}}
     # (nnr_core/encode_block.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
     block_id_and_param_type: Optional[dict] = None
-    # {name: per-parameter importance}: importance-weighted RD quantization (nnr/rd/weighted.py)
+    # {name: per-parameter importance}: importance-weighted RD quantization (nnr/rd/weighted.py),
+    # distortion weights (1 - importance_mix) + importance_mix * F^importance_power / mean
     importance: Optional[dict] = None
+    importance_mix: float = DEFAULT_MIX
+    importance_power: float = DEFAULT_POWER
 
     def validate(self):
         """Reject options the syntax cannot carry or the codec does not know."""
@@ -84,8 +88,9 @@ class EncoderConfig:
             check_option(self.block_id_and_param_type)
         if self.importance is not None:
             need(isinstance(self.importance, dict), "importance must be a dict {name: ndarray}")
-            need(not self.dq or not self.importance, "importance-weighted quantization needs dq=False")
             need(not self.codebook or not self.importance, "importance-weighted quantization needs codebook=False")
+        check_mix(self.importance_mix)
+        check_power(self.importance_power)
         if self.codebook and self.bitdepth is not None:
             pass  # the reference allows both: the codebook is built from the clipped levels
 
@@ -291,7 +296,8 @@ def encode(tensors, **options) -> bytes:
     "parameter_type": {name: "weight" | "weight.ls" | "bias" | "bn.beta" | "bn.gamma" | "bn.mean" |
     "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encode_block.py),
     importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
-    reference, needs dq=False; see nnr/rd/weighted.py).
+    reference, uniform or trellis (dq); importance_mix=0.9 and importance_power=1.0 shape the
+    distortion weights; see nnr/rd/weighted.py).
     """
     enc = Encoder(**options)
     enc._stateful = False

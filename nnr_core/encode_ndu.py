@@ -97,7 +97,8 @@ class NduEncoder:
             from nnr.rd.weighted import quantize_weighted
             levels, qp = quantize_weighted(w, cfg.importance[t.name], qp, cfg.qp_density, dq=cfg.dq,
                                            lambda_scale=cfg.lambda_scale, name=t.name, rows=rows, row_width=width,
-                                           scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
+                                           scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1,
+                                           mix=cfg.importance_mix, power=cfg.importance_power)
         elif cfg.dq:
             levels, qp = q.quantize_tcq(w, qp, cfg.qp_density, rows, width, scan, lambda_scale=cfg.lambda_scale,
                                         cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)

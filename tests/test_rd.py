@@ -1,4 +1,4 @@
-"""nnr.rd: QP sweeps, target-PSNR / target-bpp searches, importance-weighted quantization, plots, nnr_rd."""
+"""nnr.rd: QP sweeps, target-PSNR / target-bpp searches, plots, nnr_rd (weighted quantization: test_weighted.py)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import nnr
 from nnr.errors import EncoderConfigError
-from nnr.rd import search, weighted
+from nnr.rd import search
 from nnr.rd import sweep as sw
 
 
@@ -95,37 +95,6 @@ def test_target_bpp_meets_budget(model, per_tensor):
         if not per_tensor:      # the finest global QP that fits
             finer = len(nnr.encode(model, qp_per_tensor={n: q - 1 for n, q in qpt.items()}))
             assert 8 * finer / params > bpp
-
-
-@pytest.mark.parametrize("lam", [0.0, 1.0])
-def test_uniform_importance_gives_default_bytes(model, lam):
-    for scale in (1.0, 3.5):
-        imp = {n: np.full(v.shape, scale) for n, v in model.items() if v.ndim > 1}
-        assert nnr.encode(model, dq=False, lambda_scale=lam, importance=imp) == \
-            nnr.encode(model, dq=False, lambda_scale=lam)
-    assert nnr.encode(model, dq=False, importance=None) == nnr.encode(model, dq=False)
-
-
-def test_weighted_lowers_weighted_error_at_equal_size(model):
-    rng = np.random.default_rng(3)
-    imp = {n: rng.gamma(0.3, size=v.shape) for n, v in model.items() if v.ndim > 1}
-    base = nnr.encode(model, qp=-28, dq=False, lambda_scale=1.0)
-    base_err = weighted.weighted_sse(model, nnr.decode(base), imp)
-    fits = [(qp, data) for qp in range(-36, -27)
-            for data in [nnr.encode(model, qp=qp, dq=False, lambda_scale=1.0, importance=imp)]
-            if len(data) <= len(base)]
-    assert fits
-    qp, data = fits[0]          # the finest QP no larger than the baseline
-    assert weighted.weighted_sse(model, nnr.decode(data), imp) < base_err
-
-
-def test_importance_errors(model):
-    with pytest.raises(EncoderConfigError, match="dq=False"):
-        nnr.encode(model, importance={"fc.weight": np.ones(1440)})
-    with pytest.raises(EncoderConfigError, match="elements"):
-        nnr.encode(model, dq=False, importance={"fc.weight": np.ones(3)})
-    with pytest.raises(EncoderConfigError, match=">= 0"):
-        nnr.encode(model, dq=False, importance={"fc.weight": -np.ones(1440)})
 
 
 @pytest.mark.parametrize("spec, match", [("no_colon", "module:function"), ("nnr_no_such_module_x:f", "cannot import"),

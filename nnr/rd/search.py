@@ -21,6 +21,7 @@ import numpy as np
 
 from nnr.errors import EncoderConfigError
 from nnr.rd.sweep import _db, codable_tensors, tensor_fidelity, unit_sizes
+from nnr.rd.weighted import DEFAULT_MIX, DEFAULT_POWER
 
 
 def _qp_bounds(qp_density, qp_range):
@@ -39,7 +40,7 @@ def _weights(tensors, framework, only_weights):
 
 
 def reconstruct(w, qp, *, qp_density=2, dq=True, scan_order=0, lambda_scale=0.0, cabac_unary_length_minus1=10,
-                importance=None):
+                importance=None, importance_mix=DEFAULT_MIX, importance_power=DEFAULT_POWER):
     """What a decoder reconstructs for tensor w coded at QP `qp` with these options (without entropy
     coding): the encoder's quantizer, then Δ·i (§9.2). Returns (reconstruction float32, QP used)."""
     from nnr_core.quant import quantize as q
@@ -52,7 +53,8 @@ def reconstruct(w, qp, *, qp_density=2, dq=True, scan_order=0, lambda_scale=0.0,
         from nnr.rd.weighted import quantize_weighted
         levels, qp = quantize_weighted(w, importance, qp, qp_density, dq=dq, lambda_scale=lambda_scale,
                                        rows=rows, row_width=width, scan_order=scan,
-                                       cabac_unary_length_minus1=cabac_unary_length_minus1)
+                                       cabac_unary_length_minus1=cabac_unary_length_minus1,
+                                       mix=importance_mix, power=importance_power)
     elif dq:
         levels, qp = q.quantize_tcq(w, qp, qp_density, rows, width, scan, lambda_scale=lambda_scale,
                                     cabac_unary_length_minus1=cabac_unary_length_minus1)
@@ -87,7 +89,9 @@ def bisect_largest(ok, lo, hi):
 def _quant_opts(options):
     return dict(qp_density=options.get("qp_density", 2), dq=options.get("dq", True),
                 scan_order=options.get("scan_order", 0), lambda_scale=options.get("lambda_scale", 0.0),
-                cabac_unary_length_minus1=options.get("cabac_unary_length_minus1", 10))
+                cabac_unary_length_minus1=options.get("cabac_unary_length_minus1", 10),
+                importance_mix=options.get("importance_mix", DEFAULT_MIX),
+                importance_power=options.get("importance_power", DEFAULT_POWER))
 
 
 def search_target_psnr(tensors, target_psnr, *, qp_range=None, only_weights=True, verify=True, **options) -> dict:
