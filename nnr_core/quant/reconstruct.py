@@ -6,7 +6,6 @@ import numpy as np
 from nnr.errors import SyntaxValueError
 
 QP_DENSITY_MAX = 7
-_CHUNK = 1 << 16        # elements per step of the in-place reconstruction
 
 
 def step_size(qp: int, qp_density: int) -> float:
@@ -39,25 +38,16 @@ def reconstruct_uniform(levels: np.ndarray, qp: int, qp_density: int, inplace: b
     inplace: `levels` (int32, contiguous) is not needed afterwards; the values are written over
     it (one pass, no second tensor-sized allocation)."""
     delta32 = step_size_f32(qp, qp_density)
-    if levels.size:
-        # the largest magnitude gives the largest product (rounding is monotonic): checking the
-        # extremes avoids a full-size temporary
-        lo, hi = int(levels.min()), int(levels.max())
-        with np.errstate(over="ignore"):
-            extreme = np.float32(max(-lo, hi)) * delta32
-        if not np.isfinite(extreme):
+    if levels.dtype == np.int32 and levels.flags.c_contiguous:
+        from nnr_core.quant._reconstruct import reconstruct_int32
+        out = reconstruct_int32(levels, float(delta32), bool(inplace and levels.flags.writeable))
+        if out is None:
             raise SyntaxValueError("reconstructed value overflows float32", element="QP", value=qp)
-    if inplace and levels.dtype == np.int32 and levels.flags.c_contiguous and levels.flags.writeable:
-        out = levels.view(np.float32)
-        src, dst = levels.reshape(-1), out.reshape(-1)
-        for a in range(0, src.size, _CHUNK):
-            # numpy copies an overlapping source first: in chunks that copy stays small
-            seg = dst[a:a + _CHUNK]
-            np.copyto(seg, src[a:a + _CHUNK], casting="unsafe")
-            seg *= delta32
         return out
-    out = levels.astype(np.float32)
-    out *= delta32
+    with np.errstate(over="ignore"):
+        out = levels.astype(np.float32) * delta32
+    if not np.all(np.isfinite(out)):
+        raise SyntaxValueError("reconstructed value overflows float32", element="QP", value=qp)
     return out
 
 
