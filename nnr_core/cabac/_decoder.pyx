@@ -27,7 +27,7 @@ from nnr_core.cabac._engine cimport (
     cabac_bit_position, cabac_decode_bin, cabac_decode_bypass, cabac_decode_bypass_bits,
     cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
-    SIGNAL_MAX, signalled_contexts)
+    SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
 from nnr_core.cabac._wengine cimport (
     NNR_RLPS_R4, NNR_CURVE_SH, WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bin_nb, win_norm,
     win_bypass_bits, dctx_from,
@@ -106,37 +106,21 @@ cdef inline int64_t _decode_level(CabacEngine* e, CabacCtx* ctx, int s, int cls,
     """One level k.  sign_mode 0: sign coded, 1: inferred positive, 2: inferred negative.
     m_plus / m_minus: largest |k| per sign (INT64_MAX when unbounded)."""
     cdef int ci, sign, j, flag, i, t
-    cdef int64_t v, M, absb
-    # sig_flag: HDSP first, then TCA, then neighbour class.
-    if h:
-        ci = CTX_SIG_HDSP + s
-    elif b != 0:
-        ci = CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
-    else:
-        ci = CTX_SIG + 3 * s + cls
-    if not cabac_decode_bin(e, &ctx[ci]):
+    cdef int64_t v, M
+    if not cabac_decode_bin(e, &ctx[ctx_sig(s, cls, b, h)]):
         return 0
     # sign_flag
     if sign_mode == 0:
-        if b != 0:
-            ci = CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
-        else:
-            ci = CTX_SIGN + cls
-        sign = cabac_decode_bin(e, &ctx[ci])
+        sign = cabac_decode_bin(e, &ctx[ctx_sign(cls, b)])
     else:
         sign = sign_mode - 1
     M = m_minus if sign else m_plus
     v = 1
     if M > 1:
         # abs_level_greater_x[j]: one truncated-unary run of at most N flags.
-        absb = b if b >= 0 else -b
         j = 0
         while True:
-            if b != 0:
-                ci = CTX_GTX + 2 * N + 2 * j + (0 if absb >= j else 1)
-            else:
-                ci = CTX_GTX + 2 * j + sign
-            flag = cabac_decode_bin(e, &ctx[ci])
+            flag = cabac_decode_bin(e, &ctx[ctx_gtx(N, j, sign, b)])
             v += flag
             if not (flag and j < N - 1 and v < M):
                 break

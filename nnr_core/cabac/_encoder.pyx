@@ -29,7 +29,7 @@ from nnr_core.cabac._engine cimport (
     CabacCtx, NNR_RLPS_TABLE, NNR_CURVE, NNR_PARAM_SETS, NNR_DQ_NEXT, NNR_DQ_ADV0,
     nnr_renorm_shift, ctx_set, ctx_reset_all, ctx_init_all, ctx_update,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
-    SIGNAL_MAX, signalled_contexts)
+    SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
 from nnr_core.cabac._shadow cimport (
     NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_shadow_init, nnr_shadow_reset, shadow_emit, shadow_flush)
 
@@ -282,36 +282,21 @@ cdef inline void _enc_level(EncEngine* e, CabacCtx* ctx, int64_t k, int s, int c
     """One level k, writing exactly the bins the decoder's _decode_level reads.  sign_mode 0:
     sign coded, 1/2: inferred positive/negative; m_plus/m_minus: largest |k| per sign."""
     cdef int ci, sign, j, flag = 0, i, t, pbin
-    cdef int64_t v, M, a, absb
-    if h:
-        ci = CTX_SIG_HDSP + s
-    elif b != 0:
-        ci = CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
-    else:
-        ci = CTX_SIG + 3 * s + cls
-    enc_bin(e, &ctx[ci], 1 if k != 0 else 0)
+    cdef int64_t v, M, a
+    enc_bin(e, &ctx[ctx_sig(s, cls, b, h)], 1 if k != 0 else 0)
     if k == 0:
         return
     sign = 1 if k < 0 else 0
     a = -k if sign else k
     if sign_mode == 0:
-        if b != 0:
-            ci = CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
-        else:
-            ci = CTX_SIGN + cls
-        enc_bin(e, &ctx[ci], sign)
+        enc_bin(e, &ctx[ctx_sign(cls, b)], sign)
     M = m_minus if sign else m_plus
     v = 1
     if M > 1:
-        absb = b if b >= 0 else -b
         j = 0
         while True:
             flag = 1 if a > v else 0
-            if b != 0:
-                ci = CTX_GTX + 2 * N + 2 * j + (0 if absb >= j else 1)
-            else:
-                ci = CTX_GTX + 2 * j + sign
-            enc_bin(e, &ctx[ci], flag)
+            enc_bin(e, &ctx[ctx_gtx(N, j, sign, b)], flag)
             v += flag
             if not (flag and j < N - 1 and v < M):
                 break
@@ -338,30 +323,15 @@ cdef inline void _pseudo_level(Shadow* sh, int64_t i, int s, int cls, int64_t b,
     """Pseudo-code one position (§6.5).  REF-QUIRK: NNCodec binarizes the reconstruction index i,
     always unbounded (§5.1), without the bypass suffix."""
     cdef int ci, j, flag, t, x
-    cdef int64_t a, absb, rem
-    if h:
-        ci = CTX_SIG_HDSP + s
-    elif b != 0:
-        ci = CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
-    else:
-        ci = CTX_SIG + 3 * s + cls
-    shadow_emit(sh, ci, 1 if i != 0 else 0)
+    cdef int64_t a, rem
+    shadow_emit(sh, ctx_sig(s, cls, b, h), 1 if i != 0 else 0)
     if i == 0:
         return
-    if b != 0:
-        ci = CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
-    else:
-        ci = CTX_SIGN + cls
-    shadow_emit(sh, ci, 1 if i < 0 else 0)
+    shadow_emit(sh, ctx_sign(cls, b), 1 if i < 0 else 0)
     a = -i if i < 0 else i
-    absb = b if b >= 0 else -b
     for j in range(N):
         flag = 1 if a > j + 1 else 0
-        if b != 0:
-            ci = CTX_GTX + 2 * N + 2 * j + (0 if absb >= j else 1)
-        else:
-            ci = CTX_GTX + 2 * j + (1 if i < 0 else 0)
-        shadow_emit(sh, ci, flag)
+        shadow_emit(sh, ctx_gtx(N, j, 1 if i < 0 else 0, b), flag)
         if not flag:
             return
     # Exp-Golomb-0 prefix of a - (N + 1): t ones, then a zero.

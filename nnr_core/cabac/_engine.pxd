@@ -258,6 +258,33 @@ cdef enum:
     SIGNAL_MAX = 84 + 4 * 256   # longest signalling list (§6.4): variant 2 with TCA, HDSP, N = 256
 
 
+# Context selection of the level bins (§6.2), one definition for the decoder, the encoder and the
+# encoder's parameter-set pass.  s: DQ state, cls: neighbour class, b: TCA reference level
+# (0 without TCA), h: HDSP history flag.
+
+cdef inline int ctx_sig(int s, int cls, int64_t b, int h) noexcept nogil:
+    """sig_flag: HDSP first, then TCA, then the neighbour class."""
+    if h:
+        return CTX_SIG_HDSP + s
+    if b != 0:
+        return CTX_SIG_TCA + 2 * s + (1 if (b > 1 or b < -1) else 0)
+    return CTX_SIG + 3 * s + cls
+
+
+cdef inline int ctx_sign(int cls, int64_t b) noexcept nogil:
+    """sign_flag."""
+    if b != 0:
+        return CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
+    return CTX_SIGN + cls
+
+
+cdef inline int ctx_gtx(int N, int j, int sign, int64_t b) noexcept nogil:
+    """abs_level_greater_x[j]."""
+    if b != 0:
+        return CTX_GTX + 2 * N + 2 * j + (0 if (b if b >= 0 else -b) >= j else 1)
+    return CTX_GTX + 2 * j + sign
+
+
 cdef inline int _signal_add(int32_t* idx, uint8_t* coded, int n, int ctx, bint c) noexcept nogil:
     idx[n] = ctx
     coded[n] = c
