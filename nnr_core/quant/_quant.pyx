@@ -11,7 +11,8 @@ from libc.math cimport round
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
-                                       importance_ptr, trellis_branches)
+                                       importance_ptr, trellis_branches, trellis_traceback,
+                                       first_candidate, scaled_abs)
 
 import numpy as np
 
@@ -74,18 +75,6 @@ def uniform_plain(const float[::1] w, int32_t[::1] out, float qstep):
     return ok
 
 
-cdef inline int32_t _first_candidate(double org) noexcept nogil:
-    """q0 = max(1, trunc(t) - 1) (§8.3 step 2)."""
-    cdef int32_t q0 = <int32_t>org - 1
-    return q0 if q0 > 1 else 1
-
-
-cdef inline double _scaled_abs(float wv, double qscale) noexcept nogil:
-    """t = |w| * (1/Delta) in double, as NNCodec's qscale * value * sign."""
-    cdef double t = qscale * <double>wv
-    return -t if wv < 0 else t
-
-
 cdef inline void _best3(const double* J, const double* dist, int p0, int c0, int p1, int c1,
                         int p2, int c2, double* Jc, uint8_t* dec) noexcept nogil:
     """J[c] = the cheapest of three branches (p, class), strictly smaller wins (§8.3 step 4)."""
@@ -126,10 +115,8 @@ def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, flo
     cdef double dist[5]
     cdef double J[8]
     cdef double Jn[8]
-    cdef int32_t q0, q, p, cls, best, s, c, level, i
-    cdef uint8_t dec
+    cdef int32_t q0, q, s, c
     cdef bint ok = True
-    cdef float wv
     cdef double f = 1.0
     cdef const double* imp = importance_ptr(importance, w.shape[0])
     with nogil:
@@ -144,8 +131,8 @@ def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, flo
             for s in range(1, 8):
                 J[s] = 0.5 * DBL_MAX
             for k in range(n):
-                org = _scaled_abs(w[scan[k]], qscale)
-                q0 = _first_candidate(org)
+                org = scaled_abs(w[scan[k]], qscale)
+                q0 = first_candidate(org)
                 if imp != NULL:
                     f = imp[scan[k]]
                 dist[4] = (org * org) * f
@@ -163,27 +150,5 @@ def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, flo
                 _best3(J, dist, 1, 3, 1, 4, 5, 1, &Jn[7], &decisions[8 * k + 7])
                 for c in range(8):
                     J[c] = Jn[c]
-            best = 0
-            for s in range(1, 8):
-                if J[s] < J[best]:
-                    best = s
-            s = best
-            for k in range(n - 1, -1, -1):
-                dec = decisions[8 * k + s]
-                p = dec & 7
-                cls = dec >> 3
-                i = 0
-                if cls != 4:
-                    wv = w[scan[k]]
-                    org = _scaled_abs(wv, qscale)
-                    q0 = _first_candidate(org)
-                    # the candidate of class cls among q0 .. q0+3
-                    q = q0 + ((cls - q0) & 3)
-                    level = (q + 1) >> 1
-                    # i = 2k - sgn(k)(p & 1) (§8.2); level > 0 here, sign from w
-                    i = 2 * level - (p & 1)
-                    if wv < 0:
-                        i = -i
-                out[scan[k]] = i
-                s = p
+            trellis_traceback(J, &decisions[0], &w[0], &scan[0], &out[0], n, qscale)
     return ok

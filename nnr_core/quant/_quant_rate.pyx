@@ -29,7 +29,8 @@ from libc.string cimport memcpy, memset
 
 from nnr_core.cabac._engine cimport NNR_CURVE
 from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
-                                       importance_ptr, trellis_branches)
+                                       importance_ptr, trellis_branches, trellis_traceback,
+                                       first_candidate, scaled_abs)
 
 import numpy as np
 
@@ -264,16 +265,6 @@ def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, 
     return ok
 
 
-cdef inline int32_t _first_candidate(double org) noexcept nogil:
-    cdef int32_t q0 = <int32_t>org - 1
-    return q0 if q0 > 1 else 1
-
-
-cdef inline double _scaled_abs(float wv, double qscale) noexcept nogil:
-    cdef double t = qscale * <double>wv
-    return -t if wv < 0 else t
-
-
 def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
              double lambda_scale, int nflags, uint8_t[::1] decisions, int16_t[::1] scratch,
              const double[::1] importance=None):
@@ -312,8 +303,7 @@ def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, floa
     cdef RCtx* free_buf[8]
     cdef int free_hw[8]
     cdef int nfree, src_hw, top
-    cdef int32_t q0, q, p, cls, best, s, c, b, level, i, sgn, bp, bcl, cur, prv
-    cdef uint8_t dec
+    cdef int32_t q0, q, p, cls, s, c, b, level, i, sgn, bp, bcl, cur, prv
     cdef bint ok = True
     cdef RCtx* base
     cdef double f = 1.0
@@ -339,9 +329,9 @@ def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, floa
                 J[s] = 0.5 * DBL_MAX
             for k in range(n):
                 wv = w[scan[k]]
-                org = _scaled_abs(wv, qscale)
+                org = scaled_abs(wv, qscale)
                 sgn = -1 if wv < 0 else 1
-                q0 = _first_candidate(org)
+                q0 = first_candidate(org)
                 if imp != NULL:
                     f = imp[scan[k]]
                 dist[4] = (dscale * (org * org)) * f
@@ -426,25 +416,5 @@ def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, floa
                     buf[s] = nbuf[s]
                     hw[s] = nhw[s]
                     J[s] = Jn[s]
-            best = 0
-            for s in range(1, 8):
-                if J[s] < J[best]:
-                    best = s
-            s = best
-            for k in range(n - 1, -1, -1):
-                dec = decisions[8 * k + s]
-                p = dec & 7
-                cls = dec >> 3
-                i = 0
-                if cls != 4:
-                    wv = w[scan[k]]
-                    org = _scaled_abs(wv, qscale)
-                    q0 = _first_candidate(org)
-                    q = q0 + ((cls - q0) & 3)
-                    level = (q + 1) >> 1
-                    i = 2 * level - (p & 1)
-                    if wv < 0:
-                        i = -i
-                out[scan[k]] = i
-                s = p
+            trellis_traceback(J, &decisions[0], &w[0], &scan[0], &out[0], n, qscale)
     return ok

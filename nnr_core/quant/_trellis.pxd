@@ -1,5 +1,5 @@
 """Tables and helpers shared by the quantizers (NNC-CABAC-QUANT.md §8.1, §8.3, §9.3)."""
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from nnr_core.cabac._engine cimport NNR_DQ_NEXT
 
@@ -45,3 +45,46 @@ cdef inline const double* importance_ptr(const double[::1] importance, Py_ssize_
     if importance.shape[0] != n:
         raise ValueError(f"importance has {importance.shape[0]} elements, w {n}")
     return &importance[0]
+
+
+cdef inline int32_t first_candidate(double org) noexcept nogil:
+    """q0 = max(1, trunc(t) - 1) (§8.3 step 2)."""
+    cdef int32_t q0 = <int32_t>org - 1
+    return q0 if q0 > 1 else 1
+
+
+cdef inline double scaled_abs(float wv, double qscale) noexcept nogil:
+    """t = |w| * (1/Delta) in double, as NNCodec's qscale * value * sign."""
+    cdef double t = qscale * <double>wv
+    return -t if wv < 0 else t
+
+
+cdef inline void trellis_traceback(const double* J, const uint8_t* decisions, const float* w,
+                                   const int64_t* scan, int32_t* out, Py_ssize_t n,
+                                   double qscale) noexcept nogil:
+    """§8.3 step 5: from the cheapest final state (the first on ties) back along the decisions
+    (prev state | class << 3 per position and state), writing the indices i to out."""
+    cdef int32_t s = 0, p, cls, q0, q, level, i
+    cdef Py_ssize_t k
+    cdef uint8_t dec
+    cdef float wv
+    for p in range(1, 8):
+        if J[p] < J[s]:
+            s = p
+    for k in range(n - 1, -1, -1):
+        dec = decisions[8 * k + s]
+        p = dec & 7
+        cls = dec >> 3
+        i = 0
+        if cls != 4:
+            wv = w[scan[k]]
+            q0 = first_candidate(scaled_abs(wv, qscale))
+            # the candidate of class cls among q0 .. q0+3
+            q = q0 + ((cls - q0) & 3)
+            level = (q + 1) >> 1
+            # i = 2k - sgn(k)(p & 1) (§8.2); level > 0 here, sign from w
+            i = 2 * level - (p & 1)
+            if wv < 0:
+                i = -i
+        out[scan[k]] = i
+        s = p
