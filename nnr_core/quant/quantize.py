@@ -133,17 +133,22 @@ def _run_guarded(kernel, w32, qp, qp_density):
 # §9.3 uniform, §8.3 trellis
 
 
+def _checked_inputs(w, qp, qp_density, lambda_scale, importance):
+    """(qp, qp_density, λ, w as float32, its flat view, weights or None), all checked."""
+    qp, qp_density = _check_qp(qp, qp_density)
+    lam = _check_lambda(lambda_scale)
+    w32 = _as_float32(w)
+    flat = w32.reshape(-1)
+    return qp, qp_density, lam, w32, flat, _as_weights(importance, flat.shape[0])
+
+
 def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, row_width=None,
                      scan_order=0, cabac_unary_length_minus1=10, importance=None):
     """Uniform quantization (§9.3) -> (levels int32 in w's shape, QP after the overflow guard).
 
     importance: None (the reference), or a weight >= 0 per element multiplying its distortion.
     """
-    qp, qp_density = _check_qp(qp, qp_density)
-    lam = _check_lambda(lambda_scale)
-    w32 = _as_float32(w)
-    flat = w32.reshape(-1)
-    imp = _as_weights(importance, flat.shape[0])
+    qp, qp_density, lam, w32, flat, imp = _checked_inputs(w, qp, qp_density, lambda_scale, importance)
     levels = np.zeros(flat.shape[0], dtype=np.int32)
     if lam <= 0.0:
         # without rate term every element is independent: the scan (scan= (rows, row_width,
@@ -179,11 +184,7 @@ def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lam
 
     importance: None (the reference), or a weight >= 0 per element multiplying its distortion.
     """
-    qp, qp_density = _check_qp(qp, qp_density)
-    lam = _check_lambda(lambda_scale)
-    w32 = _as_float32(w)
-    flat = w32.reshape(-1)
-    imp = _as_weights(importance, flat.shape[0])
+    qp, qp_density, lam, w32, flat, imp = _checked_inputs(w, qp, qp_density, lambda_scale, importance)
     scan = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
     out = np.zeros(flat.shape[0], dtype=np.int32)
     decisions = np.empty(8 * flat.shape[0], dtype=np.uint8)
