@@ -592,70 +592,52 @@ def _header_byte(unit_kind, byte_in_unit, fn):
 
 
 
+def _element_bit(data, suffix):
+    """Bit position of the first syntax element of `data` whose trace path ends with `suffix`."""
+    from nnr_core.bitstream.trace import Trace
+    from nnr_core.syntax.units import parse_units
+    tr = Trace()
+    parse_units(data, trace=tr)
+    return next(r.bit_pos for r in tr if r.path.endswith(suffix))
+
+
+def _patch_bits(data, pos, bits, op):
+    """`data` with op ("set", "clear" or "flip") applied to the bits at pos .. pos+len-1 where
+    `bits` (a string of 0/1, first bit first) has a 1."""
+    b = bytearray(data)
+    for i, bit in enumerate(bits):
+        if bit == "1":
+            mask = 0x80 >> ((pos + i) % 8)
+            byte = (pos + i) // 8
+            b[byte] = b[byte] | mask if op == "set" else b[byte] & ~mask & 0xFF if op == "clear" else b[byte] ^ mask
+    return bytes(b)
+
+
 def _scan_order(data, value):
     units = units_of(data)
     find(units, NNR_NDU)[1]["scan_order"] = 0
     out = assemble(units)
     # scan_order u(4) is written as 0: find it through the trace and patch the bits
-    from nnr_core.bitstream.trace import Trace
-    from nnr_core.syntax.units import parse_units
-    tr = Trace()
-    parse_units(out, trace=tr)
-    pos = [r.bit_pos for r in tr if r.path.endswith(".scan_order")][0]
-    b = bytearray(out)
-    for i in range(4):
-        if (value >> (3 - i)) & 1:
-            b[(pos + i) // 8] |= 0x80 >> ((pos + i) % 8)
-    return bytes(b)
+    return _patch_bits(out, _element_bit(out, ".scan_order"), format(value, "04b"), "set")
 
 
 def _parent_type3(data):
-    from nnr_core.bitstream.trace import Trace
-    from nnr_core.syntax.units import SyntaxState, parse_units
-    tr = Trace()
-    parse_units(data, trace=tr)
-    pos = [r.bit_pos for r in tr if r.path.endswith(".parent_node_id_type")][0]
-    b = bytearray(data)
-    for i in range(2):
-        b[(pos + i) // 8] |= 0x80 >> ((pos + i) % 8)
-    return bytes(b)
+    return _patch_bits(data, _element_bit(data, ".parent_node_id_type"), "11", "set")
 
 
 def _dims(data, dims):
-    from nnr_core.bitstream.trace import Trace
-    from nnr_core.syntax.units import parse_units
-    units = units_of(data)
-    tr = Trace()
-    parse_units(data, trace=tr)
-    # rewrite with a 1, then patch the ue(7) code of the first dimension to 0 (same length, k=7: '0' + 7 bits)
-    pos = [r.bit_pos for r in tr if r.path.endswith("tensor_dimensions[0]")][0]
-    b = bytearray(data)
-    for i in range(8):
-        b[(pos + i) // 8] &= ~(0x80 >> ((pos + i) % 8)) & 0xFF
-    return bytes(b)
+    # patch the ue(7) code of the first dimension to 0 (same length, k=7: '0' + 7 bits)
+    return _patch_bits(data, _element_bit(data, "tensor_dimensions[0]"), "1" * 8, "clear")
 
 
 def _cb(data, size=None, centre=None):
-    from nnr_core.bitstream.trace import Trace
-    from nnr_core.syntax.units import parse_units
-    tr = Trace()
-    parse_units(data, trace=tr)
-    b = bytearray(data)
     if size == 0:
         # codebook_size ue(2): replace the code with '000' (= 0), keeping the rest by re-coding is
         # impossible; the unit is cut right after it instead (the check fires before anything else)
-        pos = [r.bit_pos for r in tr if r.path.endswith("codebook.codebook_size")][0]
-        for i in range(3):
-            b[(pos + i) // 8] &= ~(0x80 >> ((pos + i) % 8)) & 0xFF
-        return bytes(b)
-    units = units_of(data)
-    cb = find(units, NNR_NDU)[1]["codebook"]
-    # a centre offset far outside the codebook: write it through a patched copy of the syntax
-    pos = [r.bit_pos for r in tr if r.path.endswith("codebook.codebook_centre_offset")][0]
-    # ie(2) of +40: ue(2) code of 79 -> '0000' '1' + 2+4 bits; simplest: set the leading bits to 1s
-    for i in range(6):
-        b[(pos + i) // 8] ^= 0x80 >> ((pos + i) % 8)
-    return bytes(b)
+        return _patch_bits(data, _element_bit(data, "codebook.codebook_size"), "111", "clear")
+    # a centre offset far outside the codebook: ie(2) of +40 is ue(2) code of 79 -> '0000' '1' +
+    # 2+4 bits; simplest: flip the leading bits
+    return _patch_bits(data, _element_bit(data, "codebook.codebook_centre_offset"), "1" * 6, "flip")
 
 
 def _swap_to_front(data, kind):
