@@ -23,6 +23,7 @@ import pickle
 import numpy as np
 
 from nnr.errors import NNRError, UnsupportedFeatureError
+from nnr.optional import import_optional
 
 FORMAT = "nnc-incremental-1"
 RAW_SUFFIX = ".nnr-raw"
@@ -35,11 +36,7 @@ class CoderStateError(NNRError):
 
 def require_flwr():
     """Import flwr.app, or raise UnsupportedFeatureError with the install hint."""
-    try:
-        import flwr.app as app
-    except ImportError as e:
-        raise UnsupportedFeatureError(f"{INSTALL_HINT} ({e})") from e
-    return app
+    return import_optional("flwr.app", INSTALL_HINT)
 
 
 def is_float(a) -> bool:

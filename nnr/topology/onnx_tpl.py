@@ -14,7 +14,8 @@ Decoding restores every tensor with its original dims and data_type.
 `onnx` is an optional dependency (pip install "nnr[onnx]"), imported on first use."""
 import numpy as np
 
-from nnr.errors import ConstraintViolationError, EncoderConfigError, SyntaxValueError, UnsupportedFeatureError
+from nnr.errors import ConstraintViolationError, EncoderConfigError, SyntaxValueError
+from nnr.optional import import_optional
 from nnr.topology.carriage import NNR_TPL_ONNX, read_tpl, replace_tpl
 
 INSTALL_HINT = 'ONNX support needs the optional package onnx: pip install "nnr[onnx]" (onnx, onnxruntime)'
@@ -24,12 +25,8 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def _onnx():
-    try:
-        import onnx
-        from onnx import numpy_helper  # noqa: F401  (a submodule: make sure it loads)
-    except ImportError as exc:
-        raise UnsupportedFeatureError(f"{INSTALL_HINT} ({exc})") from None
-    return onnx
+    import_optional("onnx.numpy_helper", INSTALL_HINT)     # a submodule: make sure it loads
+    return import_optional("onnx", INSTALL_HINT)
 
 
 def _carried(arr, lossless):

@@ -21,6 +21,7 @@ import io
 import numpy as np
 
 from nnr.errors import ConstraintViolationError, EncoderConfigError, SyntaxValueError, UnsupportedFeatureError
+from nnr.optional import import_optional
 from nnr.topology.carriage import NNR_TPL_PYT, read_tpl, replace_tpl
 
 INSTALL_HINT = "PyTorch module support needs torch: pip install torch==2.13.0 (the CPU build is enough)"
@@ -28,11 +29,7 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:
-        raise UnsupportedFeatureError(f"{INSTALL_HINT} ({exc})") from None
-    return torch
+    return import_optional("torch", INSTALL_HINT)
 
 
 def _named_tensors(module):
