@@ -148,7 +148,8 @@ def make_client_app(cfg, compress):
         state = msg.content["arrays"].to_torch_state_dict()
         new = train_local(state, x, y, cfg, int(msg.content["config"]["server-round"]), partition)
         return Message(RecordDict({"arrays": ArrayRecord({k: v.detach().clone() for k, v in new.items()}),
-                                   "metrics": MetricRecord({"num-examples": len(y)})}), reply_to=msg)
+                                   "metrics": MetricRecord({"num-examples": len(y), "partition-id": partition})}),
+                       reply_to=msg)
 
     return app
 
@@ -163,8 +164,16 @@ def make_server_app(cfg, compress, out):
 
     @app.main()
     def main(grid, context):
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.clients,
-                          min_available_nodes=cfg.clients)
+        class PartitionOrderFedAvg(FedAvg):
+            """FedAvg over the replies in partition order: the float32 sums, and so both runs, do not
+            depend on the order in which the simulated clients happen to finish."""
+
+            def aggregate_train(self, server_round, replies):
+                replies = sorted(replies, key=lambda m: int(m.content["metrics"]["partition-id"]))
+                return super().aggregate_train(server_round, replies)
+
+        strategy = PartitionOrderFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.clients,
+                                        min_available_nodes=cfg.clients)
         if compress:
             from nnr.flower import NNCStrategy
             strategy = NNCStrategy(strategy, qp=cfg.down_qp)
