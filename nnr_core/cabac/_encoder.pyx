@@ -31,7 +31,7 @@ from nnr_core.cabac._engine cimport (
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
 from nnr_core.cabac._shadow cimport (
-    NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_shadow_init, nnr_shadow_reset, shadow_emit, shadow_flush)
+    NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_floor_log2, nnr_shadow_init, nnr_shadow_reset, shadow_emit, shadow_flush)
 
 from nnr_core.cabac._contexts cimport ContextMemory
 cnp.import_array()
@@ -246,20 +246,21 @@ cdef inline void shadow_reset_all(Shadow* sh) noexcept nogil:
         nnr_shadow_reset(&sh.m[x], &NNR_PARAM_SETS[0][0])
 
 
-cdef Shadow* shadow_new(int nctx, int N) noexcept nogil:
+cdef Shadow* shadow_new(int nctx) noexcept nogil:
     """The pseudo pass's scratch with every estimator at its initial state; NULL if out of memory."""
     cdef Shadow* sh = <Shadow*>calloc(1, sizeof(Shadow))
+    cdef int c
     if sh == NULL:
         return NULL
     sh.nctx = nctx
-    sh.cap = SHADOW_CHUNK + N + 64       # a flush happens before a position could overflow it
     sh.m = <NnrShadowCtx*>calloc(nctx, sizeof(NnrShadowCtx))
-    sh.buf = <uint16_t*>malloc(sh.cap * sizeof(uint16_t))
-    sh.bins = <uint8_t*>malloc(sh.cap)
-    sh.pos = <int32_t*>malloc((nctx + 1) * sizeof(int32_t))
-    if sh.m == NULL or sh.buf == NULL or sh.bins == NULL or sh.pos == NULL:
+    sh.bins = <uint8_t*>malloc(<size_t>nctx * SHADOW_CHUNK)
+    sh.wp = <uint8_t**>malloc(nctx * sizeof(uint8_t*))
+    if sh.m == NULL or sh.bins == NULL or sh.wp == NULL:
         shadow_free(sh)
         return NULL
+    for c in range(nctx):
+        sh.wp[c] = sh.bins + <Py_ssize_t>c * SHADOW_CHUNK
     shadow_reset_all(sh)
     return sh
 
@@ -267,9 +268,8 @@ cdef Shadow* shadow_new(int nctx, int N) noexcept nogil:
 cdef void shadow_free(Shadow* sh) noexcept nogil:
     if sh != NULL:
         free(sh.m)
-        free(sh.buf)
         free(sh.bins)
-        free(sh.pos)
+        free(sh.wp)
         free(sh)
 
 
@@ -322,28 +322,28 @@ cdef inline void _pseudo_level(Shadow* sh, int64_t i, int s, int cls, int64_t b,
                                int N) noexcept nogil:
     """Pseudo-code one position (§6.5).  REF-QUIRK: NNCodec binarizes the reconstruction index i,
     always unbounded (§5.1), without the bypass suffix."""
-    cdef int ci, j, flag, t, x
-    cdef int64_t a, rem
+    cdef int ci, j, t, x, neg
+    cdef int64_t a
     shadow_emit(sh, ctx_sig(s, cls, b, h), 1 if i != 0 else 0)
     if i == 0:
+        sh.n += 1
         return
-    shadow_emit(sh, ctx_sign(cls, b), 1 if i < 0 else 0)
-    a = -i if i < 0 else i
+    neg = 1 if i < 0 else 0
+    shadow_emit(sh, ctx_sign(cls, b), neg)
+    a = -i if neg else i
     for j in range(N):
-        flag = 1 if a > j + 1 else 0
-        shadow_emit(sh, ctx_gtx(N, j, 1 if i < 0 else 0, b), flag)
-        if not flag:
+        if a <= j + 1:
+            shadow_emit(sh, ctx_gtx(N, j, neg, b), 0)
+            sh.n += 3 + j
             return
-    # Exp-Golomb-0 prefix of a - (N + 1): t ones, then a zero.
-    rem = a - (N + 1) + 1
-    t = 0
-    while rem > 1:
-        rem >>= 1
-        t += 1
+        shadow_emit(sh, ctx_gtx(N, j, neg, b), 1)
+    # Exp-Golomb-0 prefix of a - (N + 1): t = floor(log2(a - N)) ones, then a zero.
+    t = nnr_floor_log2(<uint64_t>(a - N))
     ci = CTX_GTX + 4 * N
     for x in range(t):
         shadow_emit(sh, ci + x, 1)
     shadow_emit(sh, ci + t, 0)
+    sh.n += 3 + N + t
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +460,7 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
                     if hist != NULL:
                         h = hist[base + c]
                     if pseudo:
-                        if sh.n + N + 40 > sh.cap:      # room for one position's bins
+                        if sh.n + N + 40 > SHADOW_CHUNK:    # room for one position's bins
                             shadow_flush(sh)
                         _pseudo_level(sh, i, s, cls, b, h, N)
                     elif not j.no_bins:
@@ -681,7 +681,7 @@ cdef class CabacEncoder(ContextMemory):
         if enc_reserve(&self.eng, (p.rows * p.W) // 2 + p.rows // 8 + 64) != 0:
             raise MemoryError("cannot allocate the payload buffer")
         if job.param_opt:
-            sh = shadow_new(90 + 4 * job.N, job.N)
+            sh = shadow_new(90 + 4 * job.N)
             if sh == NULL:
                 raise MemoryError()
         try:
