@@ -440,3 +440,49 @@ def test_parameter_sets_over_many_chunks_agree_with_twin(dq, scan_order, tca):
     assert np.array_equal(cy.contexts(), tw.contexts())
     assert sum(1 for row in cy.contexts() if row[4] != 0) > 0    # some context left set 0
     assert cy.finish() == tw.finish()
+
+
+@pytest.mark.parametrize("kind", ["large", "sparse"])
+def test_parameter_sets_with_saturated_contexts_agree_with_twin(kind):
+    """Contexts whose bins are almost all 1 (large levels: greater-than and remainder prefix
+    flags) or all 0 (sparse levels: sig flags) drive their estimators into saturation, where the
+    kernel charges whole blocks of equal bins at once; the chosen sets and bytes are the twin's."""
+    rng = np.random.default_rng(7 if kind == "large" else 8)
+    rows, width = 40, 250
+    n = rows * width
+    coding = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=False, qp_density=2,
+                          dq_flag=1, cabac_unary_length_minus1=9, scan_order=0,
+                          general_profile_idc=1, parent_node_id_present_flag=0, tca_reference=None,
+                          hdsp_history=None, codebook_size=0, cb_zero_offset=0)
+    if kind == "large":
+        levels = np.round(rng.laplace(0, 3000.0, n)).astype(np.int32)
+    else:
+        levels = np.where(rng.random(n) < 0.002, rng.integers(-9, 10, n), 0).astype(np.int32)
+    t = TensorEncoding(coding, levels, qp_offset=None, row_skip_enabled_flag=0,
+                       hist_dep_sig_prob_enabled_flag=0, param_opt=True)
+    cy = _encoder.CabacEncoder()
+    tw = pytwin_enc.CabacEncoder()
+    cy.encode_tensor(t)
+    tw.encode_tensor(t)
+    assert np.array_equal(cy.contexts(), tw.contexts())
+    assert cy.finish() == tw.finish()
+
+
+def _bins_with_runs(rng, n, majority, flip_rate):
+    bins = np.full(n, majority, dtype=np.uint8)
+    bins[rng.random(n) < flip_rate] = 1 - majority
+    return bins
+
+
+@pytest.mark.parametrize("majority,flip_rate,n", [(1, 0.0, 5000), (1, 0.003, 20000), (0, 0.002, 20000),
+                                                  (1, 0.05, 3000), (0, 0.5, 3000), (1, 0.0, 127),
+                                                  (0, 0.0, 129), (1, 0.01, 1)])
+def test_shadow_kernel_costs_match_twin(majority, flip_rate, n):
+    """The nine estimators' exact costs and final states over one context's bins, on sequences
+    that saturate them (long runs, charged block by block) and on mixed ones, equal the twin's."""
+    rng = np.random.default_rng(int(flip_rate * 1000) + n + majority)
+    bins = _bins_with_runs(rng, n, majority, flip_rate)
+    tw = pytwin_enc.Shadow()
+    for b in bins:
+        tw.code(int(b))
+    assert _encoder.shadow_costs(bins) == (tw.cost, tw.S0, tw.S1)

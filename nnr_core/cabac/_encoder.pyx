@@ -31,7 +31,7 @@ from nnr_core.cabac._engine cimport (
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
 from nnr_core.cabac._shadow cimport (
-    NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_floor_log2, nnr_shadow_init, nnr_shadow_reset, shadow_emit, shadow_flush)
+    NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_floor_log2, nnr_shadow_init, nnr_shadow_reset, nnr_shadow_run, shadow_emit, shadow_flush)
 
 from nnr_core.cabac._contexts cimport ContextMemory
 cnp.import_array()
@@ -271,6 +271,18 @@ cdef void shadow_free(Shadow* sh) noexcept nogil:
         free(sh.bins)
         free(sh.wp)
         free(sh)
+
+
+def shadow_costs(const uint8_t[::1] bins):
+    """One context's bins through the nine estimators from their initial states (for tests):
+    the accumulated costs and the final S0, S1 of every set."""
+    cdef NnrShadowCtx m
+    memset(&m, 0, sizeof(m))
+    nnr_shadow_reset(&m, &NNR_PARAM_SETS[0][0])
+    if bins.shape[0] > 0:
+        nnr_shadow_run(&m, &bins[0], bins.shape[0])
+    return [m.cost[k] for k in range(NUM_SETS)], [m.S0[k] for k in range(NUM_SETS)], \
+        [m.S1[k] for k in range(NUM_SETS)]
 
 
 # ---------------------------------------------------------------------------------------------
