@@ -486,3 +486,27 @@ def test_shadow_kernel_costs_match_twin(majority, flip_rate, n):
     for b in bins:
         tw.code(int(b))
     assert _encoder.shadow_costs(bins) == (tw.cost, tw.S0, tw.S1)
+
+
+@pytest.mark.parametrize("dq,unary_minus1", [(0, 0), (1, 9), (1, 30)])
+def test_parameter_sets_with_extreme_levels_agree_with_twin(dq, unary_minus1):
+    """The flush derives the greater-than and remainder flags from the listed |i| (up to
+    2^31 - 2, remainder prefixes of 30 bins), for one flag and for many; the twin agrees."""
+    rng = np.random.default_rng(11 + dq + unary_minus1)
+    rows, width = 30, 97
+    n = rows * width
+    coding = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=False, qp_density=2,
+                          dq_flag=dq, cabac_unary_length_minus1=unary_minus1, scan_order=0,
+                          general_profile_idc=1, parent_node_id_present_flag=0, tca_reference=None,
+                          hdsp_history=None, codebook_size=0, cb_zero_offset=0)
+    big = 2 ** 31 - 2
+    levels = rng.choice(np.array([0, 1, -1, 2, -3, 7, -40, 1000, -65537, big, -big], dtype=np.int64),
+                        n).astype(np.int32)
+    t = TensorEncoding(coding, levels, qp_offset=None, row_skip_enabled_flag=0,
+                       hist_dep_sig_prob_enabled_flag=0, param_opt=True)
+    cy = _encoder.CabacEncoder()
+    tw = pytwin_enc.CabacEncoder()
+    cy.encode_tensor(t)
+    tw.encode_tensor(t)
+    assert np.array_equal(cy.contexts(), tw.contexts())
+    assert cy.finish() == tw.finish()

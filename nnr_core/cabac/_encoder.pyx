@@ -246,17 +246,25 @@ cdef inline void shadow_reset_all(Shadow* sh) noexcept nogil:
         nnr_shadow_reset(&sh.m[x], &NNR_PARAM_SETS[0][0])
 
 
-cdef Shadow* shadow_new(int nctx) noexcept nogil:
+cdef Shadow* shadow_new(int nctx, int N) noexcept nogil:
     """The pseudo pass's scratch with every estimator at its initial state; NULL if out of memory."""
     cdef Shadow* sh = <Shadow*>calloc(1, sizeof(Shadow))
     cdef int c
     if sh == NULL:
         return NULL
     sh.nctx = nctx
+    sh.N = N
+    sh.ctx_gtx = CTX_GTX
+    sh.ctx_rem = CTX_GTX + 4 * N
     sh.m = <NnrShadowCtx*>calloc(nctx, sizeof(NnrShadowCtx))
     sh.bins = <uint8_t*>malloc(<size_t>nctx * SHADOW_CHUNK)
     sh.wp = <uint8_t**>malloc(nctx * sizeof(uint8_t*))
-    if sh.m == NULL or sh.bins == NULL or sh.wp == NULL:
+    sh.mag = <int64_t*>malloc(SHADOW_CHUNK * sizeof(int64_t))
+    sh.mag2 = <int64_t*>malloc(SHADOW_CHUNK * sizeof(int64_t))
+    sh.neg_bins = <uint8_t*>malloc(SHADOW_CHUNK)
+    sh.pos_bins = <uint8_t*>malloc(SHADOW_CHUNK)
+    if (sh.m == NULL or sh.bins == NULL or sh.wp == NULL or sh.mag == NULL or sh.mag2 == NULL
+            or sh.neg_bins == NULL or sh.pos_bins == NULL):
         shadow_free(sh)
         return NULL
     for c in range(nctx):
@@ -270,6 +278,10 @@ cdef void shadow_free(Shadow* sh) noexcept nogil:
         free(sh.m)
         free(sh.bins)
         free(sh.wp)
+        free(sh.mag)
+        free(sh.mag2)
+        free(sh.neg_bins)
+        free(sh.pos_bins)
         free(sh)
 
 
@@ -358,6 +370,19 @@ cdef inline void _pseudo_level(Shadow* sh, int64_t i, int s, int cls, int64_t b,
     sh.n += 3 + N + t
 
 
+cdef inline void _pseudo_level_listed(Shadow* sh, int64_t i, int s, int cls) noexcept nogil:
+    """_pseudo_level without TCA and HDSP: the sig and sign bins go to their buckets, |i| to the
+    list whose flags the flush derives (shadow_flags)."""
+    shadow_emit(sh, CTX_SIG + 3 * s + cls, 1 if i != 0 else 0)
+    if i == 0:
+        sh.n += 1
+        return
+    shadow_emit(sh, CTX_SIGN + cls, 1 if i < 0 else 0)
+    sh.mag[sh.nmag] = -2 * i + 1 if i < 0 else 2 * i
+    sh.nmag += 1
+    sh.n += 2
+
+
 # ---------------------------------------------------------------------------------------------
 # The per-tensor procedure (§12 procedure B, mirrored).
 
@@ -406,6 +431,7 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
     cdef const int32_t* ref = j.tca
     cdef const uint8_t* hist = j.hist
     cdef int rowskip = j.rowskip_flag
+    cdef bint listed = ref == NULL and hist == NULL     # the pseudo pass's flags as lists
 
     if j.cbsize > 0:
         m_plus = j.cbsize - 1 - j.cbzero
@@ -474,7 +500,10 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
                     if pseudo:
                         if sh.n + N + 40 > SHADOW_CHUNK:    # room for one position's bins
                             shadow_flush(sh)
-                        _pseudo_level(sh, i, s, cls, b, h, N)
+                        if listed:
+                            _pseudo_level_listed(sh, i, s, cls)
+                        else:
+                            _pseudo_level(sh, i, s, cls, b, h, N)
                     elif not j.no_bins:
                         _enc_level(&e, ctx, k, s, cls, b, h, N, sign_mode, m_plus, m_minus)
                     if pseudo:          # REF-QUIRK: the pseudo pass's neighbour is i (§6.5)
@@ -693,7 +722,7 @@ cdef class CabacEncoder(ContextMemory):
         if enc_reserve(&self.eng, (p.rows * p.W) // 2 + p.rows // 8 + 64) != 0:
             raise MemoryError("cannot allocate the payload buffer")
         if job.param_opt:
-            sh = shadow_new(90 + 4 * job.N)
+            sh = shadow_new(90 + 4 * job.N, job.N)
             if sh == NULL:
                 raise MemoryError()
         try:
