@@ -475,11 +475,13 @@ def _bins_with_runs(rng, n, majority, flip_rate):
 
 
 @pytest.mark.parametrize("majority,flip_rate,n", [(1, 0.0, 5000), (1, 0.003, 20000), (0, 0.002, 20000),
-                                                  (1, 0.05, 3000), (0, 0.5, 3000), (1, 0.0, 127),
-                                                  (0, 0.0, 129), (1, 0.01, 1)])
+                                                  (1, 0.05, 3000), (1, 0.09, 9000), (1, 0.14, 9000),
+                                                  (0, 0.5, 3000), (1, 0.0, 127), (0, 0.0, 129),
+                                                  (1, 0.01, 1)])
 def test_shadow_kernel_costs_match_twin(majority, flip_rate, n):
-    """The nine estimators' exact costs and final states over one context's bins, on sequences
-    that saturate them (long runs, charged block by block) and on mixed ones, equal the twin's."""
+    """The nine estimators' exact costs and final states over one context's bins equal the twin's:
+    on sequences that saturate them (long runs, charged block by block or in closed form), on
+    mostly-1 ones (runs of 1 in closed form) and on mixed ones."""
     rng = np.random.default_rng(int(flip_rate * 1000) + n + majority)
     bins = _bins_with_runs(rng, n, majority, flip_rate)
     tw = pytwin_enc.Shadow()

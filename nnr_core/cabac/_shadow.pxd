@@ -36,6 +36,15 @@ cdef extern from *:
     } NnrShadowHalf;
     static NnrShadowHalf NNR_SH[2];
 
+    /* Runs of 1-bins from states S0, S1 >= 0: every step adds 64 >> shift until S0 >= 120 or
+       S1 >= 1920 stops it (§4.4: curve[16..30] = 64, curve[31] = 0), so S = S1 + 16 S0 moves by a
+       constant D between those points.  NNR_SH_LIN[d][S] = the bin-1 estimates of S, S + D,
+       S + 2D, ... below 4096 (D = NNR_SH_SLOPE[d]): a stretch of a run costs two lookups. */
+    enum { NNR_SH_D1, NNR_SH_D2, NNR_SH_D4, NNR_SH_D16, NNR_SH_D17, NNR_SH_D32, NNR_SH_D36,
+           NNR_SH_D64, NNR_SH_D66, NNR_SH_NSLOPES };
+    static const int NNR_SH_SLOPE[NNR_SH_NSLOPES] = {1, 2, 4, 16, 17, 32, 36, 64, 66};
+    static uint32_t NNR_SH_LIN[NNR_SH_NSLOPES][4096];
+
     /* One §4.4 step of an estimator with `shift` and index divisor 2^div; a state outside the
        curve's domain (unreachable) stays put. */
     static int nnr_sh_next(const int16_t* curve, int s, int bin, int shift, int div) {
@@ -69,6 +78,13 @@ cdef extern from *:
             for (s = 0; s < 1024; s++)
                 NNR_SH[b].cost[s] = bitcost[2 * s + b];
         }
+        for (k = 16; k < 31; k++)
+            if (curve[k] != 64) return -1;
+        if (curve[31] != 0) return -1;
+        for (k = 0; k < NNR_SH_NSLOPES; k++)
+            for (s = 4095; s >= 0; s--)
+                NNR_SH_LIN[k][s] = (uint32_t)NNR_SH[1].cost[512 + (s >> 3)]
+                                   + (s + NNR_SH_SLOPE[k] < 4096 ? NNR_SH_LIN[k][s + NNR_SH_SLOPE[k]] : 0);
         return 0;
     }
 
@@ -163,6 +179,106 @@ cdef extern from *:
         NNR_SH_STORE_ALL;
     }
 
+    /* A run of r 1-bins from S0, S1 >= 0 through one set with steps d0 = 64 >> sh0, d1 = 64 >> sh1
+       (d0 = 0: S0 never moves); the slopes' tables: both moving, S1 only, S0 only.  Returns the
+       estimates' sum and leaves the states at the run's end. */
+    static inline uint64_t nnr_sh_lin(intptr_t* s0p, intptr_t* s1p, intptr_t r, intptr_t d0,
+                                      intptr_t d1, int both, int only1, int only0) {
+        intptr_t s0 = *s0p, s1 = *s1p, J0, J1, a, S;
+        uint64_t c;
+        /* steps each estimator still moves (no branches: the stretches come out of min/max) */
+        J0 = (d0 == 0 || s0 >= 120) ? 0 : (120 - s0 + d0 - 1) / d0;
+        J1 = s1 >= 1920 ? 0 : (1920 - s1 + d1 - 1) / d1;
+        J0 = J0 < r ? J0 : r;
+        J1 = J1 < r ? J1 : r;
+        a = J0 < J1 ? J0 : J1;
+        S = s1 + 16 * s0;
+        c = NNR_SH_LIN[both][S] - NNR_SH_LIN[both][S + a * (d1 + 16 * d0)];
+        S += a * (d1 + 16 * d0);
+        c += NNR_SH_LIN[only1][S] - NNR_SH_LIN[only1][S + (J1 - a) * d1];        /* S0 stopped */
+        S += (J1 - a) * d1;
+        c += NNR_SH_LIN[only0][S] - NNR_SH_LIN[only0][S + (J0 - a) * 16 * d0];   /* S1 stopped */
+        S += (J0 - a) * 16 * d0;
+        c += (uint64_t)(r - (J0 > J1 ? J0 : J1)) * NNR_SH[1].cost[512 + (S >> 3)];
+        *s0p = s0 + J0 * d0;
+        *s1p = s1 + J1 * d1;
+        return c;
+    }
+    #define NNR_SH_LINRUN(k, A, B, both, only1, only0) do {                                 \
+            intptr_t s0 = (intptr_t)(o0_##k >> 1) - 128, s1 = (intptr_t)o1_##k - 2048;      \
+            c##k += nnr_sh_lin(&s0, &s1, r, 64 >> (A), 64 >> (B), both, only1, only0);     \
+            o0_##k = 2 * (s0 + 128);                                                        \
+            o1_##k = s1 + 2048;                                                             \
+        } while (0)
+
+    /* Consecutive 1-bins at p (at most n). */
+    static inline Py_ssize_t nnr_ones_run(const uint8_t* p, Py_ssize_t n) {
+        Py_ssize_t r = 0;
+        uint64_t w;
+        while (r + 8 <= n) {
+            memcpy(&w, p + r, 8);
+            w ^= 0x0101010101010101ull;
+            if (w) return r + (__builtin_ctzll(w) >> 3);
+            r += 8;
+        }
+        while (r < n && p[r]) r++;
+        return r;
+    }
+    enum { NNR_SH_MINRUN = 4 };
+    /* every estimator at S0, S1 >= 0 (o0 >= 256, o1 >= 2048): an OR of the signed margins */
+    #define NNR_SH_NONNEG (((intptr_t)(o0_0 - 256) | (intptr_t)(o0_1 - 256) | (intptr_t)(o0_2 - 256)    \
+            | (intptr_t)(o0_3 - 256) | (intptr_t)(o0_4 - 256) | (intptr_t)(o0_5 - 256)                   \
+            | (intptr_t)(o0_6 - 256) | (intptr_t)(o0_8 - 256) | (intptr_t)(o1_0 - 2048)                  \
+            | (intptr_t)(o1_1 - 2048) | (intptr_t)(o1_2 - 2048) | (intptr_t)(o1_3 - 2048)                \
+            | (intptr_t)(o1_4 - 2048) | (intptr_t)(o1_5 - 2048) | (intptr_t)(o1_6 - 2048)                \
+            | (intptr_t)(o1_8 - 2048)) >= 0)
+    #ifndef NNR_SH_ONES_NUM
+    #define NNR_SH_ONES_NUM 17
+    #define NNR_SH_ONES_DEN 20
+    #endif
+
+    /* The same for a context whose bins are mostly 1: a run of 1-bins that starts with every
+       estimator at S0, S1 >= 0 is charged in closed form (nnr_sh_lin), set by set. */
+    static void nnr_shadow_ones(NnrShadowCtx* m, const uint8_t* bins, Py_ssize_t n) {
+        Py_ssize_t i = 0, r, end;
+        const NnrShadowHalf* P;
+        NNR_SH_LOAD_ALL;
+        while (i < n) {
+            if (!bins[i]) {
+                NNR_SH_BIN(i);
+                i++;
+                continue;
+            }
+            r = nnr_ones_run(bins + i, n - i);
+            end = i + r;
+            /* step while some estimator is below 0, then the rest of the run in closed form */
+            while (end - i >= NNR_SH_MINRUN && !NNR_SH_NONNEG) {
+                NNR_SH_BIN(i);
+                i++;
+            }
+            r = end - i;
+            if (r >= NNR_SH_MINRUN) {
+                {   /* set 7: S0 = 0 and set 3's S1, before set 3 moves it */
+                    intptr_t s0 = 0, s1 = (intptr_t)o1_3 - 2048;
+                    c7 += nnr_sh_lin(&s0, &s1, r, 0, 2, NNR_SH_D2, NNR_SH_D2, NNR_SH_D2);
+                }
+                NNR_SH_LINRUN(0, 5, 4, NNR_SH_D36, NNR_SH_D4, NNR_SH_D32);
+                NNR_SH_LINRUN(1, 5, 4, NNR_SH_D36, NNR_SH_D4, NNR_SH_D32);
+                NNR_SH_LINRUN(2, 5, 4, NNR_SH_D36, NNR_SH_D4, NNR_SH_D32);
+                NNR_SH_LINRUN(3, 4, 5, NNR_SH_D66, NNR_SH_D2, NNR_SH_D64);
+                NNR_SH_LINRUN(4, 6, 6, NNR_SH_D17, NNR_SH_D1, NNR_SH_D16);
+                NNR_SH_LINRUN(5, 6, 6, NNR_SH_D17, NNR_SH_D1, NNR_SH_D16);
+                NNR_SH_LINRUN(6, 6, 6, NNR_SH_D17, NNR_SH_D1, NNR_SH_D16);
+                NNR_SH_LINRUN(8, 7, 5, NNR_SH_D2, NNR_SH_D2, NNR_SH_D2);
+                i = end;
+                continue;
+            }
+            for (; i < end; i++)
+                NNR_SH_BIN(i);
+        }
+        NNR_SH_STORE_ALL;
+    }
+
     /* The bins of one context, in order, through all nine sets: with blocks when at most 1 in 64
        bins differs from the majority (measured: slower than the plain loop on mixed bins). */
     static void nnr_shadow_run(NnrShadowCtx* m, const uint8_t* bins, Py_ssize_t n) {
@@ -170,8 +286,12 @@ cdef extern from *:
         if (n >= 4 * NNR_SH_BLOCK) {
             for (i = 0; i < n; i++)
                 ones += bins[i];
-            if (ones * 64 >= 63 * n || ones * 64 <= n) {
+            if (ones * 64 <= n) {
                 nnr_shadow_blocks(m, bins, n);
+                return;
+            }
+            if (ones * NNR_SH_ONES_DEN >= NNR_SH_ONES_NUM * n) {
+                nnr_shadow_ones(m, bins, n);
                 return;
             }
         }
