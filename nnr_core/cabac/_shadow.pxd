@@ -134,14 +134,34 @@ cdef extern from *:
     #define NNR_SH_RUN(k) c##k += NNR_SH_BLOCK * P->cost[(o1_##k + 8 * o0_##k) >> 3]
     enum { NNR_SH_BLOCK = 32 };
 
-    /* The bins of one context, in order, through all nine sets. */
+    /* The bins of one context, in order, through all nine sets: in two passes of four sets
+       (and set 7), whose values all stay in registers (measured: 4.5 against 5.0 ns per bin for
+       one pass of all nine, which spills). */
     static void nnr_shadow_plain(NnrShadowCtx* m, const uint8_t* bins, Py_ssize_t n) {
         Py_ssize_t i;
         const NnrShadowHalf* P;
-        NNR_SH_LOAD_ALL;
-        for (i = 0; i < n; i++)
-            NNR_SH_BIN(i);
-        NNR_SH_STORE_ALL;
+        {
+            NNR_SH_LOAD(0); NNR_SH_LOAD(1); NNR_SH_LOAD(2); NNR_SH_LOAD(3);
+            uint64_t c7 = 0;
+            for (i = 0; i < n; i++) {
+                P = &NNR_SH[bins[i]];
+                __asm__("" : "+r"(P));
+                c7 += P->cost[(o1_3 + 8 * 256) >> 3];
+                NNR_SH_STEP(0, 5, 4); NNR_SH_STEP(1, 5, 4); NNR_SH_STEP(2, 5, 4); NNR_SH_STEP(3, 4, 5);
+            }
+            NNR_SH_STORE(0); NNR_SH_STORE(1); NNR_SH_STORE(2); NNR_SH_STORE(3);
+            m->S1[7] = m->S1[3];
+            m->cost[7] += c7;
+        }
+        {
+            NNR_SH_LOAD(4); NNR_SH_LOAD(5); NNR_SH_LOAD(6); NNR_SH_LOAD(8);
+            for (i = 0; i < n; i++) {
+                P = &NNR_SH[bins[i]];
+                __asm__("" : "+r"(P));
+                NNR_SH_STEP(4, 6, 6); NNR_SH_STEP(5, 6, 6); NNR_SH_STEP(6, 6, 6); NNR_SH_STEP(8, 7, 5);
+            }
+            NNR_SH_STORE(4); NNR_SH_STORE(5); NNR_SH_STORE(6); NNR_SH_STORE(8);
+        }
     }
 
     /* The same for a context whose bins are almost all equal: a block of NNR_SH_BLOCK equal bins
