@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from nnr.errors import EncoderConfigError, UnsupportedFeatureError
 from nnr_core.quant import _quant
-from nnr_core.quant.quantize import (best_codebook_egk, bitdepth_qp, clip_to_bitdepth,
+from nnr_core.quant.quantize import (_qstep32, best_codebook_egk, bitdepth_qp, clip_to_bitdepth,
                                      codebook_header_bits, codebook_quantize, overflow_guard_qp,
                                      quantize, quantize_tcq, quantize_uniform)
 from nnr_core.syntax.units import parse_units
@@ -69,6 +70,143 @@ def test_branch_order_matches_next_table():
         [(0, 0), (0, 4), (4, 2)], [(2, 0), (2, 4), (6, 2)], [(0, 2), (4, 0), (4, 4)],
         [(2, 2), (6, 0), (6, 4)], [(3, 1), (7, 3), (7, 4)], [(1, 1), (5, 3), (5, 4)],
         [(3, 3), (3, 4), (7, 1)], [(1, 3), (1, 4), (5, 1)]]
+
+
+def test_kernel_branch_order_matches_next_table():
+    # the plain trellis kernels hard-code the branch order (_tcq.pxd)
+    assert _quant.kernel_branch_table() == _quant.branch_table()
+
+
+# ---------------------------------------------------------------------------------------------
+# §8.3 trellis kernels: scalar, AVX2, AVX-512 (whichever this CPU runs) give the same levels
+
+
+def _tcq_python(w, qstep, scan, importance=None):
+    """§8.3 without rate term, transcribed from the spec in Python doubles (small inputs only)."""
+    qscale = 1.0 / float(qstep)
+    branches = [[] for _ in range(8)]
+    for p in range(8):
+        branches[NEXT[p][0]] += [(p, 3 * (p & 1)), (p, 4)]
+        branches[NEXT[p][1]].append((p, 2 - (p & 1)))
+    J = [0.0] + [0.5 * np.finfo(np.float64).max] * 7
+    back = []
+    for pos in scan:
+        v = float(w[pos])
+        t = qscale * v
+        org = -t if v < 0 else t
+        q0 = max(1, int(org) - 1)
+        f = 1.0 if importance is None else float(importance[pos])
+        dist = {4: (org * org) * f}
+        for q in range(q0, q0 + 4):
+            dist[q & 3] = ((org - q) * (org - q)) * f
+        new, dec = [], []
+        for c in range(8):
+            best = None
+            for p, cls in branches[c]:
+                cost = J[p] + dist[cls]
+                if best is None or cost < best[0]:
+                    best = (cost, p, cls, q0)
+            new.append(best[0])
+            dec.append(best[1:])
+        J = new
+        back.append(dec)
+    out = np.zeros(len(w), dtype=np.int32)
+    s = min(range(8), key=lambda c: (J[c], c))
+    for k in range(len(scan) - 1, -1, -1):
+        p, cls, q0 = back[k][s]
+        if cls != 4:
+            q = q0 + ((cls - q0) & 3)
+            i = 2 * ((q + 1) >> 1) - (p & 1)
+            out[scan[k]] = -i if w[scan[k]] < 0 else i
+        s = p
+    return out
+
+
+def _tcq_with(kernel, w, qp, importance=None, scan_order=0):
+    prev = _quant.set_tcq_kernel(kernel)
+    try:
+        return quantize_tcq(w, qp, 2, scan_order=scan_order, importance=importance)
+    finally:
+        _quant.set_tcq_kernel(prev)
+
+
+def test_tcq_kernels_listed():
+    kernels = _quant.tcq_kernels()
+    assert kernels[0] == "scalar" and set(kernels) <= {"scalar", "avx2", "avx512"}
+    assert _quant.tcq_kernel() == kernels[-1] or os.environ.get("NNR_TCQ_KERNEL")
+    with pytest.raises(ValueError):
+        _quant.set_tcq_kernel("sse9")
+
+
+@pytest.mark.parametrize("kernel", ["scalar", "avx2", "avx512"])
+def test_tcq_kernel_matches_python_transcription(kernel):
+    if kernel not in _quant.tcq_kernels():
+        pytest.skip(f"this CPU does not run the {kernel} kernel")
+    rng = np.random.default_rng(3)
+    for n in list(range(1, 18)) + [200]:
+        for w, qp in (((rng.standard_normal(n) * 0.05), -32), ((rng.laplace(size=n) * 3), -20),
+                      (np.zeros(n), -32), (rng.integers(-9, 10, n) * 0.5 * 2.0 ** -8, -32)):
+            w = w.astype(np.float32)
+            imp = rng.gamma(0.5, 2.0, n) if n % 3 == 0 else None
+            want = _tcq_python(w, _qstep32(qp, 2), np.arange(n), imp)
+            np.testing.assert_array_equal(_tcq_with(kernel, w, qp, imp)[0], want)
+    w = (rng.standard_normal((9, 14)) * 0.1).astype(np.float32)
+    for scan_order in range(1, 5):
+        want = _tcq_python(w.reshape(-1), _qstep32(-30, 2), _quant.scan_positions(9, 14, scan_order))
+        got = _tcq_with(kernel, w, -30, scan_order=scan_order)[0]
+        np.testing.assert_array_equal(got.reshape(-1), want)
+
+
+def test_tcq_kernels_agree():
+    # the SIMD kernels against the scalar fallback, on every scan, with and without weights
+    rng = np.random.default_rng(17)
+    cases = []
+    for shape, scale in (((300, 257), 0.05), ((64, 3, 3, 3), 1.0), ((1000,), 0.01), ((7, 1), 2.0)):
+        w = rng.standard_normal(shape) * scale
+        laplace = np.sign(w) * rng.laplace(size=shape) * scale
+        cases += [(w, None), (laplace, rng.gamma(0.4, size=shape)),
+                  (w * (rng.random(shape) < 0.3), np.ones(shape))]
+    for w, imp in cases:
+        w = w.astype(np.float32)
+        for scan_order in range(5):
+            want = _tcq_with("scalar", w, -34, imp, scan_order)
+            for kernel in _quant.tcq_kernels()[1:]:
+                got = _tcq_with(kernel, w, -34, imp, scan_order)
+                np.testing.assert_array_equal(got[0], want[0], err_msg=f"{kernel} {scan_order}")
+                assert got[1] == want[1]
+
+
+def test_tcq_identity_scan_is_the_matrix_scan():
+    w = (np.random.default_rng(5).standard_normal(999) * 0.05).astype(np.float32)
+    q32, dec = _qstep32(-32, 2), np.empty(2 * 999, dtype=np.uint8)
+    a, b = np.empty(999, dtype=np.int32), np.empty(999, dtype=np.int32)
+    assert _quant.tcq_plain(w, None, a, q32, dec)
+    assert _quant.tcq_plain(w, np.arange(999, dtype=np.int64), b, q32, dec)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        _quant.tcq_plain(w, None, a, q32, dec[1:])
+    with pytest.raises(ValueError):
+        _quant.tcq_plain(w, np.arange(998, dtype=np.int64), a, q32, dec)
+
+
+def test_tcq_guard_boundary():
+    # the kernel's float32 test |x| >= 2^31 is NNCodec's round(x) > 2^31 - 3 or < -(2^31 - 2)
+    x = np.float32(2.0 ** 31)
+    near = [np.nextafter(x, np.float32(0)), x, np.nextafter(x, np.float32(np.inf))]
+    q32 = _qstep32(0, 2)     # Delta 1
+    for v in near + [-v for v in near]:
+        d = float(v)
+        want = not (d >= 2147483645.5 or d <= -2147483646.5)
+        w = np.array([0.5, v], dtype=np.float32)
+        assert _quant.tcq_plain(w, None, np.empty(2, np.int32), q32, np.empty(4, np.uint8)) == want
+
+
+def test_tcq_kernel_environment_variable():
+    code = "from nnr_core.quant import _quant; print(_quant.tcq_kernel())"
+    env = dict(os.environ, NNR_TCQ_KERNEL="scalar")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "scalar"
 
 
 def test_block_scan_order():

@@ -5,14 +5,17 @@ NNC-CABAC-QUANT.md §8.3, §9.3, §7.1-7.2 (scan order). Every loop runs without
 memoryviews; the Python front (quantize.py) checks the arguments and owns the error reporting.
 The floating-point steps follow NNCodec 2.1.3's Quant.cpp operation by operation (float32 where it
 uses float32, double where it uses double); -ffp-contract=off keeps the compiler from fusing them.
+The plain trellis (_tcq.pxd) runs the fastest kernel the CPU has: AVX-512, AVX2 or scalar, all with
+the same levels; NNR_TCQ_KERNEL=scalar|avx2|avx512 in the environment or set_tcq_kernel picks one.
 """
-from libc.float cimport DBL_MAX
 from libc.math cimport round
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
-from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
-                                       importance_ptr, trellis_branches, trellis_traceback,
-                                       first_candidate, scaled_abs)
+from nnr_core.quant._tcq cimport (NNR_TCQ_AVX2, NNR_TCQ_AVX512, NNR_TCQ_CLS, NNR_TCQ_PREV,
+                                   NNR_TCQ_SCALAR, nnr_tcq_init, nnr_tcq_plain, nnr_tcq_supported)
+from nnr_core.quant._trellis cimport NNR_URQ_MAX, NNR_URQ_MIN, importance_ptr, trellis_branches
+
+import os
 
 import numpy as np
 
@@ -75,80 +78,72 @@ def uniform_plain(const float[::1] w, int32_t[::1] out, float qstep):
     return ok
 
 
-cdef inline void _best3(const double* J, const double* dist, int p0, int c0, int p1, int c1,
-                        int p2, int c2, double* Jc, uint8_t* dec) noexcept nogil:
-    """J[c] = the cheapest of three branches (p, class), strictly smaller wins (§8.3 step 4)."""
-    cdef double best = J[p0] + dist[c0]
-    cdef double cost = J[p1] + dist[c1]
-    cdef uint8_t d = <uint8_t>(p0 | (c0 << 3))
-    if cost < best:
-        best = cost
-        d = <uint8_t>(p1 | (c1 << 3))
-    cost = J[p2] + dist[c2]
-    if cost < best:
-        best = cost
-        d = <uint8_t>(p2 | (c2 << 3))
-    Jc[0] = best
-    dec[0] = d
-
-
 def branch_table():
     """The §8.3 branch order as built from NEXT: [(prev, class) x 3] for every state (for tests)."""
     return [[(BRANCH_PREV[c][b], BRANCH_CLASS[c][b]) for b in range(3)] for c in range(8)]
+
+
+def kernel_branch_table():
+    """The branch order the tcq_plain kernels hard-code, in branch_table()'s form (for tests)."""
+    return [[(NNR_TCQ_PREV[b][c], NNR_TCQ_CLS[b][c]) for b in range(3)] for c in range(8)]
+
+
+# tcq_plain kernels, slowest first
+_KERNELS = {"scalar": NNR_TCQ_SCALAR, "avx2": NNR_TCQ_AVX2, "avx512": NNR_TCQ_AVX512}
+nnr_tcq_init()
+cdef int _best_kernel = max(k for k in _KERNELS.values() if nnr_tcq_supported(k))
+cdef int _kernel = _best_kernel
+
+
+def tcq_kernels():
+    """Names of the trellis kernels this build and CPU run, the fastest last."""
+    return [name for name, k in _KERNELS.items() if nnr_tcq_supported(k)]
+
+
+def set_tcq_kernel(name=None):
+    """Select the trellis kernel by name (None: the fastest); returns the previous name."""
+    global _kernel
+    prev = tcq_kernel()
+    if name is None:
+        _kernel = _best_kernel
+    elif name in tcq_kernels():
+        _kernel = _KERNELS[name]
+    else:
+        raise ValueError(f"trellis kernel {name!r} not available here: {tcq_kernels()}")
+    return prev
+
+
+def tcq_kernel():
+    """Name of the trellis kernel tcq_plain uses."""
+    return next(name for name, k in _KERNELS.items() if k == _kernel)
+
+
+if os.environ.get("NNR_TCQ_KERNEL"):
+    set_tcq_kernel(os.environ["NNR_TCQ_KERNEL"])
 
 
 def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
               uint8_t[::1] decisions, const double[::1] importance=None):
     """§8.3 without rate term: Viterbi over the 8 DQ states along `scan`; writes indices i to `out`.
 
-    `decisions` is scratch of 8 bytes per position (prev state | class << 3). `importance` (one
-    weight per element of w, or None) multiplies every candidate's distortion; a weight of 1.0
-    leaves the search bit for bit unchanged. Returns False on the int32 overflow of the guard,
-    before any search.
+    `scan` None is the identity (matrix scan). `decisions` is scratch of 2 bytes per position.
+    `importance` (one weight per element of w, or None) multiplies every candidate's distortion;
+    a weight of 1.0 leaves the search bit for bit unchanged. Returns False on the int32 overflow
+    of the guard, before any search.
     """
-    cdef Py_ssize_t n = scan.shape[0], k
-    cdef double qstep_d = <double>qstep
-    cdef float scale = <float>(1.0 / qstep_d)      # float32_t(1.0) / qstep, rounded to float32
-    cdef double qscale = 1.0 / qstep_d
-    cdef float prod
-    cdef double org, diff
-    cdef double dist[5]
-    cdef double J[8]
-    cdef double Jn[8]
-    cdef int32_t q0, q, s, c
-    cdef bint ok = True
-    cdef double f = 1.0
-    cdef const double* imp = importance_ptr(importance, w.shape[0])
+    cdef Py_ssize_t n = w.shape[0]
+    cdef const int64_t* sp = NULL
+    cdef const double* imp = importance_ptr(importance, n)
+    cdef int ok
+    if scan is not None:
+        if scan.shape[0] != n:
+            raise ValueError(f"scan has {scan.shape[0]} positions, w {n} elements")
+        if n:
+            sp = &scan[0]
+    if out.shape[0] != n or decisions.shape[0] < 2 * n:
+        raise ValueError("out needs one element and decisions two bytes per element of w")
+    if n == 0:
+        return True
     with nogil:
-        for k in range(n):
-            prod = w[scan[k]] * scale
-            # round(prod) > 2^31 - 3 or < -(2^31 - 2), round being half away from zero
-            if <double>prod >= NNR_TCQ_MAX + 0.5 or <double>prod <= NNR_TCQ_MIN - 0.5:
-                ok = False
-                break
-        if ok and n > 0:
-            J[0] = 0.0
-            for s in range(1, 8):
-                J[s] = 0.5 * DBL_MAX
-            for k in range(n):
-                org = scaled_abs(w[scan[k]], qscale)
-                q0 = first_candidate(org)
-                if imp != NULL:
-                    f = imp[scan[k]]
-                dist[4] = (org * org) * f
-                for q in range(q0, q0 + 4):
-                    diff = org - <double>q
-                    dist[q & 3] = (diff * diff) * f
-                # the branch table of §8.3 step 3, unrolled (checked against BRANCH_PREV/CLASS)
-                _best3(J, dist, 0, 0, 0, 4, 4, 2, &Jn[0], &decisions[8 * k + 0])
-                _best3(J, dist, 2, 0, 2, 4, 6, 2, &Jn[1], &decisions[8 * k + 1])
-                _best3(J, dist, 0, 2, 4, 0, 4, 4, &Jn[2], &decisions[8 * k + 2])
-                _best3(J, dist, 2, 2, 6, 0, 6, 4, &Jn[3], &decisions[8 * k + 3])
-                _best3(J, dist, 3, 1, 7, 3, 7, 4, &Jn[4], &decisions[8 * k + 4])
-                _best3(J, dist, 1, 1, 5, 3, 5, 4, &Jn[5], &decisions[8 * k + 5])
-                _best3(J, dist, 3, 3, 3, 4, 7, 1, &Jn[6], &decisions[8 * k + 6])
-                _best3(J, dist, 1, 3, 1, 4, 5, 1, &Jn[7], &decisions[8 * k + 7])
-                for c in range(8):
-                    J[c] = Jn[c]
-            trellis_traceback(J, &decisions[0], &w[0], &scan[0], &out[0], n, qscale)
-    return ok
+        ok = nnr_tcq_plain(_kernel, &w[0], sp, imp, &out[0], n, qstep, &decisions[0])
+    return bool(ok)
