@@ -169,13 +169,17 @@ def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, 
     return levels.reshape(w32.shape), qp
 
 
-def _scan_for(shape, n, rows, row_width, scan_order):
-    """Coding scan positions of the §7 [rows, row_width] view (rows/row_width default: shape)."""
+def _scan_for(shape, n, rows, row_width, scan_order, identity_none=False):
+    """Coding scan positions of the §7 [rows, row_width] view (rows/row_width default: shape);
+    None for the matrix scan (the identity) if identity_none."""
     if rows is None or row_width is None:
         rows, row_width = _coding_shape(shape)
     if rows * row_width != n:
         raise EncoderConfigError(f"rows {rows} x row_width {row_width} != {n} elements")
-    return _quant.scan_positions(rows, row_width, _effective_scan_order(rows, row_width, scan_order))
+    order = _effective_scan_order(rows, row_width, scan_order)
+    if order == 0 and identity_none:
+        return None
+    return _quant.scan_positions(rows, row_width, order)
 
 
 def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lambda_scale=0.0,
@@ -185,14 +189,17 @@ def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lam
     importance: None (the reference), or a weight >= 0 per element multiplying its distortion.
     """
     qp, qp_density, lam, w32, flat, imp = _checked_inputs(w, qp, qp_density, lambda_scale, importance)
-    scan = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
     out = np.zeros(flat.shape[0], dtype=np.int32)
-    decisions = np.empty(8 * flat.shape[0], dtype=np.uint8)
     if lam <= 0.0:
+        # the plain trellis walks w itself for the matrix scan and keeps 2 bytes per position
+        scan = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order, identity_none=True)
+        decisions = np.empty(2 * flat.shape[0], dtype=np.uint8)
         qp = _run_guarded(lambda q32: _quant.tcq_plain(flat, scan, out, q32, decisions, imp), flat, qp,
                           qp_density)
         return out.reshape(w32.shape), qp
     # §8.3 with rate term: 8 estimator memories, one per trellis state
+    scan = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
+    decisions = np.empty(8 * flat.shape[0], dtype=np.uint8)
     nflags = _check_flags(cabac_unary_length_minus1)
     scratch = _rate_scratch(nflags, 8)
     qp = _run_guarded(lambda q32: _quant_rate.tcq_rate(flat, scan, out, q32, lam, nflags, decisions,
