@@ -119,6 +119,37 @@ cdef extern from *:
     static const double NNR_TCQ_QOFF[4][4] __attribute__((aligned(32))) = {
         {0, 1, 2, 3}, {4, 1, 2, 3}, {4, 5, 2, 3}, {4, 5, 6, 3}};
 
+    /* Per position of a chunk: t, q0 - r as a double, r = q0 & 3 and the weight. Computed ahead
+       in a loop the compiler vectorises, this scalar work stays off the search's chain. */
+    #define NNR_TCQ_CHUNK 256
+    typedef struct {
+        double org[NNR_TCQ_CHUNK], base[NNR_TCQ_CHUNK], f[NNR_TCQ_CHUNK];
+        int32_t r[NNR_TCQ_CHUNK];
+        float w[NNR_TCQ_CHUNK];
+    } NnrTcqChunk;
+
+    static inline __attribute__((always_inline)) void nnr_tcq_chunk(
+            const float* w, const int64_t* scan, const double* imp, Py_ssize_t k0, Py_ssize_t m,
+            double qscale, NnrTcqChunk* ch) {
+        const float* wk = w + k0;
+        Py_ssize_t j;
+        double org;
+        int32_t q0;
+        if (scan) {
+            for (j = 0; j < m; j++) ch->w[j] = w[scan[k0 + j]];
+            wk = ch->w;
+        }
+        for (j = 0; j < m; j++) {
+            org = nnr_tcq_org(wk[j], qscale);
+            q0 = nnr_tcq_q0(org);
+            ch->org[j] = org;
+            ch->base[j] = (double)(q0 & ~3);
+            ch->r[j] = q0 & 3;
+        }
+        if (imp)
+            for (j = 0; j < m; j++) ch->f[j] = imp[NNR_TCQ_IDX(k0 + j)];
+    }
+
     __attribute__((target("avx512f"), always_inline)) static inline void nnr_tcq_fwd_avx512(
             const float* w, const int64_t* scan, const double* imp, Py_ssize_t n, double qscale,
             uint8_t* dec, double* J) {
@@ -132,30 +163,30 @@ cdef extern from *:
         __m512d Jv = _mm512_setr_pd(0.0, H, H, H, H, H, H, H);
         __m512d qv, diff, D, c0, c1, c2, best;
         __mmask8 k1, k2;
-        double org;
-        int32_t q0;
-        Py_ssize_t k, idx;
-        for (k = 0; k < n; k++) {
-            idx = NNR_TCQ_IDX(k);
-            org = nnr_tcq_org(w[idx], qscale);
-            q0 = nnr_tcq_q0(org);
-            /* lane c < 4: the candidate q of class c, an exact integer; lanes 4..7: 0, so that
-               lane 4 is the zero candidate's (t - 0)^2 = t^2 */
-            qv = _mm512_maskz_add_pd(0x0f, _mm512_set1_pd((double)(q0 & ~3)),
-                                     _mm512_castpd256_pd512(_mm256_load_pd(NNR_TCQ_QOFF[q0 & 3])));
-            diff = _mm512_sub_pd(_mm512_set1_pd(org), qv);
-            D = _mm512_mul_pd(diff, diff);
-            if (imp) D = _mm512_mul_pd(D, _mm512_set1_pd(imp[idx]));
-            c0 = _mm512_add_pd(_mm512_permutexvar_pd(P0, Jv), _mm512_permutexvar_pd(C0, D));
-            c1 = _mm512_add_pd(_mm512_permutexvar_pd(P1, Jv), _mm512_permutexvar_pd(C1, D));
-            c2 = _mm512_add_pd(_mm512_permutexvar_pd(P2, Jv), _mm512_permutexvar_pd(C2, D));
-            /* minpd(x, y) is x < y ? x : y, the scalar kernel's choice */
-            k1 = _mm512_cmp_pd_mask(c1, c0, _CMP_LT_OQ);
-            best = _mm512_min_pd(c1, c0);
-            k2 = _mm512_cmp_pd_mask(c2, best, _CMP_LT_OQ);
-            Jv = _mm512_min_pd(c2, best);
-            dec[2 * k] = (uint8_t)k1;
-            dec[2 * k + 1] = (uint8_t)k2;
+        NnrTcqChunk ch;
+        Py_ssize_t k0, m, j;
+        for (k0 = 0; k0 < n; k0 += NNR_TCQ_CHUNK) {
+            m = n - k0 < NNR_TCQ_CHUNK ? n - k0 : NNR_TCQ_CHUNK;
+            nnr_tcq_chunk(w, scan, imp, k0, m, qscale, &ch);
+            for (j = 0; j < m; j++) {
+                /* lane c < 4: the candidate q of class c, an exact integer; lanes 4..7: 0, so
+                   that lane 4 is the zero candidate's (t - 0)^2 = t^2 */
+                qv = _mm512_maskz_add_pd(0x0f, _mm512_set1_pd(ch.base[j]),
+                                         _mm512_castpd256_pd512(_mm256_load_pd(NNR_TCQ_QOFF[ch.r[j]])));
+                diff = _mm512_sub_pd(_mm512_set1_pd(ch.org[j]), qv);
+                D = _mm512_mul_pd(diff, diff);
+                if (imp) D = _mm512_mul_pd(D, _mm512_set1_pd(ch.f[j]));
+                c0 = _mm512_add_pd(_mm512_permutexvar_pd(P0, Jv), _mm512_permutexvar_pd(C0, D));
+                c1 = _mm512_add_pd(_mm512_permutexvar_pd(P1, Jv), _mm512_permutexvar_pd(C1, D));
+                c2 = _mm512_add_pd(_mm512_permutexvar_pd(P2, Jv), _mm512_permutexvar_pd(C2, D));
+                /* minpd(x, y) is x < y ? x : y, the scalar kernel's choice */
+                k1 = _mm512_cmp_pd_mask(c1, c0, _CMP_LT_OQ);
+                best = _mm512_min_pd(c1, c0);
+                k2 = _mm512_cmp_pd_mask(c2, best, _CMP_LT_OQ);
+                Jv = _mm512_min_pd(c2, best);
+                dec[2 * (k0 + j)] = (uint8_t)k1;
+                dec[2 * (k0 + j) + 1] = (uint8_t)k2;
+            }
         }
         _mm512_storeu_pd(J, Jv);
     }
@@ -170,46 +201,45 @@ cdef extern from *:
         const double H = 0.5 * DBL_MAX;
         __m256d lo = _mm256_setr_pd(0.0, H, H, H), hi = _mm256_set1_pd(H);
         __m256d dv, z, u, h, su, sh, E, O, a0, a1, a2, b0, b1, b2, abest, bbest;
-        double org, f;
-        int32_t q0;
         int m1, m2;
-        Py_ssize_t k, idx;
-        for (k = 0; k < n; k++) {
-            idx = NNR_TCQ_IDX(k);
-            org = nnr_tcq_org(w[idx], qscale);
-            q0 = nnr_tcq_q0(org);
-            /* dv: (t - q)^2 of the class 0..3 candidates, z: t^2 of the zero candidate */
-            dv = _mm256_add_pd(_mm256_set1_pd((double)(q0 & ~3)), _mm256_load_pd(NNR_TCQ_QOFF[q0 & 3]));
-            dv = _mm256_sub_pd(_mm256_set1_pd(org), dv);
-            dv = _mm256_mul_pd(dv, dv);
-            z = _mm256_set1_pd(org * org);
-            if (imp) {
-                f = imp[idx];
-                dv = _mm256_mul_pd(dv, _mm256_set1_pd(f));
-                z = _mm256_mul_pd(z, _mm256_set1_pd(f));
+        NnrTcqChunk ch;
+        Py_ssize_t k0, m, j;
+        for (k0 = 0; k0 < n; k0 += NNR_TCQ_CHUNK) {
+            m = n - k0 < NNR_TCQ_CHUNK ? n - k0 : NNR_TCQ_CHUNK;
+            nnr_tcq_chunk(w, scan, imp, k0, m, qscale, &ch);
+            for (j = 0; j < m; j++) {
+                /* dv: (t - q)^2 of the class 0..3 candidates, z: t^2 of the zero candidate */
+                dv = _mm256_add_pd(_mm256_set1_pd(ch.base[j]), _mm256_load_pd(NNR_TCQ_QOFF[ch.r[j]]));
+                dv = _mm256_sub_pd(_mm256_set1_pd(ch.org[j]), dv);
+                dv = _mm256_mul_pd(dv, dv);
+                z = _mm256_set1_pd(ch.org[j] * ch.org[j]);
+                if (imp) {
+                    dv = _mm256_mul_pd(dv, _mm256_set1_pd(ch.f[j]));
+                    z = _mm256_mul_pd(z, _mm256_set1_pd(ch.f[j]));
+                }
+                u = _mm256_unpacklo_pd(dv, dv);              /* d0 d0 d2 d2 */
+                h = _mm256_unpackhi_pd(dv, dv);              /* d1 d1 d3 d3 */
+                su = _mm256_permute2f128_pd(u, u, 1);        /* d2 d2 d0 d0 */
+                sh = _mm256_permute2f128_pd(h, h, 1);        /* d3 d3 d1 d1 */
+                E = _mm256_unpacklo_pd(lo, hi);              /* J0 J4 J2 J6 */
+                O = _mm256_unpackhi_pd(lo, hi);              /* J1 J5 J3 J7 */
+                a0 = _mm256_add_pd(NNR_TCQ_PERM(E, 0, 2, 0, 2), u);
+                a1 = _mm256_add_pd(NNR_TCQ_PERM(E, 0, 2, 1, 3), _mm256_blend_pd(z, su, 12));
+                a2 = _mm256_add_pd(NNR_TCQ_PERM(E, 1, 3, 1, 3), _mm256_blend_pd(su, z, 12));
+                b0 = _mm256_add_pd(NNR_TCQ_PERM(O, 2, 0, 2, 0), h);
+                b1 = _mm256_add_pd(NNR_TCQ_PERM(O, 3, 1, 2, 0), _mm256_blend_pd(sh, z, 12));
+                b2 = _mm256_add_pd(NNR_TCQ_PERM(O, 3, 1, 3, 1), _mm256_blend_pd(z, sh, 12));
+                m1 = _mm256_movemask_pd(_mm256_cmp_pd(a1, a0, _CMP_LT_OQ)) |
+                     _mm256_movemask_pd(_mm256_cmp_pd(b1, b0, _CMP_LT_OQ)) << 4;
+                abest = _mm256_min_pd(a1, a0);
+                bbest = _mm256_min_pd(b1, b0);
+                m2 = _mm256_movemask_pd(_mm256_cmp_pd(a2, abest, _CMP_LT_OQ)) |
+                     _mm256_movemask_pd(_mm256_cmp_pd(b2, bbest, _CMP_LT_OQ)) << 4;
+                lo = _mm256_min_pd(a2, abest);
+                hi = _mm256_min_pd(b2, bbest);
+                dec[2 * (k0 + j)] = (uint8_t)m1;
+                dec[2 * (k0 + j) + 1] = (uint8_t)m2;
             }
-            u = _mm256_unpacklo_pd(dv, dv);              /* d0 d0 d2 d2 */
-            h = _mm256_unpackhi_pd(dv, dv);              /* d1 d1 d3 d3 */
-            su = _mm256_permute2f128_pd(u, u, 1);        /* d2 d2 d0 d0 */
-            sh = _mm256_permute2f128_pd(h, h, 1);        /* d3 d3 d1 d1 */
-            E = _mm256_unpacklo_pd(lo, hi);              /* J0 J4 J2 J6 */
-            O = _mm256_unpackhi_pd(lo, hi);              /* J1 J5 J3 J7 */
-            a0 = _mm256_add_pd(NNR_TCQ_PERM(E, 0, 2, 0, 2), u);
-            a1 = _mm256_add_pd(NNR_TCQ_PERM(E, 0, 2, 1, 3), _mm256_blend_pd(z, su, 12));
-            a2 = _mm256_add_pd(NNR_TCQ_PERM(E, 1, 3, 1, 3), _mm256_blend_pd(su, z, 12));
-            b0 = _mm256_add_pd(NNR_TCQ_PERM(O, 2, 0, 2, 0), h);
-            b1 = _mm256_add_pd(NNR_TCQ_PERM(O, 3, 1, 2, 0), _mm256_blend_pd(sh, z, 12));
-            b2 = _mm256_add_pd(NNR_TCQ_PERM(O, 3, 1, 3, 1), _mm256_blend_pd(z, sh, 12));
-            m1 = _mm256_movemask_pd(_mm256_cmp_pd(a1, a0, _CMP_LT_OQ)) |
-                 _mm256_movemask_pd(_mm256_cmp_pd(b1, b0, _CMP_LT_OQ)) << 4;
-            abest = _mm256_min_pd(a1, a0);
-            bbest = _mm256_min_pd(b1, b0);
-            m2 = _mm256_movemask_pd(_mm256_cmp_pd(a2, abest, _CMP_LT_OQ)) |
-                 _mm256_movemask_pd(_mm256_cmp_pd(b2, bbest, _CMP_LT_OQ)) << 4;
-            lo = _mm256_min_pd(a2, abest);
-            hi = _mm256_min_pd(b2, bbest);
-            dec[2 * k] = (uint8_t)m1;
-            dec[2 * k + 1] = (uint8_t)m2;
         }
         _mm256_storeu_pd(J, lo);
         _mm256_storeu_pd(J + 4, hi);
