@@ -126,7 +126,8 @@ def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, flo
               uint8_t[::1] decisions, const double[::1] importance=None):
     """§8.3 without rate term: Viterbi over the 8 DQ states along `scan`; writes indices i to `out`.
 
-    `scan` None is the identity (matrix scan). `decisions` is scratch of 2 bytes per position.
+    `scan` is a permutation of the positions, None the identity (matrix scan). `decisions` is
+    scratch of 2 bytes per position.
     `importance` (one weight per element of w, or None) multiplies every candidate's distortion;
     a weight of 1.0 leaves the search bit for bit unchanged. Returns False on the int32 overflow
     of the guard, before any search.
