@@ -11,9 +11,9 @@ parameter-set optimisation (the pass emits (context, bin) pairs in bounded chunk
 ``_shadow.pxd`` runs through all nine estimators of each context), runs ``with nogil`` on C pointers and reports a status code that is
 turned into an exception afterwards.  Output bytes go into a growable C buffer.
 """
-from libc.stdint cimport uint8_t, uint16_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
+from libc.stdint cimport uint8_t, int8_t, uint16_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import operator
 
@@ -30,6 +30,7 @@ from nnr_core.cabac._engine cimport (
     nnr_renorm_shift, ctx_set, ctx_reset_all, ctx_init_all, ctx_update,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
     SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
+from nnr_core.cabac._wengine cimport NNR_RLPS_R4, NNR_CURVE_SH
 from nnr_core.cabac._shadow cimport (
     NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_floor_log2, nnr_shadow_init, nnr_shadow_reset, nnr_shadow_run, shadow_emit, shadow_flush)
 
@@ -46,6 +47,15 @@ cdef int64_t _regular_bins_total = 0
 def regular_bins_coded():
     """Regular bins coded so far by all finished encoders of this process."""
     return _regular_bins_total
+
+# Tests: code the levels with _walk (the §3.7 engine bin by bin) instead of _code_levels.
+cdef bint _reference_coding = False
+
+
+def _set_reference_coding(bint on):
+    """Tests: code the levels with _walk (the §3.7 engine) instead of the level loop's engine."""
+    global _reference_coding
+    _reference_coding = on
 
 cdef enum:
     ST_OK = 0
@@ -220,6 +230,315 @@ cdef void enc_flush(EncEngine* e) noexcept nogil:
         e.buf[e.size] = <uint8_t>((low >> (24 - x)) & 0xFF)
         e.size += 1
         x += 8
+
+
+# ---------------------------------------------------------------------------------------------
+# The level loop's engine: §3.7 with a 64-bit low register and deferred byte output.
+#
+# ``LoopEngine`` keeps the bits of L that are not written yet in 64 bits: the 9 bits aligned with
+# R, `pend` bits above them, a possible carry bit and, above that, a marker bit (so pend is never
+# counted: it is the marker's position minus 10).  Whole bytes are written only when the marker
+# reaches bit LOOP_FLUSH, several at a time; a carry is propagated into the bytes already in the
+# buffer (the codeword is the same integer whatever the moment its bytes are written).  Like the
+# decoder's WinEngine it renormalises lazily: after an MPS, R = rMPS (128..510) and L unshifted,
+# the one shift owed (R < 256) is applied at the start of the next bin, off the R -> rLPS -> R
+# chain.  ``loop_from`` / ``loop_to`` convert from and back to the §3.7 registers (``EncEngine``)
+# around the level loop.
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NNR_ENC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    #else
+    #define NNR_ENC_UNLIKELY(x) (x)
+    #endif
+    static inline void nnr_store_be64(uint8_t* p, uint64_t x) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
+        __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        x = __builtin_bswap64(x);
+        memcpy(p, &x, 8);
+    #else
+        int i;
+        for (i = 0; i < 8; i++) p[i] = (uint8_t)(x >> (56 - 8 * i));
+    #endif
+    }
+    /* Index of the most significant 1 of x > 0. */
+    static inline int nnr_msb64(uint64_t x) {
+    #if defined(__GNUC__) || defined(__clang__)
+        return 63 - __builtin_clzll(x);
+    #else
+        int n = 63;
+        while (!(x >> 63)) { x <<= 1; n--; }
+        return n;
+    #endif
+    }
+    /* mask ? a : b as a conditional move: the compilers like to make it a jump, which the
+       MPS / LPS sequence of a context near 50 % mispredicts. */
+    static inline uint32_t nnr_select(uint32_t mask, uint32_t a, uint32_t b) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+        __asm__("test %1, %1; cmovne %2, %0" : "+r"(b) : "r"(mask), "r"(a) : "cc");
+        return b;
+    #else
+        return b ^ ((a ^ b) & mask);
+    #endif
+    }
+    /* p, hidden from the optimiser: keeps a table row's address computed apart from the index
+       that is added to it (otherwise everything is summed after the index, on the R chain). */
+    static inline const void* nnr_opaque(const void* p) {
+    #if defined(__GNUC__) || defined(__clang__)
+        __asm__("" : "+r"(p));
+    #endif
+        return p;
+    }
+    """
+    bint NNR_ENC_UNLIKELY(bint x) noexcept nogil
+    const void* nnr_opaque(const void* p) noexcept nogil
+    uint32_t nnr_select(uint32_t mask, uint32_t a, uint32_t b) noexcept nogil
+    void nnr_store_be64(uint8_t* p, uint64_t x) noexcept nogil
+    int nnr_msb64(uint64_t x) noexcept nogil
+
+
+cdef enum:
+    LOOP_FLUSH = 50         # marker bit (10 + pend) at which bytes are written: pend >= 40
+    LOOP_BYPASS_MAX = 53    # pend + bypass bins: the marker stays within 64 bits
+
+
+ctypedef struct LoopEngine:         # the registers: a local copy of it stays in registers
+    uint64_t L              # marker << (10 + pend) | carry << (9 + pend) | 9 + pend bits
+    uint32_t R              # 128..510; below 256 after an MPS whose shift is still owed
+
+
+ctypedef struct LoopOut:            # the bytes: touched only when bytes are written
+    uint8_t* buf            # all bytes written so far (pending ones included), grown as needed
+    int64_t size
+    int64_t cap
+    int oom
+
+
+# §3.7 for coding `bin` in a context of state S, with a range R that may still owe its MPS shift:
+# LOOP_STEP[bin][(S >> 7) + 32][R >> 4] holds what the new range adds to the (normalised) R
+# masked out for an LPS (-rLPS for an MPS, the LPS's renormalised range for an LPS), the shift of
+# L, and rLPS.  A row is 128 bytes, so its offset is S & ~127.  One load on the R -> R chain.
+# Filled from _wengine.pxd's NNR_RLPS_R4 at import.
+ctypedef struct LoopStep:
+    int16_t radd
+    uint8_t n
+    uint8_t rlps
+
+cdef LoopStep LOOP_STEP[2][64][32]
+
+# §4.4 for the fast estimator as a table: new S0 = LOOP_S0[512 * (sh0 - 4) + 256 * bin + 128 + S0]
+# (sh0 is 4..7 in every parameter set, |S0| <= 123, §4.5).
+cdef int8_t LOOP_S0[4 * 512]
+
+
+cdef int _loop_tables() noexcept nogil:
+    cdef int row, x, p, r, n, sh, bin, S0, g, v
+    for row in range(64):
+        p = row - 32 if row >= 32 else 32 - row
+        if p > 31:
+            p = 31
+        for x in range(32):
+            r = NNR_RLPS_R4[32 * p + x]
+            n = nnr_renorm_shift(r) if r else 0
+            for bin in range(2):
+                LOOP_STEP[bin][row][x].rlps = <uint8_t>r
+                if bin == (1 if row >= 32 else 0):          # MPS
+                    LOOP_STEP[bin][row][x].radd = <int16_t>-r
+                    LOOP_STEP[bin][row][x].n = 0
+                else:
+                    LOOP_STEP[bin][row][x].radd = <int16_t>(r << n)
+                    LOOP_STEP[bin][row][x].n = <uint8_t>n
+    for sh in range(4, 8):
+        for bin in range(2):
+            g = 1 if bin else -1
+            for S0 in range(-128, 128):
+                v = S0 + g * (NNR_CURVE[16 + ((g * S0) >> 3)] >> sh)
+                LOOP_S0[512 * (sh - 4) + 256 * bin + 128 + S0] = <int8_t>(
+                    v if -128 <= v <= 127 else S0)      # outside the reachable states
+    for x in range(9):
+        if not 4 <= NNR_PARAM_SETS[x][0] <= 7:
+            return -1
+    return 0
+
+if _loop_tables() != 0:
+    raise ImportError("nnr_core.cabac._encoder assumes sh0 = 4..7 in every parameter set")
+
+
+# One context in the level loop (§4.1): S = S1 + 16*S0, S1, S0, the row of LOOP_S0 and the shift of
+# S1 as a row of the pre-shifted CURVE (NNR_CURVE_SH).
+ctypedef struct LCtx:
+    int16_t S
+    int16_t S1
+    int16_t t0              # 512 * (sh0 - 4) + 128
+    int8_t S0
+    uint8_t c1              # 32*sh1 + 16
+
+
+cdef inline void lctx_set(LCtx* d, int S0, int S1, const CabacCtx* c) noexcept nogil:
+    d.S0 = <int8_t>S0
+    d.S1 = <int16_t>S1
+    d.S = <int16_t>(S1 + 16 * S0)
+    d.t0 = <int16_t>(512 * (c.sh0 - 4) + 128)
+    d.c1 = <uint8_t>(32 * c.sh1 + 16)
+
+
+cdef inline void lctx_update(LCtx* c, int bin) noexcept nogil:
+    """§4.4; for S1 without a branch on the bin: m = bin - 1 (0 or -1) and (x ^ m) - m = g*x."""
+    cdef int m = bin - 1
+    cdef int S0 = LOOP_S0[c.t0 + 256 * bin + c.S0]
+    cdef int S1 = c.S1
+    S1 += (NNR_CURVE_SH[c.c1 + (((S1 ^ m) - m) >> 7)] ^ m) - m
+    c.S0 = <int8_t>S0
+    c.S1 = <int16_t>S1
+    c.S = <int16_t>(S1 + 16 * S0)
+
+
+cdef int loop_grow(LoopOut* o) noexcept nogil:
+    """Room for one more 8-byte store (checked realloc, geometric growth)."""
+    cdef int64_t cap = o.cap * 2
+    cdef uint8_t* p
+    if cap < o.size + 256:
+        cap = o.size + 256
+    p = <uint8_t*>realloc(o.buf, <size_t>cap)
+    if p == NULL:
+        o.oom = 1
+        return -1
+    o.buf = p
+    o.cap = cap
+    return 0
+
+
+cdef inline void loop_carry(LoopOut* o) noexcept nogil:
+    # +1 on the bytes written: 0xFF bytes become 0x00 and pass it on (never past the first byte,
+    # which the interval invariant of §3.7 keeps below 0xFF)
+    cdef int64_t x = o.size - 1
+    while o.buf[x] == 0xFF:
+        o.buf[x] = 0
+        x -= 1
+    o.buf[x] += 1
+
+
+cdef void loop_write(LoopOut* o, uint64_t chunk, int w) noexcept nogil:
+    """Append w (8..56, whole bytes) bits; chunk holds them and the carry above them."""
+    if o.size + 8 > o.cap and loop_grow(o) != 0:
+        return                                      # out of memory: reported by the caller
+    if chunk >> w:
+        loop_carry(o)
+    nnr_store_be64(o.buf + o.size, chunk << (64 - w))
+    o.size += w >> 3
+
+
+cdef inline int loop_pend(const LoopEngine* e) noexcept nogil:
+    return nnr_msb64(e.L) - 10
+
+
+cdef inline void loop_flush(LoopEngine* e, LoopOut* o) noexcept nogil:
+    """Write the whole bytes of the pend bits (pend >= 8)."""
+    cdef int pend = loop_pend(e)
+    cdef int w = pend & ~7
+    cdef int sh = 9 + (pend & 7)
+    loop_write(o, (e.L >> sh) & (((<uint64_t>2) << w) - 1), w)
+    e.L = (e.L & (((<uint64_t>1) << sh) - 1)) | ((<uint64_t>2) << sh)
+
+
+cdef inline void loop_norm(LoopEngine* e) noexcept nogil:
+    """Apply the shift an MPS may have left owed."""
+    cdef uint32_t n0 = (e.R >> 8) ^ 1
+    e.R <<= n0
+    e.L <<= n0
+
+
+cdef inline void loop_bin(LoopEngine* e, LoopOut* o, LCtx* c, int bin) noexcept nogil:
+    """Regular bin (§3.7) and context update (§4.4), without a branch on MPS / LPS."""
+    cdef uint32_t R = e.R
+    cdef uint32_t n0 = (R >> 8) ^ 1
+    cdef int S = c.S
+    cdef uint32_t mask = <uint32_t>((S >> 15) ^ (bin - 1))        # all ones for an LPS
+    cdef const LoopStep* row = <const LoopStep*>nnr_opaque(
+        <const char*>&LOOP_STEP[bin][32][0] + (S & ~127))
+    cdef const LoopStep* t = row + (R >> 4)
+    cdef uint32_t Rn = R << n0
+    e.L = ((e.L << n0) + ((Rn - t.rlps) & mask)) << t.n
+    e.R = (Rn & ~mask) + <uint32_t><int32_t>t.radd
+    lctx_update(c, bin)
+    if NNR_ENC_UNLIKELY(e.L >> LOOP_FLUSH):
+        loop_flush(e, o)
+
+
+cdef inline void loop_bypass(LoopEngine* e, LoopOut* o, uint32_t value, int n) noexcept nogil:
+    """n (0..31) bypass bins, first bin most significant: L = 2^n L + value R (§3.7)."""
+    loop_norm(e)
+    if loop_pend(e) + n > LOOP_BYPASS_MAX:
+        loop_flush(e, o)
+    e.L = (e.L << n) + <uint64_t>value * e.R
+    if e.L >> LOOP_FLUSH:
+        loop_flush(e, o)
+
+
+cdef inline int64_t loop_bit_position(const LoopEngine* e, const LoopOut* o) noexcept nogil:
+    """§3.8 P (on a normalised engine): every shift of L so far."""
+    return 8 * o.size + loop_pend(e)
+
+
+cdef int loop_from(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
+    """Take over the §3.7 registers and buffer: the pending bytes are written as they stand
+    (a carry still in L reaches them through loop_carry).  Returns -1 if out of memory."""
+    cdef int64_t x
+    if enc_reserve(e, e.NB + 16) != 0:
+        return -1
+    if e.NB > 0:
+        e.buf[e.size] = <uint8_t>e.buffered
+        for x in range(1, e.NB):
+            e.buf[e.size + x] = 0xFF
+    f.L = <uint64_t>e.L | ((<uint64_t>1) << (33 - e.BL))      # marker at 10 + pend, pend = 23 - BL
+    f.R = e.R
+    o.buf = e.buf
+    o.size = e.size + e.NB
+    o.cap = e.cap
+    o.oom = 0
+    return 0
+
+
+cdef void loop_to(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
+    """Hand back as §3.7 registers: carry absorbed, BL in the range a write-out leaves (12..19
+    once a byte was written), the last non-0xFF byte and the 0xFF bytes after it pending."""
+    cdef int64_t nff = 0
+    cdef int pend
+    cdef uint64_t L
+    loop_norm(f)
+    pend = loop_pend(f)
+    L = f.L - ((<uint64_t>1) << (10 + pend))          # without the marker
+    if o.size + 8 > o.cap:
+        loop_grow(o)
+    e.buf = o.buf
+    e.cap = o.cap
+    if o.oom:
+        e.oom = 1
+        return
+    if L >> (9 + pend):
+        loop_carry(o)
+        L -= (<uint64_t>1) << (9 + pend)
+    while pend > 11:
+        pend -= 8
+        o.buf[o.size] = <uint8_t>(L >> (9 + pend))
+        o.size += 1
+        L &= ((<uint64_t>1) << (9 + pend)) - 1
+    if pend < 4 and o.size > 0:
+        o.size -= 1
+        L += (<uint64_t>o.buf[o.size]) << (9 + pend)
+        pend += 8
+    e.L = <uint32_t>L
+    e.R = f.R
+    e.BL = 23 - pend
+    e.NB = 0
+    if o.size > 0:
+        while nff < o.size - 1 and o.buf[o.size - 1 - nff] == 0xFF:
+            nff += 1
+        e.buffered = o.buf[o.size - 1 - nff]
+        e.NB = nff + 1
+        o.size -= nff + 1
+    e.size = o.size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,6 +838,228 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
     return ST_OK
 
 
+# ---------------------------------------------------------------------------------------------
+# The real coding of the levels (B.7) on the level loop's engine.  Tensors without TCA, HDSP or
+# codebook take a plain loop (context selection 3s + c, 48 + c, 53 + 2j + sign, 53 + 4N + i,
+# the binarization of §5.1 unbounded); the rest a transcription of _enc_level.
+
+cdef inline void _code_plain(LoopEngine* ep, LoopOut* o, LCtx* ctx, const int32_t* lv, int64_t n,
+                             int* s_io, int* cls_io, const uint8_t* nxt, int dq, int N,
+                             int64_t* stats) noexcept nogil:
+    """n levels of one row segment.  nxt: the §8.1 transitions, or all zeros without DQ (s stays
+    0).  stats[0] += regular bins, stats[1] += DQ indices of the wrong parity."""
+    cdef LoopEngine e = ep[0]
+    cdef int s = s_io[0], cls = cls_io[0]
+    cdef int64_t x, i, a, rem
+    cdef int64_t bins = 0, rounded = 0
+    cdef int sign, t, u
+    cdef LCtx* g
+    cdef LCtx* remc = ctx + CTX_GTX + 4 * N
+    for x in range(n):
+        i = lv[x]
+        sign = i < 0
+        a = -i if sign else i
+        if dq:
+            # §8.2; REF-QUIRK: an index of the wrong parity is rounded by the same formula
+            rounded += (i ^ s) & (i != 0)
+            a = (a + (s & 1) + sign) >> 1
+        if a == 0:
+            loop_bin(&e, o, &ctx[3 * s + cls], 0)               # sig_flag
+            bins += 1
+            cls = 0
+            s = nxt[2 * s]
+            continue
+        loop_bin(&e, o, &ctx[3 * s + cls], 1)
+        loop_bin(&e, o, &ctx[CTX_SIGN + cls], sign)
+        # abs_level_greater_x[j]: min(a - 1, N) ones, then a zero if a <= N
+        g = ctx + CTX_GTX + sign
+        if a <= N:
+            for u in range(<int>a - 1):
+                loop_bin(&e, o, g, 1)
+                g += 2
+            loop_bin(&e, o, g, 0)
+            bins += 2 + a
+        else:
+            for u in range(N):
+                loop_bin(&e, o, g, 1)
+                g += 2
+            # abs_remainder: Exp-Golomb-0, t = floor(log2(rem + 1)) context-coded ones (at most
+            # 31), the zero, then rem + 1 - 2^t in t bypass bins
+            rem = a - (N + 1)
+            t = nnr_msb64(<uint64_t>(rem + 1))
+            if t > 31:
+                t = 31
+            for u in range(t):
+                loop_bin(&e, o, &remc[u], 1)
+            if t < 31:
+                loop_bin(&e, o, &remc[t], 0)
+            loop_bypass(&e, o, <uint32_t>(rem + 1 - ((<int64_t>1) << t)), t)
+            bins += 2 + N + t + (t < 31)
+        cls = 2 - sign
+        s = nxt[2 * s + (a & 1)]
+    ep[0] = e
+    s_io[0] = s
+    cls_io[0] = cls
+    stats[0] += bins
+    stats[1] += rounded
+
+
+cdef inline void _code_level(LoopEngine* e, LoopOut* o, LCtx* ctx, int64_t k, int s, int cls,
+                             int64_t b, int h, int N, int sign_mode, int64_t m_plus,
+                             int64_t m_minus, int64_t* bins) noexcept nogil:
+    """_enc_level on the level loop's engine."""
+    cdef int ci, sign, j, flag = 0, i, t, pbin
+    cdef int64_t v, M, a
+    loop_bin(e, o, &ctx[ctx_sig(s, cls, b, h)], 1 if k != 0 else 0)
+    bins[0] += 1
+    if k == 0:
+        return
+    sign = 1 if k < 0 else 0
+    a = -k if sign else k
+    if sign_mode == 0:
+        loop_bin(e, o, &ctx[ctx_sign(cls, b)], sign)
+        bins[0] += 1
+    M = m_minus if sign else m_plus
+    v = 1
+    if M > 1:
+        j = 0
+        while True:
+            flag = 1 if a > v else 0
+            loop_bin(e, o, &ctx[ctx_gtx(N, j, sign, b)], flag)
+            bins[0] += 1
+            v += flag
+            if not (flag and j < N - 1 and v < M):
+                break
+            j += 1
+        if flag and v < M:
+            ci = CTX_GTX + 4 * N
+            t = 0
+            i = 0
+            while True:
+                pbin = 1 if a - v >= ((<int64_t>1) << t) else 0
+                loop_bin(e, o, &ctx[ci + i], pbin)
+                bins[0] += 1
+                if pbin:
+                    v += (<int64_t>1) << t
+                    t += 1
+                if not (pbin and i < 30 and v + ((<int64_t>1) << t) <= M):
+                    break
+                i += 1
+            loop_bypass(e, o, <uint32_t>(a - v), t)
+
+
+cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
+    """B.7, the real coding: the scan of §7 with row skipping and block-row resets (as _walk)."""
+    cdef LoopEngine e
+    cdef LoopOut o
+    cdef int N = j.N, dq = j.dq
+    cdef int nctx = 90 + 4 * N
+    cdef int64_t rows = j.rows, W = j.W
+    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, i, k, b = 0
+    cdef int s = 0, cls = 0, h = 0, a
+    cdef int sign_mode = 0
+    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+    cdef int64_t stats[2]
+    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
+    cdef const int32_t* lv = j.levels
+    cdef const int32_t* ref = j.tca
+    cdef const uint8_t* hist = j.hist
+    cdef int rowskip = j.rowskip_flag
+    cdef int plain = ref == NULL and hist == NULL and j.cbsize == 0 and not j.no_bins
+    cdef uint8_t no_dq[16]
+    cdef const uint8_t* nxt = &NNR_DQ_NEXT[0][0] if dq else no_dq
+    cdef LCtx* lctx
+    cdef LCtx* initial
+    if rows * W == 0:
+        return ST_OK
+    lctx = <LCtx*>malloc(2 * nctx * sizeof(LCtx))
+    if lctx == NULL:
+        return ST_NOMEM
+    initial = lctx + nctx
+    if loop_from(&e, &o, ep) != 0:
+        free(lctx)
+        return ST_NOMEM
+    memset(no_dq, 0, sizeof(no_dq))
+    for a in range(nctx):
+        lctx_set(&lctx[a], ctx[a].S0, ctx[a].S - 16 * ctx[a].S0, &ctx[a])
+        lctx_set(&initial[a], NNR_PARAM_SETS[ctx[a].k][2], NNR_PARAM_SETS[ctx[a].k][3], &ctx[a])
+    stats[0] = 0
+    stats[1] = 0
+    if j.cbsize > 0:
+        m_plus = j.cbsize - 1 - j.cbzero
+        m_minus = j.cbzero
+        if j.cbzero == 0:
+            sign_mode = 1
+        elif j.cbzero == j.cbsize - 1:
+            sign_mode = 2
+    if j.eff_scan == 0:
+        bh = rows
+        bw = W
+    else:
+        bh = 4 << j.eff_scan
+        bw = bh
+    for br in range(j.n_brows):
+        r0 = br * bh
+        r1 = r0 + bh
+        if r1 > rows:
+            r1 = rows
+        if br > 0:
+            memcpy(lctx, initial, nctx * sizeof(LCtx))
+            cls = 0
+            loop_norm(&e)
+            e.R = 256                   # range reset (§3.6)
+            # the entry point's raw material (§3.8): bit position and low register here
+            j.epw[3 * (br - 1)] = loop_bit_position(&e, &o)
+            j.epw[3 * (br - 1) + 1] = <int64_t>(e.L & 511)
+            j.epw[3 * (br - 1) + 2] = s
+        c0 = 0
+        while c0 < W:
+            c1 = c0 + bw
+            if c1 > W:
+                c1 = W
+            for r in range(r0, r1):
+                if rowskip and j.skip[r]:
+                    # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (§7.3)
+                    if dq:
+                        s = adv0[s]
+                    continue
+                base = r * W
+                if plain:
+                    _code_plain(&e, &o, lctx, lv + base + c0, c1 - c0, &s, &cls, nxt, dq, N,
+                                stats)
+                    continue
+                for c in range(c0, c1):
+                    i = lv[base + c]
+                    k = i
+                    if dq and i != 0:
+                        # §8.2 mapping, with the REF-QUIRK rounding of _walk
+                        if i > 0:
+                            k = (i + (s & 1)) >> 1
+                        else:
+                            k = (i - (s & 1)) >> 1
+                        if ((i ^ s) & 1) != 0:
+                            stats[1] += 1
+                    if ref != NULL:
+                        b = ref[base + c]
+                    if hist != NULL:
+                        h = hist[base + c]
+                    if not j.no_bins:
+                        _code_level(&e, &o, lctx, k, s, cls, b, h, N, sign_mode, m_plus,
+                                    m_minus, &stats[0])
+                    cls = 0 if k == 0 else (1 if k < 0 else 2)
+                    if dq:
+                        s = NNR_DQ_NEXT[s][k & 1]
+            c0 = c1
+    loop_to(&e, &o, ep)
+    for a in range(nctx):
+        ctx[a].S0 = lctx[a].S0
+        ctx[a].S = <int16_t>(lctx[a].S1 + 16 * lctx[a].S0)
+    free(lctx)
+    ep.bins += stats[0]
+    j.rounded += stats[1]
+    return ST_OK
+
+
 cdef inline void _signal_one(EncEngine* e, CabacCtx* ctx, const Shadow* sh, int idx,
                              bint coded, int flag_ctx) noexcept nogil:
     cdef int k = 0
@@ -573,7 +1114,10 @@ cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, Shadow* sh, EncJob* j) no
     if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
         e.R = 256
     # 7. levels.
-    status = _walk(e, ctx, NULL, j)
+    if _reference_coding:
+        status = _walk(e, ctx, NULL, j)
+    else:
+        status = _code_levels(e, ctx, j)
     if status == ST_OK and e.oom:
         return ST_NOMEM
     return status
