@@ -305,7 +305,7 @@ cdef enum:
 
 ctypedef struct LoopEngine:         # the registers: a local copy of it stays in registers
     uint64_t L              # marker << (10 + pend) | carry << (9 + pend) | 9 + pend bits
-    uint32_t R              # 128..510; below 256 after an MPS whose shift is still owed
+    uint64_t R              # 128..510; below 256 after an MPS whose shift is still owed
 
 
 ctypedef struct LoopOut:            # the bytes: touched only when bytes are written
@@ -316,20 +316,28 @@ ctypedef struct LoopOut:            # the bytes: touched only when bytes are wri
 
 
 # §3.7 for coding `bin` in a context of state S, with a range R that may still owe its MPS shift:
-# LOOP_STEP[bin][(S >> 7) + 32][R >> 4] holds what the new range adds to the (normalised) R
+# LT.step[bin][(S >> 7) + 32][R >> 4] holds what the new range adds to the (normalised) R
 # masked out for an LPS (-rLPS for an MPS, the LPS's renormalised range for an LPS), the shift of
-# L, and rLPS.  A row is 128 bytes, so its offset is S & ~127.  One load on the R -> R chain.
-# Filled from _wengine.pxd's NNR_RLPS_R4 at import.
+# L and what L adds to R for an LPS (-rLPS; 0 for an MPS).  A row is 128 bytes, so its offset is
+# S & ~127.  One load on the R -> R chain.  Filled from _wengine.pxd's NNR_RLPS_R4 at import.
 ctypedef struct LoopStep:
     int16_t radd
     uint8_t n
-    uint8_t rlps
+    uint8_t rl
 
-cdef LoopStep LOOP_STEP[2][64][32]
 
-# §4.4 for the fast estimator as a table: new S0 = LOOP_S0[512 * (sh0 - 4) + 256 * bin + 128 + S0]
-# (sh0 is 4..7 in every parameter set, |S0| <= 123, §4.5).
-cdef int8_t LOOP_S0[4 * 512]
+# §4.4 as tables.  The fast estimator: LT.s0[bin][256 * (sh0 - 4) + 128 + S0] holds the new
+# table index (low 16 bits) and 16 * (new S0 - S0) (high 16 bits); sh0 is 4..7 in every parameter
+# set and |S0| <= 123 (§4.5).  The slow estimator kept as S1 + 128 * c1 (c1 = 32 * sh1 + 16, the
+# row of NNR_CURVE_SH): its step is LT.s1[(S1 + 128 * c1) >> 7] for bin 1 and
+# LT.s1[256 + ((S1 + 128 * c1 + 127) >> 7)] for bin 0 ((-S1) >> 7 = -((S1 + 127) >> 7)).
+# All in one struct, so that the level loop reaches them from one base register.
+ctypedef struct LoopTables:
+    LoopStep step[2][64][32]
+    int32_t s0[2][1024]
+    int16_t s1[512]
+
+cdef LoopTables LT
 
 
 cdef int _loop_tables() noexcept nogil:
@@ -342,56 +350,68 @@ cdef int _loop_tables() noexcept nogil:
             r = NNR_RLPS_R4[32 * p + x]
             n = nnr_renorm_shift(r) if r else 0
             for bin in range(2):
-                LOOP_STEP[bin][row][x].rlps = <uint8_t>r
                 if bin == (1 if row >= 32 else 0):          # MPS
-                    LOOP_STEP[bin][row][x].radd = <int16_t>-r
-                    LOOP_STEP[bin][row][x].n = 0
+                    LT.step[bin][row][x].radd = <int16_t>-r
+                    LT.step[bin][row][x].n = 0
+                    LT.step[bin][row][x].rl = 0
                 else:
-                    LOOP_STEP[bin][row][x].radd = <int16_t>(r << n)
-                    LOOP_STEP[bin][row][x].n = <uint8_t>n
+                    LT.step[bin][row][x].radd = <int16_t>(r << n)
+                    LT.step[bin][row][x].n = <uint8_t>n
+                    LT.step[bin][row][x].rl = <uint8_t>r
+    for x in range(9):
+        if not 4 <= NNR_PARAM_SETS[x][0] <= 7:
+            return -1
+    memset(LT.s0, 0, sizeof(LT.s0))
     for sh in range(4, 8):
         for bin in range(2):
             g = 1 if bin else -1
             for S0 in range(-128, 128):
                 v = S0 + g * (NNR_CURVE[16 + ((g * S0) >> 3)] >> sh)
-                LOOP_S0[512 * (sh - 4) + 256 * bin + 128 + S0] = <int8_t>(
-                    v if -128 <= v <= 127 else S0)      # outside the reachable states
-    for x in range(9):
-        if not 4 <= NNR_PARAM_SETS[x][0] <= 7:
-            return -1
+                if not -128 <= v <= 127:
+                    v = S0                                  # outside the reachable states
+                x = 256 * (sh - 4) + 128
+                LT.s0[bin][x + S0] = (x + v) | ((16 * (v - S0)) << 16)
+    for x in range(256):
+        LT.s1[x] = NNR_CURVE_SH[x]
+        v = 2 * (32 * ((x - 1) >> 5) + 16) - x
+        LT.s1[256 + x] = NNR_CURVE_SH[v] if 0 <= v < 256 else 0
     return 0
 
 if _loop_tables() != 0:
     raise ImportError("nnr_core.cabac._encoder assumes sh0 = 4..7 in every parameter set")
 
 
-# One context in the level loop (§4.1): S = S1 + 16*S0, S1, S0, the row of LOOP_S0 and the shift of
-# S1 as a row of the pre-shifted CURVE (NNR_CURVE_SH).
+# One context in the level loop (§4.1): S = S1 + 16*S0, and both estimators as their table
+# indices above.
 ctypedef struct LCtx:
     int16_t S
-    int16_t S1
-    int16_t t0              # 512 * (sh0 - 4) + 128
-    int8_t S0
-    uint8_t c1              # 32*sh1 + 16
+    int16_t S1c             # S1 + 128 * (32 * sh1 + 16)
+    uint16_t S0t            # 256 * (sh0 - 4) + 128 + S0
+    uint16_t pad
 
 
 cdef inline void lctx_set(LCtx* d, int S0, int S1, const CabacCtx* c) noexcept nogil:
-    d.S0 = <int8_t>S0
-    d.S1 = <int16_t>S1
     d.S = <int16_t>(S1 + 16 * S0)
-    d.t0 = <int16_t>(512 * (c.sh0 - 4) + 128)
-    d.c1 = <uint8_t>(32 * c.sh1 + 16)
+    d.S1c = <int16_t>(S1 + 128 * (32 * c.sh1 + 16))
+    d.S0t = <uint16_t>(256 * (c.sh0 - 4) + 128 + S0)
+    d.pad = 0
+
+
+cdef inline void lctx_get(CabacCtx* d, const LCtx* c) noexcept nogil:
+    d.S = c.S
+    d.S0 = <int16_t>(c.S0t - 256 * (d.sh0 - 4) - 128)
 
 
 cdef inline void lctx_update(LCtx* c, int bin) noexcept nogil:
-    """§4.4; for S1 without a branch on the bin: m = bin - 1 (0 or -1) and (x ^ m) - m = g*x."""
+    """§4.4 from the tables, without a branch on the bin (m = bin - 1, (x ^ m) - m = g*x)."""
     cdef int m = bin - 1
-    cdef int S0 = LOOP_S0[c.t0 + 256 * bin + c.S0]
-    cdef int S1 = c.S1
-    S1 += (NNR_CURVE_SH[c.c1 + (((S1 ^ m) - m) >> 7)] ^ m) - m
-    c.S0 = <int8_t>S0
-    c.S1 = <int16_t>S1
-    c.S = <int16_t>(S1 + 16 * S0)
+    cdef int32_t e0 = LT.s0[bin][c.S0t]
+    cdef int64_t S1c = c.S1c
+    cdef int d1 = LT.s1[((S1c + (127 & m)) >> 7) + (256 & m)]
+    d1 = (d1 ^ m) - m
+    c.S0t = <uint16_t>e0
+    c.S1c = <int16_t>(S1c + d1)
+    c.S = <int16_t>(c.S + d1 + (e0 >> 16))
 
 
 cdef int loop_grow(LoopOut* o) noexcept nogil:
@@ -450,19 +470,21 @@ cdef inline void loop_norm(LoopEngine* e) noexcept nogil:
 
 
 cdef inline void loop_bin(LoopEngine* e, LoopOut* o, LCtx* c, int bin) noexcept nogil:
-    """Regular bin (§3.7) and context update (§4.4), without a branch on MPS / LPS."""
-    cdef uint32_t R = e.R
-    cdef uint32_t n0 = (R >> 8) ^ 1
-    cdef int S = c.S
-    cdef uint32_t mask = <uint32_t>((S >> 15) ^ (bin - 1))        # all ones for an LPS
+    """Regular bin (§3.7) and context update (§4.4), without a branch on MPS / LPS: with u = the
+    normalised R for an LPS and 0 for an MPS, L += u - rLPS and R = R - u + radd."""
+    cdef uint64_t R = e.R
+    cdef uint64_t n0 = (R >> 8) ^ 1
+    cdef int64_t S = c.S
+    cdef uint64_t mask = <uint64_t>((S >> 15) ^ (bin - 1))        # all ones for an LPS
     cdef const LoopStep* row = <const LoopStep*>nnr_opaque(
-        <const char*>&LOOP_STEP[bin][32][0] + (S & ~127))
+        <const char*>&LT.step[bin][32][0] + (S & ~127))
     cdef const LoopStep* t = row + (R >> 4)
-    cdef uint32_t Rn = R << n0
-    e.L = ((e.L << n0) + ((Rn - t.rlps) & mask)) << t.n
-    e.R = (Rn & ~mask) + <uint32_t><int32_t>t.radd
+    cdef uint64_t Rn = R << n0
+    cdef uint64_t u = Rn & mask
+    e.L = ((e.L << n0) + u - t.rl) << t.n
+    e.R = Rn - u + <uint64_t><int64_t>t.radd
     lctx_update(c, bin)
-    if NNR_ENC_UNLIKELY(e.L >> LOOP_FLUSH):
+    if NNR_ENC_UNLIKELY(e.L >= (<uint64_t>1) << LOOP_FLUSH):
         loop_flush(e, o)
 
 
@@ -529,7 +551,7 @@ cdef void loop_to(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
         L += (<uint64_t>o.buf[o.size]) << (9 + pend)
         pend += 8
     e.L = <uint32_t>L
-    e.R = f.R
+    e.R = <uint32_t>f.R
     e.BL = 23 - pend
     e.NB = 0
     if o.size > 0:
@@ -843,22 +865,34 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
 # codebook take a plain loop (context selection 3s + c, 48 + c, 53 + 2j + sign, 53 + 4N + i,
 # the binarization of §5.1 unbounded); the rest a transcription of _enc_level.
 
-cdef inline void _code_plain(LoopEngine* ep, LoopOut* o, LCtx* ctx, const int32_t* lv, int64_t n,
-                             int* s_io, int* cls_io, const uint8_t* nxt, int dq, int N,
-                             int64_t* stats) noexcept nogil:
-    """n levels of one row segment.  nxt: the §8.1 transitions, or all zeros without DQ (s stays
-    0).  stats[0] += regular bins, stats[1] += DQ indices of the wrong parity."""
+ctypedef struct WithDQ:
+    int unused
+ctypedef struct NoDQ:
+    int unused
+ctypedef fused DQMode:          # compiles the plain loop once with and once without DQ
+    WithDQ
+    NoDQ
+
+
+cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const int32_t* lv,
+                      int64_t n, int64_t* s_io, int64_t* cls_io, int N,
+                      int64_t* stats) noexcept nogil:
+    """n levels of one row segment.  stats[0] += regular bins, stats[1] += DQ indices of the
+    wrong parity."""
     cdef LoopEngine e = ep[0]
-    cdef int s = s_io[0], cls = cls_io[0]
-    cdef int64_t x, i, a, rem
+    cdef int64_t s = s_io[0], cls = cls_io[0]
+    cdef int64_t x, i, a, m, sign, rem
     cdef int64_t bins = 0, rounded = 0
-    cdef int sign, t, u
+    cdef int t, u
     cdef LCtx* g
     cdef LCtx* remc = ctx + CTX_GTX + 4 * N
+    cdef const uint8_t* nxt = &NNR_DQ_NEXT[0][0]
+    cdef bint dq = DQMode is WithDQ
     for x in range(n):
         i = lv[x]
-        sign = i < 0
-        a = -i if sign else i
+        m = i >> 63                     # the sign without a jump: it is a coin toss
+        sign = m & 1
+        a = (i ^ m) - m
         if dq:
             # §8.2; REF-QUIRK: an index of the wrong parity is rounded by the same formula
             rounded += (i ^ s) & (i != 0)
@@ -867,10 +901,11 @@ cdef inline void _code_plain(LoopEngine* ep, LoopOut* o, LCtx* ctx, const int32_
             loop_bin(&e, o, &ctx[3 * s + cls], 0)               # sig_flag
             bins += 1
             cls = 0
-            s = nxt[2 * s]
+            if dq:
+                s = nxt[2 * s]
             continue
         loop_bin(&e, o, &ctx[3 * s + cls], 1)
-        loop_bin(&e, o, &ctx[CTX_SIGN + cls], sign)
+        loop_bin(&e, o, &ctx[CTX_SIGN + cls], <int>sign)
         # abs_level_greater_x[j]: min(a - 1, N) ones, then a zero if a <= N
         g = ctx + CTX_GTX + sign
         if a <= N:
@@ -896,12 +931,17 @@ cdef inline void _code_plain(LoopEngine* ep, LoopOut* o, LCtx* ctx, const int32_
             loop_bypass(&e, o, <uint32_t>(rem + 1 - ((<int64_t>1) << t)), t)
             bins += 2 + N + t + (t < 31)
         cls = 2 - sign
-        s = nxt[2 * s + (a & 1)]
+        if dq:
+            s = nxt[2 * s + (a & 1)]
     ep[0] = e
     s_io[0] = s
     cls_io[0] = cls
     stats[0] += bins
     stats[1] += rounded
+
+
+ctypedef void (*PlainFn)(void*, LoopEngine*, LoopOut*, LCtx*, const int32_t*, int64_t, int64_t*,
+                         int64_t*, int, int64_t*) noexcept nogil
 
 
 cdef inline void _code_level(LoopEngine* e, LoopOut* o, LCtx* ctx, int64_t k, int s, int cls,
@@ -956,7 +996,8 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     cdef int nctx = 90 + 4 * N
     cdef int64_t rows = j.rows, W = j.W
     cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, i, k, b = 0
-    cdef int s = 0, cls = 0, h = 0, a
+    cdef int64_t s = 0, cls = 0
+    cdef int h = 0, a
     cdef int sign_mode = 0
     cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
     cdef int64_t stats[2]
@@ -966,8 +1007,8 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     cdef const uint8_t* hist = j.hist
     cdef int rowskip = j.rowskip_flag
     cdef int plain = ref == NULL and hist == NULL and j.cbsize == 0 and not j.no_bins
-    cdef uint8_t no_dq[16]
-    cdef const uint8_t* nxt = &NNR_DQ_NEXT[0][0] if dq else no_dq
+    # through a pointer: the plain loop keeps registers of its own instead of being inlined here
+    cdef PlainFn plain_fn = <PlainFn>_code_plain[WithDQ] if dq else <PlainFn>_code_plain[NoDQ]
     cdef LCtx* lctx
     cdef LCtx* initial
     if rows * W == 0:
@@ -979,7 +1020,6 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     if loop_from(&e, &o, ep) != 0:
         free(lctx)
         return ST_NOMEM
-    memset(no_dq, 0, sizeof(no_dq))
     for a in range(nctx):
         lctx_set(&lctx[a], ctx[a].S0, ctx[a].S - 16 * ctx[a].S0, &ctx[a])
         lctx_set(&initial[a], NNR_PARAM_SETS[ctx[a].k][2], NNR_PARAM_SETS[ctx[a].k][3], &ctx[a])
@@ -1025,8 +1065,7 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                     continue
                 base = r * W
                 if plain:
-                    _code_plain(&e, &o, lctx, lv + base + c0, c1 - c0, &s, &cls, nxt, dq, N,
-                                stats)
+                    plain_fn(NULL, &e, &o, lctx, lv + base + c0, c1 - c0, &s, &cls, N, stats)
                     continue
                 for c in range(c0, c1):
                     i = lv[base + c]
@@ -1044,16 +1083,15 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                     if hist != NULL:
                         h = hist[base + c]
                     if not j.no_bins:
-                        _code_level(&e, &o, lctx, k, s, cls, b, h, N, sign_mode, m_plus,
-                                    m_minus, &stats[0])
+                        _code_level(&e, &o, lctx, k, <int>s, <int>cls, b, h, N, sign_mode,
+                                    m_plus, m_minus, &stats[0])
                     cls = 0 if k == 0 else (1 if k < 0 else 2)
                     if dq:
                         s = NNR_DQ_NEXT[s][k & 1]
             c0 = c1
     loop_to(&e, &o, ep)
     for a in range(nctx):
-        ctx[a].S0 = lctx[a].S0
-        ctx[a].S = <int16_t>(lctx[a].S1 + 16 * lctx[a].S0)
+        lctx_get(&ctx[a], &lctx[a])
     free(lctx)
     ep.bins += stats[0]
     j.rounded += stats[1]
