@@ -26,8 +26,6 @@ def _compile_args(path):
     if os.path.basename(path) == "_decoder.pyx":
         # The level loop's speed moves by a few % with its offset to 64-byte fetch blocks; pin it.
         args.append("-falign-functions=64")
-    if os.path.basename(path) == "_encoder.pyx":
-        args += ["-fno-tree-slp-vectorize", "-falign-loops=32"]
     return args
 
 

@@ -290,9 +290,16 @@ cdef extern from *:
     #endif
         return p;
     }
+    static inline uint64_t nnr_opaque_u64(uint64_t x) {
+    #if defined(__GNUC__) || defined(__clang__)
+        __asm__("" : "+r"(x));
+    #endif
+        return x;
+    }
     """
     bint NNR_ENC_UNLIKELY(bint x) noexcept nogil
     const void* nnr_opaque(const void* p) noexcept nogil
+    uint64_t nnr_opaque_u64(uint64_t x) noexcept nogil
     uint32_t nnr_select(uint32_t mask, uint32_t a, uint32_t b) noexcept nogil
     void nnr_store_be64(uint8_t* p, uint64_t x) noexcept nogil
     int nnr_msb64(uint64_t x) noexcept nogil
@@ -482,7 +489,8 @@ cdef inline void loop_bin(LoopEngine* e, LoopOut* o, LCtx* c, int bin) noexcept 
     cdef uint64_t Rn = R << n0
     cdef uint64_t u = Rn & mask
     e.L = ((e.L << n0) + u - t.rl) << t.n
-    e.R = Rn - u + <uint64_t><int64_t>t.radd
+    # radd through a pointer of its own: loaded with the index in the address, no lea on the chain
+    e.R = nnr_opaque_u64(Rn - u) + <uint64_t><int64_t>(<const LoopStep*>nnr_opaque(row))[R >> 4].radd
     lctx_update(c, bin)
     if NNR_ENC_UNLIKELY(e.L >= (<uint64_t>1) << LOOP_FLUSH):
         loop_flush(e, o)
