@@ -571,6 +571,18 @@ cdef void loop_to(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
     e.size = o.size
 
 
+cdef int enc_settle(EncEngine* e) noexcept nogil:
+    """The state every tensor ends in (pytwin_enc's CabacEncoder._settle): a carry still in L
+    absorbed by the pending bytes, pending only the last byte below 0xFF and the 0xFF bytes
+    after it.  Only the representation changes, not the codeword.  Returns -1 if out of memory."""
+    cdef LoopEngine f
+    cdef LoopOut o
+    if loop_from(&f, &o, e) != 0:
+        return -1
+    loop_to(&f, &o, e)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # The parameter-set choice (§6.5): nine shadow estimators per context (_shadow.pxd).
 
@@ -1020,7 +1032,7 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     cdef LCtx* lctx
     cdef LCtx* initial
     if rows * W == 0:
-        return ST_OK
+        return ST_NOMEM if enc_settle(ep) != 0 else ST_OK
     lctx = <LCtx*>malloc(2 * nctx * sizeof(LCtx))
     if lctx == NULL:
         return ST_NOMEM
@@ -1162,6 +1174,8 @@ cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, Shadow* sh, EncJob* j) no
     # 7. levels.
     if _reference_coding:
         status = _walk(e, ctx, NULL, j)
+        if status == ST_OK and enc_settle(e) != 0:
+            status = ST_NOMEM
     else:
         status = _code_levels(e, ctx, j)
     if status == ST_OK and e.oom:

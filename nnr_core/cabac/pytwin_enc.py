@@ -296,6 +296,27 @@ class CabacEncoder:
         for x in range(0, nbits, 8):
             self.out.append((low >> (24 - x)) & 0xFF)
 
+    def _settle(self):
+        """The state every tensor ends in: a carry still in L absorbed by the pending bytes, and
+        pending only the last byte below 0xFF and the 0xFF bytes after it.  Only the representation
+        changes, not the codeword; the Cython encoder writes the level bytes in another rhythm and
+        hands its engine back in this form."""
+        if self.NB == 0:
+            return
+        if self.L >> (32 - self.BL):            # as a write-out would absorb it
+            self.out.append((self.buffered + 1) & 0xFF)
+            self.out.extend(b"\x00" * (self.NB - 1))
+            self.L -= 1 << (32 - self.BL)
+        else:
+            self.out.append(self.buffered)
+            self.out.extend(b"\xff" * (self.NB - 1))
+        nff = 0
+        while nff < len(self.out) - 1 and self.out[-1 - nff] == 0xFF:
+            nff += 1
+        self.buffered = self.out[-1 - nff]
+        self.NB = nff + 1
+        del self.out[len(self.out) - nff - 1:]
+
     def finish(self):
         """Terminating bin 1 and flush (§3.7); returns the payload."""
         if self.finished:
@@ -410,6 +431,7 @@ class CabacEncoder:
         if p.eff_scan and (p.n_brows > 1 or variant == VARIANT_NNCODEC1):
             self.reset_range()
         _code_levels(self, p, variant, None)                    # B.7
+        self._settle()
 
     # --- inspection ----------------------------------------------------------------------------
 
