@@ -511,4 +511,116 @@ def test_parameter_sets_with_extreme_levels_agree_with_twin(dq, unary_minus1):
     cy.encode_tensor(t)
     tw.encode_tensor(t)
     assert np.array_equal(cy.contexts(), tw.contexts())
+
+
+# --- the level loop against the §3.7 engine bin by bin ----------------------------------------------
+
+def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False, cbsize=0):
+    """A TensorEncoding whose levels stress one part of the level loop (kind)."""
+    n = rows * width
+    if kind == "small":
+        k = np.round(rng.laplace(0, 2.0, n))
+    elif kind == "remainder":           # Exp-Golomb prefixes and bypass suffixes of up to 20 bits
+        k = np.round(rng.laplace(0, 1.0, n) * 10.0 ** rng.integers(0, 7, n))
+    elif kind == "extreme":             # |k| near 2^31: 30 bypass bins, the int32 ends
+        k = rng.integers(-(2 ** 31) + 1, 2 ** 31, n).astype(np.float64)
+        k[:4] = [2 ** 31 - 1, -(2 ** 31) + 1, 1, -1]
+        k[rng.random(n) < 0.3] = 0
+    else:                               # "sparse": zero rows (row skipping) and zero runs
+        k = np.round(rng.laplace(0, 3.0, n)) * (rng.random(n) < 0.1)
+        k.reshape(rows, width)[rng.random(rows) < 0.3] = 0
+    k = k.astype(np.int64)
+    cbzero = int(rng.integers(0, cbsize)) if cbsize else 0
+    if cbsize:
+        k = np.clip(k, -cbzero, cbsize - 1 - cbzero)
+    if dq:      # indices of the parity each state's quantizer produces (§8.2), except a few
+        k = np.clip(k, -(2 ** 30), 2 ** 30 - 1)
+        all_zero = ~k.reshape(rows, width).any(axis=1)
+        levels = k.copy()
+        s = 0
+        eff = scan if rows > 1 and width > 1 else 0
+        for _, r, c0, c1 in scan_segments(rows, width, eff):
+            if all_zero[r]:
+                for _ in range(width % 4):
+                    s = NEXT[s][0]
+                continue
+            for pos in range(r * width + c0, r * width + c1 + 1):
+                kk = int(k[pos])
+                levels[pos] = 2 * kk - (0 if kk == 0 else (1 if kk > 0 else -1)) * (s & 1)
+                s = NEXT[s][kk & 1]
+        flip = rng.random(n) < 0.01
+        levels[flip & (levels != 0) & (np.abs(levels) < 2 ** 30)] += 1      # wrong parity: rounded
+        if kind == "extreme":
+            levels[0] = -(2 ** 31)
+    else:
+        levels = k
+    coding = TensorCoding(
+        rows=rows, row_width=width, ndim=2, has_qp_offset=True, qp_density=2, dq_flag=dq,
+        cabac_unary_length_minus1=N - 1, scan_order=scan, general_profile_idc=gpi,
+        parent_node_id_present_flag=1 if hist else 0,
+        tca_reference=rng.integers(-3, 4, n).astype(np.int32) if tca else None,
+        hdsp_history=(rng.random(n) < 0.3).astype(np.uint8) if hist else None,
+        codebook_size=cbsize, cb_zero_offset=cbzero)
+    return TensorEncoding(coding, levels.astype(np.int32), qp_offset=-3, row_skip_enabled_flag=1,
+                          hist_dep_sig_prob_enabled_flag=1 if hist else 0,
+                          param_opt=bool(rng.random() < 0.5))
+
+
+def _both_codings(tensors, variant=2):
+    """(payload, entry points, per-tensor states and contexts) from the level loop and from _walk."""
+    out = []
+    for reference in (False, True):
+        _encoder._set_reference_coding(reference)
+        try:
+            enc = _encoder.CabacEncoder()
+            states = []
+            for t in tensors:
+                enc.encode_tensor(t, variant)
+                states.append((enc.state(), enc.contexts().tolist(), enc.rounded))
+            payload = enc.finish()
+            out.append((payload, _encoder.encode_payload(tensors, variant), states))
+        finally:
+            _encoder._set_reference_coding(False)
+    return out
+
+
+@pytest.mark.parametrize("dq", [0, 1])
+@pytest.mark.parametrize("kind", ["small", "remainder", "extreme", "sparse"])
+@pytest.mark.parametrize("N,scan", [(1, 0), (3, 2), (11, 0), (256, 3)])
+def test_plain_level_loop_matches_reference_coding(dq, kind, N, scan):
+    """The plain loop (with and without DQ) and its engine (bytes written several at a time, carries
+    into the bytes written, lazy renormalisation, bypass suffixes in one step) write what the §3.7
+    engine writes bin by bin: payload, entry points, end state, contexts."""
+    rng = np.random.default_rng(1000 * dq + 100 * N + scan + len(kind))
+    tensors = [_loop_case(rng, 67, 129, dq, N, scan, kind), _loop_case(rng, 3, 5, dq, N, scan, kind)]
+    loop, ref = _both_codings(tensors)
+    assert loop == ref
+    assert loop[2][0][2] > 0 if dq else loop[2][0][2] == 0      # rounded indices counted
+
+
+@pytest.mark.parametrize("tools", ["tca", "hist", "codebook", "tca+hist"])
+def test_general_level_loop_matches_reference_coding(tools):
+    rng = np.random.default_rng(len(tools))
+    tensors = [_loop_case(rng, 40, 77, 1 if tools != "codebook" else 0, 5, scan, kind,
+                          tca="tca" in tools, hist="hist" in tools,
+                          cbsize=9 if tools == "codebook" else 0)
+               for scan, kind in ((0, "small"), (2, "remainder"), (1, "sparse"))]
+    loop, ref = _both_codings(tensors)
+    assert loop == ref
+
+
+def test_tensor_end_state_with_a_pending_carry():
+    """A tensor whose last bins leave a carry in the §3.7 low register: both encoders hand it to
+    the pending bytes at the end of the tensor (CabacEncoder._settle), so the states agree."""
+    rng = np.random.default_rng(60)
+    t = _random_encoding(rng, int(rng.integers(0, 2)), 2)
+    tw = pytwin_enc.CabacEncoder()
+    seen = []
+    settle = tw._settle
+    tw._settle = lambda: (seen.append(tw.L >> (32 - tw.BL)), settle())
+    cy = _encoder.CabacEncoder()
+    tw.encode_tensor(t)
+    cy.encode_tensor(t)
+    assert seen == [1]
+    _same_state(cy, tw)
     assert cy.finish() == tw.finish()
