@@ -1015,8 +1015,9 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     cdef int N = j.N, dq = j.dq
     cdef int nctx = 90 + 4 * N
     cdef int64_t rows = j.rows, W = j.W
-    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, i, k, b = 0
+    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, i, k, run, b = 0
     cdef int64_t s = 0, cls = 0
+    cdef bint full
     cdef int h = 0, a
     cdef int sign_mode = 0
     cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
@@ -1077,11 +1078,20 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
             c1 = c0 + bw
             if c1 > W:
                 c1 = W
+            # whole rows (scan order 0): a run of rows up to the next skipped one in one call
+            full = plain and c1 - c0 == W
+            run = r0
             for r in range(r0, r1):
                 if rowskip and j.skip[r]:
+                    if full and run < r:
+                        plain_fn(NULL, &e, &o, lctx, lv + run * W, (r - run) * W, &s, &cls, N,
+                                 stats)
+                    run = r + 1
                     # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (§7.3)
                     if dq:
                         s = adv0[s]
+                    continue
+                if full:
                     continue
                 base = r * W
                 if plain:
@@ -1108,6 +1118,8 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                     cls = 0 if k == 0 else (1 if k < 0 else 2)
                     if dq:
                         s = NNR_DQ_NEXT[s][k & 1]
+            if full and run < r1:
+                plain_fn(NULL, &e, &o, lctx, lv + run * W, (r1 - run) * W, &s, &cls, N, stats)
             c0 = c1
     loop_to(&e, &o, ep)
     for a in range(nctx):
