@@ -598,14 +598,26 @@ def test_plain_level_loop_matches_reference_coding(dq, kind, N, scan):
     assert loop[2][0][2] > 0 if dq else loop[2][0][2] == 0      # rounded indices counted
 
 
-@pytest.mark.parametrize("tools", ["tca", "hist", "codebook", "tca+hist"])
-def test_general_level_loop_matches_reference_coding(tools):
-    rng = np.random.default_rng(len(tools))
-    tensors = [_loop_case(rng, 40, 77, 1 if tools != "codebook" else 0, 5, scan, kind,
-                          tca="tca" in tools, hist="hist" in tools,
-                          cbsize=9 if tools == "codebook" else 0)
-               for scan, kind in ((0, "small"), (2, "remainder"), (1, "sparse"))]
+@pytest.mark.parametrize("dq,tools", [(dq, tools) for dq in (0, 1) for tools in ("tca", "hist", "tca+hist")]
+                         + [(0, "codebook")])
+def test_tools_level_loop_matches_reference_coding(dq, tools):
+    """The loop with TCA reference / HDSP history (context selection without jumps) and the
+    general one (codebook) write what the §3.7 engine writes bin by bin."""
+    rng = np.random.default_rng(len(tools) + 10 * dq)
+    tensors = [_loop_case(rng, 40, 77, dq, N, scan, kind, tca="tca" in tools,
+                          hist="hist" in tools, cbsize=9 if tools == "codebook" else 0)
+               for N, scan, kind in ((5, 0, "small"), (2, 2, "remainder"), (11, 1, "sparse"),
+                                     (3, 0, "extreme"))]
     loop, ref = _both_codings(tensors)
+    assert loop == ref
+
+
+@pytest.mark.parametrize("dq", [0, 1])
+def test_level_loop_one_dimensional(dq):
+    """Width 1: all rows one run of the plain loop."""
+    rng = np.random.default_rng(5 + dq)
+    loop, ref = _both_codings([_loop_case(rng, 3001, 1, dq, 11, 0, kind)
+                               for kind in ("small", "sparse", "remainder")])
     assert loop == ref
 
 

@@ -894,11 +894,13 @@ ctypedef fused DQMode:          # compiles the plain loop once with and once wit
     NoDQ
 
 
-cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const int32_t* lv,
-                      int64_t n, int64_t* s_io, int64_t* cls_io, int N,
+cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const EncJob* j,
+                      int64_t start, int64_t n, int64_t* s_io, int64_t* cls_io,
                       int64_t* stats) noexcept nogil:
-    """n levels of one row segment.  stats[0] += regular bins, stats[1] += DQ indices of the
-    wrong parity."""
+    """The n levels from position `start` on (a row segment or a run of whole rows).  stats[0] +=
+    regular bins, stats[1] += DQ indices of the wrong parity."""
+    cdef const int32_t* lv = j.levels + start
+    cdef int N = j.N
     cdef LoopEngine e = ep[0]
     cdef int64_t s = s_io[0], cls = cls_io[0]
     cdef int64_t x, i, a, m, sign, rem
@@ -960,8 +962,83 @@ cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
     stats[1] += rounded
 
 
-ctypedef void (*PlainFn)(void*, LoopEngine*, LoopOut*, LCtx*, const int32_t*, int64_t, int64_t*,
-                         int64_t*, int, int64_t*) noexcept nogil
+cdef void _code_tools(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const EncJob* j,
+                      int64_t start, int64_t n, int64_t* s_io, int64_t* cls_io,
+                      int64_t* stats) noexcept nogil:
+    """_code_plain with the TCA reference and / or the HDSP history (no codebook): the context
+    selection of §6.2 (ctx_sig, ctx_sign, ctx_gtx) without jumps on b and h."""
+    cdef const int32_t* lv = j.levels + start
+    cdef const int32_t* ref = j.tca + start if j.tca != NULL else NULL
+    cdef const uint8_t* hist = j.hist + start if j.hist != NULL else NULL
+    cdef int N = j.N
+    cdef LoopEngine e = ep[0]
+    cdef int64_t s = s_io[0], cls = cls_io[0]
+    cdef int64_t x, i, a, m, sign, rem, b, ab, tca, h, sc, gc, over, u
+    cdef int64_t bins = 0, rounded = 0
+    cdef int t
+    cdef LCtx* remc = ctx + CTX_GTX + 4 * N
+    cdef bint dq = DQMode is WithDQ
+    for x in range(n):
+        i = lv[x]
+        m = i >> 63
+        sign = m & 1
+        a = (i ^ m) - m
+        if dq:
+            # §8.2; REF-QUIRK: an index of the wrong parity is rounded by the same formula
+            rounded += (i ^ s) & (i != 0)
+            a = (a + (s & 1) + sign) >> 1
+        b = ref[x] if ref != NULL else 0
+        h = hist[x] if hist != NULL else 0
+        m = b >> 63
+        ab = (b ^ m) - m
+        tca = -(b != 0)                 # all ones with a TCA reference level
+        # sig_flag: HDSP, then TCA, then the neighbour class (ctx_sig)
+        sc = (3 * s + cls) ^ (((3 * s + cls) ^ (CTX_SIG_TCA + 2 * s + (ab > 1))) & tca)
+        sc = sc ^ ((sc ^ (CTX_SIG_HDSP + s)) & -(h != 0))
+        if a == 0:
+            loop_bin(&e, o, &ctx[sc], 0)
+            bins += 1
+            cls = 0
+            if dq:
+                s = NNR_DQ_NEXT[s][0]
+            continue
+        loop_bin(&e, o, &ctx[sc], 1)
+        # sign_flag (ctx_sign)
+        loop_bin(&e, o, &ctx[(CTX_SIGN + cls) ^ (((CTX_SIGN + cls) ^ (CTX_SIGN_TCA_NEG + (b > 0)))
+                                                & tca)], <int>sign)
+        # abs_level_greater_x[j] (ctx_gtx): 53 + 2j + sign, or with TCA 53 + 2N + 2j + (j > |b|)
+        gc = (CTX_GTX + sign) ^ (((CTX_GTX + sign) ^ (CTX_GTX + 2 * N)) & tca)
+        over = ab | (~tca & INT64_MAX)  # j > over never holds without TCA
+        if a <= N:
+            for u in range(a - 1):
+                loop_bin(&e, o, &ctx[gc + 2 * u + (u > over)], 1)
+            loop_bin(&e, o, &ctx[gc + 2 * (a - 1) + (a - 1 > over)], 0)
+            bins += 2 + a
+        else:
+            for u in range(N):
+                loop_bin(&e, o, &ctx[gc + 2 * u + (u > over)], 1)
+            rem = a - (N + 1)
+            t = nnr_msb64(<uint64_t>(rem + 1))
+            if t > 31:
+                t = 31
+            for u in range(t):
+                loop_bin(&e, o, &remc[u], 1)
+            if t < 31:
+                loop_bin(&e, o, &remc[t], 0)
+            loop_bypass(&e, o, <uint32_t>(rem + 1 - ((<int64_t>1) << t)), t)
+            bins += 2 + N + t + (t < 31)
+        cls = 2 - sign
+        if dq:
+            s = NNR_DQ_NEXT[s][a & 1]
+    ep[0] = e
+    s_io[0] = s
+    cls_io[0] = cls
+    stats[0] += bins
+    stats[1] += rounded
+
+
+ctypedef void (*LoopFn)(void*, LoopEngine*, LoopOut*, LCtx*, const EncJob*, int64_t, int64_t,
+                        int64_t*, int64_t*, int64_t*) noexcept nogil
 
 
 cdef inline void _code_level(LoopEngine* e, LoopOut* o, LCtx* ctx, int64_t k, int s, int cls,
@@ -1027,9 +1104,13 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     cdef const int32_t* ref = j.tca
     cdef const uint8_t* hist = j.hist
     cdef int rowskip = j.rowskip_flag
-    cdef int plain = ref == NULL and hist == NULL and j.cbsize == 0 and not j.no_bins
+    cdef int fast = j.cbsize == 0 and not j.no_bins
     # through a pointer: the plain loop keeps registers of its own instead of being inlined here
-    cdef PlainFn plain_fn = <PlainFn>_code_plain[WithDQ] if dq else <PlainFn>_code_plain[NoDQ]
+    cdef LoopFn fast_fn
+    if ref == NULL and hist == NULL:
+        fast_fn = <LoopFn>_code_plain[WithDQ] if dq else <LoopFn>_code_plain[NoDQ]
+    else:
+        fast_fn = <LoopFn>_code_tools[WithDQ] if dq else <LoopFn>_code_tools[NoDQ]
     cdef LCtx* lctx
     cdef LCtx* initial
     if rows * W == 0:
@@ -1079,13 +1160,12 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
             if c1 > W:
                 c1 = W
             # whole rows (scan order 0): a run of rows up to the next skipped one in one call
-            full = plain and c1 - c0 == W
+            full = fast and c1 - c0 == W
             run = r0
             for r in range(r0, r1):
                 if rowskip and j.skip[r]:
                     if full and run < r:
-                        plain_fn(NULL, &e, &o, lctx, lv + run * W, (r - run) * W, &s, &cls, N,
-                                 stats)
+                        fast_fn(NULL, &e, &o, lctx, j, run * W, (r - run) * W, &s, &cls, stats)
                     run = r + 1
                     # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (§7.3)
                     if dq:
@@ -1094,8 +1174,8 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                 if full:
                     continue
                 base = r * W
-                if plain:
-                    plain_fn(NULL, &e, &o, lctx, lv + base + c0, c1 - c0, &s, &cls, N, stats)
+                if fast:
+                    fast_fn(NULL, &e, &o, lctx, j, base + c0, c1 - c0, &s, &cls, stats)
                     continue
                 for c in range(c0, c1):
                     i = lv[base + c]
@@ -1119,7 +1199,7 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                     if dq:
                         s = NNR_DQ_NEXT[s][k & 1]
             if full and run < r1:
-                plain_fn(NULL, &e, &o, lctx, lv + run * W, (r1 - run) * W, &s, &cls, N, stats)
+                fast_fn(NULL, &e, &o, lctx, j, run * W, (r1 - run) * W, &s, &cls, stats)
             c0 = c1
     loop_to(&e, &o, ep)
     for a in range(nctx):
