@@ -9,7 +9,11 @@ DQ mapping i -> k of §8.2.  API contract: ``nnr_core/cabac/README.md``; pure-Py
 Arguments are checked with the GIL; the per-tensor procedure, including the pseudo pass of the
 parameter-set optimisation (the pass emits (context, bin) pairs in bounded chunks, which
 ``_shadow.pxd`` runs through all nine estimators of each context), runs ``with nogil`` on C pointers and reports a status code that is
-turned into an exception afterwards.  Output bytes go into a growable C buffer.
+turned into an exception afterwards.  Output bytes go into a growable C buffer.  The levels
+themselves (B.7) are coded by a level loop on an engine of its own (``LoopEngine``: a 64-bit low
+register whose bytes are written several at a time, branchless bins from tables), handed the
+§3.7 registers and back around it; ``_walk`` codes them bin by bin on the §3.7 engine for the
+tests (``_set_reference_coding``).
 """
 from libc.stdint cimport uint8_t, int8_t, uint16_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -272,16 +276,6 @@ cdef extern from *:
         return n;
     #endif
     }
-    /* mask ? a : b as a conditional move: the compilers like to make it a jump, which the
-       MPS / LPS sequence of a context near 50 % mispredicts. */
-    static inline uint32_t nnr_select(uint32_t mask, uint32_t a, uint32_t b) {
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-        __asm__("test %1, %1; cmovne %2, %0" : "+r"(b) : "r"(mask), "r"(a) : "cc");
-        return b;
-    #else
-        return b ^ ((a ^ b) & mask);
-    #endif
-    }
     /* p, hidden from the optimiser: keeps a table row's address computed apart from the index
        that is added to it (otherwise everything is summed after the index, on the R chain). */
     static inline const void* nnr_opaque(const void* p) {
@@ -300,7 +294,6 @@ cdef extern from *:
     bint NNR_ENC_UNLIKELY(bint x) noexcept nogil
     const void* nnr_opaque(const void* p) noexcept nogil
     uint64_t nnr_opaque_u64(uint64_t x) noexcept nogil
-    uint32_t nnr_select(uint32_t mask, uint32_t a, uint32_t b) noexcept nogil
     void nnr_store_be64(uint8_t* p, uint64_t x) noexcept nogil
     int nnr_msb64(uint64_t x) noexcept nogil
 
@@ -322,11 +315,11 @@ ctypedef struct LoopOut:            # the bytes: touched only when bytes are wri
     int oom
 
 
-# §3.7 for coding `bin` in a context of state S, with a range R that may still owe its MPS shift:
-# LT.step[bin][(S >> 7) + 32][R >> 4] holds what the new range adds to the (normalised) R
-# masked out for an LPS (-rLPS for an MPS, the LPS's renormalised range for an LPS), the shift of
-# L and what L adds to R for an LPS (-rLPS; 0 for an MPS).  A row is 128 bytes, so its offset is
-# S & ~127.  One load on the R -> R chain.  Filled from _wengine.pxd's NNR_RLPS_R4 at import.
+# §3.7 for coding `bin` in a context of state S, with a range R that may still owe its MPS shift
+# (rLPS = NNR_RLPS_R4 of _wengine.pxd): LT.step[bin][(S >> 7) + 32][R >> 4] = (radd, n, rl) is
+# (-rLPS, 0, 0) if bin is the MPS and (rLPS << n, n, rLPS) if it is the LPS, n its renormalisation.
+# With u = the normalised R for an LPS and 0 for an MPS, the new R is R - u + radd and the new L
+# (L + u - rl) << n.  A row is 128 bytes, so its offset is S & ~127.
 ctypedef struct LoopStep:
     int16_t radd
     uint8_t n
@@ -882,14 +875,15 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
 
 # ---------------------------------------------------------------------------------------------
 # The real coding of the levels (B.7) on the level loop's engine.  Tensors without TCA, HDSP or
-# codebook take a plain loop (context selection 3s + c, 48 + c, 53 + 2j + sign, 53 + 4N + i,
-# the binarization of §5.1 unbounded); the rest a transcription of _enc_level.
+# codebook take the plain loop (context selection 3s + c, 48 + c, 53 + 2j + sign, 53 + 4N + i,
+# the binarization of §5.1 unbounded), tensors with TCA or HDSP but no codebook the same loop with
+# their context selection, the rest (codebooks) _code_level, a transcription of _enc_level.
 
 ctypedef struct WithDQ:
     int unused
 ctypedef struct NoDQ:
     int unused
-ctypedef fused DQMode:          # compiles the plain loop once with and once without DQ
+ctypedef fused DQMode:          # compiles each loop once with and once without DQ
     WithDQ
     NoDQ
 
@@ -1105,14 +1099,14 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     cdef const uint8_t* hist = j.hist
     cdef int rowskip = j.rowskip_flag
     cdef int fast = j.cbsize == 0 and not j.no_bins
-    # through a pointer: the plain loop keeps registers of its own instead of being inlined here
     cdef LoopFn fast_fn
+    cdef LCtx* lctx
+    cdef LCtx* initial
+    # called through a pointer: the loop keeps registers of its own instead of being inlined here
     if ref == NULL and hist == NULL:
         fast_fn = <LoopFn>_code_plain[WithDQ] if dq else <LoopFn>_code_plain[NoDQ]
     else:
         fast_fn = <LoopFn>_code_tools[WithDQ] if dq else <LoopFn>_code_tools[NoDQ]
-    cdef LCtx* lctx
-    cdef LCtx* initial
     if rows * W == 0:
         return ST_NOMEM if enc_settle(ep) != 0 else ST_OK
     lctx = <LCtx*>malloc(2 * nctx * sizeof(LCtx))
