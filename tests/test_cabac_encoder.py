@@ -567,7 +567,7 @@ def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False
 
 
 def _both_codings(tensors, variant=2):
-    """(payload, entry points, per-tensor states and contexts) from the level loop and from _walk."""
+    """Payload, entry points, per-tensor states and contexts: from the level loop, from _walk."""
     out = []
     for reference in (False, True):
         _encoder._set_reference_coding(reference)
@@ -588,9 +588,7 @@ def _both_codings(tensors, variant=2):
 @pytest.mark.parametrize("kind", ["small", "remainder", "extreme", "sparse"])
 @pytest.mark.parametrize("N,scan", [(1, 0), (3, 2), (11, 0), (256, 3)])
 def test_plain_level_loop_matches_reference_coding(dq, kind, N, scan):
-    """The plain loop (with and without DQ) and its engine (bytes written several at a time, carries
-    into the bytes written, lazy renormalisation, bypass suffixes in one step) write what the §3.7
-    engine writes bin by bin: payload, entry points, end state, contexts."""
+    """The plain loop and its engine write what _walk writes bin by bin on the §3.7 engine."""
     rng = np.random.default_rng(1000 * dq + 100 * N + scan + len(kind))
     tensors = [_loop_case(rng, 67, 129, dq, N, scan, kind), _loop_case(rng, 3, 5, dq, N, scan, kind)]
     loop, ref = _both_codings(tensors)
@@ -601,8 +599,7 @@ def test_plain_level_loop_matches_reference_coding(dq, kind, N, scan):
 @pytest.mark.parametrize("dq,tools", [(dq, tools) for dq in (0, 1) for tools in ("tca", "hist", "tca+hist")]
                          + [(0, "codebook")])
 def test_tools_level_loop_matches_reference_coding(dq, tools):
-    """The loop with TCA reference / HDSP history (context selection without jumps) and the
-    general one (codebook) write what the §3.7 engine writes bin by bin."""
+    """The TCA / HDSP loop and the general one (codebook) write what _walk writes."""
     rng = np.random.default_rng(len(tools) + 10 * dq)
     tensors = [_loop_case(rng, 40, 77, dq, N, scan, kind, tca="tca" in tools,
                           hist="hist" in tools, cbsize=9 if tools == "codebook" else 0)
@@ -622,8 +619,7 @@ def test_level_loop_one_dimensional(dq):
 
 
 def test_tensor_end_state_with_a_pending_carry():
-    """A tensor whose last bins leave a carry in the §3.7 low register: both encoders hand it to
-    the pending bytes at the end of the tensor (CabacEncoder._settle), so the states agree."""
+    """A carry left in L by a tensor's last bins goes to the pending bytes in both encoders."""
     rng = np.random.default_rng(60)
     t = _random_encoding(rng, int(rng.integers(0, 2)), 2)
     tw = pytwin_enc.CabacEncoder()

@@ -470,8 +470,7 @@ cdef inline void loop_norm(LoopEngine* e) noexcept nogil:
 
 
 cdef inline void loop_bin(LoopEngine* e, LoopOut* o, LCtx* c, int bin) noexcept nogil:
-    """Regular bin (§3.7) and context update (§4.4), without a branch on MPS / LPS: with u = the
-    normalised R for an LPS and 0 for an MPS, L += u - rLPS and R = R - u + radd."""
+    """Regular bin (§3.7) and context update (§4.4), without a branch on MPS / LPS (LT.step)."""
     cdef uint64_t R = e.R
     cdef uint64_t n0 = (R >> 8) ^ 1
     cdef int64_t S = c.S
@@ -483,7 +482,8 @@ cdef inline void loop_bin(LoopEngine* e, LoopOut* o, LCtx* c, int bin) noexcept 
     cdef uint64_t u = Rn & mask
     e.L = ((e.L << n0) + u - t.rl) << t.n
     # radd through a pointer of its own: loaded with the index in the address, no lea on the chain
-    e.R = nnr_opaque_u64(Rn - u) + <uint64_t><int64_t>(<const LoopStep*>nnr_opaque(row))[R >> 4].radd
+    row = <const LoopStep*>nnr_opaque(row)
+    e.R = nnr_opaque_u64(Rn - u) + <uint64_t><int64_t>row[R >> 4].radd
     lctx_update(c, bin)
     if NNR_ENC_UNLIKELY(e.L >= (<uint64_t>1) << LOOP_FLUSH):
         loop_flush(e, o)
@@ -505,8 +505,8 @@ cdef inline int64_t loop_bit_position(const LoopEngine* e, const LoopOut* o) noe
 
 
 cdef int loop_from(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
-    """Take over the §3.7 registers and buffer: the pending bytes are written as they stand
-    (a carry still in L reaches them through loop_carry).  Returns -1 if out of memory."""
+    """Take over the §3.7 registers and buffer, the pending bytes written as they stand."""
+    # a carry still in L reaches them through loop_carry; returns -1 if out of memory
     cdef int64_t x
     if enc_reserve(e, e.NB + 16) != 0:
         return -1
@@ -524,8 +524,9 @@ cdef int loop_from(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
 
 
 cdef void loop_to(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
-    """Hand back as §3.7 registers: carry absorbed, BL in the range a write-out leaves (12..19
-    once a byte was written), the last non-0xFF byte and the 0xFF bytes after it pending."""
+    """Hand back as §3.7 registers, in the form CabacEncoder._settle of the twin leaves."""
+    # carry absorbed, BL where a write-out leaves it (12..19 once a byte was written), pending the
+    # last byte below 0xFF and the 0xFF bytes after it
     cdef int64_t nff = 0
     cdef int pend
     cdef uint64_t L
@@ -565,9 +566,8 @@ cdef void loop_to(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
 
 
 cdef int enc_settle(EncEngine* e) noexcept nogil:
-    """The state every tensor ends in (pytwin_enc's CabacEncoder._settle): a carry still in L
-    absorbed by the pending bytes, pending only the last byte below 0xFF and the 0xFF bytes
-    after it.  Only the representation changes, not the codeword.  Returns -1 if out of memory."""
+    """The engine in the form every tensor ends in (pytwin_enc's CabacEncoder._settle)."""
+    # only the representation changes, not the codeword; returns -1 if out of memory
     cdef LoopEngine f
     cdef LoopOut o
     if loop_from(&f, &o, e) != 0:
@@ -891,8 +891,8 @@ ctypedef fused DQMode:          # compiles each loop once with and once without 
 cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const EncJob* j,
                       int64_t start, int64_t n, int64_t* s_io, int64_t* cls_io,
                       int64_t* stats) noexcept nogil:
-    """The n levels from position `start` on (a row segment or a run of whole rows).  stats[0] +=
-    regular bins, stats[1] += DQ indices of the wrong parity."""
+    """The n levels from position `start` on (a row segment or a run of whole rows)."""
+    # stats[0] += regular bins, stats[1] += DQ indices of the wrong parity
     cdef const int32_t* lv = j.levels + start
     cdef int N = j.N
     cdef LoopEngine e = ep[0]
@@ -959,8 +959,7 @@ cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
 cdef void _code_tools(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const EncJob* j,
                       int64_t start, int64_t n, int64_t* s_io, int64_t* cls_io,
                       int64_t* stats) noexcept nogil:
-    """_code_plain with the TCA reference and / or the HDSP history (no codebook): the context
-    selection of §6.2 (ctx_sig, ctx_sign, ctx_gtx) without jumps on b and h."""
+    """_code_plain with TCA reference and / or HDSP history: §6.2's contexts without jumps."""
     cdef const int32_t* lv = j.levels + start
     cdef const int32_t* ref = j.tca + start if j.tca != NULL else NULL
     cdef const uint8_t* hist = j.hist + start if j.hist != NULL else NULL

@@ -297,10 +297,9 @@ class CabacEncoder:
             self.out.append((low >> (24 - x)) & 0xFF)
 
     def _settle(self):
-        """The state every tensor ends in: a carry still in L absorbed by the pending bytes, and
-        pending only the last byte below 0xFF and the 0xFF bytes after it.  Only the representation
-        changes, not the codeword; the Cython encoder writes the level bytes in another rhythm and
-        hands its engine back in this form."""
+        """End a tensor in one form: carry absorbed, pending the last byte below 0xFF and after."""
+        # only the representation changes, not the codeword: the Cython encoder writes the level
+        # bytes in another rhythm and hands its engine back in this form
         if self.NB == 0:
             return
         if self.L >> (32 - self.BL):            # as a write-out would absorb it
