@@ -418,6 +418,28 @@ def test_package_picks_encoder(pure, expected):
     assert out == [expected, expected]
 
 
+def _pseudo_pass_case(levels, rows, width, dq=1, unary_minus1=9, scan_order=0, tca=None,
+                      row_skip=0):
+    """A tensor with the parameter-set optimisation on, for the pseudo-pass tests."""
+    coding = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=False, qp_density=2,
+                          dq_flag=dq, cabac_unary_length_minus1=unary_minus1, scan_order=scan_order,
+                          general_profile_idc=1, parent_node_id_present_flag=0, tca_reference=tca,
+                          hdsp_history=None, codebook_size=0, cb_zero_offset=0)
+    return TensorEncoding(coding, levels, qp_offset=None, row_skip_enabled_flag=row_skip,
+                          hist_dep_sig_prob_enabled_flag=0, param_opt=True)
+
+
+def _same_as_twin(t):
+    """Both encoders code t: the same contexts (the chosen sets among them) and payload."""
+    cy = _encoder.CabacEncoder()
+    tw = pytwin_enc.CabacEncoder()
+    cy.encode_tensor(t)
+    tw.encode_tensor(t)
+    assert np.array_equal(cy.contexts(), tw.contexts())
+    assert cy.finish() == tw.finish()
+    return cy.contexts()
+
+
 @pytest.mark.parametrize("dq,scan_order,tca", [(0, 1, False), (1, 0, False), (1, 2, True)])
 def test_parameter_sets_over_many_chunks_agree_with_twin(dq, scan_order, tca):
     """The pseudo pass runs its estimators chunk by chunk (_shadow.pxd); a tensor of several
@@ -425,21 +447,11 @@ def test_parameter_sets_over_many_chunks_agree_with_twin(dq, scan_order, tca):
     rng = np.random.default_rng(40 + dq + scan_order)
     rows, width = 64, 200
     n = rows * width
-    coding = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=False, qp_density=2,
-                          dq_flag=dq, cabac_unary_length_minus1=9, scan_order=scan_order,
-                          general_profile_idc=1, parent_node_id_present_flag=0,
-                          tca_reference=rng.integers(-3, 4, n).astype(np.int32) if tca else None,
-                          hdsp_history=None, codebook_size=0, cb_zero_offset=0)
+    ref = rng.integers(-3, 4, n).astype(np.int32) if tca else None
     levels = np.round(rng.laplace(0, 6.0, n)).astype(np.int32)
-    t = TensorEncoding(coding, levels, qp_offset=None, row_skip_enabled_flag=1,
-                       hist_dep_sig_prob_enabled_flag=0, param_opt=True)
-    cy = _encoder.CabacEncoder()
-    tw = pytwin_enc.CabacEncoder()
-    cy.encode_tensor(t)
-    tw.encode_tensor(t)
-    assert np.array_equal(cy.contexts(), tw.contexts())
-    assert sum(1 for row in cy.contexts() if row[4] != 0) > 0    # some context left set 0
-    assert cy.finish() == tw.finish()
+    contexts = _same_as_twin(_pseudo_pass_case(levels, rows, width, dq, scan_order=scan_order,
+                                               tca=ref, row_skip=1))
+    assert sum(1 for row in contexts if row[4] != 0) > 0    # some context left set 0
 
 
 @pytest.mark.parametrize("kind", ["large", "sparse"])
@@ -448,24 +460,12 @@ def test_parameter_sets_with_saturated_contexts_agree_with_twin(kind):
     flags) or all 0 (sparse levels: sig flags) drive their estimators into saturation, where the
     kernel charges whole blocks of equal bins at once; the chosen sets and bytes are the twin's."""
     rng = np.random.default_rng(7 if kind == "large" else 8)
-    rows, width = 40, 250
-    n = rows * width
-    coding = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=False, qp_density=2,
-                          dq_flag=1, cabac_unary_length_minus1=9, scan_order=0,
-                          general_profile_idc=1, parent_node_id_present_flag=0, tca_reference=None,
-                          hdsp_history=None, codebook_size=0, cb_zero_offset=0)
+    n = 40 * 250
     if kind == "large":
         levels = np.round(rng.laplace(0, 3000.0, n)).astype(np.int32)
     else:
         levels = np.where(rng.random(n) < 0.002, rng.integers(-9, 10, n), 0).astype(np.int32)
-    t = TensorEncoding(coding, levels, qp_offset=None, row_skip_enabled_flag=0,
-                       hist_dep_sig_prob_enabled_flag=0, param_opt=True)
-    cy = _encoder.CabacEncoder()
-    tw = pytwin_enc.CabacEncoder()
-    cy.encode_tensor(t)
-    tw.encode_tensor(t)
-    assert np.array_equal(cy.contexts(), tw.contexts())
-    assert cy.finish() == tw.finish()
+    _same_as_twin(_pseudo_pass_case(levels, 40, 250))
 
 
 def _bins_with_runs(rng, n, majority, flip_rate):
@@ -495,22 +495,10 @@ def test_parameter_sets_with_extreme_levels_agree_with_twin(dq, unary_minus1):
     """The flush derives the greater-than and remainder flags from the listed |i| (up to
     2^31 - 2, remainder prefixes of 30 bins), for one flag and for many; the twin agrees."""
     rng = np.random.default_rng(11 + dq + unary_minus1)
-    rows, width = 30, 97
-    n = rows * width
-    coding = TensorCoding(rows=rows, row_width=width, ndim=2, has_qp_offset=False, qp_density=2,
-                          dq_flag=dq, cabac_unary_length_minus1=unary_minus1, scan_order=0,
-                          general_profile_idc=1, parent_node_id_present_flag=0, tca_reference=None,
-                          hdsp_history=None, codebook_size=0, cb_zero_offset=0)
     big = 2 ** 31 - 2
     levels = rng.choice(np.array([0, 1, -1, 2, -3, 7, -40, 1000, -65537, big, -big], dtype=np.int64),
-                        n).astype(np.int32)
-    t = TensorEncoding(coding, levels, qp_offset=None, row_skip_enabled_flag=0,
-                       hist_dep_sig_prob_enabled_flag=0, param_opt=True)
-    cy = _encoder.CabacEncoder()
-    tw = pytwin_enc.CabacEncoder()
-    cy.encode_tensor(t)
-    tw.encode_tensor(t)
-    assert np.array_equal(cy.contexts(), tw.contexts())
+                        30 * 97).astype(np.int32)
+    _same_as_twin(_pseudo_pass_case(levels, 30, 97, dq, unary_minus1))
 
 
 # --- the level loop against the §3.7 engine bin by bin ----------------------------------------------

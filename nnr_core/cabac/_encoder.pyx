@@ -36,7 +36,7 @@ from nnr_core.cabac._engine cimport (
     SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
 from nnr_core.cabac._wengine cimport NNR_RLPS_R4, NNR_CURVE_SH
 from nnr_core.cabac._shadow cimport (
-    NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_floor_log2, nnr_shadow_init, nnr_shadow_reset, nnr_shadow_run, shadow_emit, shadow_flush)
+    NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_msb64, nnr_shadow_init, nnr_shadow_reset, nnr_shadow_run, shadow_emit, shadow_flush)
 
 from nnr_core.cabac._contexts cimport ContextMemory
 cnp.import_array()
@@ -266,16 +266,6 @@ cdef extern from *:
         for (i = 0; i < 8; i++) p[i] = (uint8_t)(x >> (56 - 8 * i));
     #endif
     }
-    /* Index of the most significant 1 of x > 0. */
-    static inline int nnr_msb64(uint64_t x) {
-    #if defined(__GNUC__) || defined(__clang__)
-        return 63 - __builtin_clzll(x);
-    #else
-        int n = 63;
-        while (!(x >> 63)) { x <<= 1; n--; }
-        return n;
-    #endif
-    }
     /* p, hidden from the optimiser: keeps a table row's address computed apart from the index
        that is added to it (otherwise everything is summed after the index, on the R chain). */
     static inline const void* nnr_opaque(const void* p) {
@@ -295,7 +285,6 @@ cdef extern from *:
     const void* nnr_opaque(const void* p) noexcept nogil
     uint64_t nnr_opaque_u64(uint64_t x) noexcept nogil
     void nnr_store_be64(uint8_t* p, uint64_t x) noexcept nogil
-    int nnr_msb64(uint64_t x) noexcept nogil
 
 
 cdef enum:
@@ -716,7 +705,7 @@ cdef inline void _pseudo_level(Shadow* sh, int64_t i, int s, int cls, int64_t b,
             return
         shadow_emit(sh, ctx_gtx(N, j, neg, b), 1)
     # Exp-Golomb-0 prefix of a - (N + 1): t = floor(log2(a - N)) ones, then a zero.
-    t = nnr_floor_log2(<uint64_t>(a - N))
+    t = nnr_msb64(<uint64_t>(a - N))
     ci = CTX_GTX + 4 * N
     for x in range(t):
         shadow_emit(sh, ci + x, 1)
@@ -888,6 +877,20 @@ ctypedef fused DQMode:          # compiles each loop once with and once without 
     NoDQ
 
 
+cdef inline int _code_remainder(LoopEngine* e, LoopOut* o, LCtx* remc, int64_t rem) noexcept nogil:
+    """abs_remainder (§5.1): Exp-Golomb-0, t = floor(log2(rem + 1)) context-coded ones (at most
+    31), the zero, then rem + 1 - 2^t in t bypass bins; returns the regular bins."""
+    cdef int u, t = nnr_msb64(<uint64_t>(rem + 1))
+    if t > 31:
+        t = 31
+    for u in range(t):
+        loop_bin(e, o, &remc[u], 1)
+    if t < 31:
+        loop_bin(e, o, &remc[t], 0)
+    loop_bypass(e, o, <uint32_t>(rem + 1 - ((<int64_t>1) << t)), t)
+    return t + (t < 31)
+
+
 cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const EncJob* j,
                       int64_t start, int64_t n, int64_t* s_io, int64_t* cls_io,
                       int64_t* stats) noexcept nogil:
@@ -897,9 +900,9 @@ cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
     cdef int N = j.N
     cdef LoopEngine e = ep[0]
     cdef int64_t s = s_io[0], cls = cls_io[0]
-    cdef int64_t x, i, a, m, sign, rem
+    cdef int64_t x, i, a, m, sign
     cdef int64_t bins = 0, rounded = 0
-    cdef int t, u
+    cdef int u
     cdef LCtx* g
     cdef LCtx* remc = ctx + CTX_GTX + 4 * N
     cdef const uint8_t* nxt = &NNR_DQ_NEXT[0][0]
@@ -934,18 +937,7 @@ cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
             for u in range(N):
                 loop_bin(&e, o, g, 1)
                 g += 2
-            # abs_remainder: Exp-Golomb-0, t = floor(log2(rem + 1)) context-coded ones (at most
-            # 31), the zero, then rem + 1 - 2^t in t bypass bins
-            rem = a - (N + 1)
-            t = nnr_msb64(<uint64_t>(rem + 1))
-            if t > 31:
-                t = 31
-            for u in range(t):
-                loop_bin(&e, o, &remc[u], 1)
-            if t < 31:
-                loop_bin(&e, o, &remc[t], 0)
-            loop_bypass(&e, o, <uint32_t>(rem + 1 - ((<int64_t>1) << t)), t)
-            bins += 2 + N + t + (t < 31)
+            bins += 2 + N + _code_remainder(&e, o, remc, a - (N + 1))
         cls = 2 - sign
         if dq:
             s = nxt[2 * s + (a & 1)]
@@ -966,9 +958,8 @@ cdef void _code_tools(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
     cdef int N = j.N
     cdef LoopEngine e = ep[0]
     cdef int64_t s = s_io[0], cls = cls_io[0]
-    cdef int64_t x, i, a, m, sign, rem, b, ab, tca, h, sc, gc, over, u
+    cdef int64_t x, i, a, m, sign, b, ab, tca, h, sc, gc, over, u
     cdef int64_t bins = 0, rounded = 0
-    cdef int t
     cdef LCtx* remc = ctx + CTX_GTX + 4 * N
     cdef bint dq = DQMode is WithDQ
     for x in range(n):
@@ -1010,16 +1001,7 @@ cdef void _code_tools(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
         else:
             for u in range(N):
                 loop_bin(&e, o, &ctx[gc + 2 * u + (u > over)], 1)
-            rem = a - (N + 1)
-            t = nnr_msb64(<uint64_t>(rem + 1))
-            if t > 31:
-                t = 31
-            for u in range(t):
-                loop_bin(&e, o, &remc[u], 1)
-            if t < 31:
-                loop_bin(&e, o, &remc[t], 0)
-            loop_bypass(&e, o, <uint32_t>(rem + 1 - ((<int64_t>1) << t)), t)
-            bins += 2 + N + t + (t < 31)
+            bins += 2 + N + _code_remainder(&e, o, remc, a - (N + 1))
         cls = 2 - sign
         if dq:
             s = NNR_DQ_NEXT[s][a & 1]

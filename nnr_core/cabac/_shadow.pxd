@@ -88,7 +88,21 @@ cdef extern from *:
         return 0;
     }
 
-    static inline int nnr_floor_log2(uint64_t x) { return 63 - __builtin_clzll(x); }   /* x > 0 */
+    /* Index of the most significant 1 of x > 0 (floor(log2 x)). */
+    static inline int nnr_msb64(uint64_t x) {
+    #if defined(__GNUC__) || defined(__clang__)
+        return 63 - __builtin_clzll(x);
+    #else
+        int n = 63;
+        while (!(x >> 63)) { x <<= 1; n--; }
+        return n;
+    #endif
+    }
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NNR_SH_OPAQUE(p) __asm__("" : "+r"(p))
+    #else
+    #define NNR_SH_OPAQUE(p) ((void)0)
+    #endif
 
     static void nnr_shadow_reset(NnrShadowCtx* m, const int16_t* sets) {
         int k;
@@ -120,7 +134,7 @@ cdef extern from *:
        from NNR_SH and the bin (measured: 5.8 against 4.5 ns per bin) */
     #define NNR_SH_BIN(i) do {                                                             \\
             P = &NNR_SH[bins[i]];                                                          \\
-            __asm__("" : "+r"(P));                                                         \\
+            NNR_SH_OPAQUE(P);                                                         \\
             c7 += P->cost[(o1_3 + 8 * 256) >> 3];                                          \\
             NNR_SH_STEP(0, 5, 4); NNR_SH_STEP(1, 5, 4); NNR_SH_STEP(2, 5, 4);              \\
             NNR_SH_STEP(3, 4, 5); NNR_SH_STEP(4, 6, 6); NNR_SH_STEP(5, 6, 6);              \\
@@ -145,7 +159,7 @@ cdef extern from *:
             uint64_t c7 = 0;
             for (i = 0; i < n; i++) {
                 P = &NNR_SH[bins[i]];
-                __asm__("" : "+r"(P));
+                NNR_SH_OPAQUE(P);
                 c7 += P->cost[(o1_3 + 8 * 256) >> 3];
                 NNR_SH_STEP(0, 5, 4); NNR_SH_STEP(1, 5, 4); NNR_SH_STEP(2, 5, 4); NNR_SH_STEP(3, 4, 5);
             }
@@ -157,7 +171,7 @@ cdef extern from *:
             NNR_SH_LOAD(4); NNR_SH_LOAD(5); NNR_SH_LOAD(6); NNR_SH_LOAD(8);
             for (i = 0; i < n; i++) {
                 P = &NNR_SH[bins[i]];
-                __asm__("" : "+r"(P));
+                NNR_SH_OPAQUE(P);
                 NNR_SH_STEP(4, 6, 6); NNR_SH_STEP(5, 6, 6); NNR_SH_STEP(6, 6, 6); NNR_SH_STEP(8, 7, 5);
             }
             NNR_SH_STORE(4); NNR_SH_STORE(5); NNR_SH_STORE(6); NNR_SH_STORE(8);
@@ -234,13 +248,16 @@ cdef extern from *:
     /* Consecutive 1-bins at p (at most n). */
     static inline Py_ssize_t nnr_ones_run(const uint8_t* p, Py_ssize_t n) {
         Py_ssize_t r = 0;
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \\
+        __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         uint64_t w;
-        while (r + 8 <= n) {
+        while (r + 8 <= n) {            /* eight bins at a time: the first byte that is not 1 */
             memcpy(&w, p + r, 8);
             w ^= 0x0101010101010101ull;
             if (w) return r + (__builtin_ctzll(w) >> 3);
             r += 8;
         }
+    #endif
         while (r < n && p[r]) r++;
         return r;
     }
@@ -325,7 +342,7 @@ cdef extern from *:
     int nnr_shadow_init(const int16_t* curve, const int16_t* sets, const uint32_t* bitcost) noexcept nogil
     void nnr_shadow_reset(NnrShadowCtx* m, const int16_t* sets) noexcept nogil
     void nnr_shadow_run(NnrShadowCtx* m, const uint8_t* bins, Py_ssize_t n) noexcept nogil
-    int nnr_floor_log2(uint64_t x) noexcept nogil
+    int nnr_msb64(uint64_t x) noexcept nogil
 
 
 # The pseudo pass's scratch: per-context estimators, a bucket of emitted bins per context, and the
@@ -391,7 +408,7 @@ cdef inline void shadow_flags(Shadow* sh) noexcept nogil:
         nxt = tmp
         n = nl
     for e in range(n):                          # every survivor has |i| > N
-        cur[e] = nnr_floor_log2(<uint64_t>((cur[e] >> 1) - sh.N))
+        cur[e] = nnr_msb64(<uint64_t>((cur[e] >> 1) - sh.N))
     x = 0
     while n > 0:
         nl = 0
