@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nnr
-from nnr.errors import EncoderConfigError
+from nnr.errors import EncoderConfigError, EntropyDecodingError
 from nnr_core import cabac
 from nnr_core.cabac import _decoder, _encoder, pytwin, pytwin_enc
 from nnr_core.cabac.bitcost import BIT_COST, bin_cost
@@ -501,7 +501,7 @@ def test_parameter_sets_with_extreme_levels_agree_with_twin(dq, unary_minus1):
     _same_as_twin(_pseudo_pass_case(levels, 30, 97, dq, unary_minus1))
 
 
-# --- the level loop against the §3.7 engine bin by bin ----------------------------------------------
+# --- the level loop against the twin (the §3.7 engine bin by bin) ----------------------------------------------
 
 def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False, cbsize=0):
     """A TensorEncoding whose levels stress one part of the level loop (kind)."""
@@ -555,39 +555,44 @@ def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False
 
 
 def _both_codings(tensors, variant=2):
-    """Payload, entry points, per-tensor states and contexts: from the level loop, from _walk."""
+    """Payload, per-tensor states, contexts and rounded counts from the level loop (Cython) and
+    from the twin (the §3.7 engine bin by bin); the entry points of the Cython encoder checked
+    against the ones the decoder finds."""
     out = []
-    for reference in (False, True):
-        _encoder._set_reference_coding(reference)
-        try:
-            enc = _encoder.CabacEncoder()
-            states = []
-            for t in tensors:
-                enc.encode_tensor(t, variant)
-                states.append((enc.state(), enc.contexts().tolist(), enc.rounded))
-            payload = enc.finish()
-            out.append((payload, _encoder.encode_payload(tensors, variant), states))
-        finally:
-            _encoder._set_reference_coding(False)
+    for module in (_encoder, pytwin_enc):
+        enc = module.CabacEncoder()
+        states = []
+        for t in tensors:
+            enc.encode_tensor(t, variant)
+            states.append((enc.state(), enc.contexts().tolist(), enc.rounded))
+        out.append((enc.finish(), states))
+    payload, eps = _encoder.encode_payload(tensors, variant)
+    assert payload == out[0][0]
+    try:
+        decoded = pytwin.decode_payload(payload, [t.coding for t in tensors], variant)
+    except EntropyDecodingError:        # an index -2^31 of the wrong parity: k's index overflows
+        assert any(t.coding.dq_flag and t.levels.min() == -2 ** 31 for t in tensors)
+    else:
+        assert eps == [list(r.entry_points) for r in decoded]
     return out
 
 
 @pytest.mark.parametrize("dq", [0, 1])
 @pytest.mark.parametrize("kind", ["small", "remainder", "extreme", "sparse"])
 @pytest.mark.parametrize("N,scan", [(1, 0), (3, 2), (11, 0), (256, 3)])
-def test_plain_level_loop_matches_reference_coding(dq, kind, N, scan):
-    """The plain loop and its engine write what _walk writes bin by bin on the §3.7 engine."""
+def test_plain_level_loop_matches_twin(dq, kind, N, scan):
+    """The plain loop and its engine write what the twin writes bin by bin on the §3.7 engine."""
     rng = np.random.default_rng(1000 * dq + 100 * N + scan + len(kind))
     tensors = [_loop_case(rng, 67, 129, dq, N, scan, kind), _loop_case(rng, 3, 5, dq, N, scan, kind)]
     loop, ref = _both_codings(tensors)
     assert loop == ref
-    assert loop[2][0][2] > 0 if dq else loop[2][0][2] == 0      # rounded indices counted
+    assert loop[1][0][2] > 0 if dq else loop[1][0][2] == 0      # rounded indices counted
 
 
 @pytest.mark.parametrize("dq,tools", [(dq, tools) for dq in (0, 1) for tools in ("tca", "hist", "tca+hist")]
                          + [(0, "codebook")])
-def test_tools_level_loop_matches_reference_coding(dq, tools):
-    """The TCA / HDSP loop and the general one (codebook) write what _walk writes."""
+def test_tools_level_loop_matches_twin(dq, tools):
+    """The TCA / HDSP loop and the general one (codebook) write what the twin writes."""
     rng = np.random.default_rng(len(tools) + 10 * dq)
     tensors = [_loop_case(rng, 40, 77, dq, N, scan, kind, tca="tca" in tools,
                           hist="hist" in tools, cbsize=9 if tools == "codebook" else 0)

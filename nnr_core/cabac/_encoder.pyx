@@ -7,13 +7,12 @@ DQ mapping i -> k of §8.2.  API contract: ``nnr_core/cabac/README.md``; pure-Py
 ``pytwin_enc.py`` (which also holds the argument checks both use).
 
 Arguments are checked with the GIL; the per-tensor procedure, including the pseudo pass of the
-parameter-set optimisation (the pass emits (context, bin) pairs in bounded chunks, which
-``_shadow.pxd`` runs through all nine estimators of each context), runs ``with nogil`` on C pointers and reports a status code that is
-turned into an exception afterwards.  Output bytes go into a growable C buffer.  The levels
+parameter-set optimisation (the pass puts each context's bins into a bucket of its own, which
+``_shadow.pxd`` runs through all nine estimators of the context), runs ``with nogil`` on C
+pointers and reports a status code that is turned into an exception afterwards.  Output bytes go into a growable C buffer.  The levels
 themselves (B.7) are coded by a level loop on an engine of its own (``LoopEngine``: a 64-bit low
 register whose bytes are written several at a time, branchless bins from tables), handed the
-§3.7 registers and back around it; ``_walk`` codes them bin by bin on the §3.7 engine for the
-tests (``_set_reference_coding``).
+§3.7 registers and back around it.
 """
 from libc.stdint cimport uint8_t, int8_t, uint16_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -52,14 +51,6 @@ def regular_bins_coded():
     """Regular bins coded so far by all finished encoders of this process."""
     return _regular_bins_total
 
-# Tests: code the levels with _walk (the §3.7 engine bin by bin) instead of _code_levels.
-cdef bint _reference_coding = False
-
-
-def _set_reference_coding(bint on):
-    """Tests: code the levels with _walk (the §3.7 engine) instead of the level loop's engine."""
-    global _reference_coding
-    _reference_coding = on
 
 cdef enum:
     ST_OK = 0
@@ -757,34 +748,22 @@ ctypedef struct EncJob:
     int64_t rounded         # DQ indices of the wrong parity (rounded to a level, REF-QUIRK below)
 
 
-cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nogil:
-    """B.7: the scan of §7 with row skipping and block-row resets; with `sh` the pseudo pass of
-    §6.5 (estimates only), otherwise the real coding of the levels."""
-    cdef EncEngine e = ep[0]            # registers stay local in the hot loop
-    cdef int N = j.N, dq = j.dq, pseudo = sh != NULL
-    cdef int nctx = 90 + 4 * N
+cdef void _pseudo_walk(Shadow* sh, const EncJob* j) noexcept nogil:
+    """§6.5's pseudo pass: the scan of §7 with row skipping and block-row resets, charging every
+    position's pseudo bins to the estimators (_pseudo_level)."""
+    cdef int N = j.N, dq = j.dq
     cdef int64_t rows = j.rows, W = j.W
-    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, x
+    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base
     cdef int64_t i, k, b = 0
     cdef int s = 0, cls = 0, h = 0
-    cdef int sign_mode = 0
-    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
     cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
     cdef const int32_t* lv = j.levels
     cdef const int32_t* ref = j.tca
     cdef const uint8_t* hist = j.hist
     cdef int rowskip = j.rowskip_flag
-    cdef bint listed = ref == NULL and hist == NULL     # the pseudo pass's flags as lists
-
-    if j.cbsize > 0:
-        m_plus = j.cbsize - 1 - j.cbzero
-        m_minus = j.cbzero
-        if j.cbzero == 0:
-            sign_mode = 1
-        elif j.cbzero == j.cbsize - 1:
-            sign_mode = 2
+    cdef bint listed = ref == NULL and hist == NULL     # the flags as lists (shadow_flags)
     if rows * W == 0:
-        return ST_OK
+        return
     if j.eff_scan == 0:
         bh = rows
         bw = W
@@ -797,20 +776,10 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
         if r1 > rows:
             r1 = rows
         if br > 0:
-            if pseudo:
-                shadow_flush(sh)        # the estimators restart; the costs run on
-                shadow_reset_all(sh)
-                if j.variant == 1:
-                    cls = 0             # REF-QUIRK: only NNCodec-1 resets the neighbour here
-            else:
-                ctx_reset_all(ctx, nctx)
-                cls = 0
-                e.R = 256               # range reset (§3.6)
-                # the entry point's raw material (§3.8): bit position and low register here;
-                # the arithmetic value follows from the finished payload (entry_points_from)
-                j.epw[3 * (br - 1)] = enc_bit_position(&e)
-                j.epw[3 * (br - 1) + 1] = e.L
-                j.epw[3 * (br - 1) + 2] = s
+            shadow_flush(sh)            # the estimators restart; the costs run on
+            shadow_reset_all(sh)
+            if j.variant == 1:
+                cls = 0                 # REF-QUIRK: only NNCodec-1 resets the neighbour here
         c0 = 0
         while c0 < W:
             c1 = c0 + bw
@@ -825,41 +794,28 @@ cdef int _walk(EncEngine* ep, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nog
                 base = r * W
                 for c in range(c0, c1):
                     i = lv[base + c]
-                    k = i
-                    if dq and i != 0:
-                        # §8.2 mapping. REF-QUIRK: an index of the wrong parity for Q(s & 1) (the
-                        # reference clips TCQ output in bit-depth mode and assumes one transition
-                        # per skipped position) is rounded by the same formula, as NNCodec does.
-                        if i > 0:
-                            k = (i + (s & 1)) >> 1
-                        else:
-                            k = (i - (s & 1)) >> 1
-                        if not pseudo and ((i ^ s) & 1) != 0:
-                            j.rounded += 1      # i's parity is not the one Q(s & 1) produces
                     if ref != NULL:
                         b = ref[base + c]
                     if hist != NULL:
                         h = hist[base + c]
-                    if pseudo:
-                        if sh.n + N + 40 > SHADOW_CHUNK:    # room for one position's bins
-                            shadow_flush(sh)
-                        if listed:
-                            _pseudo_level_listed(sh, i, s, cls)
-                        else:
-                            _pseudo_level(sh, i, s, cls, b, h, N)
-                    elif not j.no_bins:
-                        _enc_level(&e, ctx, k, s, cls, b, h, N, sign_mode, m_plus, m_minus)
-                    if pseudo:          # REF-QUIRK: the pseudo pass's neighbour is i (§6.5)
-                        cls = 0 if i == 0 else (1 if i < 0 else 2)
+                    if sh.n + N + 40 > SHADOW_CHUNK:    # room for one position's bins
+                        shadow_flush(sh)
+                    if listed:
+                        _pseudo_level_listed(sh, i, s, cls)
                     else:
-                        cls = 0 if k == 0 else (1 if k < 0 else 2)
+                        _pseudo_level(sh, i, s, cls, b, h, N)
+                    # REF-QUIRK: the pseudo pass's neighbour is i (§6.5), its DQ state moves with
+                    # the level k of §8.2 (an index of the wrong parity rounded, as in the coding)
+                    cls = 0 if i == 0 else (1 if i < 0 else 2)
                     if dq:
+                        k = i
+                        if i > 0:
+                            k = (i + (s & 1)) >> 1
+                        elif i < 0:
+                            k = (i - (s & 1)) >> 1
                         s = NNR_DQ_NEXT[s][k & 1]
             c0 = c1
-    if pseudo:
-        shadow_flush(sh)
-    ep[0] = e
-    return ST_OK
+    shadow_flush(sh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1061,7 +1017,7 @@ cdef inline void _code_level(LoopEngine* e, LoopOut* o, LCtx* ctx, int64_t k, in
 
 
 cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
-    """B.7, the real coding: the scan of §7 with row skipping and block-row resets (as _walk)."""
+    """B.7, the real coding: the scan of §7 with row skipping and block-row resets (as _pseudo_walk)."""
     cdef LoopEngine e
     cdef LoopOut o
     cdef int N = j.N, dq = j.dq
@@ -1156,7 +1112,9 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                     i = lv[base + c]
                     k = i
                     if dq and i != 0:
-                        # §8.2 mapping, with the REF-QUIRK rounding of _walk
+                        # §8.2 mapping. REF-QUIRK: an index of the wrong parity for Q(s & 1) (the
+                        # reference clips TCQ output in bit-depth mode and assumes one transition
+                        # per skipped position) is rounded by the same formula, as NNCodec does.
                         if i > 0:
                             k = (i + (s & 1)) >> 1
                         else:
@@ -1230,21 +1188,14 @@ cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, Shadow* sh, EncJob* j) no
                 enc_bin(e, &ctx[89 + 4 * N], j.skip[r])
     # 5. parameter sets: NNCodec's pseudo pass (§6.5), then the signalling (§6.4).
     if sh != NULL:
-        status = _walk(e, ctx, sh, j)
-        if status != ST_OK:
-            return status
+        _pseudo_walk(sh, j)
     _signal_params(e, ctx, sh, j)
     j.P0 = enc_bit_position(e)
     # 6. range reset; REF-QUIRK: NNCodec-1 resets also for a single block row (§11).
     if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
         e.R = 256
     # 7. levels.
-    if _reference_coding:
-        status = _walk(e, ctx, NULL, j)
-        if status == ST_OK and enc_settle(e) != 0:
-            status = ST_NOMEM
-    else:
-        status = _code_levels(e, ctx, j)
+    status = _code_levels(e, ctx, j)
     if status == ST_OK and e.oom:
         return ST_NOMEM
     return status

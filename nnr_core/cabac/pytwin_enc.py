@@ -208,6 +208,7 @@ class CabacEncoder:
         self.out = bytearray()
         self.ctx = []
         self.finished = False
+        self.rounded = 0        # DQ indices of the wrong parity coded so far (rounded to a level)
 
     # --- engine (§3.7) -----------------------------------------------------------------------
 
@@ -476,6 +477,8 @@ def _code_levels(enc, p, variant, shadow):
             k = i
             if p.dq:
                 k = index_to_level(i, s)
+                if shadow is None and i != 0 and (i ^ s) & 1:
+                    enc.rounded += 1
             b = int(p.tca[pos]) if p.tca is not None else 0
             h = 1 if p.hist is not None and p.hist[pos] else 0
             if shadow is not None:
@@ -492,13 +495,15 @@ def _code_levels(enc, p, variant, shadow):
 def encode_payload(tensors, variant=2, stats=None):
     """Code the tensors of one NDU payload back to back (§13); returns the payload and, per tensor,
     the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) found by decoding it (§13.5).
-    stats: accepted for the Cython module's signature; the twin reports nothing in it (callers
-    then decode the payload to learn what the decoder returns)."""
+    stats: a dict that receives "rounded", the number of DQ indices of the wrong parity that were
+    rounded to a level (the decoder then returns other indices)."""
     tensors = list(tensors)
     enc = CabacEncoder()
     for t in tensors:
         enc.encode_tensor(t, variant)
     payload = enc.finish()
+    if stats is not None:
+        stats["rounded"] = enc.rounded
     if not any(_has_entry_points(t) for t in tensors):
         return payload, [[] for _ in tensors]
     results = pytwin.decode_payload(payload, [t.coding for t in tensors], variant)
