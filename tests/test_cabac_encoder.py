@@ -243,6 +243,24 @@ def test_invalid_input_raises_encoder_config_error(impl):
 
 # --- random round trips, Cython against the twin ----------------------------------------------------
 
+def _dq_indices(k, rows, width, eff_scan, skips):
+    """The reconstruction indices i (§8.2) of the levels k along the scan (skipped rows: RowWidth
+    parity-0 transitions, §7.3)."""
+    levels = k.copy()
+    all_zero = ~k.reshape(rows, width).any(axis=1)
+    s = 0
+    for _, r, c0, c1 in scan_segments(rows, width, eff_scan):
+        if skips and all_zero[r]:
+            for _ in range(width % 4):
+                s = NEXT[s][0]
+            continue
+        for pos in range(r * width + c0, r * width + c1 + 1):
+            kk = int(k[pos])
+            levels[pos] = 2 * kk - (0 if kk == 0 else (1 if kk > 0 else -1)) * (s & 1)
+            s = NEXT[s][kk & 1]
+    return levels
+
+
 def _random_encoding(rng, gpi, variant):
     """A random valid TensorEncoding: shape, tools and levels (DQ indices made consistent with the
     coding-time state, including the RowWidth advance over skipped rows)."""
@@ -277,19 +295,7 @@ def _random_encoding(rng, gpi, variant):
     row_skip = int(rng.random() < 0.6)
     eff_scan = scan if ndim >= 2 and rows > 1 and width > 1 else 0
     skips = row_skip and gpi == 1 and rows > 1 and width > 1 and cbsize != 1
-    levels = k.copy()
-    if dq:
-        all_zero = ~k.reshape(rows, width).any(axis=1)
-        s = 0
-        for _, r, c0, c1 in scan_segments(rows, width, eff_scan):
-            if skips and all_zero[r]:
-                for _ in range(width % 4):
-                    s = NEXT[s][0]
-                continue
-            for pos in range(r * width + c0, r * width + c1 + 1):
-                kk = int(k[pos])
-                levels[pos] = 2 * kk - (0 if kk == 0 else (1 if kk > 0 else -1)) * (s & 1)
-                s = NEXT[s][kk & 1]
+    levels = _dq_indices(k, rows, width, eff_scan, skips) if dq else k.copy()
     qp = None
     if coding.has_qp_offset:
         half = 1 << (5 + coding.qp_density)
@@ -523,19 +529,7 @@ def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False
         k = np.clip(k, -cbzero, cbsize - 1 - cbzero)
     if dq:      # indices of the parity each state's quantizer produces (§8.2), except a few
         k = np.clip(k, -(2 ** 30), 2 ** 30 - 1)
-        all_zero = ~k.reshape(rows, width).any(axis=1)
-        levels = k.copy()
-        s = 0
-        eff = scan if rows > 1 and width > 1 else 0
-        for _, r, c0, c1 in scan_segments(rows, width, eff):
-            if all_zero[r]:
-                for _ in range(width % 4):
-                    s = NEXT[s][0]
-                continue
-            for pos in range(r * width + c0, r * width + c1 + 1):
-                kk = int(k[pos])
-                levels[pos] = 2 * kk - (0 if kk == 0 else (1 if kk > 0 else -1)) * (s & 1)
-                s = NEXT[s][kk & 1]
+        levels = _dq_indices(k, rows, width, scan if rows > 1 and width > 1 else 0, True)
         flip = rng.random(n) < 0.01
         levels[flip & (levels != 0) & (np.abs(levels) < 2 ** 30)] += 1      # wrong parity: rounded
         if kind == "extreme":
