@@ -8,7 +8,7 @@ Arguments are checked with the GIL; the whole per-tensor procedure (qp_offset, e
 signalling, level loop) then runs ``with nogil`` on C pointers and reports a status code that is
 turned into an exception afterwards, located by element name and payload bit offset.
 """
-from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
+from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -27,7 +27,7 @@ from nnr_core.cabac._engine cimport (
     cabac_bit_position, cabac_decode_bin, cabac_decode_bypass, cabac_decode_bypass_bits,
     cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
-    SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
+    SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx, codebook_bounds, scan_block)
 from nnr_core.cabac._wengine cimport (
     NNR_RLPS_R4, NNR_CURVE_SH, WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bin_nb, win_norm,
     win_bypass_bits, dctx_from,
@@ -216,8 +216,8 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
     cdef int64_t k, i
     cdef int s = s_io[0], cls = 0, h = 0
     cdef int tca = j.tca != NULL
-    cdef int sign_mode = 0
-    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+    cdef int sign_mode
+    cdef int64_t m_plus, m_minus
     cdef int64_t b = 0
     cdef int rowskip = j.rowskip_flag, dq = j.dq
     cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
@@ -225,19 +225,8 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
     cdef const int32_t* ref = j.tca
     cdef const uint8_t* hist = j.hist if j.hdsp_flag else NULL
 
-    if j.cbsize > 0:
-        m_plus = j.cbsize - 1 - j.cbzero
-        m_minus = j.cbzero
-        if j.cbzero == 0:
-            sign_mode = 1
-        elif j.cbzero == j.cbsize - 1:
-            sign_mode = 2
-    if j.eff_scan == 0:
-        bh = rows                         # the matrix scan is one block of the whole tensor
-        bw = W
-    else:
-        bh = 4 << j.eff_scan
-        bw = bh
+    sign_mode = codebook_bounds(j.cbsize, j.cbzero, &m_plus, &m_minus)
+    scan_block(rows, W, j.eff_scan, &bh, &bw)
     # The prelude works on *ep; the level loop on a local copy whose address never escapes the
     # inlined bin functions, so R, V, B and the read pointer live in registers.
     e = ep[0]
@@ -407,12 +396,7 @@ cdef int _decode_rows_plain(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_
     for a in range(nctx):
         dctx_from(&dctx[a], &ctx[a])
         dctx_initial(&initial[a], &ctx[a])
-    if j.eff_scan == 0:
-        bh = rows
-        bw = W
-    else:
-        bh = 4 << j.eff_scan
-        bw = bh
+    scan_block(rows, W, j.eff_scan, &bh, &bw)
     win_from(&e, ep)
     if entered:
         memcpy(dctx, initial, nctx * sizeof(DCtx))
@@ -616,8 +600,8 @@ cdef class CabacDecoder(ContextMemory):
         cdef int64_t cbs = operator.index(codebook_size)
         cdef int64_t cbz = operator.index(cb_zero_offset)
         cdef int64_t bb = operator.index(b)
-        cdef int sign_mode = 0
-        cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+        cdef int sign_mode
+        cdef int64_t m_plus, m_minus
         cdef int64_t k
         nb = operator.index(neighbour)
         if s < 0 or s > 7:
@@ -633,10 +617,7 @@ cdef class CabacDecoder(ContextMemory):
                                    value=(cbs, cbz))
         if cbs == 1:
             return 0
-        if cbs > 0:
-            m_plus = cbs - 1 - cbz
-            m_minus = cbz
-            sign_mode = 1 if cbz == 0 else (2 if cbz == cbs - 1 else 0)
+        sign_mode = codebook_bounds(cbs, cbz, &m_plus, &m_minus)
         cls = 0 if nb == 0 else (1 if nb < 0 else 2)
         k = _decode_level(&self.eng, self.ctx, s, cls, bb, 1 if h else 0, n_, sign_mode,
                           m_plus, m_minus)

@@ -32,7 +32,7 @@ from nnr_core.cabac._engine cimport (
     CabacCtx, NNR_RLPS_TABLE, NNR_CURVE, NNR_PARAM_SETS, NNR_DQ_NEXT, NNR_DQ_ADV0,
     nnr_renorm_shift, ctx_set, ctx_reset_all, ctx_init_all, ctx_update,
     CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
-    SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx)
+    SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx, codebook_bounds, scan_block)
 from nnr_core.cabac._wengine cimport NNR_RLPS_R4, NNR_CURVE_SH
 from nnr_core.cabac._shadow cimport (
     NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_msb64, nnr_shadow_init, nnr_shadow_reset, nnr_shadow_run, shadow_emit, shadow_flush)
@@ -764,12 +764,7 @@ cdef void _pseudo_walk(Shadow* sh, const EncJob* j) noexcept nogil:
     cdef bint listed = ref == NULL and hist == NULL     # the flags as lists (shadow_flags)
     if rows * W == 0:
         return
-    if j.eff_scan == 0:
-        bh = rows
-        bw = W
-    else:
-        bh = 4 << j.eff_scan
-        bw = bh
+    scan_block(rows, W, j.eff_scan, &bh, &bw)
     for br in range(j.n_brows):
         r0 = br * bh
         r1 = r0 + bh
@@ -1027,8 +1022,8 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     cdef int64_t s = 0, cls = 0
     cdef bint full
     cdef int h = 0, a
-    cdef int sign_mode = 0
-    cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+    cdef int sign_mode
+    cdef int64_t m_plus, m_minus
     cdef int64_t stats[2]
     cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
     cdef const int32_t* lv = j.levels
@@ -1058,19 +1053,8 @@ cdef int _code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
         lctx_set(&initial[a], NNR_PARAM_SETS[ctx[a].k][2], NNR_PARAM_SETS[ctx[a].k][3], &ctx[a])
     stats[0] = 0
     stats[1] = 0
-    if j.cbsize > 0:
-        m_plus = j.cbsize - 1 - j.cbzero
-        m_minus = j.cbzero
-        if j.cbzero == 0:
-            sign_mode = 1
-        elif j.cbzero == j.cbsize - 1:
-            sign_mode = 2
-    if j.eff_scan == 0:
-        bh = rows
-        bw = W
-    else:
-        bh = 4 << j.eff_scan
-        bw = bh
+    sign_mode = codebook_bounds(j.cbsize, j.cbzero, &m_plus, &m_minus)
+    scan_block(rows, W, j.eff_scan, &bh, &bw)
     for br in range(j.n_brows):
         r0 = br * bh
         r1 = r0 + bh
@@ -1263,8 +1247,8 @@ cdef class CabacEncoder(ContextMemory):
         cdef int64_t cbs = operator.index(codebook_size)
         cdef int64_t cbz = operator.index(cb_zero_offset)
         cdef int64_t bb = operator.index(b)
-        cdef int sign_mode = 0
-        cdef int64_t m_plus = INT64_MAX, m_minus = INT64_MAX
+        cdef int sign_mode
+        cdef int64_t m_plus, m_minus
         nb = operator.index(neighbour)
         if s < 0 or s > 7:
             raise ValueError("dq_state must be 0..7")
@@ -1285,10 +1269,7 @@ cdef class CabacEncoder(ContextMemory):
         self._check_open()
         if cbs == 1:
             return
-        if cbs > 0:
-            m_plus = cbs - 1 - cbz
-            m_minus = cbz
-            sign_mode = 1 if cbz == 0 else (2 if cbz == cbs - 1 else 0)
+        sign_mode = codebook_bounds(cbs, cbz, &m_plus, &m_minus)
         cls = 0 if nb == 0 else (1 if nb < 0 else 2)
         _enc_level(&self.eng, self.ctx, k_, s, cls, bb, 1 if h else 0, n_, sign_mode,
                    m_plus, m_minus)

@@ -10,7 +10,7 @@ Hot loops should copy the engine into a local ``CabacEngine`` (``cdef CabacEngin
 call these functions with ``&e`` and copy it back at the end: once everything is inlined the C
 compiler keeps R, V, B and the read pointer in registers.
 """
-from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
 
 
 cdef extern from *:
@@ -283,6 +283,30 @@ cdef inline int ctx_gtx(int N, int j, int sign, int64_t b) noexcept nogil:
     if b != 0:
         return CTX_GTX + 2 * N + 2 * j + (0 if (b if b >= 0 else -b) >= j else 1)
     return CTX_GTX + 2 * j + sign
+
+
+cdef inline int codebook_bounds(int64_t cbsize, int64_t cbzero, int64_t* m_plus,
+                                int64_t* m_minus) noexcept nogil:
+    """§5.2: the largest |k| of each sign (unbounded without a codebook) into m_plus / m_minus;
+    returns the sign mode: 0 sign coded, 1 / 2 inferred positive / negative."""
+    if cbsize <= 0:
+        m_plus[0] = INT64_MAX
+        m_minus[0] = INT64_MAX
+        return 0
+    m_plus[0] = cbsize - 1 - cbzero
+    m_minus[0] = cbzero
+    return 1 if cbzero == 0 else (2 if cbzero == cbsize - 1 else 0)
+
+
+cdef inline void scan_block(int64_t rows, int64_t W, int eff_scan, int64_t* bh,
+                            int64_t* bw) noexcept nogil:
+    """§7.2 block height and width: the whole matrix for the matrix scan, else 2^(eff_scan + 2)."""
+    if eff_scan == 0:
+        bh[0] = rows
+        bw[0] = W
+    else:
+        bh[0] = 4 << eff_scan
+        bw[0] = bh[0]
 
 
 cdef inline int _signal_add(int32_t* idx, uint8_t* coded, int n, int ctx, bint c) noexcept nogil:
