@@ -38,12 +38,14 @@ cdef extern from *:
 
     /* Runs of 1-bins from states S0, S1 >= 0: every step adds 64 >> shift until S0 >= 120 or
        S1 >= 1920 stops it (§4.4: curve[16..30] = 64, curve[31] = 0), so S = S1 + 16 S0 moves by a
-       constant D between those points.  NNR_SH_LIN[d][S] = the bin-1 estimates of S, S + D,
-       S + 2D, ... below 4096 (D = NNR_SH_SLOPE[d]): a stretch of a run costs two lookups. */
-    enum { NNR_SH_D1, NNR_SH_D2, NNR_SH_D4, NNR_SH_D16, NNR_SH_D17, NNR_SH_D32, NNR_SH_D36,
-           NNR_SH_D64, NNR_SH_D66, NNR_SH_NSLOPES };
+       constant D between those points: d1 + 16 d0 while both move, d1 or 16 d0 while one does.
+       NNR_SH_LIN[D][S] = the bin-1 estimates of S, S + D, S + 2D, ... below 4096, for the slopes
+       of the nine sets, so that a stretch of a run costs two lookups (D = 0 stretches are empty:
+       any table serves them). */
+    enum { NNR_SH_NSLOPES = 9, NNR_SH_MAXSLOPE = 66 };
     static const int NNR_SH_SLOPE[NNR_SH_NSLOPES] = {1, 2, 4, 16, 17, 32, 36, 64, 66};
-    static uint32_t NNR_SH_LIN[NNR_SH_NSLOPES][4096];
+    static uint32_t NNR_SH_LINTAB[NNR_SH_NSLOPES][4096];
+    static const uint32_t* NNR_SH_LIN[NNR_SH_MAXSLOPE + 1];
 
     /* One §4.4 step of an estimator with `shift` and index divisor 2^div; a state outside the
        curve's domain (unreachable) stays put. */
@@ -81,10 +83,14 @@ cdef extern from *:
         for (k = 16; k < 31; k++)
             if (curve[k] != 64) return -1;
         if (curve[31] != 0) return -1;
-        for (k = 0; k < NNR_SH_NSLOPES; k++)
+        for (k = 0; k <= NNR_SH_MAXSLOPE; k++)
+            NNR_SH_LIN[k] = NNR_SH_LINTAB[0];
+        for (k = 0; k < NNR_SH_NSLOPES; k++) {
             for (s = 4095; s >= 0; s--)
-                NNR_SH_LIN[k][s] = (uint32_t)NNR_SH[1].cost[512 + (s >> 3)]
-                                   + (s + NNR_SH_SLOPE[k] < 4096 ? NNR_SH_LIN[k][s + NNR_SH_SLOPE[k]] : 0);
+                NNR_SH_LINTAB[k][s] = (uint32_t)NNR_SH[1].cost[512 + (s >> 3)]
+                    + (s + NNR_SH_SLOPE[k] < 4096 ? NNR_SH_LINTAB[k][s + NNR_SH_SLOPE[k]] : 0);
+            NNR_SH_LIN[NNR_SH_SLOPE[k]] = NNR_SH_LINTAB[k];
+        }
         return 0;
     }
 
@@ -214,12 +220,15 @@ cdef extern from *:
     }
 
     /* A run of r 1-bins from S0, S1 >= 0 through one set with steps d0 = 64 >> sh0, d1 = 64 >> sh1
-       (d0 = 0: S0 never moves); the slopes' tables: both moving, S1 only, S0 only.  Returns the
-       estimates' sum and leaves the states at the run's end. */
+       (d0 = 0: S0 never moves).  Returns the estimates' sum and leaves the states at the run's
+       end. */
     static inline uint64_t nnr_sh_lin(intptr_t* s0p, intptr_t* s1p, intptr_t r, intptr_t d0,
-                                      intptr_t d1, int both, int only1, int only0) {
+                                      intptr_t d1) {
         intptr_t s0 = *s0p, s1 = *s1p, J0, J1, a, S;
         uint64_t c;
+        const uint32_t* both = NNR_SH_LIN[d1 + 16 * d0];
+        const uint32_t* only1 = NNR_SH_LIN[d1];
+        const uint32_t* only0 = NNR_SH_LIN[16 * d0];
         /* steps each estimator still moves (no branches: the stretches come out of min/max) */
         J0 = (d0 == 0 || s0 >= 120) ? 0 : (120 - s0 + d0 - 1) / d0;
         J1 = s1 >= 1920 ? 0 : (1920 - s1 + d1 - 1) / d1;
@@ -227,22 +236,22 @@ cdef extern from *:
         J1 = J1 < r ? J1 : r;
         a = J0 < J1 ? J0 : J1;
         S = s1 + 16 * s0;
-        c = NNR_SH_LIN[both][S] - NNR_SH_LIN[both][S + a * (d1 + 16 * d0)];
+        c = both[S] - both[S + a * (d1 + 16 * d0)];
         S += a * (d1 + 16 * d0);
-        c += NNR_SH_LIN[only1][S] - NNR_SH_LIN[only1][S + (J1 - a) * d1];        /* S0 stopped */
+        c += only1[S] - only1[S + (J1 - a) * d1];                      /* S0 stopped */
         S += (J1 - a) * d1;
-        c += NNR_SH_LIN[only0][S] - NNR_SH_LIN[only0][S + (J0 - a) * 16 * d0];   /* S1 stopped */
+        c += only0[S] - only0[S + (J0 - a) * 16 * d0];                 /* S1 stopped */
         S += (J0 - a) * 16 * d0;
         c += (uint64_t)(r - (J0 > J1 ? J0 : J1)) * NNR_SH[1].cost[512 + (S >> 3)];
         *s0p = s0 + J0 * d0;
         *s1p = s1 + J1 * d1;
         return c;
     }
-    #define NNR_SH_LINRUN(k, A, B, both, only1, only0) do {                                 \
-            intptr_t s0 = (intptr_t)(o0_##k >> 1) - 128, s1 = (intptr_t)o1_##k - 2048;      \
-            c##k += nnr_sh_lin(&s0, &s1, r, 64 >> (A), 64 >> (B), both, only1, only0);     \
-            o0_##k = 2 * (s0 + 128);                                                        \
-            o1_##k = s1 + 2048;                                                             \
+    #define NNR_SH_LINRUN(k, A, B) do {                                                     \\
+            intptr_t s0 = (intptr_t)(o0_##k >> 1) - 128, s1 = (intptr_t)o1_##k - 2048;      \\
+            c##k += nnr_sh_lin(&s0, &s1, r, 64 >> (A), 64 >> (B));                         \\
+            o0_##k = 2 * (s0 + 128);                                                        \\
+            o1_##k = s1 + 2048;                                                             \\
         } while (0)
 
     /* Consecutive 1-bins at p (at most n). */
@@ -263,11 +272,11 @@ cdef extern from *:
     }
     enum { NNR_SH_MINRUN = 4 };
     /* every estimator at S0, S1 >= 0 (o0 >= 256, o1 >= 2048): an OR of the signed margins */
-    #define NNR_SH_NONNEG (((intptr_t)(o0_0 - 256) | (intptr_t)(o0_1 - 256) | (intptr_t)(o0_2 - 256)    \
-            | (intptr_t)(o0_3 - 256) | (intptr_t)(o0_4 - 256) | (intptr_t)(o0_5 - 256)                   \
-            | (intptr_t)(o0_6 - 256) | (intptr_t)(o0_8 - 256) | (intptr_t)(o1_0 - 2048)                  \
-            | (intptr_t)(o1_1 - 2048) | (intptr_t)(o1_2 - 2048) | (intptr_t)(o1_3 - 2048)                \
-            | (intptr_t)(o1_4 - 2048) | (intptr_t)(o1_5 - 2048) | (intptr_t)(o1_6 - 2048)                \
+    #define NNR_SH_NONNEG (((intptr_t)(o0_0 - 256) | (intptr_t)(o0_1 - 256) | (intptr_t)(o0_2 - 256)    \\
+            | (intptr_t)(o0_3 - 256) | (intptr_t)(o0_4 - 256) | (intptr_t)(o0_5 - 256)                   \\
+            | (intptr_t)(o0_6 - 256) | (intptr_t)(o0_8 - 256) | (intptr_t)(o1_0 - 2048)                  \\
+            | (intptr_t)(o1_1 - 2048) | (intptr_t)(o1_2 - 2048) | (intptr_t)(o1_3 - 2048)                \\
+            | (intptr_t)(o1_4 - 2048) | (intptr_t)(o1_5 - 2048) | (intptr_t)(o1_6 - 2048)                \\
             | (intptr_t)(o1_8 - 2048)) >= 0)
     #ifndef NNR_SH_ONES_NUM
     #define NNR_SH_ONES_NUM 17
@@ -297,16 +306,16 @@ cdef extern from *:
             if (r >= NNR_SH_MINRUN) {
                 {   /* set 7: S0 = 0 and set 3's S1, before set 3 moves it */
                     intptr_t s0 = 0, s1 = (intptr_t)o1_3 - 2048;
-                    c7 += nnr_sh_lin(&s0, &s1, r, 0, 2, NNR_SH_D2, NNR_SH_D2, NNR_SH_D2);
+                    c7 += nnr_sh_lin(&s0, &s1, r, 0, 64 >> 5);
                 }
-                NNR_SH_LINRUN(0, 5, 4, NNR_SH_D36, NNR_SH_D4, NNR_SH_D32);
-                NNR_SH_LINRUN(1, 5, 4, NNR_SH_D36, NNR_SH_D4, NNR_SH_D32);
-                NNR_SH_LINRUN(2, 5, 4, NNR_SH_D36, NNR_SH_D4, NNR_SH_D32);
-                NNR_SH_LINRUN(3, 4, 5, NNR_SH_D66, NNR_SH_D2, NNR_SH_D64);
-                NNR_SH_LINRUN(4, 6, 6, NNR_SH_D17, NNR_SH_D1, NNR_SH_D16);
-                NNR_SH_LINRUN(5, 6, 6, NNR_SH_D17, NNR_SH_D1, NNR_SH_D16);
-                NNR_SH_LINRUN(6, 6, 6, NNR_SH_D17, NNR_SH_D1, NNR_SH_D16);
-                NNR_SH_LINRUN(8, 7, 5, NNR_SH_D2, NNR_SH_D2, NNR_SH_D2);
+                NNR_SH_LINRUN(0, 5, 4);
+                NNR_SH_LINRUN(1, 5, 4);
+                NNR_SH_LINRUN(2, 5, 4);
+                NNR_SH_LINRUN(3, 4, 5);
+                NNR_SH_LINRUN(4, 6, 6);
+                NNR_SH_LINRUN(5, 6, 6);
+                NNR_SH_LINRUN(6, 6, 6);
+                NNR_SH_LINRUN(8, 7, 5);
                 i = end;
                 continue;
             }
