@@ -2,28 +2,12 @@
 
 
 class NNRError(Exception):
-    """Root of every error nnr raises."""
+    """Root of every error nnr raises; an error about the input names where it is, when known.
 
+    unit_index, element (syntax element path), bit_offset (absolute, in the bitstream), value and
+    allowed are attributes (None when unknown) and are appended to the message on one line."""
 
-def _where(unit_index=None, element=None, bit_offset=None, value=None, allowed=None):
-    parts = []
-    if unit_index is not None:
-        parts.append(f"unit {unit_index}")
-    if element:
-        parts.append(f"element {element}")
-    if bit_offset is not None:
-        parts.append(f"bit {bit_offset} (byte {bit_offset // 8}.{bit_offset % 8})")
-    if value is not None:
-        parts.append(f"value {value!r}")
-    if allowed is not None:
-        parts.append(f"allowed {allowed}")
-    return ", ".join(parts)
-
-
-class BitstreamError(NNRError, ValueError):
-    """A bitstream violates the syntax or semantics of ISO/IEC 15938-17."""
-
-    def __init__(self, message, *, unit_index=None, element=None, bit_offset=None,
+    def __init__(self, message="", *, unit_index=None, element=None, bit_offset=None,
                  value=None, allowed=None):
         self.reason = message
         self.unit_index = unit_index
@@ -52,6 +36,25 @@ class BitstreamError(NNRError, ValueError):
                           value=self.value, allowed=self.allowed)
 
 
+def _where(unit_index=None, element=None, bit_offset=None, value=None, allowed=None):
+    parts = []
+    if unit_index is not None:
+        parts.append(f"unit {unit_index}")
+    if element:
+        parts.append(f"element {element}")
+    if bit_offset is not None:
+        parts.append(f"bit {bit_offset} (byte {bit_offset // 8}.{bit_offset % 8})")
+    if value is not None:
+        parts.append(f"value {value!r}")
+    if allowed is not None:
+        parts.append(f"allowed {allowed}")
+    return ", ".join(parts)
+
+
+class BitstreamError(NNRError, ValueError):
+    """A bitstream violates the syntax or semantics of ISO/IEC 15938-17."""
+
+
 class TruncatedBitstreamError(BitstreamError, EOFError):
     """The bitstream ends before a syntax element or unit is complete."""
 
@@ -77,7 +80,8 @@ class UnsupportedFeatureError(NNRError, NotImplementedError):
 
 
 class ResourceLimitError(NNRError):
-    """Decoding would exceed a configured resource limit (tensor size, memory)."""
+    """Decoding would exceed a resource limit (Decoder(max_total_elements=, max_topology_bytes=),
+    or memory the machine cannot allocate)."""
 
 
 class EncoderConfigError(NNRError, ValueError):

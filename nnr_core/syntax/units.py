@@ -5,10 +5,10 @@ payload structure (for an NDU: the header up to its byte_alignment(); the payloa
 to the caller); ``write_unit`` serialises a unit from the same syntax tables. All three are driven
 by ``spec/syntax`` through ``walker.Walker``.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
-from nnr.errors import (ConstraintViolationError, SyntaxValueError, TruncatedBitstreamError,
+from nnr.errors import (ConstraintViolationError, NNRError, SyntaxValueError, TruncatedBitstreamError,
                         UnitSizeMismatchError, UnsupportedFeatureError)
 
 from ..bitstream.reader import BitReader
@@ -37,10 +37,35 @@ class ParsedUnit:
     fields: dict
     payload_offset: int
     payload_end: int
+    # what the syntax of the unit depended on (general_profile_idc, MPS fields, dc_pending_h,
+    # strict, the out-of-band hook), to parse it again when an error needs element positions
+    context: Optional[tuple] = field(default=None, repr=False)
+    max_topology_bytes: Optional[int] = None    # NNR_TPL: the parsing Decoder's limit (0: none)
+    _positions: Optional[dict] = field(default=None, repr=False)
 
     @property
     def type_name(self):
         return UNIT_TYPE_NAMES.get(self.nnr_unit_type, f"reserved({self.nnr_unit_type})")
+
+    @property
+    def size_field_bytes(self):
+        return 4 if self.fields.get("nnr_unit_size_flag") else 2
+
+    def bit_of(self, element, data=None):
+        """Absolute bit offset of a syntax element of this unit: by name (its first occurrence),
+        trace path or path suffix (``ep_arith_value[2]``); the unit's start if it was not read.
+        Positions are not kept while parsing (they would double the memory of many small units):
+        the unit is parsed again from `data`, the bitstream it came from, with a trace."""
+        if element == "nnr_unit_type":
+            return 8 * (self.offset + self.size_field_bytes)
+        if self._positions is None and data is not None:
+            self._positions = _element_positions(data, self)
+        positions = self._positions or {}
+        bit = positions.get(element)
+        if bit is None and element:
+            tail = "." + element
+            bit = next((b for path, b in positions.items() if path.endswith(tail)), None)
+        return 8 * self.offset if bit is None else bit
 
 
 class SyntaxState:
@@ -143,7 +168,10 @@ def parse_unit(data, span: UnitSpan, state: SyntaxState, trace=None) -> ParsedUn
         raise TruncatedBitstreamError("unit runs past the end of the data", unit_index=span.index,
                                       bit_offset=span.offset * 8)
     unit_type = _peek_type(data, span.offset, span.size_field_bytes, end)
-    env = state._env(unit_type, span.index)
+    try:
+        env = state._env(unit_type, span.index)
+    except ConstraintViolationError as exc:
+        raise exc.located(element="nnr_unit_type", bit_offset=8 * (span.offset + span.size_field_bytes)) from None
     reader = BitReader(data, span.offset, end)
     hooks = {"resolve_out_of_band": state.resolve_out_of_band}
     walker = Walker("read", reader, state=env, hooks=hooks, trace=trace, strict=state.strict,
@@ -173,9 +201,34 @@ def parse_unit(data, span: UnitSpan, state: SyntaxState, trace=None) -> ParsedUn
                 unit_index=span.index, element=UNIT_TYPE_NAMES[utype], bit_offset=reader.pos,
                 value=span.size, allowed=pos_byte - span.offset)
         payload_offset = payload_end = end
+    context = (state.general_profile_idc, state.mps, state.dc_pending_h, state.strict,
+               state.resolve_out_of_band)
     state._update(utype, fields)
     return ParsedUnit(span.index, span.offset, span.size, utype, fields, payload_offset,
-                      payload_end)
+                      payload_end, context)
+
+
+def _element_positions(data, unit) -> dict:
+    """{trace path and element name (first occurrence): bit offset} of a parsed unit, from parsing
+    it again with a trace in the syntax context it was parsed in; {} if that is not possible."""
+    if unit.context is None:
+        return {}
+    from ..bitstream.trace import Trace
+    gpi, mps, dc_pending_h, strict, resolve = unit.context
+    state = SyntaxState(gpi, mps, strict=strict)
+    state.dc_pending_h = dc_pending_h
+    state.resolve_out_of_band = resolve
+    trace = Trace()
+    try:
+        parse_unit(data, UnitSpan(unit.index, unit.offset, unit.size, unit.size_field_bytes), state, trace)
+    except NNRError:        # it parsed before; if not now, what was traced is all there is
+        pass
+    positions = {}
+    for rec in trace:
+        positions.setdefault(rec.path, rec.bit_pos)
+        name = rec.path.rsplit(".", 1)[-1].split("[", 1)[0]
+        positions.setdefault(name, rec.bit_pos)
+    return positions
 
 
 def parse_units(data, state: Optional[SyntaxState] = None, trace=None) -> list:

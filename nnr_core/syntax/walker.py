@@ -13,9 +13,8 @@ Evaluation environment of an expression, in lookup order (explicit, nothing else
 import copy
 import math
 
-from nnr.errors import (BitstreamError, ConstraintViolationError, SyntaxValueError,
+from nnr.errors import (BitstreamError, ConstraintViolationError, NNRError, SyntaxValueError,
                         UnsupportedFeatureError)
-from nnr.errors import _where
 
 from . import lang
 
@@ -169,12 +168,8 @@ class Walker:
         try:
             self._call(struct_name, list(args), fields, struct_name if path is None else path,
                        set())
-        except BitstreamError as exc:
+        except NNRError as exc:
             raise exc.located(unit_index=self.unit_index) from None
-        except UnsupportedFeatureError as exc:
-            if self.unit_index is not None and "unit " not in str(exc):
-                raise UnsupportedFeatureError(f"{exc} (unit {self.unit_index})") from None
-            raise
         return fields
 
     # -- machinery --------------------------------------------------------------------------
@@ -189,12 +184,8 @@ class Walker:
             raise _Undefined(str(exc).split("'")[1] if "'" in str(exc) else str(exc), expr) from None
 
     def _fail(self, cls, msg, ctx, element=None, **kw):
-        element = element or ctx.path
-        if issubclass(cls, BitstreamError):
-            kw.setdefault("bit_offset", self.stream.pos + (0 if self.reading else self.trace_base))
-            return cls(msg, unit_index=self.unit_index, element=element, **kw)
-        where = _where(self.unit_index, element, self.stream.pos if self.reading else None)
-        return cls(f"{msg} ({where})")
+        kw.setdefault("bit_offset", self.stream.pos + (0 if self.reading else self.trace_base))
+        return cls(msg, unit_index=self.unit_index, element=element or ctx.path, **kw)
 
     def _call(self, name, args, fields, path, coded):
         struct = self.tables.structs[name]
@@ -224,8 +215,11 @@ class Walker:
                     return
             self._body(node.orelse, ctx)
         elif t is lang.For:
+            iterable = self._eval(node.iterable, ctx)
+            if self._byte_string(node, iterable, ctx):
+                return
             scope = ctx.scope
-            for v in self._eval(node.iterable, ctx):
+            for v in iterable:
                 scope[node.var] = v
                 self._body(node.body, ctx)
             scope.pop(node.var, None)
@@ -263,12 +257,9 @@ class Walker:
                 raise self._fail(UnsupportedFeatureError, f"no handler for hook {node.name}", ctx)
             try:
                 fn(ctx.fields)
-            except BitstreamError as exc:
+            except NNRError as exc:
                 raise exc.located(unit_index=self.unit_index, element=self._join(ctx.path, node.name),
                                   bit_offset=self.stream.pos) from None
-            except UnsupportedFeatureError as exc:
-                raise self._fail(UnsupportedFeatureError, str(exc), ctx,
-                                 element=self._join(ctx.path, node.name)) from None
         elif t is lang.Align:
             pos = self.stream.pos
             path = self._join(ctx.path, "byte_alignment()")
@@ -280,6 +271,50 @@ class Walker:
                 self.trace.emit(pos + self.trace_base, path, f"u({n})", v)
         else:  # pragma: no cover
             raise TypeError(node)
+
+    def _byte_string(self, node, iterable, ctx):
+        """Read or write `for j in range(n): name[j] u(8)` as one byte string (in one slice, not
+        element by element: a topology_data_byte[] of megabytes would take minutes and gigabytes).
+        The field holds bytes when read; one trace record covers the string. False: not such a
+        loop (or not byte-aligned, or not starting at 0), walk it element by element."""
+        body = node.body
+        if len(body) != 1 or type(body[0]) is not lang.Elem:
+            return False
+        elem = body[0]
+        if (elem.kind != "u" or elem.arg is None or elem.arg.text != "8" or len(elem.index) != 1
+                or elem.index[0].text != node.var or elem.lo is not None or elem.hi is not None
+                or elem.reserved is not None):
+            return False
+        if type(iterable) is not range or iterable.start != 0 or iterable.step != 1:
+            return False
+        s = self.stream
+        if not s.byte_aligned:
+            return False
+        n = len(iterable)
+        if n == 0:
+            return True
+        pos = s.pos
+        path = f"{self._join(ctx.path, elem.name)}[0..{n - 1}]"
+        if self.reading:
+            if _lookup(ctx.fields, elem.name, []) not in (_MISSING, []):
+                return False
+            value = s.read_bytes(n, path)
+            _store(ctx.fields, elem.name, [], value)
+        else:
+            given = _lookup(ctx.fields, elem.name, [])
+            if given is _MISSING or len(given) < n:
+                raise SyntaxValueError("element missing from the fields to write", unit_index=self.unit_index,
+                                       element=path, bit_offset=pos + self.trace_base)
+            try:
+                value = bytes(given[:n])
+            except (TypeError, ValueError):
+                raise SyntaxValueError("byte string holds values that are not 0..255",
+                                       unit_index=self.unit_index, element=path,
+                                       bit_offset=pos + self.trace_base) from None
+            s.write_bytes(value, path)
+        if self.trace is not None:
+            self.trace.emit(pos + self.trace_base, path, "u(8)", value)
+        return True
 
     def _elem(self, node, ctx):
         idx = [self._eval(e, ctx) for e in node.index]
