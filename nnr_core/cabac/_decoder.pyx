@@ -30,7 +30,7 @@ from nnr_core.cabac._engine cimport (
     SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx, codebook_bounds, scan_block)
 from nnr_core.cabac._wengine cimport (
     NNR_RLPS_R4, NNR_CURVE_SH, WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bin_nb, win_norm,
-    win_bypass_bits, dctx_from,
+    win_bypass_bits, dctx_from, NNR_UNLIKELY,
     dctx_initial, dctx_to)
 
 from nnr_core.cabac._contexts cimport ContextMemory
@@ -40,9 +40,14 @@ __all__ = ["decode_payload", "CabacDecoder", "parallel_fallbacks", "TensorCoding
            "VARIANT_NNCODEC1", "VARIANT_NNCODEC2"]
 
 cdef enum:
-    OVERREAD_BAIL = 4       # bail out (at the next row segment) past this many zero bytes
+    OVERREAD_BAIL = 4       # stop (before the next level or row-skip flag) past this many zero bytes
     LEVEL_MAX = 2147483647  # |k| and |i| must fit int32
     MAX_ELEMENTS = 2147483647
+    # A level takes at least one regular bin and a regular bin at least log2(351/349) > 1/128 bit
+    # of the codeword (rLPS 2 at R = 351 is the smallest share, Appendix A.1); P + 9 <= 8 x size
+    # at the end of a valid payload, P rounds down by less than a bit (§3.8), hence the slack.
+    BINS_PER_BIT = 128
+    CAPACITY_SLACK_BITS = 16
 
 # Status codes of the nogil procedure.
 cdef enum:
@@ -53,6 +58,7 @@ cdef enum:
     ST_NO_HISTORY = 4
     ST_BAD_RESET = 5
     ST_NO_MEMORY = 6
+    ST_CAPACITY = 7
 
 # Phases, for error locations.
 cdef enum:
@@ -152,15 +158,19 @@ cdef inline void _signal_one(CabacEngine* e, CabacCtx* ctx, int idx, bint coded,
     ctx_set(&ctx[idx], k)
 
 
-cdef void _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, int hdsp,
-                         int64_t cbsize, int64_t cbzero, int variant) noexcept nogil:
-    """Context parameter-set signalling (§6.4), both variants, NNCodec-2 index layout."""
+cdef int _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, int hdsp,
+                        int64_t cbsize, int64_t cbzero, int variant) noexcept nogil:
+    """Context parameter-set signalling (§6.4), both variants, NNCodec-2 index layout; stops
+    (ST_OVERREAD) once it has read past the payload end by more than OVERREAD_BAIL bytes."""
     cdef int32_t idx[SIGNAL_MAX]
     cdef uint8_t coded[SIGNAL_MAX]
     cdef int a, n = signalled_contexts(idx, coded, N, dq, tca, hdsp, cbsize, cbzero, variant)
     cdef int flag_ctx = 87 + 4 * N
     for a in range(n):
         _signal_one(e, ctx, idx[a], coded[a], flag_ctx)
+        if e.overread > OVERREAD_BAIL:
+            return ST_OVERREAD
+    return ST_OK
 
 
 cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
@@ -190,15 +200,30 @@ cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept 
             j.phase = PH_ROW_SKIP
             for r in range(j.rows):
                 j.skip[r] = <uint8_t>cabac_decode_bin(ep, &ctx[89 + 4 * N])
+                if ep.overread > OVERREAD_BAIL:
+                    return ST_OVERREAD
     if j.hdsp_flag and j.hist == NULL:
         return ST_NO_HISTORY
     # 5. context parameter-set signalling.
     j.phase = PH_SIGNALLING
-    _signal_params(ep, ctx, N, j.dq, j.tca != NULL, j.hdsp_flag, j.cbsize, j.cbzero, j.variant)
+    if _signal_params(ep, ctx, N, j.dq, j.tca != NULL, j.hdsp_flag, j.cbsize, j.cbzero,
+                      j.variant) != ST_OK:
+        return ST_OVERREAD
     j.P0 = cabac_bit_position(ep)        # block row 0 starts here (entry points, §3.8)
     j.phase = PH_LEVELS
     bh = j.rows if j.eff_scan == 0 else (4 << j.eff_scan)
     j.n_brows = (j.rows + bh - 1) // bh if bh > 0 else 0
+    # 6. Every level still to come takes a bin: more than the rest of the payload can hold is an
+    # error now (the work of a corrupt stream stays proportional to its payload).
+    if not j.no_bins:
+        u = j.rows
+        if j.rowskip_flag:
+            for r in range(j.rows):
+                u -= j.skip[r]
+        u *= j.W
+        if u > BINS_PER_BIT * (8 * <int64_t>(ep.end - ep.start) - j.P0 + CAPACITY_SLACK_BITS):
+            j.bad_value = u
+            return ST_CAPACITY
     return ST_OK
 
 
@@ -275,6 +300,9 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
                 if j.no_bins:
                     continue
                 for c in range(c0, c1):
+                    if e.overread > OVERREAD_BAIL:      # zero bytes past the end: stop here
+                        ep[0] = e
+                        return ST_OVERREAD
                     if tca:
                         b = ref[base + c]
                     if hist != NULL:
@@ -328,6 +356,9 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
     cdef DCtx* gtx
     cdef DCtx* rem = ctx + CTX_GTX + 4 * N
     for x in range(n):
+        if NNR_UNLIKELY(e.overread > OVERREAD_BAIL):    # zero bytes past the end: stop here
+            ep[0] = e
+            return ST_OVERREAD
         if not win_bin(&e, &ctx[3 * s + cls]):          # sig_flag
             cls = 0
             s = next[2 * s]
@@ -686,7 +717,9 @@ cdef class CabacDecoder(ContextMemory):
                                            element="codebook_size", value=job.cbsize)
         if rows * W > MAX_ELEMENTS or job.cbsize > MAX_ELEMENTS:
             raise ResourceLimitError(f"tensor of {rows * W} elements / codebook of "
-                                     f"{job.cbsize} entries exceeds the limit of {MAX_ELEMENTS}")
+                                     f"{job.cbsize} entries exceeds the limit of {MAX_ELEMENTS}",
+                                     element="tensor_dimensions", value=max(rows * W, job.cbsize),
+                                     allowed=f"..{MAX_ELEMENTS}")
         n = rows * W
         job.has_qp = 1 if t.has_qp_offset else 0
         job.parent = 1 if t.parent_node_id_present_flag else 0
@@ -715,7 +748,8 @@ cdef class CabacDecoder(ContextMemory):
             levels = np.zeros(n, dtype=np.int32)
             skip = np.zeros(rows, dtype=np.uint8)
         except MemoryError:
-            raise ResourceLimitError(f"cannot allocate a tensor of {n} elements") from None
+            raise ResourceLimitError(f"cannot allocate a tensor of {n} elements",
+                                     element="tensor_dimensions", value=n) from None
         eps = np.zeros(max(n_brows - 1, 0) * 3 + 1, dtype=np.int64)
         self._alloc(90 + 4 * job.N)
         job.tca = <const int32_t*>cnp.PyArray_DATA(tca_arr) if tca_arr is not None else NULL
@@ -735,6 +769,8 @@ cdef class CabacDecoder(ContextMemory):
         else:
             with nogil:
                 status = _decode_tensor_c(&self.eng, self.ctx, &job)
+        if status == ST_OK and self.eng.overread > OVERREAD_BAIL:
+            status = ST_OVERREAD                # the last row segment ran past the end
 
         if status != ST_OK:
             where = self._bit_offset()
@@ -749,10 +785,17 @@ cdef class CabacDecoder(ContextMemory):
                 raise EntropyDecodingError("reconstruction index does not fit int32",
                                            element="abs_remainder", bit_offset=where,
                                            value=job.bad_value)
+            if status == ST_CAPACITY:
+                raise EntropyDecodingError("the rest of the payload cannot hold the tensor's levels "
+                                           "(each takes a bin, a bin at least 1/128 bit)",
+                                           element="payload length", bit_offset=where,
+                                           value=job.bad_value,
+                                           allowed=f"..{BINS_PER_BIT * (8 * len(self.buf) - job.P0 + CAPACITY_SLACK_BITS)}")
             if status == ST_BAD_RESET:
                 raise _bad_reset(where)
             if status == ST_NO_MEMORY:
-                raise MemoryError()
+                raise ResourceLimitError("out of memory for the decoder's context copies",
+                                         element="tensor_dimensions", bit_offset=where)
             if status == ST_NO_HISTORY:
                 raise ConstraintViolationError("hist_dep_sig_prob_enabled_flag is 1 but no HDSP "
                                                "history is available for the tensor",
@@ -782,9 +825,12 @@ cdef class CabacDecoder(ContextMemory):
         cdef _RowChunk chunk, prev
         cdef const uint8_t* data = <const uint8_t*>PyBytes_AS_STRING(self.buf)
         cdef Py_ssize_t size = PyBytes_GET_SIZE(self.buf)
-        eps = list(entry_points)
+        eps = [tuple(int(v) for v in ep) for ep in entry_points]
         n_chunks = min(jobs, n_brows)
-        ok = len(eps) == n_brows - 1
+        # entries a sequential decode would reject (the header is checked against it afterwards):
+        # never converted to C integers, the tensor is decoded sequentially instead
+        ok = len(eps) == n_brows - 1 and all(len(ep) == 3 and 0 <= ep[0] <= 8 * size + 64
+                                              and 0 <= ep[1] < 256 and 0 <= ep[2] <= 7 for ep in eps)
         chunks = []
         if ok:
             bounds = [n_brows * x // n_chunks for x in range(n_chunks + 1)]
@@ -805,11 +851,13 @@ cdef class CabacDecoder(ContextMemory):
                         break
                 else:
                     br = bounds[x]
+                    if starts[br] > 8 * size + 64:   # past the end (and maybe beyond int64)
+                        ok = False
+                        break
                     chunk.entered = True
-                    chunk.s = int(eps[br - 1][2])
+                    chunk.s = eps[br - 1][2]
                     chunk.P_prev = starts[br]
-                    if not (0 <= chunk.s <= 7) or not _engine_at(&chunk.eng, data, size, starts[br],
-                                                                   int(eps[br - 1][1])):
+                    if not _engine_at(&chunk.eng, data, size, starts[br], eps[br - 1][1]):
                         ok = False
                         break
                 chunks.append(chunk)
@@ -826,8 +874,8 @@ cdef class CabacDecoder(ContextMemory):
                     # the previous thread measured the entry point of this thread's first row
                     br = chunk.br_begin - 1
                     want = eps[br]
-                    if (job.ep[3 * br] != int(want[0]) or job.ep[3 * br + 1] != int(want[1])
-                            or job.ep[3 * br + 2] != int(want[2])):
+                    if (job.ep[3 * br] != want[0] or job.ep[3 * br + 1] != want[1]
+                            or job.ep[3 * br + 2] != want[2]):
                         ok = False
                         break
         if ok:
@@ -887,7 +935,7 @@ cdef class _RowChunk:
     cdef setup(self, const CabacCtx* ctx, int nctx, TensorJob* job, int64_t br_begin, int64_t br_end):
         self.ctx = <CabacCtx*>malloc(nctx * sizeof(CabacCtx))
         if self.ctx == NULL:
-            raise MemoryError()
+            raise ResourceLimitError("out of memory for a thread's context copy")
         memcpy(self.ctx, ctx, nctx * sizeof(CabacCtx))
         self.job = job
         self.br_begin = br_begin

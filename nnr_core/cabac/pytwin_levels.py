@@ -12,7 +12,11 @@ from nnr.errors import ConstraintViolationError, SyntaxValueError
 from nnr_core.cabac.params import TensorResult
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-OVERREAD_BAIL_OUT = 4           # bytes fed past the payload end before the loop gives up
+OVERREAD_BAIL_OUT = 4           # bytes fed past the payload end before decoding stops
+# A level takes at least one regular bin, a regular bin at least log2(351/349) > 1/128 bit
+# (rLPS 2 at R = 351, Appendix A.1); slack for P's rounding (§3.8).
+BINS_PER_BIT = 128
+CAPACITY_SLACK_BITS = 16
 
 # §6.1, NNCodec-2 layout (offsets; those after the greater-than flags depend on N).
 SIG_CTX = 0                     # 3·s + c
@@ -153,13 +157,16 @@ def signalled_contexts(N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset, var
 
 
 def decode_param_sets(dec, N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset, variant):
-    """Context parameter-set signalling (§6.4): param_set_flag, param_set_idx_minus1."""
+    """Context parameter-set signalling (§6.4): param_set_flag, param_set_idx_minus1; stops once
+    it has read past the payload end by more than OVERREAD_BAIL_OUT bytes."""
     for ctx, coded in signalled_contexts(N, dq_flag, tca, hdsp, codebook_size,
                                          cb_zero_offset, variant):
         k = 0
         if coded and dec.decode_bin(param_set_flag_ctx(N)):
             k = 1 + dec.decode_bypass(3)
         dec.set_context_param_set(ctx, k)
+        if dec.overread > OVERREAD_BAIL_OUT:
+            raise dec.error("payload ends inside the context parameter signalling", "param_set_flag")
 
 
 def _check_array(a, dtypes, size, name):
@@ -262,8 +269,11 @@ def decode_tensor(dec, t, variant=2):
             hdsp = dec.decode_bypass(1)
         row_skip = dec.decode_bypass(1)
         if row_skip:
-            row_skip_list = np.array([dec.decode_bin(row_skip_ctx(N)) for _ in range(rows)],
-                                     dtype=np.uint8)
+            row_skip_list = np.zeros(rows, dtype=np.uint8)
+            for r in range(rows):
+                row_skip_list[r] = dec.decode_bin(row_skip_ctx(N))
+                if dec.overread > OVERREAD_BAIL_OUT:
+                    raise dec.error("payload ends inside the row-skip list", "row_skip_list")
     if hdsp and t.hdsp_history is None:
         # §10.2: NNCodec would silently decode without history and desynchronise.
         raise ConstraintViolationError("hist_dep_sig_prob_enabled_flag = 1 but no history",
@@ -273,6 +283,12 @@ def decode_tensor(dec, t, variant=2):
     # B.5 context parameter sets
     decode_param_sets(dec, N, dq, tca_ref is not None, hdsp, codebook_size, cb_zero_offset,
                       variant)
+    no_bins = gpi == 1 and codebook_size == 1
+    # Every level still to come takes a bin: more than the rest of the payload can hold is an
+    # error before decoding them (a corrupt stream's work stays proportional to its payload).
+    coded = 0 if no_bins else (rows - (int(row_skip_list.sum()) if row_skip else 0)) * row_width
+    if coded > BINS_PER_BIT * (8 * len(dec.payload) - dec.P + CAPACITY_SLACK_BITS):
+        raise dec.error("the rest of the payload cannot hold the tensor's levels", "payload length")
     # B.6 start of the levels
     neighbour = s = 0
     block_rows = -(-rows // (4 << scan_order)) if scan_order else 1
@@ -280,7 +296,6 @@ def decode_tensor(dec, t, variant=2):
         dec.reset_range()
     entry_points = []
     p_block_row = dec.P                     # block row 0 starts after the signalling (§3.8)
-    no_bins = gpi == 1 and codebook_size == 1
     levels = np.zeros(rows * row_width, dtype=np.int32)
     current_block_row = 0
     # B.7 scan positions, one row segment at a time
@@ -302,6 +317,8 @@ def decode_tensor(dec, t, variant=2):
                     s = NEXT[s][0]
             continue
         for col in range(c_first, c_last + 1):
+            if dec.overread > OVERREAD_BAIL_OUT:    # zero bytes past the end: stop here
+                raise dec.error("payload ends too early", "payload length")
             pos = r * row_width + col
             b = int(tca_ref[pos]) if tca_ref is not None else 0
             h = 1 if history is not None and history[pos] else 0
@@ -316,6 +333,8 @@ def decode_tensor(dec, t, variant=2):
                 i = k
             levels[pos] = i
             neighbour = k
+    if dec.overread > OVERREAD_BAIL_OUT:        # the last row segment ran past the end
+        raise dec.error("payload ends too early", "payload length")
     return TensorResult(qp_offset=qp_offset, levels=levels,
                         hist_dep_sig_prob_enabled_flag=hdsp, row_skip_enabled_flag=row_skip,
                         row_skip_list=row_skip_list, entry_points=entry_points)
