@@ -5,8 +5,9 @@ from typing import Optional
 
 import numpy as np
 
-from nnr.errors import (BitstreamError, ConstraintViolationError, EntropyDecodingError,
-                        ResourceLimitError, UnitSizeMismatchError, UnsupportedFeatureError)
+from nnr.errors import (ConstraintViolationError, EntropyDecodingError, NNRError, ResourceLimitError,
+                        UnitSizeMismatchError, UnsupportedFeatureError)
+from nnr.topology.carriage import MAX_TOPOLOGY_BYTES
 from nnr_core import cabac
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding
 from nnr_core.incremental import IncrementalState
@@ -22,11 +23,16 @@ NNR_TPL_PRUN, NNR_TPL_REFLIST = 5, 6
 
 VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 
-# A regular bin costs at least about 1/128 bit (rLPS 2 at R 256..287), so one payload bit
+# A regular bin costs at least log2(351/349) > 1/128 bit (rLPS 2 at R = 351), so one payload bit
 # carries at most 128 bins: this bounds how many elements a payload can describe.
 _BINS_PER_BIT = 128
 # Smaller tensors are not split at their entry points: threads cost more than they save.
 PARALLEL_MIN_ELEMENTS = 1 << 16
+# Default limit (Decoder docstring): 2^30 elements are 4 GiB of float32 output (up to 13 GiB while
+# a stateful Decoder holds levels, values and the incremental state), far above the models NNC is
+# used for and well below a workstation's memory. MAX_TOPOLOGY_BYTES (256 MiB) is 100x a large
+# ONNX graph without its weights.
+MAX_TOTAL_ELEMENTS = 1 << 30
 
 
 @dataclass
@@ -54,10 +60,19 @@ class Decoder:
     with block-row entry points (scan_order > 0) is split between threads; the output and the
     errors are those of jobs=1.
     out_of_band: tensor name -> dimensions, for units that leave tensor_dimensions out (§11).
+    max_total_elements: most elements one bitstream may decode to, summed over its tensors (the
+    zero tensors of omitted updates included), checked before anything is allocated; default 2^30
+    (4 GiB of float32); None: no limit. Every bitstream of an incremental sequence has its own.
+    max_tensor_elements: most elements of any one tensor (default 2^31 - 1).
+    max_topology_bytes: most bytes of an NNR_TPL unit, and of its topology once inflated
+    (`nnr.topology.carriage.read_tpl(decoder.units)`); default 256 MiB; None: no limit.
+    Exceeding a limit raises ResourceLimitError naming the unit and the element.
     """
 
     def __init__(self, *, profile0_variant="nncodec1", codebook_dtype=np.float64,
-                 max_tensor_elements=2**31 - 1, out_of_band=None, verify_entry_points=True, jobs=None):
+                 max_tensor_elements=2**31 - 1, max_total_elements=MAX_TOTAL_ELEMENTS,
+                 max_topology_bytes=MAX_TOPOLOGY_BYTES, out_of_band=None, verify_entry_points=True,
+                 jobs=None):
         from nnr.encoder import resolve_jobs
         self.jobs = resolve_jobs(jobs)
         if profile0_variant not in VARIANTS:
@@ -66,12 +81,15 @@ class Decoder:
             raise ValueError("codebook_dtype must be float32 or float64")
         self.profile0_variant = VARIANTS[profile0_variant]
         self.codebook_dtype = np.dtype(codebook_dtype)
-        self.max_tensor_elements = int(max_tensor_elements)
+        self.max_tensor_elements = _limit(max_tensor_elements, "max_tensor_elements")
+        self.max_total_elements = _limit(max_total_elements, "max_total_elements")
+        self.max_topology_bytes = _limit(max_topology_bytes, "max_topology_bytes")
         self.out_of_band = dict(out_of_band or {})
         self.verify_entry_points = verify_entry_points
         self._keep_state = True     # nnr.decode (one self-contained bitstream) keeps no state
         self.state = IncrementalState()
         self.units = []          # ParsedUnit list of the last bitstream
+        self._data = None        # the bitstream being decoded (error locations)
         self.tensors = []        # DecodedTensor list of the last bitstream
 
     def decode(self, data, *, trace=None) -> dict:
@@ -86,7 +104,7 @@ class Decoder:
         (the Cython engine runs without the GIL) while the units are parsed in order; results and
         errors are taken in unit order, so the outcome, the first error included, is the
         sequential one. A trace forces the sequential path (its lines are in bitstream order)."""
-        data = bytes(data)
+        data = self._data = bytes(data)
         jobs = 1 if trace is not None else self.jobs
         pool = None
         if jobs > 1:
@@ -101,7 +119,8 @@ class Decoder:
                 for t in (work.result() if pool is not None else work):
                     if t.name in seen:
                         raise ConstraintViolationError(f"tensor {t.name!r} appears twice in the bitstream",
-                                                       unit_index=unit.index, element="topology_elem_id")
+                                                       unit_index=unit.index, element="topology_elem_id",
+                                                       bit_offset=self._name_bit(unit))
                     seen.add(t.name)
                     tensors.append(t)
             pending.clear()
@@ -118,21 +137,28 @@ class Decoder:
                 for _, work in pending:
                     work.cancel()
                 pool.shutdown(wait=True)
+            self._data = None
         parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
+        if parent_signalling:
+            self._add_omitted(tensors, seen, sum(t.values.size for t in tensors))
         if self._keep_state:
             for t in tensors:
                 if t.levels is not None:
                     self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling,
                                       shape=t.values.shape, dtype=t.values.dtype)
-        if parent_signalling:
-            # tensors of earlier bitstreams that this update omits are all-zero updates; their
-            # incremental state stays at the last transmitted update (§13.5)
-            for name, hist in self.state.tensors.items():
-                if name not in seen and hist.shape is not None:
-                    tensors.append(DecodedTensor(name, np.zeros(hist.shape, hist.dtype), None, -1, -1, "T",
-                                                 omitted=True))
         self.units, self.tensors = units, tensors
         return tensors
+
+    def _add_omitted(self, tensors, seen, used):
+        """The all-zero updates a bitstream with parent signalling leaves out (§13.5): tensors of
+        earlier bitstreams that it does not carry; their incremental state stays at the last
+        transmitted update."""
+        for name, hist in self.state.tensors.items():
+            if name not in seen and hist.shape is not None:
+                n = int(np.prod(hist.shape, dtype=object))
+                used = self._count_elements(used, n, None, f"omitted update of tensor {name!r}", None)
+                tensors.append(DecodedTensor(name, np.zeros(hist.shape, hist.dtype), None, -1, -1, "T",
+                                             omitted=True))
 
     def _walk_units(self, data, trace, jobs, pool, pending, collect):
         """Parse the units in order and hand each NDU's payload work to `pending` (a future with a
@@ -140,26 +166,33 @@ class Decoder:
         syntax = SyntaxState()
         syntax.resolve_out_of_band = self._resolve_out_of_band
         units = []
+        kinds = set()               # unit types seen so far (ordering constraints)
+        used = 0                    # elements the bitstream's tensors decode to so far
         pending_g = None            # the G unit of a decomposed pair waiting for its H (§9.4)
         tpl_reflist = None
         for span in split_units(data):
             syntax.dc_pending_h = pending_g is not None
+            self._check_unit_size(data, span)
             unit = parse_unit(data, span, syntax, trace)
             units.append(unit)
             kind = unit.nnr_unit_type
-            self._check_order(unit, units)
+            self._check_order(unit, kinds)
+            kinds.add(kind)
             if kind == NNR_TPL:
+                unit.max_topology_bytes = self.max_topology_bytes or 0     # read_tpl inflates against it
                 fmt = unit.fields.get("topology_storage_format")
                 if fmt == NNR_TPL_PRUN:
                     raise UnsupportedFeatureError(
-                        f"unit {unit.index}: NNR_TPL_PRUN (pruning topology container) has no public syntax")
+                        "NNR_TPL_PRUN (pruning topology container) has no public syntax", unit_index=unit.index,
+                        element="topology_storage_format", bit_offset=self._bit(unit, "topology_storage_format"),
+                        value=fmt)
                 if fmt == NNR_TPL_REFLIST:
                     tpl_reflist = list(unit.fields.get("topology_elem_id_list", []))
-            elif kind == NNR_QNT:
-                raise UnsupportedFeatureError(
-                    f"unit {unit.index}: NNR_QNT (quantization unit) has no public semantics")
-            elif kind == NNR_AGG:
-                raise UnsupportedFeatureError(f"unit {unit.index}: NNR_AGG has no public syntax")
+            elif kind in (NNR_QNT, NNR_AGG):
+                what = ("NNR_QNT (quantization unit) has no public semantics" if kind == NNR_QNT
+                        else "NNR_AGG has no public syntax")
+                raise UnsupportedFeatureError(what, unit_index=unit.index, element="nnr_unit_type",
+                                              bit_offset=self._bit(unit, "nnr_unit_type"), value=kind)
             elif kind == NNR_NDU:
                 self._resolve_indexed_names(unit, syntax, tpl_reflist)
                 cpt = unit.fields.get("compressed_parameter_types", 0)
@@ -167,8 +200,9 @@ class Decoder:
                 if is_h and not (cpt & 1):
                     raise ConstraintViolationError("a decomposed G unit must be followed by its H unit",
                                                    unit_index=unit.index, element="compressed_parameter_types",
+                                                   bit_offset=self._bit(unit, "compressed_parameter_types"),
                                                    value=cpt)
-                work = self._prepare_ndu(data, unit, syntax, is_h, trace, jobs)
+                work, used = self._prepare_ndu(data, unit, syntax, is_h, used, trace, jobs)
                 pending.append((unit, pool.submit(work) if pool is not None else work()))
                 if pool is None:
                     collect()
@@ -176,32 +210,59 @@ class Decoder:
                 pending_g = None if is_h or not is_dc_single else unit
             if pending_g is not None and kind != NNR_NDU:
                 raise ConstraintViolationError("a decomposed G unit must be followed by its H unit",
-                                               unit_index=unit.index, element="nnr_unit_type", value=kind)
+                                               unit_index=unit.index, element="nnr_unit_type",
+                                               bit_offset=self._bit(unit, "nnr_unit_type"), value=kind)
         if not units or units[0].nnr_unit_type != NNR_STR:
             raise ConstraintViolationError("a bitstream starts with an NNR_STR unit", unit_index=0,
-                                           element="nnr_unit_type")
+                                           element="nnr_unit_type", bit_offset=0)
         if pending_g is not None:
             raise ConstraintViolationError("the bitstream ends after a decomposed G unit without its H unit",
-                                           unit_index=pending_g.index, element="compressed_parameter_types")
+                                           unit_index=pending_g.index, element="compressed_parameter_types",
+                                           bit_offset=8 * len(data))
         return units, syntax
 
-    @staticmethod
-    def _check_order(unit, units):
-        """Ordering constraints of NNC-HLS.md §12.2."""
+    def _bit(self, unit, element):
+        """Bit offset of an element of a unit of the bitstream being decoded (for error locations)."""
+        return unit.bit_of(element, self._data)
+
+    def _name_bit(self, unit):
+        """Bit offset of the element that names the unit's tensor(s), however it is coded."""
+        for element in ("topology_elem_id", "topology_elem_id_index", "topology_elem_id_list",
+                        "topology_elem_id_index_list"):
+            bit = self._bit(unit, element)
+            if bit != 8 * unit.offset:
+                return bit
+        return 8 * unit.offset
+
+    def _locate(self, err, unit):
+        """The error with the unit filled in, and the bit offset of the element it names (else the unit's)."""
+        bit = err.bit_offset if err.bit_offset is not None else self._bit(unit, err.element)
+        return err.located(unit_index=unit.index, bit_offset=bit)
+
+    def _check_unit_size(self, data, span):
+        """An NNR_TPL unit larger than max_topology_bytes is refused before it is parsed."""
+        limit = self.max_topology_bytes
+        head = span.offset + span.size_field_bytes
+        if limit is not None and span.size > limit and head < len(data) and data[head] >> 2 == NNR_TPL:
+            raise ResourceLimitError(f"NNR_TPL unit of {span.size} bytes is larger than max_topology_bytes "
+                                     f"(Decoder(max_topology_bytes=...) raises the limit)", unit_index=span.index,
+                                     element="nnr_unit_size", bit_offset=8 * span.offset, value=span.size,
+                                     allowed=f"..{limit}")
+
+    def _check_order(self, unit, kinds):
+        """Ordering constraints of NNC-HLS.md §12.2; `kinds`: the unit types before this one."""
         kind, index = unit.nnr_unit_type, unit.index
-        kinds = [u.nnr_unit_type for u in units[:-1]]
+        where = {"unit_index": index, "element": "nnr_unit_type", "bit_offset": self._bit(unit, "nnr_unit_type")}
         if index == 0 and kind != NNR_STR:
-            raise ConstraintViolationError("the first unit must be NNR_STR", unit_index=0,
-                                           element="nnr_unit_type", value=kind, allowed=NNR_STR)
+            raise ConstraintViolationError("the first unit must be NNR_STR", value=kind, allowed=NNR_STR, **where)
         if index > 0 and kind == NNR_STR:
-            raise ConstraintViolationError("a second NNR_STR unit", unit_index=index, element="nnr_unit_type")
+            raise ConstraintViolationError("a second NNR_STR unit", **where)
         if kind == NNR_MPS and NNR_MPS in kinds:
-            raise ConstraintViolationError("a second NNR_MPS unit", unit_index=index, element="nnr_unit_type")
+            raise ConstraintViolationError("a second NNR_MPS unit", **where)
         if kind == NNR_MPS and NNR_NDU in kinds:
-            raise ConstraintViolationError("NNR_MPS after an NNR_NDU", unit_index=index, element="nnr_unit_type")
+            raise ConstraintViolationError("NNR_MPS after an NNR_NDU", **where)
         if kind in (NNR_LPS, NNR_TPL, NNR_NDU, NNR_QNT) and NNR_MPS not in kinds:
-            raise ConstraintViolationError("unit before the NNR_MPS it depends on", unit_index=index,
-                                           element="nnr_unit_type", value=kind)
+            raise ConstraintViolationError("unit before the NNR_MPS it depends on", value=kind, **where)
 
     def _resolve_out_of_band(self, fields):
         """Supply tensor dimensions a unit leaves out (NNC-HLS.md §11) from `out_of_band`."""
@@ -218,13 +279,14 @@ class Decoder:
         fields["count_tensor_dimensions"] = len(dims)
         fields["tensor_dimensions"] = [int(d) for d in dims]
 
-    @staticmethod
-    def _resolve_indexed_names(unit, syntax, reflist):
+    def _resolve_indexed_names(self, unit, syntax, reflist):
         f = unit.fields
         if "topology_elem_id_index" in f or "topology_elem_id_index_list" in f:
+            element = "topology_elem_id_index" if "topology_elem_id_index" in f else "topology_elem_id_index_list"
             if reflist is None:
                 raise ConstraintViolationError("indexed topology reference without an NNR_TPL reference list",
-                                               unit_index=unit.index, element="topology_elem_id_index")
+                                               unit_index=unit.index, element=element,
+                                               bit_offset=self._bit(unit, element))
             try:
                 if "topology_elem_id_index" in f:
                     f["topology_elem_id"] = reflist[f["topology_elem_id_index"]]
@@ -232,7 +294,8 @@ class Decoder:
                     f["topology_elem_id_list"] = [reflist[i] for i in f["topology_elem_id_index_list"]]
             except IndexError:
                 raise ConstraintViolationError("topology element index outside the reference list",
-                                               unit_index=unit.index, element="topology_elem_id_index",
+                                               unit_index=unit.index, element=element,
+                                               bit_offset=self._bit(unit, element),
                                                allowed=f"0..{len(reflist) - 1}") from None
 
     def _quantization_base(self, syntax, unit):
@@ -241,13 +304,27 @@ class Decoder:
             if ps and (ps.get(f"{prefix}_quantization_method_flags", 0) & 3):
                 return ps[f"{prefix}_qp_density"], ps[f"{prefix}_quantization_parameter"]
         raise ConstraintViolationError("quantized NDU but no parameter set carries qp_density and a base QP",
-                                       unit_index=unit.index, element="mps_quantization_method_flags", value=0)
+                                       unit_index=unit.index, element="mps_quantization_method_flags",
+                                       bit_offset=self._bit(unit, "nnr_compressed_data_unit_payload_type"), value=0)
+
+    def _count_elements(self, used, n, unit, what, element):
+        """used + n, unless that exceeds max_total_elements (checked before anything is allocated)."""
+        total = used + n
+        limit = self.max_total_elements
+        if limit is not None and total > limit:
+            where = {} if unit is None else {"unit_index": unit.index, "bit_offset": self._bit(unit, element)}
+            raise ResourceLimitError(f"{what} of {n} elements takes the bitstream's tensors to {total} elements, "
+                                     f"more than max_total_elements (Decoder(max_total_elements=...) raises "
+                                     f"the limit)", element=element, value=total, allowed=f"..{limit}", **where)
+        return total
 
     def _check_size(self, comp: Component, payload_len, gpi, unit):
         n = comp.num_elements
-        if n > self.max_tensor_elements:
-            raise ResourceLimitError(f"unit {unit.index}: tensor {comp.name!r} has {n} elements, "
-                                     f"more than max_tensor_elements={self.max_tensor_elements}")
+        if self.max_tensor_elements is not None and n > self.max_tensor_elements:
+            raise ResourceLimitError(f"tensor {comp.name!r} has {n} elements, more than max_tensor_elements",
+                                     unit_index=unit.index, element="tensor_dimensions",
+                                     bit_offset=self._bit(unit, "tensor_dimensions"), value=n,
+                                     allowed=f"..{self.max_tensor_elements}")
         capacity = (payload_len + 8) * 8 * _BINS_PER_BIT
         cb = comp.codebook if gpi == 1 else None
         if cb is not None and cb.get("codebook_size") == 1:
@@ -257,16 +334,24 @@ class Decoder:
         if coded > capacity:
             raise EntropyDecodingError(f"tensor {comp.name!r} of {n} elements cannot fit in a "
                                        f"{payload_len}-byte payload", unit_index=unit.index,
-                                       element="tensor_dimensions", value=list(comp.shape))
+                                       element="tensor_dimensions", bit_offset=self._bit(unit, "tensor_dimensions"),
+                                       value=list(comp.shape))
 
-    def _prepare_ndu(self, data, unit, syntax, is_h, trace=None, jobs=1):
-        """Everything of an NDU that depends on the units before it (checks, quantization base,
-        TCA / HDSP state); returns the payload work: a function () -> [DecodedTensor] that reads
-        nothing shared but this decoder's (read-only during a bitstream) state."""
+    def _prepare_ndu(self, data, unit, syntax, is_h, used, trace=None, jobs=1):
+        """Everything of an NDU that depends on the units before it (checks, limits, quantization
+        base, TCA / HDSP state); returns the payload work, a function () -> [DecodedTensor] that
+        reads nothing shared but this decoder's (read-only during a bitstream) state, and the
+        elements decoded so far (`used` before this unit)."""
         f = unit.fields
         pt = f["nnr_compressed_data_unit_payload_type"]
         gpi = syntax.general_profile_idc
-        comps = ndu_components(f, unit.index, is_h)
+        try:
+            comps = ndu_components(f, unit.index, is_h)
+        except NNRError as err:
+            raise self._locate(err, unit) from None
+        for comp in comps:
+            used = self._count_elements(used, comp.num_elements, unit, f"tensor {comp.name!r}",
+                                        "tensor_dimensions")
         payload = memoryview(data)[unit.payload_offset:unit.payload_end]
 
         if pt == NNR_PT_RAW_FLOAT:
@@ -277,7 +362,7 @@ class Decoder:
                                             bit_offset=unit.payload_offset * 8, value=len(payload),
                                             allowed=4 * comp.num_elements)
             values = np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(comp.shape)
-            return lambda: [DecodedTensor(comp.name, values, None, unit.index, pt, comp.role)]
+            return (lambda: [DecodedTensor(comp.name, values, None, unit.index, pt, comp.role)]), used
 
         quantized = pt in (NNR_PT_FLOAT, NNR_PT_BLOCK)
         qp_density, base_qp = self._quantization_base(syntax, unit) if quantized else (0, 0)
@@ -288,22 +373,36 @@ class Decoder:
         for comp in comps:
             self._check_size(comp, len(payload), gpi, unit)
             cb = comp.codebook if gpi == 1 else None
+            try:
+                reference = self.state.tca_reference(comp.name, comp.shape, f, unit.index) if tca else None
+            except NNRError as err:
+                raise self._locate(err, unit) from None
             codings.append(TensorCoding(
                 rows=comp.rows, row_width=comp.row_width, ndim=len(comp.shape),
                 has_qp_offset=quantized, qp_density=qp_density, dq_flag=dq,
                 cabac_unary_length_minus1=f["cabac_unary_length_minus1"],
                 scan_order=f.get("scan_order", 0), general_profile_idc=gpi,
                 parent_node_id_present_flag=parent,
-                tca_reference=self.state.tca_reference(comp.name, comp.shape, f, unit.index) if tca else None,
+                tca_reference=reference,
                 hdsp_history=self.state.hdsp_history(comp.name, comp.num_elements) if parent else None,
                 codebook_size=cb["codebook_size"] if cb else 0,
                 cb_zero_offset=cb["CbZeroOffset"] if cb else 0))
         variant = VARIANT_NNCODEC2 if gpi == 1 else self.profile0_variant
-        return lambda: self._finish_ndu(unit, comps, codings, payload, variant, pt, base_qp, qp_density,
-                                        trace, jobs)
+        return (lambda: self._finish_ndu(unit, comps, codings, payload, variant, pt, base_qp, qp_density,
+                                         trace, jobs)), used
 
     def _finish_ndu(self, unit, comps, codings, payload, variant, pt, base_qp, qp_density, trace, jobs):
-        """Entropy-decode one NDU payload and reconstruct its tensors."""
+        """Entropy-decode one NDU payload and reconstruct its tensors; any error names the unit."""
+        try:
+            return self._decode_ndu(unit, comps, codings, payload, variant, pt, base_qp, qp_density, trace, jobs)
+        except NNRError as err:
+            raise self._locate(err, unit) from None
+        except MemoryError:
+            raise ResourceLimitError("out of memory decoding the unit's tensors", unit_index=unit.index,
+                                     element="tensor_dimensions",
+                                     bit_offset=self._bit(unit, "tensor_dimensions")) from None
+
+    def _decode_ndu(self, unit, comps, codings, payload, variant, pt, base_qp, qp_density, trace, jobs):
         options = {}
         if (jobs > 1 and len(comps) == 1 and unit.fields.get("BitOffsetDelta")
                 and comps[0].num_elements >= PARALLEL_MIN_ELEMENTS):
@@ -311,7 +410,8 @@ class Decoder:
             options = {"jobs": jobs, "entry_points": self._header_entry_points(unit)}
         try:
             results = cabac.decode_payload(payload, codings, variant, **options)
-        except BitstreamError as err:
+        except NNRError as err:
+            # payload bit offsets are relative to the payload; element names are the payload's
             raise err.in_unit(unit.index, unit.payload_offset * 8) from None
         if self.verify_entry_points:
             self._verify_entry_points(unit, comps, results)
@@ -332,8 +432,10 @@ class Decoder:
                                                   qp, qp_density, self.codebook_dtype)
                 else:
                     values = reconstruct_uniform(levels, qp, qp_density, inplace=not self._keep_state)
-            except BitstreamError as err:
-                raise err.located(unit_index=unit.index) from None
+            except NNRError as err:
+                # QP and levels come from the payload: located at its start unless the error says
+                raise err.located(unit_index=unit.index, bit_offset=(
+                    self._bit(unit, "codebook_egk") if err.element == "codebook" else unit.payload_offset * 8)) from None
             # without incremental state the levels are not kept: one copy of the model in memory
             out.append(DecodedTensor(comp.name, values, levels if self._keep_state else None, unit.index, pt,
                                      comp.role, qp))
@@ -346,8 +448,7 @@ class Decoder:
         dq = f.get("ep_dq_state") or [0] * len(f["BitOffsetDelta"])
         return list(zip(f["BitOffsetDelta"], f.get("ep_arith_value", []), dq))
 
-    @staticmethod
-    def _verify_entry_points(unit, comps, results):
+    def _verify_entry_points(self, unit, comps, results):
         """The header's entry points must describe the payload as decoded (NNC-HLS.md §8.5)."""
         f = unit.fields
         header = list(zip(f.get("BitOffsetDelta", []), f.get("ep_arith_value", []), f.get("ep_dq_state", [])))
@@ -362,12 +463,14 @@ class Decoder:
         if len(measured) != len(header):
             raise EntropyDecodingError("number of entry points differs from the payload's block rows",
                                        unit_index=unit.index, element="cabac_entry_point_list",
-                                       value=len(header), allowed=len(measured))
+                                       bit_offset=self._bit(unit, "ep_arith_value"), value=len(header),
+                                       allowed=len(measured))
         for j, (want, got) in enumerate(zip(measured, header)):
             if want != tuple(got):
                 raise EntropyDecodingError("entry point disagrees with the decoded payload "
                                            "(BitOffsetDelta, ep_arith_value, ep_dq_state)",
                                            unit_index=unit.index, element=f"cabac_entry_point_list[{j}]",
+                                           bit_offset=self._bit(unit, f"ep_arith_value[{j}]"),
                                            value=tuple(got), allowed=want)
 
 
@@ -387,6 +490,15 @@ def trace_payload(trace, bit_pos, comps, results):
         levels = np.ascontiguousarray(res.levels, dtype=np.int32)
         trace.emit(bit_pos, f"{path}.levels", "ae(v)",
                    f"n={levels.size} nonzero={int(np.count_nonzero(levels))} sha256={tensor_sha256(levels)}")
+
+
+def _limit(value, name):
+    """A resource limit: a positive integer, or None for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+    return int(value)
 
 
 def decode(data, **options) -> dict:

@@ -21,6 +21,10 @@ def build_parser():
                    help="how to read edition-1 payloads (general_profile_idc 0); default nncodec1")
     p.add_argument("-j", "--jobs", type=int, default=0,
                    help="worker threads decoding units (and block rows) concurrently (default 0: all cores)")
+    p.add_argument("--max-elements", type=int, default=None, metavar="N",
+                   help="refuse a bitstream whose tensors total more than N elements (default 2^30; 0: no limit)")
+    p.add_argument("--max-topology-bytes", type=int, default=None, metavar="N",
+                   help="refuse an NNR_TPL topology larger than N bytes, inflated (default 2^28; 0: no limit)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return p
 
@@ -38,8 +42,10 @@ def main(argv=None):
         return 2
     trace = Trace() if args.trace else None
     try:
-        decoder = Decoder(profile0_variant=args.profile0_variant, jobs=args.jobs)
-    except NNRError as err:
+        limits = {k: (v or None) for k, v in (("max_total_elements", args.max_elements),
+                                              ("max_topology_bytes", args.max_topology_bytes)) if v is not None}
+        decoder = Decoder(profile0_variant=args.profile0_variant, jobs=args.jobs, **limits)
+    except (NNRError, ValueError) as err:
         print(f"nnr_decode: {err}", file=sys.stderr)
         return 2
     try:

@@ -12,7 +12,8 @@ from nnr.errors import ConstraintViolationError, ResourceLimitError, SyntaxValue
 NNR_TPL = 3
 NNR_TPL_UNREC, NNR_TPL_NNEF, NNR_TPL_ONNX, NNR_TPL_PYT, NNR_TPL_TEF = 0, 1, 2, 3, 4
 NNR_RAW, NNR_DFL = 0, 1
-MAX_TOPOLOGY_BYTES = 1 << 31        # protobuf's own limit; also bounds a deflate bomb
+MAX_TOPOLOGY_BYTES = 1 << 28        # default limit (nnr.Decoder(max_topology_bytes=...)): 256 MiB
+_INFLATE_CHUNK = 1 << 20            # output produced per step, checked against the limit
 
 
 def deflate(data: bytes) -> bytes:
@@ -21,26 +22,38 @@ def deflate(data: bytes) -> bytes:
     return zlib.compress(data, 9)
 
 
-def inflate(data: bytes, unit_index=None) -> bytes:
+def inflate(data: bytes, unit_index=None, max_bytes=MAX_TOPOLOGY_BYTES, bit_offset=None) -> bytes:
     """Inverse of `deflate`; also accepts gzip and raw (unwrapped) deflate. Corrupt data raises
-    SyntaxValueError, more than MAX_TOPOLOGY_BYTES raises ResourceLimitError."""
+    SyntaxValueError; output beyond `max_bytes` (None: no limit) raises ResourceLimitError as soon as
+    it is produced: the data is inflated a megabyte at a time, so a deflate bomb costs at most the
+    limit in memory and time. `unit_index` / `bit_offset` locate the compressed data in errors."""
+    element = "nnr_topology_unit_payload.topology_data_byte"
     last = None
     for wbits in (47, -15):             # zlib / gzip (header auto-detected, checksummed), then raw
         d = zlib.decompressobj(wbits)
+        out = bytearray()
+        rest = data
         try:
-            out = d.decompress(data, MAX_TOPOLOGY_BYTES)
+            while not d.eof:
+                chunk = d.decompress(rest, _INFLATE_CHUNK)
+                rest = d.unconsumed_tail
+                if not chunk and not rest:
+                    break                   # input used up, nothing pending: the stream is cut
+                out += chunk
+                if max_bytes is not None and len(out) > max_bytes:
+                    raise ResourceLimitError("topology_data inflates to more than max_topology_bytes "
+                                             "(Decoder(max_topology_bytes=...) raises the limit)",
+                                             unit_index=unit_index, element=element, bit_offset=bit_offset,
+                                             allowed=f"..{max_bytes} bytes")
         except zlib.error as exc:
             last = exc
             continue
-        if d.unconsumed_tail:
-            raise ResourceLimitError(f"unit {unit_index}: topology_data inflates to more than "
-                                     f"{MAX_TOPOLOGY_BYTES} bytes")
         if not d.eof:
             last = zlib.error("incomplete deflate stream")
             continue
-        return out
+        return bytes(out)
     raise SyntaxValueError(f"topology_data is not a valid deflate stream: {last}", unit_index=unit_index,
-                           element="nnr_topology_unit_payload.topology_data_byte")
+                           element=element, bit_offset=bit_offset)
 
 
 def replace_tpl(bitstream: bytes, storage_format: int, data: bytes, compress=True) -> bytes:
@@ -59,18 +72,24 @@ def replace_tpl(bitstream: bytes, storage_format: int, data: bytes, compress=Tru
     return bitstream[:tpl.offset] + unit + bitstream[tpl.offset + tpl.size:]
 
 
-def read_tpl(units):
+def read_tpl(units, max_bytes=None):
     """(storage_format, topology bytes, unit index) of the first NNR_TPL unit among parsed `units`
     (Decoder.units), inflated; (None, b"", None) without one. A string topology_data (NNCodec's
-    formats 0/3/4) is returned UTF-8 encoded."""
+    formats 0/3/4) is returned UTF-8 encoded. Inflation stops at `max_bytes`; None: the limit of the
+    Decoder that parsed the units (its max_topology_bytes), else MAX_TOPOLOGY_BYTES."""
     unit = next((u for u in units if u.nnr_unit_type == NNR_TPL), None)
     if unit is None:
         return None, b"", None
     f = unit.fields
     text = f.get("topology_data", "").encode("utf-8", "surrogateescape")
     data = bytes(f.get("topology_data_byte", ()))
+    tail = len(data)                     # the topology bytes run to the end of the unit
     if text:                             # not nnr's layout: the whole payload as one byte string
+        tail += len(text) + 1
         data = text + b"\0" + data if data else text
     if f.get("topology_compression_format") == NNR_DFL:
-        data = inflate(data, unit.index)
+        if max_bytes is None:
+            recorded = getattr(unit, "max_topology_bytes", None)     # 0: the Decoder had no limit
+            max_bytes = MAX_TOPOLOGY_BYTES if recorded is None else (recorded or None)
+        data = inflate(data, unit.index, max_bytes, bit_offset=8 * (unit.offset + unit.size - tail))
     return f.get("topology_storage_format"), data, unit.index

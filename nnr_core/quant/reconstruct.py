@@ -58,15 +58,16 @@ def reconstruct_codebook(symbols: np.ndarray, codebook, cb_zero_offset: int, qp:
     REF-QUIRK: NNCodec outputs codebook tensors in float64; float64 holds the exact product for
     codebook entries below 2^44, so it is the default here too.
     """
+    big = next((int(v) for v in codebook if not -(1 << 44) < int(v) < 1 << 44), None)
+    if big is not None:                 # checked on the integers: beyond int64 they overflow numpy
+        raise SyntaxValueError("codebook entry too large for exact reconstruction", element="codebook",
+                               value=big, allowed=f"|entry| < {1 << 44}")
     cb = np.asarray(codebook, dtype=np.int64)
     index = symbols.astype(np.int64) + cb_zero_offset
     if index.size and (index.min() < 0 or index.max() >= cb.size):
         bad = int(index[(index < 0) | (index >= cb.size)][0]) - cb_zero_offset
         raise SyntaxValueError("codebook symbol outside the codebook", element="level", value=bad,
                                allowed=f"{-cb_zero_offset}..{cb.size - 1 - cb_zero_offset}")
-    if cb.size and int(np.abs(cb).max()) >= 1 << 44:
-        raise SyntaxValueError("codebook entry too large for exact reconstruction",
-                               element="codebook", value=int(np.abs(cb).max()))
     delta = step_size(qp, qp_density)
     with np.errstate(over="ignore"):
         out = (cb[index].astype(np.float64) * delta).astype(dtype)
