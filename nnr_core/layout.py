@@ -69,8 +69,9 @@ def ndu_components(fields, unit_index, pending_h: bool) -> list:
     if pt != NNR_PT_BLOCK:
         if fields.get("nnr_multiple_topology_elements_present_flag"):
             raise UnsupportedFeatureError(
-                f"unit {unit_index}: several topology elements outside NNR_PT_BLOCK need "
-                "topology_tensor_dimension_mapping(), which has no public syntax")
+                "several topology elements outside NNR_PT_BLOCK need topology_tensor_dimension_mapping(), "
+                "which has no public syntax", unit_index=unit_index,
+                element="nnr_multiple_topology_elements_present_flag", value=1)
         name = fields["topology_elem_id"]
         if cpt & NNR_CPT_DC:
             g_shape, h_shape = _dc_shapes(fields, unit_index)
