@@ -811,3 +811,62 @@ def _dc_block(units):
 
 reject("dc_block_payload_short", "NNR_PT_BLOCK with decomposition (G, H, bias) and a second codebook whose payload "
        "ends before the terminating bin of H", "EntropyDecodingError", "nnr/block_w_bias", _units_edit(_dc_block))
+
+
+# -- hostile input: resource limits, rows far longer than their payload, values beyond int64 --------
+def _wide_sparse():
+    w = np.zeros((2, 1_000_000), np.float32)
+    w[0, ::1000], w[1, ::997] = 0.3, -0.2
+    return {"w": w}
+
+
+def _large_sparse():
+    return {"w": gauss(95, (256, 256)) * (np.random.RandomState(96).rand(256, 256) < 0.05)}
+
+
+plain("wide_sparse_rows", "two rows of a million elements, one in a thousand non-zero, row skipping off",
+      _wide_sparse, ["long_rows"], row_skipping=False)
+plain("scan1_large_sparse", "a 256x256 tensor, 5 % non-zero, scan order 1 (32 block rows): large enough for "
+      "its block rows to be decoded by several threads", _large_sparse, ["entry_points"], scan_order=1)
+
+
+def _set_dims(dims):
+    def edit(units):
+        find(units, NNR_NDU)[1].update(tensor_dimensions=list(dims), count_tensor_dimensions=len(dims))
+    return edit
+
+
+def _cut_payload(keep):
+    def edit(units):
+        ndu = find(units, NNR_NDU)
+        ndu[2] = ndu[2][:int(len(ndu[2]) * keep)]
+    return edit
+
+
+def _codebook_zero_value(value):
+    def edit(units):
+        cb = find(units, NNR_NDU)[1]["codebook"]
+        for derived in ("Codebook", "CbZeroOffset"):
+            cb.pop(derived, None)
+        cb["codebook_zero_value"] = value
+    return edit
+
+
+def _entry_point_diff(j, value):
+    return lambda units: find(units, NNR_NDU)[1]["ep_bit_offset_delta_diff"].__setitem__(j, value)
+
+
+reject("elements_over_limit", "4 x 536870911 elements (8 GiB of float32), every row skipped by a 38-byte payload: "
+       "more than the decoder's default max_total_elements (2^30), refused before anything is allocated",
+       "ResourceLimitError", "nnr/allzero_4d_rowskip", _units_edit(_set_dims([4, 536870911])), tags=["limits"])
+reject("rows_longer_than_payload", "24 rows of 44739242 elements with row skipping off: the payload cannot hold "
+       "the levels (refused after the row-skip flag, before decoding a level)", "EntropyDecodingError",
+       "nnr/rowskip_off", _units_edit(_set_dims([24, 44739242])), tags=["limits"])
+reject("payload_cut_in_long_row", "the payload of two million-element rows cut to 60 % (size adjusted): it ends "
+       "inside a row", "EntropyDecodingError", "nnr/wide_sparse_rows", _units_edit(_cut_payload(0.6)),
+       tags=["long_rows"])
+reject("codebook_entry_beyond_int64", "codebook_zero_value 2^66: codebook entries beyond int64",
+       "SyntaxValueError", "nnr/codebook_nodq", _units_edit(_codebook_zero_value(2 ** 66)))
+reject("entry_point_beyond_int64", "an ep_bit_offset_delta_diff of 2^66 (BitOffsetDelta beyond int64) in a tensor "
+       "whose block rows are decoded by several threads", "EntropyDecodingError", "nnr/scan1_large_sparse",
+       _units_edit(_entry_point_diff(3, 2 ** 66)))
