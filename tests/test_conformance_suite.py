@@ -35,6 +35,21 @@ def test_entry_passes_with_nnr(entry):
     assert result.status == (REJECTED if entry["expect"] == "reject" else PASS), result.detail
 
 
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e["expect"] == "reject"], ids=lambda e: e["id"])
+def test_reject_errors_name_unit_element_and_bit(entry):
+    """A must-reject stream's error says where: the unit, the syntax element and the bit offset."""
+    import nnr
+    options = {k: (dict((n, tuple(d)) for n, d in v.items()) if k == "out_of_band" else v)
+               for k, v in entry.get("decoder_options", {}).items()}
+    dec = nnr.Decoder(**options)
+    with pytest.raises(nnr.NNRError) as info:
+        for step in entry["steps"]:
+            with open(os.path.join(ROOT, step["file"]), "rb") as f:
+                dec.decode(f.read())
+    err = info.value
+    assert err.unit_index is not None and err.element and err.bit_offset is not None, repr(str(err))
+
+
 def test_generated_files_are_what_generate_writes():
     assert generate.check(ROOT) == []
 

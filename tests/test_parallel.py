@@ -111,6 +111,35 @@ def test_ndu_parallel_errors_identical():
     assert _error(data[:-3], 2) == _error(data[:-3], 1)
 
 
+def _suite_rejects():
+    import json
+    import os
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitstreams")
+    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as f:
+        entries = [e for e in json.load(f)["entries"] if e["expect"] == "reject"]
+    out = []
+    for e in entries:
+        steps = []
+        for s in e["steps"]:
+            with open(os.path.join(root, s["file"]), "rb") as f:
+                steps.append(f.read())
+        out.append((e["id"], steps, e.get("decoder_options", {})))
+    return out
+
+
+@pytest.mark.parametrize("entry_id, steps, options", _suite_rejects(), ids=lambda v: v if isinstance(v, str) else "")
+def test_suite_rejects_fail_alike_with_threads(entry_id, steps, options):
+    """Every must-reject stream of the conformance suite: the same class and message with 2 jobs."""
+    errors = []
+    for jobs in (1, 2):
+        dec = nnr.Decoder(jobs=jobs, **options)
+        with pytest.raises(NNRError) as info:
+            for data in steps:
+                dec.decode(data)
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_entry_points_while_encoding_equal_decoded(seed):
     rng = np.random.default_rng(seed)
