@@ -38,7 +38,7 @@ class ParsedUnit:
     payload_offset: int
     payload_end: int
     # what the syntax of the unit depended on (general_profile_idc, MPS fields, dc_pending_h,
-    # strict, the out-of-band hook), to parse it again when an error needs element positions
+    # strict), to parse it again when an error needs element positions
     context: Optional[tuple] = field(default=None, repr=False)
     max_topology_bytes: Optional[int] = None    # NNR_TPL: the parsing Decoder's limit (0: none)
     _positions: Optional[dict] = field(default=None, repr=False)
@@ -201,11 +201,13 @@ def parse_unit(data, span: UnitSpan, state: SyntaxState, trace=None) -> ParsedUn
                 unit_index=span.index, element=UNIT_TYPE_NAMES[utype], bit_offset=reader.pos,
                 value=span.size, allowed=pos_byte - span.offset)
         payload_offset = payload_end = end
-    context = (state.general_profile_idc, state.mps, state.dc_pending_h, state.strict,
-               state.resolve_out_of_band)
+    context = (state.general_profile_idc, state.mps, state.dc_pending_h, state.strict)
     state._update(utype, fields)
     return ParsedUnit(span.index, span.offset, span.size, utype, fields, payload_offset,
                       payload_end, context)
+
+
+_OUT_OF_BAND = ("count_tensor_dimensions", "tensor_dimensions", "decomposition_rank", "g_number_of_rows")
 
 
 def _element_positions(data, unit) -> dict:
@@ -214,10 +216,13 @@ def _element_positions(data, unit) -> dict:
     if unit.context is None:
         return {}
     from ..bitstream.trace import Trace
-    gpi, mps, dc_pending_h, strict, resolve = unit.context
-    state = SyntaxState(gpi, mps, strict=strict)
+    gpi, mps, dc_pending_h, strict = unit.context
+
+    def out_of_band(fields):        # what the out-of-band hook supplied the first time
+        fields.update({k: unit.fields[k] for k in _OUT_OF_BAND if k in unit.fields and k not in fields})
+
+    state = SyntaxState(gpi, mps, resolve_out_of_band=out_of_band, strict=strict)
     state.dc_pending_h = dc_pending_h
-    state.resolve_out_of_band = resolve
     trace = Trace()
     try:
         parse_unit(data, UnitSpan(unit.index, unit.offset, unit.size, unit.size_field_bytes), state, trace)
