@@ -364,3 +364,18 @@ def test_unsupported_features_name_unit_element_and_bit(entry_id):
     err = same_error_with_threads(suite_stream(entry_id))
     assert isinstance(err, UnsupportedFeatureError)
     assert err.unit_index is not None and err.element and err.bit_offset is not None
+
+
+@pytest.mark.parametrize("entry_id", ["reject/elements_over_limit", "reject/rows_longer_than_payload",
+                                      "reject/payload_cut_in_long_row", "reject/codebook_entry_beyond_int64",
+                                      "reject/entry_point_beyond_int64"])
+def test_cli_tools_on_hostile_streams(entry_id, tmp_path, capsys):
+    """nnr_decode (with --trace) fails naming the unit; nnr_info --trace lists the syntax."""
+    from nnr.cli import nnr_decode, nnr_info
+    path = os.path.join(SUITE, entry_id, "stream.nnr")
+    trace = tmp_path / "trace.txt"
+    assert nnr_decode.main([path, "-q", "--trace", str(trace)]) == 1
+    assert "unit 3" in capsys.readouterr().err
+    assert trace.stat().st_size < 64 << 10
+    assert nnr_info.main([path, "--trace"]) == 0
+    assert "nnr_compressed_data_unit_header" in capsys.readouterr().out
