@@ -2,7 +2,8 @@
 
 Random tensors, shapes and option combinations: the reference's bitstreams decode in nnr exactly as
 in the reference, nnr's bitstreams decode in the reference exactly as in nnr, and nnr's encoder
-writes the very bytes the reference writes. Skipped, with the reason, when the reference is absent.
+writes the very bytes the reference writes. Skipped, with the reason, when the reference is absent;
+the cases the reference itself cannot encode are expected failures (xfail).
 """
 import numpy as np
 import pytest
@@ -14,6 +15,10 @@ REFERENCE, WHY = find_reference()
 pytestmark = pytest.mark.skipif(REFERENCE is None, reason=f"interop: {WHY}")
 
 N_CASES = 96
+# NNCodec 2.1.3 writes no entry-point list for a one-row or one-column tensor coded with a block
+# scan (scan_order > 0) and then looks the list up: its encoder fails with this KeyError, where nnr
+# codes such a tensor row-major (spec/README.md, "where nnr departs from the reference")
+REFERENCE_CANNOT_ENCODE = "KeyError: 'cabac_entry_point_list'"
 
 
 def random_case(seed):
@@ -73,7 +78,10 @@ def test_reference_bitstream_decodes_in_nnr_and_nnr_writes_the_same_bytes(intero
     tensors, opts, nnr_bs = cases[seed]
     kind, ref_bs = read_result(str(jobs / f"{seed:03d}-ref-encode"))
     if kind == "error":
-        pytest.skip(f"the reference cannot encode this case: {ref_bs.strip().splitlines()[-1]}")
+        last = ref_bs.strip().splitlines()[-1]
+        assert REFERENCE_CANNOT_ENCODE in last, f"the reference failed to encode ({opts}):\n{ref_bs}"
+        pytest.xfail(f"the reference itself cannot encode this case ({last}): a tensor of one row or "
+                     "column with a block scan; the reference decodes nnr's stream of it (the test above)")
     kind, ref_out = read_result(str(jobs / f"{seed:03d}-ref-decodes-ref"))
     assert kind == "decoded", ref_out
     assert_same_tensors(nnr.decode(ref_bs), ref_out)
