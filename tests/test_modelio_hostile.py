@@ -380,3 +380,23 @@ def test_h5_deep_nesting(tmp_path):
         f.create_dataset(name + "/w", data=np.ones(2, np.float32))
     model = load_model(path)
     assert list(model.tensors) == [name + "/w"]
+
+
+# ------------------------------------------------------------------------------------ saving
+
+@pytest.mark.parametrize("name", ["a\0b", "x" * 70000, "\udcff", 5], ids=["nul", "long", "surrogate", "int"])
+@pytest.mark.parametrize("fmt", ["npz", "safetensors", "pt", "h5"])
+def test_save_refuses_names_no_format_can_store(tmp_path, fmt, name):
+    out = tmp_path / f"out.{fmt}"
+    with pytest.raises(EncoderConfigError, match="tensor name"):
+        save_model(out, Model({name: np.ones(2, np.float32)}, {name: "float32"}, fmt))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("names", [["a", "a/b"], [""], ["."]], ids=["clash", "empty", "dot"])
+def test_h5_save_of_names_hdf5_cannot_hold(tmp_path, names):
+    _need("h5py")
+    out = tmp_path / "out.h5"
+    with pytest.raises(EncoderConfigError, match="cannot write .* as HDF5"):
+        save_model(out, Model({n: np.ones(2, np.float32) for n in names}, {n: "float32" for n in names}, "h5"))
+    assert not out.exists() and not list(tmp_path.iterdir())

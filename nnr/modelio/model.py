@@ -26,6 +26,7 @@ log = logging.getLogger("nnr")
 FORMATS = ("pt", "safetensors", "npz", "h5")
 _EXTENSIONS = {".pt": "pt", ".pth": "pt", ".safetensors": "safetensors", ".npz": "npz",
                ".h5": "h5", ".hdf5": "h5"}
+MAX_NAME_BYTES = 65535
 _ALIASES = {"pth": "pt", "torch": "pt", "hdf5": "h5", "keras": "h5"}
 # package to import -> (pip distribution, nnr extra)
 _PACKAGES = {"torch": ("torch", "torch"), "safetensors": ("safetensors", "safetensors"),
@@ -124,6 +125,20 @@ def load_model(path, *, fmt=None, allow_pickle=False, allow_float64=False, mmap=
     return model
 
 
+def _check_name(name):
+    """A tensor name every format can store: a string of UTF-8 text (names decoded from a stream
+    may hold undecodable bytes) without NUL, at most MAX_NAME_BYTES long (a zip member's limit)."""
+    if not isinstance(name, str):
+        raise EncoderConfigError(f"tensor name {name!r} is a {type(name).__name__}, not a string")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise EncoderConfigError(f"tensor name {name[:80]!r} is not valid UTF-8 text") from None
+    if "\0" in name or size > MAX_NAME_BYTES:
+        raise EncoderConfigError(f"tensor name {name[:80]!r} ({size} bytes) holds a NUL or is longer than "
+                                 f"{MAX_NAME_BYTES} bytes: no model file format can store it")
+
+
 def save_model(path, model: Model, *, fmt=None) -> None:
     """Write `model` to `path` atomically, restoring each tensor's original dtype.
 
@@ -138,6 +153,7 @@ def save_model(path, model: Model, *, fmt=None) -> None:
             raise
         name = detect_format(path, model.fmt)
     for key, value in model.tensors.items():
+        _check_name(key)
         if not isinstance(value, np.ndarray):
             raise EncoderConfigError(f"tensor {key!r} is a {type(value).__name__}, not a numpy array")
     same_kind = name == model.fmt
