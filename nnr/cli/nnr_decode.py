@@ -74,12 +74,11 @@ def _save(path, decoder, tensors):
     if is_onnx_path(path):
         return save_onnx(path, decoder, tensors)
     from nnr import filemeta
-    from nnr.modelio import Model, detect_format, save_model
+    from nnr.modelio import detect_format, save_model
     tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == 3), {})
     meta = filemeta.parse(tpl.get("topology_data", ""))
-    restored, dtypes = filemeta.restore(tensors, meta)
     fmt = detect_format(path)
-    save_model(path, Model(restored, dtypes, fmt), fmt=fmt)
+    save_model(path, filemeta.to_model(tensors, meta, fmt), fmt=fmt)
 
 
 def _write_trace(trace, target):
