@@ -129,6 +129,16 @@ def _run_guarded(kernel, w32, qp, qp_density):
     return qp
 
 
+def guarded_qp(value_range, qp, qp_density, dq_flag, lambda_scale=0.0):
+    """The QP that quantize_tcq (dq_flag) or quantize_uniform will return for a tensor whose values
+    span value_range = (min, max), without quantizing it: every kernel's overflow test is monotone
+    in |w| and the raised QP depends on max|w| only, so the two extremes decide (§9.3)."""
+    ends = np.array(value_range, dtype=np.float32)
+    if dq_flag:
+        return quantize_tcq(ends, qp, qp_density, lambda_scale=lambda_scale)[1]
+    return quantize_uniform(ends, qp, qp_density, lambda_scale=lambda_scale)[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # §9.3 uniform, §8.3 trellis
 
