@@ -209,3 +209,14 @@ def test_reference_decodes_the_rebased_streams(tmp_path):
         assert sorted(got) == sorted(ours)
         for name in ours:
             assert np.array_equal(np.asarray(got[name], dtype=np.float32), ours[name]), name
+
+
+@pytest.mark.parametrize("options", [dict(qp=4095, qp_density=0), dict(qp=200, qp_density=0),
+                                     dict(qp=-4096, qp_density=0), dict(qp_per_tensor={"layer.weight": 4095})])
+def test_qps_without_a_float32_step_are_named(options):
+    """A QP whose step size float32 cannot hold (beyond double too, for 4095 at qp_density 0) is an
+    EncoderConfigError naming the tensor on both paths (it was a SyntaxValueError, a decoder's error)."""
+    tensors = {"layer.weight": W}
+    planned = outcome(tensors, False, **options)
+    assert outcome(tensors, True, **options) == planned
+    assert planned[0] is EncoderConfigError and "tensor 'layer.weight'" in planned[1] and "step size" in planned[1]

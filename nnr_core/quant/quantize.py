@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError
+from nnr.errors import EncoderConfigError, SyntaxValueError
 from nnr_core.quant import _quant, _quant_rate
 from nnr_core.quant.reconstruct import QP_DENSITY_MAX, step_size
 
@@ -37,7 +37,10 @@ def _check_qp(qp, qp_density):
 
 def _qstep32(qp, qp_density):
     """Delta rounded once to float32, as NNCodec's quantLayer passes it (§9.1)."""
-    delta = step_size(qp, qp_density)
+    try:
+        delta = step_size(qp, qp_density)
+    except SyntaxValueError:            # beyond double, let alone float32 (QP >= 1024 << qp_density)
+        delta = math.inf
     with np.errstate(over="ignore", under="ignore"):
         delta32 = np.float32(delta)
     if not np.isfinite(delta32) or delta32 == 0:
