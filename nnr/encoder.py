@@ -267,7 +267,9 @@ class Encoder:
         return bytes(out), ndu, coded
 
     def _base_qp(self, planned, probe) -> int:
-        return self._base_qp_of([(p.tensor.name, p.qp, probe.tensor_qp(p.tensor)) for p in planned])
+        bitdepth = self.config.bitdepth is not None        # its QPs follow the values, none is configured
+        return self._base_qp_of([(p.tensor.name, p.qp, None if bitdepth else probe.tensor_qp(p.tensor))
+                                 for p in planned])
 
     def _base_qp_of(self, named_qps) -> int:
         """mps_quantization_parameter: 0 as the reference writes it, unless a tensor's QP does not fit
@@ -284,7 +286,7 @@ class Encoder:
         base = min(low[1] - lo, 4095)           # the lowest QP at the bottom of the offset's range
         if base < -4096 or high[1] - base > hi:
             worst = low if base < -4096 else high
-            raised = f" (the overflow guard raised it from {worst[2]})" if _raised(worst) else ""
+            raised = f" (the overflow guard raised it from the configured {worst[2]})" if _raised(worst) else ""
             raise EncoderConfigError(
                 f"tensor {worst[0]!r} has QP {worst[1]}{raised}; with qp_density {self.config.qp_density} NNC "
                 f"signals QPs {-4096 + lo}..{4095 + hi} (mps_quantization_parameter -4096..4095 plus a "
@@ -300,8 +302,8 @@ class Encoder:
         if _raised(high):
             # the overflow guard raised it: a finer qp_density scales the QPs with the offset's range
             return (f"{head}; {high[0]!r} needs QP {high[1]} for its levels to fit int32 (the overflow guard "
-                    f"raised it from {high[2]}): give the other tensors QPs >= {high[1] - span} (qp, nonweight_qp, "
-                    f"qp_per_tensor) or carry {high[0]!r} uncoded (raw_float)")
+                    f"raised it from the configured {high[2]}): give the other tensors QPs >= {high[1] - span} "
+                    f"(qp, nonweight_qp, qp_per_tensor) or carry {high[0]!r} uncoded (raw_float)")
         return f"{head}; raise qp_density or narrow the QPs"
 
     def _mps_fields(self, parent, base_qp):

@@ -114,7 +114,7 @@ def _overflow(name, arr, data):
     """The error for the first finite value of arr that became an infinity in its float32 copy data."""
     bad = int(np.flatnonzero((np.isinf(data) & np.isfinite(arr)).reshape(-1))[0])
     source = arr[np.unravel_index(bad, arr.shape)]
-    return EncoderConfigError(f"tensor {name!r} ({arr.dtype}): value {source} at flat index {bad} overflows "
+    return EncoderConfigError(f"tensor {name!r} ({arr.dtype}): value {source!s} at flat index {bad} overflows "
                               f"float32 (largest finite float32 is {FLOAT32_MAX_TEXT}), which NNC codes")
 
 
