@@ -19,6 +19,7 @@ EDGES = {
     "denormals": np.array([[1e-45, -1e-40], [0.0, 1e-38]], dtype=np.float32),
     "mixed": np.array([[1e20, 1e-20], [1.0, -3e30]], dtype=np.float32),
     "mixed_moderate": np.array([[1e9, 1e-9], [1.0, -3e8]], dtype=np.float32),
+    "guard_edge": np.array([[2.0**23, 1.0], [-0.5, 0.0]], dtype=np.float32),   # |w| / Delta(-32) = 2^31
     "neg_zero": np.array([[-0.0, 0.0], [-0.0, 1.0]], dtype=np.float32),
     "f32_nan": np.array([[1.0, 2.0], [np.nan, 4.0]], dtype=np.float32),
     "f32_inf": np.array([[1.0, -np.inf]], dtype=np.float32),
@@ -191,13 +192,15 @@ def test_streaming_falls_back_when_a_qp_does_not_fit(monkeypatch):
 
 
 def test_reference_decodes_the_rebased_streams(tmp_path):
-    """The reference reads nnr's streams of huge values (base QP 96 and 4095) as nnr does."""
+    """The reference reads nnr's streams of huge values (base QP 96 and 4095; a QP past the guard's,
+    where the reference's own encoder crashes) as nnr does."""
     from tests.interop.reference import find_reference, read_result, run_jobs, write_job
     reference, why = find_reference()
     if reference is None:
         pytest.skip(f"interop: {why}")
     cases = {"qpd2": ({"layer.weight": W, "big": EDGES["big_1e20"], "b1": EDGES["big_1e20_1d"]}, {}),
-             "qpd7": ({"b": np.array([[1e20, 3e19], [1.0, -1e20]], dtype=np.float32)}, {"qp_density": 7})}
+             "qpd7": ({"b": np.array([[1e20, 3e19], [1.0, -1e20]], dtype=np.float32)}, {"qp_density": 7}),
+             "guard_edge": ({"w": EDGES["guard_edge"]}, {})}
     streams = {key: nnr.encode(t, **o) for key, (t, o) in cases.items()}
     for key, data in streams.items():
         write_job(str(tmp_path), key, "decode", bitstream=data)
@@ -220,3 +223,30 @@ def test_qps_without_a_float32_step_are_named(options):
     planned = outcome(tensors, False, **options)
     assert outcome(tensors, True, **options) == planned
     assert planned[0] is EncoderConfigError and "tensor 'layer.weight'" in planned[1] and "step size" in planned[1]
+
+
+@pytest.mark.parametrize("dq,lambda_scale", [(True, 0.0), (False, 0.0), (True, 1.0), (False, 1.0)])
+def test_guarded_qp_from_the_value_range_is_the_quantizers(dq, lambda_scale):
+    """guarded_qp, which the streaming path uses to choose the base QP before quantizing, gives the
+    QP the quantizer returns, for maxima on both sides of the overflow guard's threshold."""
+    from nnr_core.quant.quantize import guarded_qp, quantize_tcq, quantize_uniform
+    rng = np.random.default_rng(3)
+    threshold = step_size(-32, 2) * 2.0 ** 31                 # |w| / Delta reaches int32
+    quantize = quantize_tcq if dq else quantize_uniform
+    for m in np.nextafter(np.float32(threshold), np.float32(0), dtype=np.float32) * \
+            np.array([0.5, 0.999999, 1.0, 1.0000001, 1.0000002, 2.0, 1e6], dtype=np.float32):
+        w = (rng.normal(0, 1, 64) * 1e-3).astype(np.float32)
+        w[int(rng.integers(64))] = -m if rng.random() < 0.5 else m
+        expected = quantize(w, -32, 2, lambda_scale=lambda_scale)[1]
+        assert guarded_qp((float(w.min()), float(w.max())), -32, 2, dq, lambda_scale) == expected
+
+
+@pytest.mark.parametrize("dq", [True, False])
+def test_a_maximum_at_the_guards_threshold_takes_the_next_qp(dq):
+    """max|w| = 2^23 at QP -32: |w| / Delta is exactly 2^31, the guard's QP (-32 again) still
+    overflows (NNCodec's CHECK fails there); nnr codes it at the next QP, -31."""
+    t = {"w": EDGES["guard_edge"]}
+    dec = nnr.Decoder()
+    out = dec.decode(nnr.encode(t, dq=dq))
+    assert [x.qp for x in dec.tensors] == [-31]
+    assert np.max(np.abs(out["w"] - t["w"])) <= step_size(-31, 2)
