@@ -12,6 +12,7 @@ tensors; the original dtype is recorded by name so that saving restores it:
 import numpy as np
 
 from nnr.errors import EncoderConfigError
+from nnr_core.prepare import narrowed_to_float32
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -41,7 +42,7 @@ def to_codec(name, array, *, allow_float64=False):
                 f"tensor {name!r} is float64; NNR codes floating-point weights as float32. Pass "
                 f"allow_float64=True to code it as float32 (precision beyond float32 is lost) and "
                 f"restore float64 on save")
-        return array.astype(np.float32), "float64"
+        return narrowed_to_float32(name, array), "float64"
     raise EncoderConfigError(
         f"tensor {name!r} has dtype {dt} which NNR cannot code: only float32/float16/bfloat16 "
         f"(float64 with allow_float64), integer and bool tensors are supported")
