@@ -250,3 +250,16 @@ def test_a_maximum_at_the_guards_threshold_takes_the_next_qp(dq):
     out = dec.decode(nnr.encode(t, dq=dq))
     assert [x.qp for x in dec.tensors] == [-31]
     assert np.max(np.abs(out["w"] - t["w"])) <= step_size(-31, 2)
+
+
+@pytest.mark.parametrize("bitdepth", [4, 8])
+def test_bitdepth_beyond_the_largest_step_is_refused_on_both_paths(bitdepth):
+    """The reference clamps the bit-depth QP at 2^(5 + qp_density) - 1 and its levels saturate (1e12
+    decodes as 4.7e11 at bitdepth 8); nnr refuses the tensor, by name, on either path."""
+    tensors = {"layer.weight": W, "huge": np.array([[1e12, -3e11], [5.0, 0.1]], dtype=np.float32)}
+    planned = outcome(tensors, False, bitdepth=bitdepth)
+    assert planned[0] is EncoderConfigError and "'huge'" in planned[1] and "step size beyond" in planned[1]
+    assert outcome(tensors, True, bitdepth=bitdepth) == planned
+    fits = {"layer.weight": W, "big": np.array([[1e8, -3e7], [5.0, 0.1]], dtype=np.float32)}
+    out = nnr.decode(outcome(fits, False, bitdepth=bitdepth))
+    assert np.abs(out["big"][0, 0] - 1e8) < 0.15 * 1e8

@@ -394,7 +394,13 @@ def test_bitdepth_rules():
     assert bitdepth_qp(-w, 2, 2, is_weight=False)[1] == (-128, 127)       # non-weights: >= 8 bits
     # the unsigned range doubles the levels: about one QP octave (2^qp_density) lower
     assert bitdepth_qp(w, 8, 2)[0] < bitdepth_qp(-w, 8, 2)[0]
-    assert bitdepth_qp(w * 1e30, 4, 2)[0] == (1 << 7) - 1                 # clipped to qp_offset range
+    # steps up to 2^32 (QP 127 at qp_density 2) are signalled; beyond, the reference clamps the QP
+    # and its levels saturate (1e12 decodes as 4.7e11): nnr refuses (spec/README.md)
+    assert 120 < bitdepth_qp(w * 15 * 2.0**31.5, 4, 2)[0] <= (1 << 7) - 1
+    for scale in (15 * 2.0**33, 1e30):
+        with pytest.raises(EncoderConfigError, match="step size beyond the largest"):
+            bitdepth_qp(w * scale, 4, 2)
+    assert bitdepth_qp(w * 1e-30, 4, 2)[0] == -(1 << 7)                 # clipped to the smallest QP
     assert clip_to_bitdepth(np.array([-3, 300]), w, 8).tolist() == [0, 255]
     assert clip_to_bitdepth(np.array([-300, 300]), -w, 8).tolist() == [-128, 127]
     # non-weights get at least 8 bits

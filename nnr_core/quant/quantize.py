@@ -286,6 +286,13 @@ def bitdepth_qp(w, bitdepth, qp_density, is_weight=True, unsigned_support=True):
         base_qp = math.floor(math.log2(delta)) * k
         qp = base_qp + ((delta * k) / 2.0 ** (base_qp / k) - k)
     max_qp = 1 << (5 + qp_density)
+    if np.round(qp) > max_qp - 1:
+        # The reference clamps the QP here and codes levels that saturate at the bit depth: the
+        # tensor would decode far from its values (spec/README.md). The largest step is 2^32.
+        raise EncoderConfigError(
+            f"bitdepth {bitdepth}: values up to {float(np.max(a)):.6g} need a step size beyond the "
+            f"largest the bit-depth mode signals (2^32, QP {max_qp - 1} at qp_density {qp_density}); "
+            "code the tensor without bitdepth (qp=...) or as raw_float")
     qp = min(max(qp, -max_qp), max_qp - 1)
     return int(np.round(qp)), clip     # REF-QUIRK: np.round, i.e. ties to even
 
