@@ -172,6 +172,18 @@ def test_decoder_progress_hook_in_unit_order():
         assert [i for i, _ in calls] == sorted(i for i, _ in calls)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_interrupt_from_the_progress_callback_propagates(jobs):
+    """Ctrl-C lands in nnr_decode's progress callback: the KeyboardInterrupt comes out, not a
+    'tensor appears twice' from collecting the same unit again."""
+    data = nnr.encode({f"t{i}": np.full((4, 4), i, np.float32) for i in range(3)})
+
+    def progress(unit, done):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        nnr.Decoder(jobs=jobs).decode(data, progress=progress)
+
+
 def test_nnr_decode_progress(tmp_path):
     rng = np.random.default_rng(8)
     src = tmp_path / "m.nnr"
