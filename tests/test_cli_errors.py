@@ -166,6 +166,19 @@ def test_pickled_module_message_names_the_flag(tmp_path, capsys):
         load_model(src)                 # the Python API's message names the keyword
 
 
+def test_external_hdf5_message_names_the_flag(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    (tmp_path / "data.bin").write_bytes(bytes(range(16)))
+    src = tmp_path / "ext.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("w", shape=(16,), dtype="u1", external=[(str(tmp_path / "data.bin"), 0, 16)])
+    status, _, err = call(capsys, "nnr_encode", src, "-o", tmp_path / "x.nnr")
+    line = one_line(err, "nnr_encode")
+    assert status == common.EXIT_FAILED and line.endswith("nnr reads only with --allow-external")
+    assert call(capsys, "nnr_encode", src, "-o", tmp_path / "x.nnr", "--allow-external", "-q")[0] == 0
+    assert nnr.decode((tmp_path / "x.nnr").read_bytes())["w"].tolist() == list(range(16))
+
+
 def test_float64_message_keeps_the_keyword_for_the_api():
     from nnr.errors import EncoderConfigError
     from nnr.modelio.dtypes import to_codec

@@ -37,7 +37,7 @@ pipe (-o /dev/null) is written into. --debug or NNR_DEBUG=1 shows the traceback 
 unexpected error."""
 
 # keyword of the Python API -> the flag that sets it on the command line
-_FLAGS = {"allow_pickle": "--allow-pickle"}
+_FLAGS = {"allow_pickle": "--allow-pickle", "allow_external": "--allow-external"}
 # model format -> the library its loader and saver import
 _LIBRARIES = {"pt": "torch", "safetensors": "safetensors", "h5": "h5py", "onnx": "onnx"}
 

@@ -31,6 +31,8 @@ def build_parser():
     p.add_argument("--cabac-unary-length-minus1", type=int_in(0, 255), default=10)
     p.add_argument("--profile", type=int, default=1, choices=[0, 1], help="general_profile_idc (default 1)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading whole pickled PyTorch modules")
+    p.add_argument("--allow-external", action="store_true",
+                   help="read HDF5 datasets whose data lives in other files (external storage, virtual datasets)")
     p.add_argument("--lossless", action="store_true",
                    help="float tensors as NNR_PT_RAW_FLOAT (uncompressed): float32/float16 weights decode "
                         "bit-identically (for .onnx input: the whole model)")
@@ -130,7 +132,8 @@ def _encode_model(args, fmt, options):
     from nnr.cli.summary import dtype_bytes
     try:
         # safetensors are memory-mapped: tensors are read as they are coded (a model larger than RAM)
-        model = load_model(args.input, fmt=fmt, allow_pickle=args.allow_pickle, allow_float64=True, mmap=True)
+        model = load_model(args.input, fmt=fmt, allow_pickle=args.allow_pickle, allow_float64=True, mmap=True,
+                           allow_external=args.allow_external)
     except NNRError:
         raise
     except Exception as err:          # the loaders' libraries raise what they like on a bad file

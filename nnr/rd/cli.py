@@ -29,6 +29,7 @@ def build_parser():
                    "writes PREFIX.md, PREFIX.csv, PREFIX_tensors.csv and PREFIX.png")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled PyTorch checkpoints")
+    p.add_argument("--allow-external", action="store_true", help="read HDF5 datasets stored in other files")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return p
 
@@ -69,7 +70,8 @@ def _report(args):
     outputs = [prefix + ".md", prefix + ".csv", prefix + "_tensors.csv"] + ([] if args.no_plot else [prefix + ".png"])
     for path in outputs:
         check_output(path)
-    model = load_model(args.model, fmt=fmt, allow_pickle=args.allow_pickle, allow_float64=True)
+    model = load_model(args.model, fmt=fmt, allow_pickle=args.allow_pickle, allow_float64=True,
+                       allow_external=args.allow_external)
     tensors = sw.codable_tensors(model.tensors)
     dqs = {"both": (True, False), "on": (True,), "off": (False,)}[args.dq]
     opts = dict(qp_density=args.qp_density, nonweight_qp=args.nonweight_qp, lambda_scale=args.lambda_scale,
