@@ -239,3 +239,10 @@ def test_run_restores_the_signal_handlers():
 def test_help_documents_exit_statuses(tool):
     r = run(tool, "--help")
     assert r.returncode == 0 and "exit status:" in r.stdout and "130" in r.stdout and "143" in r.stdout
+
+
+def test_report_does_not_repeat_the_file_name():
+    from nnr.errors import EncoderConfigError
+    assert common.describe(EncoderConfigError("a.pt: not a\nPyTorch file"), "a.pt") == \
+        "EncoderConfigError: not a PyTorch file"
+    assert common.describe(EncoderConfigError("b.pt: x"), "a.pt") == "EncoderConfigError: b.pt: x"

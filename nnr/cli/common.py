@@ -111,15 +111,19 @@ def cannot_write(path, err):
     return ToolError(f"cannot write {os.fspath(path)}: {err.strerror or err}", EXIT_USAGE)
 
 
-def describe(err):
+def describe(err, subject=None):
     """An exception as one line: an NNRError's class and message, the CLI's flag names where the
-    message names a keyword of the Python API (see nnr.modelio.dtypes.option_error)."""
+    message names a keyword of the Python API (see nnr.modelio.dtypes.option_error), without a
+    leading "SUBJECT: " that the report already starts with."""
     option = getattr(err, "option", None)
     if option in _FLAGS and getattr(err, "template", None):
         text = err.template.format(option=_FLAGS[option], **err.fields)
     else:
         text = str(err)
-    return f"{type(err).__name__}: {' '.join(text.split())}"
+    text = " ".join(text.split())
+    if subject is not None and text.startswith(f"{os.fspath(subject)}: "):
+        text = text[len(os.fspath(subject)) + 2:]
+    return f"{type(err).__name__}: {text}"
 
 
 def run(prog, body, args, *, subject=None):
@@ -150,7 +154,7 @@ def _report(prog, err, subject, debug):
     elif isinstance(err, ToolError):
         line, status = str(err), err.status
     elif isinstance(err, NNRError):
-        line, status = where + describe(err), EXIT_FAILED
+        line, status = where + describe(err, subject), EXIT_FAILED
     elif isinstance(err, MemoryError):
         line, status = f"{where}out of memory", EXIT_FAILED
     else:
