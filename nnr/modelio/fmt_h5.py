@@ -18,7 +18,7 @@ stored size, legitimately; the budget bounds them.)
 """
 from nnr.errors import EncoderConfigError
 from nnr.fileio import atomic_output
-from nnr.modelio.dtypes import restore, to_codec
+from nnr.modelio.dtypes import option_error, restore, to_codec
 from nnr.modelio.guard import Budget, codec_itemsize, head, reading, refuse
 from nnr.modelio.model import Model, require
 
@@ -97,9 +97,10 @@ class _Walk:
             return
         outside = _outside(obj)
         if outside and not self.options.allow_external:
-            raise EncoderConfigError(
-                f"{self.path!s}: dataset {path!r} is {outside}: its data lives outside the file, which "
-                f"nnr reads only with allow_external=True")
+            raise option_error(
+                "{file}: dataset {name!r} is {outside}: its data lives outside the file, which "
+                "nnr reads only with {option}", "allow_external", file=str(self.path), name=path,
+                outside=outside)
         storage = {k: getattr(obj, k) for k in _STORAGE if getattr(obj, k) not in (None, False)}
         if obj.maxshape != obj.shape:
             storage["maxshape"] = obj.maxshape

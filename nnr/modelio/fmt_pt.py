@@ -29,7 +29,7 @@ import numpy as np
 
 from nnr.errors import EncoderConfigError, ResourceLimitError
 from nnr.fileio import atomic_output
-from nnr.modelio.dtypes import restore, to_codec
+from nnr.modelio.dtypes import option_error, restore, to_codec
 from nnr.modelio.guard import Budget, head, one_line, reading, refuse, zip_or_refuse
 from nnr.modelio.model import Model, require
 
@@ -44,12 +44,12 @@ def _torch_load(torch, path, allow_pickle):
         needs = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if not allow_pickle:
             if needs:
-                raise EncoderConfigError(
-                    f"{path!s} holds pickled Python objects ({needs.group(1)}), not only tensors and "
-                    f"plain containers; torch.load(weights_only=True) refuses them because unpickling "
-                    f"runs code from the file (a whole nn.Module saved with torch.save is one such "
-                    f"file). Pass allow_pickle=True only if you trust the file, or save its "
-                    f"state_dict() instead") from None
+                raise option_error(
+                    "{path} holds pickled Python objects ({found}), not only tensors and "
+                    "plain containers; torch.load(weights_only=True) refuses them because unpickling "
+                    "runs code from the file (a whole nn.Module saved with torch.save is one such "
+                    "file). Pass {option} only if you trust the file, or save its "
+                    "state_dict() instead", "allow_pickle", path=str(path), found=needs.group(1)) from None
             detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n\n", text, re.S)
             raise EncoderConfigError(
                 f"cannot read {path!s} with torch.load(weights_only=True): "
