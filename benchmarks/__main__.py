@@ -91,9 +91,8 @@ def _env():
 
 
 def find_reference():
-    """(python, stubs) of the reference, or (None, reason): the conformance runner's rules
-    (NNR_NNCODEC_PYTHON, else .venv-nncodec in the repository or beside it)."""
-    from nnr.conformance.plugins import find_reference as find
+    """((python, stubs), None) of the reference, or (None, reason) (nnr.testenv.nncodec)."""
+    from nnr.testenv.nncodec import find_reference as find
     return find()
 
 

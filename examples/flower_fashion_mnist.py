@@ -5,10 +5,11 @@ once with plain float32 ArrayRecords (the baseline) and once with nnr's client M
 server strategy wrapper (`NNCStrategy` around FedAvg), which send every model update as an NNC
 incremental bitstream (ISO/IEC 15938-17: parent signalling / parameter update tree, TCA, dependent
 quantization, error feedback; uplink top-k sparsification). Prints per round the accuracy of both
-runs and the bytes up and down, and writes the table to examples/flower_fashion_mnist.md.
+runs and the bytes up and down, and writes the table as Markdown (`--markdown PATH`; by default
+flower_fashion_mnist.md in a folder of the system's temporary directory, whose path it prints).
 
-    apt-get install dataset-fashion-mnist
-    pip install "nnr[flower]" ray torch==2.13.0      # ray: Flower's simulation backend
+    pip install -e ".[flower,torch]"                 # flwr, ray (Flower's simulation backend), torch
+    python -m nnr.testenv.fashion_mnist              # the data (Debian's dataset-fashion-mnist), once
     python examples/flower_fashion_mnist.py [--clients 4] [--rounds 10] [--qp -20] [--topk 0.5]
 
 Accounting: bytes are those of the actual bitstreams (plus the tiny JSON manifest of names and
@@ -22,6 +23,7 @@ import gzip
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +31,6 @@ import numpy as np
 
 from nnr.material.fl import dirichlet_partition
 
-DATA_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 HERE = Path(__file__).resolve().parent
 
 
@@ -42,13 +43,21 @@ def read_idx(path):
     return np.frombuffer(raw[4 + 4 * nd:], dtype=np.uint8).reshape(dims)
 
 
-def load_fashion_mnist(data_dir=DATA_DIR):
+def load_fashion_mnist(data_dir=None):
+    """(x_train, y_train, x_test, y_test) from `data_dir`, else where nnr.testenv.fashion_mnist finds it."""
+    if data_dir is None:
+        from nnr.testenv import fashion_mnist
+        data_dir = fashion_mnist.find()
+        if data_dir is None:
+            raise SystemExit("Fashion-MNIST not found: python -m nnr.testenv.fashion_mnist fetches it "
+                             "(or set FASHION_MNIST_DIR to a folder holding its four idx files)")
+    data_dir = Path(data_dir)
+
     def f(stem):
         for name in (stem + ".gz", stem):
             if (data_dir / name).exists():
                 return data_dir / name
-        raise FileNotFoundError(f"{data_dir / stem}(.gz) not found: apt-get install dataset-fashion-mnist "
-                                f"or set FASHION_MNIST_DIR")
+        raise FileNotFoundError(f"{data_dir / stem}(.gz) not found")
     xtr = read_idx(f("train-images-idx3-ubyte")).astype(np.float32) / 255.0
     ytr = read_idx(f("train-labels-idx1-ubyte")).astype(np.int64)
     xte = read_idx(f("t10k-images-idx3-ubyte")).astype(np.float32) / 255.0
@@ -252,7 +261,8 @@ def parse_args(argv=None):
     p.add_argument("--topk", type=float, default=0.5, help="uplink top-k fraction (1: no sparsification)")
     p.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use")
     p.add_argument("--synthetic", action="store_true", help="a tiny synthetic dataset instead (tests)")
-    p.add_argument("--markdown", default=str(HERE / "flower_fashion_mnist.md"), help="'' to skip")
+    p.add_argument("--markdown", default=os.path.join(tempfile.gettempdir(), "nnr-flower", "flower_fashion_mnist.md"),
+                   help="where to write the table as Markdown (default: %(default)s; '' for none)")
     return p.parse_args(argv)
 
 
@@ -262,6 +272,8 @@ def main(argv=None):
         cfg.topk = None
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not cfg.synthetic:
+        Data.get(cfg)                 # the data are there (before Ray starts), and cached for this process
     t0 = time.time()
     base = run(cfg, compress=False)
     nnc = run(cfg, compress=True)
@@ -279,9 +291,11 @@ def main(argv=None):
     print(verdict)
     if cfg.markdown:
         cmd = "python examples/flower_fashion_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(cfg.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.markdown).write_text(
             "# Flower + NNC on Fashion-MNIST\n\nOutput of `" + cmd.strip() + "` (2 cores).\n\n" + head + "\n\n"
             + "\n".join(lines) + "\n\n" + verdict + "\n\n" + ACCOUNTING + "\n")
+        print(f"table written to {cfg.markdown}")
     return summary
 
 

@@ -92,13 +92,14 @@ class Decoder:
         self._data = None        # the bitstream being decoded (error locations)
         self.tensors = []        # DecodedTensor list of the last bitstream
 
-    def decode(self, data, *, trace=None) -> dict:
+    def decode(self, data, *, trace=None, progress=None) -> dict:
         """Decode one bitstream; returns {topology_elem_id: ndarray} in unit order."""
-        decoded = self.decode_tensors(data, trace=trace)
+        decoded = self.decode_tensors(data, trace=trace, progress=progress)
         return {t.name: t.values for t in decoded}
 
-    def decode_tensors(self, data, *, trace=None) -> list:
+    def decode_tensors(self, data, *, trace=None, progress=None) -> list:
         """Decode one bitstream into DecodedTensor records; the state advances only on success.
+        progress(unit, tensors), if given, is called in unit order as each NDU is done.
 
         With jobs > 1 the NDU payloads are entropy-decoded and reconstructed by worker threads
         (the Cython engine runs without the GIL) while the units are parsed in order; results and
@@ -115,15 +116,21 @@ class Decoder:
 
         def collect():
             # results in unit order; the first failure is raised as the sequential path would
-            for unit, work in pending:
-                for t in (work.result() if pool is not None else work):
+            # each unit leaves `pending` as it is taken: collect() runs again after an error or an
+            # interrupt (KeyboardInterrupt from the progress callback) and must not take it twice
+            while pending:
+                unit, work = pending[0]
+                done = work.result() if pool is not None else work
+                del pending[0]
+                for t in done:
                     if t.name in seen:
                         raise ConstraintViolationError(f"tensor {t.name!r} appears twice in the bitstream",
                                                        unit_index=unit.index, element="topology_elem_id",
                                                        bit_offset=self._name_bit(unit))
                     seen.add(t.name)
                     tensors.append(t)
-            pending.clear()
+                if progress is not None:
+                    progress(unit, done)
 
         try:
             try:

@@ -105,6 +105,14 @@ def resolve_jobs(jobs):
     return int(jobs)
 
 
+_MISFIT = object()         # a streamed tensor's QP does not fit the qp offset: code the planned way
+
+
+def _raised(named_qp) -> bool:
+    """Whether the overflow guard raised a tensor's QP: (name, QP, configured QP or None)."""
+    return named_qp[2] is not None and named_qp[1] > named_qp[2]
+
+
 def _qp_range(qp_density):
     half = 1 << (5 + qp_density)
     return -half, half - 1
@@ -123,6 +131,7 @@ class Encoder:
         self.config.validate()
         self.state = IncrementalState()
         self._stateful = True
+        self._streaming = True          # False: always the planned way (the tests compare the two)
 
     def encode(self, tensors, *, incremental=True, tca=True, hdsp=False, progress=None,
                topology_data="") -> bytes:
@@ -146,7 +155,7 @@ class Encoder:
             pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
         try:
             out = None
-            if not blocks and cfg.bitdepth is None and not cfg.codebook:
+            if self._streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
                 out = self._encode_streaming(inputs, parent, tca, hdsp, progress, topology_data, pool)
             if out is None:
                 out = self._encode_planned(inputs, blocks, parent, tca, hdsp, progress, topology_data, pool)
@@ -176,45 +185,53 @@ class Encoder:
     def _encode_streaming(self, inputs, parent, tca, hdsp, progress, topology_data, pool):
         """Quantize, code and write one tensor after another (workers code up to `jobs` tensors
         ahead; units are written in order), so only the tensors in flight are held. The MPS's
-        base QP is taken from the configured QPs; if quantization changes a QP so that the base
-        QP would differ (the overflow guard), returns None and the caller codes the model again
-        the planned way. Returns (bytes, NduEncoder, coded names) otherwise."""
+        base QP is taken from the QPs the tensors will get (the configured ones, raised by the
+        overflow guard where a tensor's value range needs it), as the planned way takes it from
+        the quantized tensors. Returns None if a quantized tensor's QP does not fit the qp offset
+        after all (then the caller codes the model the planned way, which rebases the QPs), else
+        (bytes, NduEncoder, coded names)."""
         from nnr_core.encode_ndu import NduEncoder
-        cfg = self.config
-        probe = NduEncoder(cfg, None, SyntaxState(), parent, False, False)
-        expected = [(t.name, None if (t.is_int or t.name in cfg.raw_float) else probe.tensor_qp(t)) for t in inputs]
+        probe = NduEncoder(self.config, None, SyntaxState(), parent, False, False)
         try:
-            base_qp = self._base_qp_of(expected)
+            base_qp = self._base_qp_of([(t.name, probe.expected_qp(t), probe.tensor_qp(t)) for t in inputs])
         except EncoderConfigError:
-            return None
+            return None         # the planned way raises it, after any error of an earlier tensor
+        lo, hi = _qp_range(self.config.qp_density)
         ndu, syntax, out = self._start(parent, tca, hdsp, base_qp, topology_data)
         qps, coded = [], []
 
         def work(t):
             p = ndu.plan(t)
+            if p.qp is not None and not lo <= p.qp - base_qp <= hi:
+                return p, _MISFIT
             return p, ndu.unit_parts(p, base_qp)
 
         def write(p, parts):
+            if parts is _MISFIT:
+                return False
             name = p.tensor.name
-            qps.append((name, p.qp))
+            qps.append((name, p.qp, None))
             if parts is not None:
                 out.extend(write_unit(NNR_NDU, parts[0], syntax, parts[1]))
                 coded.append(name)
             if progress is not None:
                 progress(len(qps), len(inputs), name, len(out))
+            return True
 
         if pool is None:
             for t in inputs:
-                write(*work(t))
+                if not write(*work(t)):
+                    return None
         else:
             from collections import deque
             window = deque()
             for t in inputs:
                 window.append(pool.submit(work, t))
-                if len(window) > self.jobs:
-                    write(*window.popleft().result())
+                if len(window) > self.jobs and not write(*window.popleft().result()):
+                    return None
             while window:
-                write(*window.popleft().result())
+                if not write(*window.popleft().result()):
+                    return None
         if self._base_qp_of(qps) != base_qp:
             return None
         return bytes(out), ndu, coded
@@ -227,7 +244,7 @@ class Encoder:
         probe_ndu, _, _ = self._start(parent, tca, hdsp, 0, "")
         planned = list(pool.map(probe_ndu.plan, inputs)) if pool is not None else [probe_ndu.plan(t) for t in inputs]
         by_name = {p.tensor.name: p for p in planned}
-        base_qp = self._base_qp(planned)
+        base_qp = self._base_qp(planned, probe_ndu)
         ndu, syntax, out = self._start(parent, tca, hdsp, base_qp, topology_data)
         coded = []
         done = 0
@@ -249,27 +266,45 @@ class Encoder:
                         progress(done, len(planned), m.tensor.name, len(out))
         return bytes(out), ndu, coded
 
-    def _base_qp(self, planned) -> int:
-        return self._base_qp_of([(p.tensor.name, p.qp) for p in planned])
+    def _base_qp(self, planned, probe) -> int:
+        bitdepth = self.config.bitdepth is not None        # its QPs follow the values, none is configured
+        return self._base_qp_of([(p.tensor.name, p.qp, None if bitdepth else probe.tensor_qp(p.tensor))
+                                 for p in planned])
 
     def _base_qp_of(self, named_qps) -> int:
         """mps_quantization_parameter: 0 as the reference writes it, unless a tensor's QP does not fit
         the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, §17 item 4).
-        named_qps: [(tensor name, QP or None)]."""
-        qps = [qp for _, qp in named_qps if qp is not None]
+        named_qps: [(tensor name, QP or None, configured QP or None)]."""
+        named = [(n, qp, c) for n, qp, c in named_qps if qp is not None]
         lo, hi = _qp_range(self.config.qp_density)
-        if not qps or (min(qps) >= lo and max(qps) <= hi):
+        if not named or (min(qp for _, qp, _ in named) >= lo and max(qp for _, qp, _ in named) <= hi):
             return 0
-        if max(qps) - min(qps) > hi - lo:
-            worst = max(named_qps, key=lambda nq: abs(nq[1]) if nq[1] is not None else -1)
+        low = min(named, key=lambda e: e[1])
+        high = max(named, key=lambda e: e[1])
+        if high[1] - low[1] > hi - lo:
+            raise EncoderConfigError(self._span_message(low, high, hi - lo))
+        base = min(low[1] - lo, 4095)           # the lowest QP at the bottom of the offset's range
+        if base < -4096 or high[1] - base > hi:
+            worst = low if base < -4096 else high
+            raised = f" (the overflow guard raised it from the configured {worst[2]})" if _raised(worst) else ""
             raise EncoderConfigError(
-                f"the QPs of this model span {min(qps)}..{max(qps)}, more than a {6 + self.config.qp_density}-bit "
-                f"qp offset can carry with qp_density {self.config.qp_density} (e.g. tensor {worst[0]!r}, "
-                f"QP {worst[1]}); raise qp_density or narrow the QPs")
-        base = min(qps) - lo
-        if not -4096 <= base <= 4095:
-            raise EncoderConfigError(f"QPs {min(qps)}..{max(qps)} cannot be signalled (base QP {base} outside -4096..4095)")
+                f"tensor {worst[0]!r} has QP {worst[1]}{raised}; with qp_density {self.config.qp_density} NNC "
+                f"signals QPs {-4096 + lo}..{4095 + hi} (mps_quantization_parameter -4096..4095 plus a "
+                f"{6 + self.config.qp_density}-bit qp offset): lower qp_density or carry {worst[0]!r} uncoded "
+                "(raw_float)")
         return base
+
+    def _span_message(self, low, high, span):
+        """Why one qp offset cannot carry the QPs of tensors `low` and `high` (name, QP, configured QP)."""
+        density = self.config.qp_density
+        head = (f"the QPs of this model span {low[1]} (tensor {low[0]!r}) .. {high[1]} (tensor {high[0]!r}), "
+                f"more than one {6 + density}-bit qp offset (qp_density {density}) carries ({span} apart)")
+        if _raised(high):
+            # the overflow guard raised it: a finer qp_density scales the QPs with the offset's range
+            return (f"{head}; {high[0]!r} needs QP {high[1]} for its levels to fit int32 (the overflow guard "
+                    f"raised it from the configured {high[2]}): give the other tensors QPs >= {high[1] - span} "
+                    f"(qp, nonweight_qp, qp_per_tensor) or carry {high[0]!r} uncoded (raw_float)")
+        return f"{head}; raise qp_density or narrow the QPs"
 
     def _mps_fields(self, parent, base_qp):
         cfg = self.config

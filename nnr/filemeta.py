@@ -1,17 +1,50 @@
 """What nnr_encode records about a model file so that nnr_decode can write it back: original dtypes
-and shapes, and the few entries the codec does not code. Carried as JSON in the NNR_TPL unit's
-topology_data (empty when nothing needs recording, as the reference writes it)."""
+and shapes, the few entries the codec does not code, and an HDF5 file's tree. Carried as JSON in
+the NNR_TPL unit's topology_data (empty when nothing needs recording, as the reference writes it).
+Not part of ISO/IEC 15938-17; the format, one JSON object with one key:
+
+    {"nnr_file_meta": {
+        "tensors": {NAME: {"dtype": DTYPE, "shape": [int, ...]}, ...},
+        "extra":   {NAME: {"dtype": DTYPE, "shape": [int, ...], "values": [number, ...]}, ...},
+        "order":   [NAME, ...],
+        "h5":      {...}}}
+
+tensors: per coded tensor, its original dtype (left out when it is the coded float32 / int32) and
+    shape (left out when it is the coded shape), only for tensors where one of them differs.
+extra: tensors the codec does not code (PyTorch's num_batches_tracked), with their values
+    (flattened; at most MAX_EXTRA_VALUES in all).
+order: every tensor's name, coded and extra, in the file's order.
+h5: an HDF5 file's groups, attributes, links and storage options (nnr.modelio.h5meta documents
+    it); present only when the file has any of them.
+DTYPE is one of nnr.modelio.dtypes' names (float32, float16, bfloat16, float64, int8 ... uint64,
+bool).
+
+A crafted stream can put anything there, so everything is checked before it is used: text that is
+not a JSON object with that key is not ours and is ignored (the decoded tensors are written with
+their coded dtypes), but JSON that starts as ours and is malformed, and every value of the wrong
+type, shape or size, raises SyntaxValueError (or ConstraintViolationError where it contradicts the
+decoded tensors) naming element topology_data.
+"""
 import json
+import math
 
 import numpy as np
 
+from nnr.errors import ConstraintViolationError, SyntaxValueError
+
 KEY = "nnr_file_meta"
 CODED_DTYPES = {"float32", "int32"}
+ELEMENT = "topology_data"
+MAX_EXTRA_VALUES = 1 << 20
+MAX_DIMS = 64              # numpy's own limit
+_DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
+           "uint8", "uint16", "uint32", "uint64", "bool")
 
 
 def build(model, coded: dict, skipped: dict) -> str:
     """JSON for topology_data: per tensor the original dtype/shape where it differs from the coded
-    tensor, and the values of small tensors the codec skips (e.g. num_batches_tracked)."""
+    tensor, the values of small tensors the codec skips (e.g. num_batches_tracked) and an HDF5
+    file's tree."""
     tensors = {}
     for name, dtype in model.dtypes.items():
         entry = {}
@@ -25,46 +58,170 @@ def build(model, coded: dict, skipped: dict) -> str:
             tensors[name] = entry
     extra = {name: {"dtype": model.dtypes[name], "shape": list(a.shape), "values": a.reshape(-1).tolist()}
              for name, a in skipped.items()}
-    if not tensors and not extra:
+    h5 = None
+    if model.fmt == "h5":
+        import h5py
+
+        from nnr.modelio import h5meta
+        h5 = h5meta.to_json(h5py, model.extras, model.tensors)
+    if not tensors and not extra and not h5:
         return ""
-    return json.dumps({KEY: {"tensors": tensors, "extra": extra, "order": list(model.dtypes)}},
-                      separators=(",", ":"), sort_keys=False)
+    meta = {"tensors": tensors, "extra": extra, "order": list(model.dtypes)}
+    if h5:
+        meta["h5"] = h5
+    return json.dumps({KEY: meta}, separators=(",", ":"), sort_keys=False)
+
+
+def _bad(message, cls=SyntaxValueError, value=None):
+    return cls(f"file meta: {message}", element=ELEMENT, value=value)
+
+
+def _name(value, what):
+    if not isinstance(value, str):
+        raise _bad(f"{what} {str(value)[:60]} is not a string")
+    return value
+
+
+def _shape(value, what):
+    if (not isinstance(value, list) or len(value) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)):
+        raise _bad(f"{what}: shape {str(value)[:80]} is not a list of at most {MAX_DIMS} non-negative ints")
+    return value
+
+
+def _dtype(value, what):
+    if value not in _DTYPES:
+        raise _bad(f"{what}: unknown dtype {str(value)[:40]!r}; expected one of {', '.join(_DTYPES)}")
+    return value
+
+
+def _object(value, what, keys):
+    if not isinstance(value, dict):
+        raise _bad(f"{what} is a JSON {type(value).__name__}, not an object")
+    unknown = [k for k in value if k not in keys]
+    if unknown:
+        raise _bad(f"{what} has the unknown key {str(unknown[0])[:40]!r}")
+    return value
+
+
+def _check(info):
+    """`info` (the value under KEY) with every entry's type checked; raises SyntaxValueError."""
+    _object(info, KEY, ("tensors", "extra", "order", "h5"))
+    tensors = info.get("tensors", {})
+    if not isinstance(tensors, dict):
+        raise _bad("tensors is not an object")
+    for name, e in tensors.items():
+        _object(e, f"tensors[{name[:60]!r}]", ("dtype", "shape"))
+        if "dtype" in e:
+            _dtype(e["dtype"], f"tensor {name[:60]!r}")
+        if "shape" in e:
+            _shape(e["shape"], f"tensor {name[:60]!r}")
+    extra = info.get("extra", {})
+    if not isinstance(extra, dict):
+        raise _bad("extra is not an object")
+    count = 0
+    for name, e in extra.items():
+        what = f"extra tensor {name[:60]!r}"
+        _object(e, what, ("dtype", "shape", "values"))
+        _dtype(e.get("dtype"), what)
+        shape = _shape(e.get("shape"), what)
+        values = e.get("values")
+        if not isinstance(values, list) or len(values) != math.prod(shape):
+            raise _bad(f"{what}: values are not a list of {math.prod(shape)} numbers (shape {shape})")
+        count += len(values)
+        if count > MAX_EXTRA_VALUES:
+            raise _bad(f"more than {MAX_EXTRA_VALUES} values of extra tensors")
+        if not all(isinstance(v, (int, float)) for v in values):
+            raise _bad(f"{what}: values hold something other than numbers")
+    order = info.get("order", [])
+    if not isinstance(order, list):
+        raise _bad("order is not a list")
+    for name in order:
+        _name(name, "a name in order")
+    if len(set(order)) != len(order):
+        raise _bad("order names a tensor twice")
+    return info
 
 
 def parse(topology_data: str):
-    """The recorded metadata, or None if topology_data is not ours."""
+    """The recorded metadata (checked), or None if topology_data is not ours."""
     if not topology_data or not topology_data.startswith("{"):
         return None
     try:
         meta = json.loads(topology_data)
-    except ValueError:
+    except (ValueError, RecursionError) as err:
+        if topology_data.startswith('{"' + KEY + '"'):
+            raise _bad(f"not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
         return None
-    return meta.get(KEY) if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or KEY not in meta:
+        return None
+    return _check(meta[KEY])
+
+
+def _values(name, e):
+    """An extra tensor's array, its values checked against its dtype."""
+    try:
+        leaves = np.array(e["values"])
+    except (ValueError, OverflowError):
+        raise _bad(f"extra tensor {name[:60]!r}: values are not numbers") from None
+    if leaves.size and leaves.dtype.kind not in "biuf":
+        raise _bad(f"extra tensor {name[:60]!r}: values are not numbers of one kind")
+    return leaves.reshape(e["shape"])
 
 
 def restore(decoded: dict, meta) -> tuple:
-    """(tensors, dtypes) in the original order, shapes and dtype names."""
+    """(tensors, dtypes) in the original order, shapes and dtype names. `meta` comes from parse;
+    names and shapes that contradict the decoded tensors raise ConstraintViolationError."""
     tensors, dtypes = {}, {}
     info = meta or {}
     entries = info.get("tensors", {})
     extra = info.get("extra", {})
+    for name in entries:
+        if name not in decoded:
+            raise _bad(f"tensor {name[:60]!r} is recorded but not decoded", ConstraintViolationError)
+    for name in extra:
+        if name in decoded:
+            raise _bad(f"extra tensor {name[:60]!r} is also a decoded tensor", ConstraintViolationError)
     order = info.get("order") or list(decoded) + [n for n in extra if n not in decoded]
     for name in order:
         if name in decoded:
             a = decoded[name]
             e = entries.get(name, {})
             if "shape" in e:
+                if math.prod(e["shape"]) != a.size:
+                    raise _bad(f"tensor {name[:60]!r}: recorded shape {e['shape']} does not hold the "
+                               f"{a.size} decoded elements", ConstraintViolationError)
                 a = a.reshape(e["shape"])
             tensors[name] = a
             # without an entry the file held the coded dtype: float32 (codebook tensors decode
             # to float64 and are rounded back once) or int32
             dtypes[name] = e.get("dtype", "float32" if a.dtype.kind == "f" else "int32")
+            if (dtypes[name][0] == "f" or dtypes[name] == "bfloat16") != (a.dtype.kind == "f"):
+                raise _bad(f"tensor {name[:60]!r}: recorded dtype {dtypes[name]} but decoded "
+                           f"{a.dtype}", ConstraintViolationError)
         elif name in extra:
             e = extra[name]
-            tensors[name] = np.array(e["values"]).reshape(e["shape"])
+            tensors[name] = _values(name, e)
             dtypes[name] = e["dtype"]
+        else:
+            raise _bad(f"order names {name[:60]!r}, which is neither decoded nor recorded",
+                       ConstraintViolationError)
     for name in decoded:              # tensors the metadata does not know (should not happen)
         if name not in tensors:
             tensors[name] = decoded[name]
             dtypes[name] = str(decoded[name].dtype)
     return tensors, dtypes
+
+
+def to_model(decoded: dict, meta, fmt):
+    """The Model nnr_decode writes as `fmt`: restore()'s tensors and dtypes, plus the HDF5 tree
+    when the file was HDF5 and is written as HDF5 (in another format only the tensors are kept,
+    and the tree is not looked at)."""
+    from nnr.modelio import Model
+    tensors, dtypes = restore(decoded, meta)
+    if meta and "h5" in meta and fmt == "h5":
+        from nnr.modelio import h5meta
+        from nnr.modelio.model import require
+        extras = h5meta.from_json(require("h5py", "writing", "h5"), meta["h5"], tensors)
+        return Model(tensors, dtypes, "h5", extras)
+    return Model(tensors, dtypes, fmt)

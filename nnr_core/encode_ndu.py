@@ -66,9 +66,23 @@ class NduEncoder:
             qp = cfg.qp_per_tensor.get(t.name, qp)
         return int(qp)
 
+    def expected_qp(self, t: InputTensor) -> Optional[int]:
+        """The QP plan(t) will give t (None for integer and raw tensors), from its value range alone:
+        the configured QP, raised by the overflow guard where the values need it (§9.3). Errors are
+        left to plan(), so they are raised in tensor order."""
+        if t.is_int or t.name in self.cfg.raw_float:
+            return None
+        qp = self.tensor_qp(t)
+        if t.value_range is None or self.cfg.bitdepth is not None or self.cfg.codebook:
+            return qp
+        from nnr_core.quant.quantize import guarded_qp
+        try:
+            return guarded_qp(t.value_range, qp, self.cfg.qp_density, self.cfg.dq, self.cfg.lambda_scale)
+        except EncoderConfigError:
+            return qp
+
     def plan(self, t: InputTensor) -> Planned:
         """Quantize one tensor as the reference would."""
-        from nnr_core.quant import quantize as q
         cfg = self.cfg
         if t.name in cfg.raw_float:
             if t.is_int:
@@ -76,6 +90,16 @@ class NduEncoder:
             return Planned(t, NNR_PT_RAW_FLOAT, None)
         if t.is_int:
             return Planned(t, NNR_PT_INT, t.data.reshape(-1))
+        try:
+            return self._quantized(t)
+        except EncoderConfigError as err:
+            if repr(t.name) in str(err):
+                raise
+            raise EncoderConfigError(f"tensor {t.name!r}: {err}") from None
+
+    def _quantized(self, t: InputTensor) -> Planned:
+        from nnr_core.quant import quantize as q
+        cfg = self.cfg
         w = t.data.reshape(-1)
         rows, width = rows_and_width(t.data.shape)
         scan = cfg.scan_order if t.data.ndim > 1 else 0

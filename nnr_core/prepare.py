@@ -1,11 +1,13 @@
 """Encoder input: validation, dtype handling and the reference's parameter classification."""
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from nnr.errors import EncoderConfigError
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+FLOAT32_MAX_TEXT = "3.4028235e38"       # np.finfo(np.float32).max
 
 
 @dataclass
@@ -18,6 +20,7 @@ class InputTensor:
     is_weight: bool             # W_TYPES in the reference: coded with `qp`, others with `nonweight_qp`
     parameter_id: int           # position in the model's parameter order
     param_type: str = ""        # the reference's parameter type ("weight", "bias", ...), "" if unset
+    value_range: Optional[tuple] = None     # (min, max) of a float tensor: the QP's overflow guard
 
 
 def _pytorch_is_weight(name, ndim):
@@ -71,11 +74,65 @@ def _to_numpy(name, value):
         if str(value.dtype) == "torch.bfloat16":
             value = value.float()
         value = value.numpy()
+    if isinstance(value, np.ndarray) and value.dtype.name == "bfloat16":   # ml_dtypes, as nnr.modelio
+        value = value.astype(np.float32)
     if isinstance(value, np.generic):
         value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         raise EncoderConfigError(f"tensor {name!r}: expected a numpy array, got {type(value).__name__}")
     return value
+
+
+def as_float32(name, arr):
+    """(arr as C-contiguous float32, its min, its max). Refuses NaN and infinities, and names a finite
+    value beyond float32's range (a float64 1e300, say) as an overflow rather than as the infinity
+    the conversion makes of it."""
+    with np.errstate(over="ignore"):
+        data = np.ascontiguousarray(arr, dtype=np.float32)
+    lo, hi = data.min(), data.max()             # NaN and infinities propagate: no per-element test
+    if np.isfinite(lo) and np.isfinite(hi):
+        return data, float(lo), float(hi)
+    bad = int(np.flatnonzero(~np.isfinite(data.reshape(-1)))[0])
+    source = arr[np.unravel_index(bad, arr.shape)]
+    if np.isfinite(source):
+        raise _overflow(name, arr, data)
+    raise EncoderConfigError(f"tensor {name!r}: non-finite value {source} at flat index {bad}")
+
+
+def narrowed_to_float32(name, arr):
+    """arr (float64, say) as float32 for a model file's tensor; refuses finite values beyond float32's
+    range as as_float32 does (NaN and infinities pass, for the encoder to refuse)."""
+    with np.errstate(over="ignore"):
+        data = np.asarray(arr).astype(np.float32)
+    if data.size and not (np.isfinite(data.min()) and np.isfinite(data.max())) and \
+            np.any(np.isinf(data) & np.isfinite(arr)):
+        raise _overflow(name, arr, data)
+    return data
+
+
+def _overflow(name, arr, data):
+    """The error for the first finite value of arr that became an infinity in its float32 copy data."""
+    bad = int(np.flatnonzero((np.isinf(data) & np.isfinite(arr)).reshape(-1))[0])
+    source = arr[np.unravel_index(bad, arr.shape)]
+    return EncoderConfigError(f"tensor {name!r} ({arr.dtype}): value {source!s} at flat index {bad} overflows "
+                              f"float32 (largest finite float32 is {FLOAT32_MAX_TEXT}), which NNC codes")
+
+
+def as_int32(name, arr):
+    """arr as C-contiguous int32 (NNR_PT_INT). Values beyond int32 are refused, and so is INT32_MIN:
+    the level is coded as sign and magnitude, and nnr's decoder reads magnitudes up to 2^31 - 1."""
+    if arr.dtype.itemsize >= 4 and arr.dtype.kind in "iu":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < INT32_MIN or hi > INT32_MAX:
+            raise EncoderConfigError(f"tensor {name!r}: integer values {lo}..{hi} do not fit int32, "
+                                     "which NNR_PT_INT carries")
+        if lo == INT32_MIN:
+            bad = int(np.flatnonzero(np.asarray(arr).reshape(-1) == INT32_MIN)[0])
+            raise EncoderConfigError(
+                f"tensor {name!r}: value {INT32_MIN} (INT32_MIN) at flat index {bad} cannot be coded: an "
+                f"NNR_PT_INT level is coded as sign and magnitude, and nnr's decoder reads magnitudes up to "
+                f"2^31 - 1, so integer tensors are coded in {INT32_MIN + 1}..{INT32_MAX}")
+    return np.ascontiguousarray(arr, dtype=np.int32)
 
 
 def _convert(name, arr, index, framework):
@@ -85,19 +142,13 @@ def _convert(name, arr, index, framework):
     if arr.size == 0:
         raise EncoderConfigError(f"tensor {name!r} is empty (shape {arr.shape})")
     kind = arr.dtype.kind
+    value_range = None
     if kind in "iub":
-        if arr.dtype.itemsize > 4 or (kind == "u" and arr.dtype.itemsize == 4):
-            lo, hi = int(arr.min()), int(arr.max())
-            if lo < INT32_MIN or hi > INT32_MAX:
-                raise EncoderConfigError(f"tensor {name!r}: integer values {lo}..{hi} do not fit int32, "
-                                         "which NNR_PT_INT carries")
-        data = np.ascontiguousarray(arr, dtype=np.int32)
+        data = as_int32(name, arr)
         is_int = True
     elif kind == "f":
-        data = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.all(np.isfinite(data)):
-            bad = np.flatnonzero(~np.isfinite(data.reshape(-1)))[0]
-            raise EncoderConfigError(f"tensor {name!r}: non-finite value {data.reshape(-1)[bad]} at flat index {bad}")
+        data, lo, hi = as_float32(name, arr)
+        value_range = (lo, hi)
         is_int = False
     else:
         raise EncoderConfigError(f"tensor {name!r}: dtype {arr.dtype} cannot be coded "
@@ -106,4 +157,4 @@ def _convert(name, arr, index, framework):
         weight = _pytorch_is_weight(name, data.ndim)
     else:
         weight = data.ndim > 1          # the reference's generic model: ndim > 1 is a weight
-    return InputTensor(name, data, is_int, weight, index)
+    return InputTensor(name, data, is_int, weight, index, value_range=value_range)

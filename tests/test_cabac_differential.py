@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 
 from nnr.errors import NNRError
+from nnr_core.cabac import _decoder as cy       # the compiled engine must build: no skip
 from nnr_core.cabac import pytwin
 from nnr_core.cabac.params import TensorCoding
-
-cy = pytest.importorskip(
-    "nnr_core.cabac._decoder",
-    reason="Cython decoder not built (python setup.py build_ext --inplace)")
 
 N_MAX = 12
 NUM_CONTEXTS_MAX = 90 + 4 * N_MAX

@@ -8,7 +8,8 @@ from nnr.errors import ConstraintViolationError, EntropyDecodingError, SyntaxVal
 from nnr_core.cabac import pytwin
 from nnr_core.cabac.params import TensorCoding
 
-HLS_EXAMPLES = "/work/shared/spec/hls-examples"
+HLS_EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitstreams",
+                            "hls-examples")
 
 # --- §14.1 example A ------------------------------------------------------------------------
 
@@ -214,8 +215,6 @@ def test_v5_without_history_is_an_error():
 
 # --- entry points (NNC-HLS.md §16.3) --------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.exists(f"{HLS_EXAMPLES}/16.3_scan1_entrypoints.nnc"),
-                    reason="HLS example 16.3 not available")
 def test_entry_points_hls_16_3():
     with open(f"{HLS_EXAMPLES}/16.3_scan1_entrypoints.nnc", "rb") as f:
         payload = f.read()[0x25:]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nnr.flower import codec
+from nnr.testenv import fashion_mnist
 
 HAVE_FLWR = importlib.util.find_spec("flwr") is not None
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -202,13 +203,10 @@ def example():
     return ex
 
 
-FASHION = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-
-
-@pytest.mark.skipif(not (FASHION / "t10k-labels-idx1-ubyte.gz").exists() and not (FASHION / "t10k-labels-idx1-ubyte").exists(),
-                    reason=f"Fashion-MNIST not in {FASHION} (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(fashion_mnist.find() is None,
+                    reason="Fashion-MNIST not found (python -m nnr.testenv.fashion_mnist fetches it)")
 def test_example_reads_fashion_mnist():
-    xtr, ytr, xte, yte = example().load_fashion_mnist(FASHION)
+    xtr, ytr, xte, yte = example().load_fashion_mnist()
     assert xtr.shape == (60000, 1, 28, 28) and xte.shape == (10000, 1, 28, 28)
     assert xtr.dtype == np.float32 and 0 <= xtr.min() and xtr.max() <= 1
     assert sorted(np.bincount(ytr)) == [6000] * 10 and sorted(np.bincount(yte)) == [1000] * 10

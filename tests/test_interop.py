@@ -2,7 +2,8 @@
 
 Random tensors, shapes and option combinations: the reference's bitstreams decode in nnr exactly as
 in the reference, nnr's bitstreams decode in the reference exactly as in nnr, and nnr's encoder
-writes the very bytes the reference writes. Skipped, with the reason, when the reference is absent.
+writes the very bytes the reference writes. Skipped, with the reason, when the reference is absent;
+the cases the reference itself cannot encode are expected failures (xfail).
 """
 import numpy as np
 import pytest
@@ -14,6 +15,14 @@ REFERENCE, WHY = find_reference()
 pytestmark = pytest.mark.skipif(REFERENCE is None, reason=f"interop: {WHY}")
 
 N_CASES = 96
+# NNCodec 2.1.3 computes no entry-point list for a tensor of one row (first dimension 1, more than
+# one dimension) coded with a block scan (scan_order > 0), then looks the list up when it writes
+# the unit header: its encoder fails with this KeyError (5 of the 96 cases)
+REFERENCE_CANNOT_ENCODE = "KeyError: 'cabac_entry_point_list'"
+
+
+def one_row_block_scan(tensors, opts):
+    return opts["scan_order"] > 0 and any(a.ndim > 1 and a.shape[0] == 1 for a in tensors.values())
 
 
 def random_case(seed):
@@ -73,7 +82,11 @@ def test_reference_bitstream_decodes_in_nnr_and_nnr_writes_the_same_bytes(intero
     tensors, opts, nnr_bs = cases[seed]
     kind, ref_bs = read_result(str(jobs / f"{seed:03d}-ref-encode"))
     if kind == "error":
-        pytest.skip(f"the reference cannot encode this case: {ref_bs.strip().splitlines()[-1]}")
+        last = ref_bs.strip().splitlines()[-1]
+        assert REFERENCE_CANNOT_ENCODE in last and one_row_block_scan(tensors, opts), \
+            f"the reference failed to encode ({opts}):\n{ref_bs}"
+        pytest.xfail(f"the reference itself cannot encode this case ({last}): a tensor of one row with a "
+                     "block scan; the reference decodes nnr's stream of it (the test above)")
     kind, ref_out = read_result(str(jobs / f"{seed:03d}-ref-decodes-ref"))
     assert kind == "decoded", ref_out
     assert_same_tensors(nnr.decode(ref_bs), ref_out)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nnr.errors import EncoderConfigError, UnsupportedFeatureError
+from nnr.testenv.nncodec import find_reference, peer_env
 from nnr_core.quant import _quant
 from nnr_core.quant.quantize import (_qstep32, best_codebook_egk, bitdepth_qp, clip_to_bitdepth,
                                      codebook_header_bits, codebook_quantize, overflow_guard_qp,
@@ -21,17 +22,7 @@ ROOT = os.path.join(REPO, "bitstreams")
 SETS = ("nncodec-2.1.3", "nncodec-1.x")
 
 
-def _reference_python():
-    """NNCodec's interpreter: $NNR_NNCODEC_PYTHON, else a .venv-nncodec in or beside the repo."""
-    for path in (os.environ.get("NNR_NNCODEC_PYTHON"),
-                 os.path.join(REPO, ".venv-nncodec", "bin", "python"),
-                 os.path.join(os.path.dirname(REPO), ".venv-nncodec", "bin", "python")):
-        if path and os.path.exists(path):
-            return path
-    return None
-
-
-REFERENCE_PYTHON = _reference_python()
+REFERENCE, WHY = find_reference()
 NEXT = [[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [4, 6]]
 
 
@@ -403,7 +394,13 @@ def test_bitdepth_rules():
     assert bitdepth_qp(-w, 2, 2, is_weight=False)[1] == (-128, 127)       # non-weights: >= 8 bits
     # the unsigned range doubles the levels: about one QP octave (2^qp_density) lower
     assert bitdepth_qp(w, 8, 2)[0] < bitdepth_qp(-w, 8, 2)[0]
-    assert bitdepth_qp(w * 1e30, 4, 2)[0] == (1 << 7) - 1                 # clipped to qp_offset range
+    # steps up to 2^32 (QP 127 at qp_density 2) are signalled; beyond, the reference clamps the QP
+    # and its levels saturate (1e12 decodes as 4.7e11): nnr refuses (spec/README.md)
+    assert 120 < bitdepth_qp(w * 15 * 2.0**31.5, 4, 2)[0] <= (1 << 7) - 1
+    for scale in (15 * 2.0**33, 1e30):
+        with pytest.raises(EncoderConfigError, match="step size beyond the largest"):
+            bitdepth_qp(w * scale, 4, 2)
+    assert bitdepth_qp(w * 1e-30, 4, 2)[0] == -(1 << 7)                 # clipped to the smallest QP
     assert clip_to_bitdepth(np.array([-3, 300]), w, 8).tolist() == [0, 255]
     assert clip_to_bitdepth(np.array([-300, 300]), -w, 8).tolist() == [-128, 127]
     # non-weights get at least 8 bits
@@ -458,17 +455,15 @@ _REF_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(REFERENCE_PYTHON is None,
-                    reason="NNCodec 2.1.3 not installed (set NNR_NNCODEC_PYTHON or make .venv-nncodec)")
+@pytest.mark.skipif(REFERENCE is None, reason=f"interop: {WHY}")
 @pytest.mark.parametrize("seed", [1, 2])
 def test_against_reference_random(tmp_path, seed):
     out = tmp_path / "ref.npy"
     script = tmp_path / "ref.py"
     script.write_text(_REF_SCRIPT)
-    run = subprocess.run([REFERENCE_PYTHON, str(script), str(seed), str(out)], capture_output=True,
-                         text=True, timeout=300)
-    if run.returncode != 0:
-        pytest.skip(f"reference failed to run: {run.stderr[-300:]}")
+    run = subprocess.run([REFERENCE[0], str(script), str(seed), str(out)], capture_output=True,
+                         text=True, timeout=300, env=peer_env())
+    assert run.returncode == 0, f"reference failed to run: {run.stderr[-300:]}"
     for n, c in enumerate(np.load(out, allow_pickle=True)):
         q, qp = quantize(c["w"], c["qp"], c["qpd"], c["dq"], c["so"])
         assert qp == c["rq"], f"case {n}"

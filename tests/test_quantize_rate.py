@@ -18,7 +18,7 @@ import nnr
 from nnr.errors import EncoderConfigError
 from nnr_core.quant import _quant_rate
 from nnr_core.quant.quantize import quantize, quantize_tcq, quantize_uniform
-from tests.interop.reference import find_reference, read_result, run_jobs, write_job
+from tests.interop.reference import find_reference, peer_env, read_result, run_jobs, write_job
 
 REFERENCE, WHY = find_reference()
 needs_reference = pytest.mark.skipif(REFERENCE is None, reason=f"reference: {WHY}")
@@ -86,9 +86,8 @@ def run_peer_quant(cases, tmp):
         jobs[f"l{j}"] = np.array([lam], dtype=np.float32)
     jobs_path, out_path = os.path.join(tmp, "jobs.npz"), os.path.join(tmp, "out.npz")
     np.savez(jobs_path, **jobs)
-    py, stubs = REFERENCE
-    env = dict(os.environ, PYTHONPATH=stubs)
-    env.pop("OPENBLAS_CORETYPE", None)
+    py, _ = REFERENCE
+    env = peer_env()
     r = subprocess.run([py, PEER_QUANT, jobs_path, out_path], env=env, capture_output=True, text=True,
                        timeout=1800)
     if r.returncode != 0:

@@ -213,6 +213,81 @@ def test_corrupted_onnx_topology_raises_nnrerror():
         decode_onnx(carriage.replace_tpl(plain, carriage.NNR_TPL_ONNX, graph))
 
 
+def _crafted_graph(data, graph, edit):
+    """The bitstream `data` with its ONNX graph replaced by `graph` after `edit(ModelProto)`."""
+    import onnx
+    model = onnx.ModelProto()
+    model.ParseFromString(graph)
+    edit(model)
+    return carriage.replace_tpl(data, carriage.NNR_TPL_ONNX, model.SerializeToString())
+
+
+def _set(name, dims=None, data_type=None, tensor_name=None):
+    def edit(model):
+        t = next(t for t in model.graph.initializer if t.name == name)
+        if dims is not None:
+            del t.dims[:]
+            t.dims.extend(dims)
+        if data_type is not None:
+            t.data_type = data_type
+        if tensor_name is not None:
+            t.name = tensor_name
+            for e in t.external_data:
+                if e.key == "nnr_tensor":
+                    e.value = tensor_name
+    return edit
+
+
+def test_crafted_onnx_graph_tensor_descriptions():
+    """What the graph says about an NDU-carried tensor (dims, data_type, name) is checked against
+    the decoded tensor: each crafted case is one BitstreamError naming the tensor, never a numpy /
+    onnx exception or a silently truncated or wrapped tensor."""
+    _need_onnx()
+    from onnx import TensorProto
+
+    from nnr.topology import decode_onnx, encode_onnx, split_model
+    model = _tiny_onnx()
+    data, (graph, _, _) = encode_onnx(model), split_model(model)
+    cases = [
+        (_set("w", dims=[-16, -24]), SyntaxValueError, "dims"),                  # product 384, as decoded
+        (_set("w", dims=[2 ** 62 + 96, 4]), ConstraintViolationError, "384 decoded elements"),  # wraps to 384
+        (_set("w", dims=[1] * 65 + [384]), SyntaxValueError, "dims"),
+        (_set("w", data_type=TensorProto.STRING), SyntaxValueError, "data_type 8"),
+        (_set("w", data_type=TensorProto.BOOL), SyntaxValueError, "data_type 9"),
+        (_set("w", data_type=TensorProto.BFLOAT16), SyntaxValueError, "data_type 16"),
+        (_set("w", data_type=TensorProto.COMPLEX64), SyntaxValueError, "data_type 14"),
+        (_set("w", data_type=TensorProto.FLOAT8E4M3FN), SyntaxValueError, "data_type 17"),
+        (_set("w", data_type=12345), SyntaxValueError, "data_type 12345"),
+        (_set("w", data_type=TensorProto.INT8), ConstraintViolationError, "says int8 but the NDU decodes to float"),
+        (_set("idx", data_type=TensorProto.FLOAT), ConstraintViolationError, "says float32 but the NDU decodes to int"),
+        (_set("idx", data_type=TensorProto.UINT8), None, None),         # values 0..23 fit: valid
+        (_set("w", tensor_name=""), ConstraintViolationError, "which no NDU carries"),
+    ]
+    for edit, cls, message in cases:
+        bad = _crafted_graph(data, graph, edit)
+        if cls is None:
+            decode_onnx(bad)
+            continue
+        with pytest.raises(cls, match=message) as info:
+            decode_onnx(bad)
+        assert "topology" in str(info.value)
+    # values outside the graph's integer type are refused, not wrapped
+    wide = _with_initializer(model, "idx", _tensors(model)["idx"] * 10)       # up to 230: not int8
+    data, (graph, _, _) = encode_onnx(wide), split_model(wide)
+    with pytest.raises(ConstraintViolationError, match="do not fit the graph's int8"):
+        decode_onnx(_crafted_graph(data, graph, _set("idx", data_type=TensorProto.INT8)))
+
+
+def _with_initializer(model, name, value):
+    import onnx
+    from onnx import numpy_helper
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    t = next(t for t in out.graph.initializer if t.name == name)
+    t.CopyFrom(numpy_helper.from_array(value, name))
+    return out
+
+
 def test_missing_onnx_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)       # makes `import onnx` raise ImportError
     from nnr.topology import encode_onnx

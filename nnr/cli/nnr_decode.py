@@ -1,100 +1,164 @@
-"""nnr_decode: decode an NNC bitstream into a .npz file."""
-import argparse
+"""nnr_decode: decode an NNC bitstream into a model file (.npz, .pt/.pth, .safetensors, .h5, .onnx)."""
+import os
 import sys
 
 from nnr.checksum import output_sha256, tensor_sha256
+from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in, parser,
+                            preload, run)
 from nnr.errors import NNRError
+
+NNR_STR, NNR_NDU = 0, 5
+OUTPUT_FORMATS = "npz, pt, safetensors, h5, onnx"
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="nnr_decode", description="Decode an NNC (ISO/IEC 15938-17) bitstream.")
+    p = parser("nnr_decode", "Decode an NNC (ISO/IEC 15938-17) bitstream.")
     p.add_argument("input", help="NNC bitstream (.nnr / .nnc)")
     p.add_argument("-o", "--output", help="output model file: .npz, .pt/.pth, .safetensors or .h5 (original "
                                           "names, shapes and dtypes as nnr_encode recorded them), or .onnx "
                                           "for a bitstream carrying an ONNX graph; "
                                           "omitted: decode and check only")
+    p.add_argument("--format", help=f"output format if the extension of -o does not say ({OUTPUT_FORMATS})")
     p.add_argument("--verify", metavar="SHA256",
                    help="expected SHA-256 of the whole decoded output (see nnr.checksum.output_sha256); "
-                        "exit status 1 on a mismatch")
+                        "exit status 1 on a mismatch, and no output is written")
     p.add_argument("--trace", metavar="FILE", help="write one line per syntax element to FILE ('-' = stdout)")
     p.add_argument("--profile0-variant", choices=["nncodec1", "nncodec2"], default="nncodec1",
                    help="how to read edition-1 payloads (general_profile_idc 0); default nncodec1")
-    p.add_argument("-j", "--jobs", type=int, default=0,
+    p.add_argument("-j", "--jobs", type=int_in(0), default=0,
                    help="worker threads decoding units (and block rows) concurrently (default 0: all cores)")
-    p.add_argument("--max-elements", type=int, default=None, metavar="N",
+    p.add_argument("--max-elements", type=int_in(0), default=None, metavar="N",
                    help="refuse a bitstream whose tensors total more than N elements (default 2^30; 0: no limit)")
-    p.add_argument("--max-topology-bytes", type=int, default=None, metavar="N",
+    p.add_argument("--max-topology-bytes", type=int_in(0), default=None, metavar="N",
                    help="refuse an NNR_TPL topology larger than N bytes, inflated (default 2^28; 0: no limit)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    return run("nnr_decode", _decode, args, subject=args.input)
+
+
+def _decode(args):
     from nnr.decoder import Decoder
+    from nnr.progress import Progress
     from nnr_core.bitstream.trace import Trace
 
-    try:
-        with open(args.input, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        print(f"nnr_decode: cannot read {args.input}: {err.strerror}", file=sys.stderr)
-        return 2
+    if args.output:
+        check_output(args.output)
+        fmt = output_format(args.output, args.format)
+        preload(fmt)
+    elif args.format:
+        raise ToolError("--format names the format of -o; there is no -o", EXIT_USAGE)
+    if args.trace and args.trace != "-":
+        check_output(args.trace, "--trace")
+    data = read_bitstream(args.input)
+    total = ndu_count(args.input, data)
     trace = Trace() if args.trace else None
+    limits = {k: v or None for k, v in (("max_total_elements", args.max_elements),
+                                         ("max_topology_bytes", args.max_topology_bytes)) if v is not None}
+    decoder = Decoder(profile0_variant=args.profile0_variant, jobs=args.jobs, **limits)
     try:
-        limits = {k: (v or None) for k, v in (("max_total_elements", args.max_elements),
-                                              ("max_topology_bytes", args.max_topology_bytes)) if v is not None}
-        decoder = Decoder(profile0_variant=args.profile0_variant, jobs=args.jobs, **limits)
-    except (NNRError, ValueError) as err:
-        print(f"nnr_decode: {err}", file=sys.stderr)
-        return 2
-    try:
-        tensors = decoder.decode(data, trace=trace)
-    except NNRError as err:
-        print(f"nnr_decode: {args.input}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        with Progress(total, label="decoding", quiet=args.quiet, force=args.progress) as bar:
+            tensors = decoder.decode(data, trace=trace, progress=lambda unit, done: bar.update(
+                item=",".join(t.name for t in done) or f"unit {unit.index}"))
     finally:
         if trace is not None:
-            _write_trace(trace, args.trace)
+            write_trace(trace, args.trace)
     digest = output_sha256(tensors)
     if not args.quiet:
         for name, a in tensors.items():
             print(f"{name}\t{a.dtype}\t{list(a.shape)}\t{tensor_sha256(a)}")
         print(f"output sha256 {digest}")
+    if args.verify and args.verify.lower() != digest:
+        raise ToolError(f"checksum mismatch: expected {args.verify.lower()}, got {digest}"
+                        + ("; nothing written" if args.output else ""), EXIT_FAILED)
     if args.output:
         try:
-            _save(args.output, decoder, tensors)
+            _save(args.output, fmt, decoder, tensors)
         except NNRError as err:
-            print(f"nnr_decode: {args.output}: {type(err).__name__}: {err}", file=sys.stderr)
-            return 1
-    if args.verify and args.verify.lower() != digest:
-        print(f"nnr_decode: checksum mismatch: expected {args.verify.lower()}, got {digest}", file=sys.stderr)
-        return 1
+            raise ToolError(f"{args.output}: {type(err).__name__}: {err}", EXIT_FAILED) from None
+        except OSError as err:
+            raise cannot_write(args.output, err) from None
     return 0
 
 
-def _save(path, decoder, tensors):
+def output_format(path, fmt):
+    """The format of -o (from --format or the extension), refused before decoding if unknown."""
+    from nnr.modelio import detect_format
+    from nnr.topology.cli import is_onnx_path
+    if is_onnx_path(path, fmt):
+        return "onnx"
+    try:
+        return detect_format(path, fmt)
+    except NNRError:
+        if fmt is not None:
+            raise ToolError(f"unknown --format {fmt!r}; expected one of {OUTPUT_FORMATS}", EXIT_USAGE) from None
+        ext = os.path.splitext(os.fspath(path))[1] or "(none)"
+        raise ToolError(f"{path}: cannot tell the output format from the extension {ext!r}; known: .npz, .pt, "
+                        f".pth, .safetensors, .h5, .onnx; or pass --format ({OUTPUT_FORMATS})", EXIT_USAGE) from None
+
+
+def read_bitstream(path):
+    """The bytes of an input bitstream; a ToolError (status 1) when there are none to read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ToolError(f"{path}: no such file", EXIT_FAILED) from None
+    except IsADirectoryError:
+        raise ToolError(f"{path}: is a directory; expected an NNC bitstream", EXIT_FAILED) from None
+    except OSError as err:
+        raise ToolError(f"cannot read {path}: {err.strerror or err}", EXIT_FAILED) from None
+    if not data:
+        raise ToolError(f"{path}: empty file; expected an NNC bitstream", EXIT_FAILED)
+    return data
+
+
+def ndu_count(path, data):
+    """The number of NDUs (for the progress bar); a ToolError when the data does not start like an
+    NNC bitstream (its first unit must be an NNR_STR)."""
+    from nnr_core.syntax.units import split_units
+    try:
+        spans = split_units(data)
+    except NNRError as err:
+        if getattr(err, "unit_index", None) == 0:
+            raise ToolError(f"{path}: not an NNC bitstream: {type(err).__name__}: {err}", EXIT_FAILED) from None
+        return None                    # a later unit is broken: the decoder says where
+    kind = data[spans[0].offset + spans[0].size_field_bytes] >> 2      # nnr_unit_type, u(6)
+    if kind != NNR_STR:
+        raise ToolError(f"{path}: not an NNC bitstream: its first unit has nnr_unit_type {kind}, not NNR_STR "
+                        f"({NNR_STR})", EXIT_FAILED)
+    return sum(1 for s in spans if data[s.offset + s.size_field_bytes] >> 2 == NNR_NDU)
+
+
+def _save(path, fmt, decoder, tensors):
     """Write the decoded tensors as a model file, restoring what nnr_encode recorded."""
     # ONNX output (nnr/topology): the graph from the NNR_TPL unit with the decoded weights.
-    from nnr.topology.cli import is_onnx_path, save_onnx
-    if is_onnx_path(path):
+    if fmt == "onnx":
+        from nnr.topology.cli import save_onnx
         return save_onnx(path, decoder, tensors)
     from nnr import filemeta
-    from nnr.modelio import Model, detect_format, save_model
+    from nnr.modelio import save_model
     tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == 3), {})
     meta = filemeta.parse(tpl.get("topology_data", ""))
-    restored, dtypes = filemeta.restore(tensors, meta)
-    fmt = detect_format(path)
-    save_model(path, Model(restored, dtypes, fmt), fmt=fmt)
+    save_model(path, filemeta.to_model(tensors, meta, fmt), fmt=fmt)
 
 
-def _write_trace(trace, target):
+def write_trace(trace, target):
+    """Write a Trace to `target` ('-' = stdout), atomically."""
     if target == "-":
         trace.write(sys.stdout)
         return
     from nnr.fileio import atomic_output
-    with atomic_output(target, "w") as f:
-        trace.write(f)
+    try:
+        with atomic_output(target, "w") as f:
+            trace.write(f)
+    except OSError as err:
+        raise cannot_write(target, err) from None
 
 
 if __name__ == "__main__":

@@ -1,64 +1,143 @@
 """nnr_encode: compress a model file (.pt/.pth, .safetensors, .npz, .h5, .onnx) into an NNC bitstream."""
-import argparse
+import os
 import sys
 import time
 
-import numpy as np
-
+from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in, parser,
+                            preload, run)
 from nnr.errors import NNRError
+
+FORMAT_NAMES = {"pt": "a PyTorch file (torch.save of a state_dict or checkpoint)", "safetensors": "a safetensors file",
+                "npz": "a NumPy .npz archive", "h5": "an HDF5 / Keras .h5 file", "onnx": "an ONNX model"}
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="nnr_encode", description=__doc__)
+    p = parser("nnr_encode", __doc__)
     p.add_argument("input", help="model file: .pt/.pth (state_dict or checkpoint), .safetensors, .npz, .h5, "
                                  ".onnx (graph and weights; needs the onnx package)")
     p.add_argument("-o", "--output", required=True, help="output NNC bitstream")
     p.add_argument("--format", help="input format if the extension does not say (pt, safetensors, npz, h5, onnx)")
-    p.add_argument("--qp", type=int, default=-32, help="QP of weight tensors (default -32)")
-    p.add_argument("--qp-density", type=int, default=2, help="qp_density 0..7 (default 2)")
-    p.add_argument("--nonweight-qp", type=int, default=-75, help="QP of 1-D / non-weight tensors (default -75)")
+    p.add_argument("--qp", type=int_in(-4096, 4095), default=-32, help="QP of weight tensors (default -32)")
+    p.add_argument("--qp-density", type=int_in(0, 7), default=2, help="qp_density 0..7 (default 2)")
+    p.add_argument("--nonweight-qp", type=int_in(-4096, 4095), default=-75,
+                   help="QP of 1-D / non-weight tensors (default -75)")
     p.add_argument("--no-dq", action="store_true", help="uniform quantization without dependent quantization")
     p.add_argument("--codebook", action="store_true", help="codebook quantization where it is smaller")
-    p.add_argument("--bitdepth", type=int, help="integer-aligned bit depth (QP derived per tensor)")
-    p.add_argument("--scan-order", type=int, default=0, help="0 row-major, 1..4 block scans with entry points")
+    p.add_argument("--bitdepth", type=int_in(1, 31), help="integer-aligned bit depth (QP derived per tensor)")
+    p.add_argument("--scan-order", type=int_in(0, 4), default=0,
+                   help="0 row-major, 1..4 block scans with entry points")
     p.add_argument("--no-row-skipping", action="store_true")
     p.add_argument("--no-param-opt", action="store_true", help="do not optimise context parameter sets")
-    p.add_argument("--cabac-unary-length-minus1", type=int, default=10)
+    p.add_argument("--cabac-unary-length-minus1", type=int_in(0, 255), default=10)
     p.add_argument("--profile", type=int, default=1, choices=[0, 1], help="general_profile_idc (default 1)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading whole pickled PyTorch modules")
+    p.add_argument("--allow-external", action="store_true",
+                   help="read HDF5 datasets whose data lives in other files (external storage, virtual datasets)")
     p.add_argument("--lossless", action="store_true",
                    help="float tensors as NNR_PT_RAW_FLOAT (uncompressed): float32/float16 weights decode "
                         "bit-identically (for .onnx input: the whole model)")
-    p.add_argument("--trace", metavar="FILE", help="write the syntax trace of the written bitstream")
-    p.add_argument("-j", "--jobs", type=int, default=0,
+    p.add_argument("--trace", metavar="FILE", help="write the syntax trace of the written bitstream ('-' = stdout)")
+    p.add_argument("-j", "--jobs", type=int_in(0), default=0,
                    help="worker threads coding tensors concurrently (default 0: all cores)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no summary, no warnings)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="the summary lists every tensor's QP and error (absolute and relative)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # ONNX input (nnr/topology): the graph in the NNR_TPL unit, the weights in NDUs.
+    return run("nnr_encode", _encode, args, subject=args.input)
+
+
+def _encode(args):
     from nnr.topology.cli import encode_onnx_file, is_onnx_path
-    if is_onnx_path(args.input, args.format):
-        return encode_onnx_file(args, _encoder_options(args, "generic"))
+    onnx = is_onnx_path(args.input, args.format)
+    fmt = "onnx" if onnx else input_format(args.input, args.format)
+    check_input(args.input, fmt)
+    check_output(args.output)
+    if args.trace and args.trace != "-":
+        check_output(args.trace, "--trace")
+    options = _encoder_options(args, "pytorch" if fmt == "pt" else "generic")
+    _check_options(args, options)
+    preload(fmt)
+    if onnx:
+        return encode_onnx_file(args, options)
+    from nnr.fileio import atomic_output
+    # the output's temporary file exists from here on: a failure or an interrupt removes it
+    try:
+        with atomic_output(args.output) as out:
+            model, coded, data, raw, elapsed = _encode_model(args, fmt, options)
+            out.write(data)
+    except OSError as err:
+        raise cannot_write(args.output, err) from None
+    decoded = _decode_back(args, data) if args.trace or not args.quiet else None
+    if not args.quiet:
+        _summary(args, model, coded, raw, data, decoded, elapsed)
+    return 0
+
+
+def input_format(path, fmt, *, onnx=True, flag="--format"):
+    """The model format of the input (from --format or the extension); a usage error if unknown."""
+    from nnr.modelio import FORMATS, detect_format
+    known = ", ".join(FORMATS + (("onnx",) if onnx else ()))
+    try:
+        return detect_format(path, fmt)
+    except NNRError:
+        if fmt is not None:
+            raise ToolError(f"unknown {flag} {fmt!r}; expected one of {known}", EXIT_USAGE) from None
+        ext = os.path.splitext(os.fspath(path))[1] or "(none)"
+        how = f"pass {flag} ({known})" if flag else f"expected one of {known}"
+        raise ToolError(f"{path}: cannot tell the model format from the extension {ext!r}; {how}",
+                        EXIT_USAGE) from None
+
+
+def check_input(path, fmt):
+    """The input must be an existing, non-empty file (a pipe or device is read as it comes)."""
+    path = os.fspath(path)
+    what = FORMAT_NAMES.get(fmt, "a model file")
+    if not os.path.exists(path):
+        raise ToolError(f"{path}: no such file", EXIT_FAILED)
+    if os.path.isdir(path):
+        raise ToolError(f"{path}: is a directory; expected {what}", EXIT_FAILED)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ToolError(f"{path}: empty file; expected {what}", EXIT_FAILED)
+
+
+def read_error(path, fmt, err):
+    """The ToolError for an error that is not an NNRError met while reading the input."""
+    if isinstance(err, OSError) and err.strerror:
+        return ToolError(f"cannot read {path}: {err.strerror}", EXIT_FAILED)
+    text = " ".join(str(err).split())[:300]
+    return ToolError(f"{path}: not readable as {FORMAT_NAMES.get(fmt, 'a model file')}: "
+                     f"{type(err).__name__}: {text}", EXIT_FAILED)
+
+
+def _check_options(args, options):
+    """The encoder options as the codec sees them, refused before the model is read."""
+    import nnr
+    try:
+        nnr.Encoder(jobs=args.jobs, **options)
+    except NNRError as err:
+        raise ToolError(f"invalid option: {err}", EXIT_USAGE) from None
+
+
+def _encode_model(args, fmt, options):
     import nnr
     from nnr import filemeta
-    from nnr.fileio import atomic_output
     from nnr.modelio import load_model
     from nnr.progress import Progress, format_bytes
-
+    from nnr.cli.summary import dtype_bytes
     try:
         # safetensors are memory-mapped: tensors are read as they are coded (a model larger than RAM)
-        model = load_model(args.input, fmt=args.format, allow_pickle=args.allow_pickle, allow_float64=True,
-                           mmap=True)
-    except OSError as err:
-        print(f"nnr_encode: cannot read {args.input}: {err.strerror or err}", file=sys.stderr)
-        return 2
-    except NNRError as err:
-        print(f"nnr_encode: {args.input}: {err}", file=sys.stderr)
-        return 1
+        model = load_model(args.input, fmt=fmt, allow_pickle=args.allow_pickle, allow_float64=True, mmap=True,
+                           allow_external=args.allow_external)
+    except NNRError:
+        raise
+    except Exception as err:          # the loaders' libraries raise what they like on a bad file
+        raise read_error(args.input, fmt, err) from None
     framework = "pytorch" if model.fmt == "pt" else "generic"
     coded, skipped = {}, {}
     for name, a in model.tensors.items():
@@ -69,41 +148,23 @@ def main(argv=None):
         else:
             coded[name] = a
     if not coded:
-        print(f"nnr_encode: {args.input}: no tensors to encode", file=sys.stderr)
-        return 1
-    options = _encoder_options(args, framework)
+        raise ToolError(f"{args.input}: no tensors to encode", EXIT_FAILED)
     if args.lossless:
         options["raw_float"] = tuple(n for n, a in coded.items() if a.dtype.kind == "f")
-    raw_sizes = {n: a.size * 4 for n, a in coded.items()}
-    bar = Progress(len(coded), label="encoding", quiet=args.quiet, force=args.progress)
+    # what the tensors take in the input: at their own dtypes (float16 2 bytes, float64 8, ...)
+    raw_sizes = {n: a.size * dtype_bytes(model.dtypes.get(n, a.dtype.name)) for n, a in coded.items()}
     done_raw = [0]
-
-    def on_tensor(i, total, name, nbytes):
-        done_raw[0] += raw_sizes[name]
-        bar.update(item=name, postfix=f"{format_bytes(nbytes)} ratio {done_raw[0] / max(nbytes, 1):.1f}x")
-
     t0 = time.perf_counter()
-    try:
+    with Progress(len(coded), label="encoding", quiet=args.quiet, force=args.progress) as bar:
+        def on_tensor(i, total, name, nbytes):
+            done_raw[0] += raw_sizes[name]
+            bar.update(item=name, postfix=f"{format_bytes(nbytes)} ratio {done_raw[0] / max(nbytes, 1):.1f}x")
+
         enc = nnr.Encoder(jobs=args.jobs, **options)
         enc._stateful = False
-        data = enc.encode(coded, incremental=False, progress=on_tensor, topology_data=filemeta.build(model, coded, skipped))
-    except NNRError as err:
-        bar.close()
-        print(f"nnr_encode: {args.input}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    with atomic_output(args.output) as f:
-        f.write(data)
-    if args.trace:
-        from nnr.cli.nnr_decode import _write_trace
-        from nnr_core.bitstream.trace import Trace
-        trace = Trace()
-        nnr.Decoder(jobs=args.jobs).decode(data, trace=trace)
-        _write_trace(trace, args.trace)
-    if not args.quiet:
-        _summary(coded, data, elapsed, model.fmt)
-    return 0
+        data = enc.encode(coded, incremental=False, progress=on_tensor,
+                          topology_data=filemeta.build(model, coded, skipped))
+    return model, coded, data, sum(raw_sizes.values()), time.perf_counter() - t0
 
 
 def _encoder_options(args, framework):
@@ -114,23 +175,44 @@ def _encoder_options(args, framework):
                 general_profile_idc=args.profile, framework=framework)
 
 
-def _summary(coded, data, elapsed, fmt):
+def _decode_back(args, data):
+    """Decode the written bitstream (for the summary, and the trace with --trace): DecodedTensors."""
     import nnr
-    decoded = nnr.decode(data)
+    trace = None
+    if args.trace:
+        from nnr_core.bitstream.trace import Trace
+        trace = Trace()
+    dec = nnr.Decoder(jobs=args.jobs)
+    dec._keep_state = False
+    tensors = dec.decode_tensors(data, trace=trace)
+    if trace is not None:
+        from nnr.cli.nnr_decode import write_trace
+        write_trace(trace, args.trace)
+    return tensors
+
+
+def advice(args):
+    """What a warned tensor's line suggests: the QP option that coded it (see summary.warnings)."""
+    def say(row):
+        if args.bitdepth is not None:
+            return "use a higher --bitdepth"
+        if row.qp == args.nonweight_qp and row.qp != args.qp:
+            return "use a lower --nonweight-qp"
+        return "use a lower --qp"
+    return say
+
+
+def _summary(args, model, coded, raw, data, decoded, elapsed):
+    from nnr.cli.summary import measure, report
+    rows = measure(coded, {t.name: t.values for t in decoded}, model.dtypes, {t.name: t.qp for t in decoded})
     n = sum(a.size for a in coded.values())
-    raw = sum(a.size * 4 for a in coded.values())
-    max_err, sum_err = 0.0, 0.0
-    for name, a in coded.items():
-        err = np.abs(decoded[name].astype(np.float64).reshape(a.shape) - a.astype(np.float64))
-        max_err = max(max_err, float(err.max()))
-        sum_err += float(err.sum())
-    print(f"tensors             {len(coded)} ({fmt})")
-    print(f"parameters          {n}")
-    print(f"bytes               {raw} -> {len(data)}")
-    print(f"bits per parameter  {8 * len(data) / n:.4f}")
-    print(f"ratio               {raw / len(data):.2f}x")
-    print(f"error               max {max_err:.4g}  mean {sum_err / n:.4g}")
-    print(f"time                {elapsed:.2f} s ({n / max(elapsed, 1e-9) / 1e6:.2f} M parameters/s)")
+    head = [f"tensors             {len(coded)} ({model.fmt})",
+            f"parameters          {n}",
+            f"bytes               {raw} -> {len(data)}",
+            f"bits per parameter  {8 * len(data) / n:.4f}",
+            f"ratio               {raw / len(data):.2f}x"]
+    tail = [f"time                {elapsed:.2f} s ({n / max(elapsed, 1e-9) / 1e6:.2f} M parameters/s)"]
+    report("nnr_encode", head, rows, tail, verbose=args.verbose, advice=advice(args))
 
 
 if __name__ == "__main__":

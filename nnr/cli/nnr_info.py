@@ -1,8 +1,7 @@
 """nnr_info: list the NNR units of a bitstream, or trace every syntax element."""
-import argparse
 import sys
 
-from nnr.errors import NNRError
+from nnr.cli.common import parser, run
 
 UNIT_NAMES = {0: "NNR_STR", 1: "NNR_MPS", 2: "NNR_LPS", 3: "NNR_TPL", 4: "NNR_QNT", 5: "NNR_NDU", 6: "NNR_AGG"}
 PT_NAMES = {0: "NNR_PT_INT", 1: "NNR_PT_FLOAT", 2: "NNR_PT_RAW_FLOAT", 3: "NNR_PT_BLOCK"}
@@ -38,36 +37,33 @@ def describe(unit) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="nnr_info", description="Show the NNR units of an NNC bitstream.")
+    p = parser("nnr_info", "Show the NNR units of an NNC bitstream.")
     p.add_argument("input")
     p.add_argument("--trace", action="store_true",
                    help="one line per syntax element: bit position, path, descriptor, value")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = p.parse_args(argv)
+    return run("nnr_info", _info, args, subject=args.input)
+
+
+def _info(args):
+    from nnr.cli.nnr_decode import ndu_count, read_bitstream
     from nnr_core.bitstream.trace import Trace
     from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
 
-    try:
-        with open(args.input, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        print(f"nnr_info: cannot read {args.input}: {err.strerror}", file=sys.stderr)
-        return 2
+    data = read_bitstream(args.input)
+    ndu_count(args.input, data)          # refuses what is not an NNC bitstream at all
     state = SyntaxState()
-    status = 0
-    try:
-        for span in split_units(data):
-            trace = Trace() if args.trace else None
-            try:
-                unit = parse_unit(data, span, state, trace)
-            finally:
-                if trace is not None:
-                    trace.write(sys.stdout)
-            if not args.trace:
-                print(describe(unit))
-    except NNRError as err:
-        print(f"nnr_info: {args.input}: {type(err).__name__}: {err}", file=sys.stderr)
-        status = 1
-    return status
+    for span in split_units(data):
+        trace = Trace() if args.trace else None
+        try:
+            unit = parse_unit(data, span, state, trace)
+        finally:
+            if trace is not None:
+                trace.write(sys.stdout)
+        if not args.trace:
+            print(describe(unit))
+    return 0
 
 
 if __name__ == "__main__":

@@ -114,8 +114,13 @@ def run_verify(directory, quiet):
 
 
 def main(argv=None):
+    from nnr.cli.common import run as run_tool
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_tool("nnr_make_test_material", lambda a: _main(parser, a), args, subject=args.verify or args.output)
+
+
+def _main(parser, args):
     if args.verify:
         if args.output:
             parser.error("--verify and -o are exclusive")

@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from nnr.checksum import tensor_sha256
+from nnr.testenv.nncodec import find_reference  # noqa: F401  (the one way to find the reference)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -176,31 +177,6 @@ class NnrDecodePlugin(CommandPlugin):
 
 
 # -- the reference ---------------------------------------------------------------------------
-def _stubs():
-    for base in (os.environ.get("NNR_NNCODEC_STUBS"),
-                 os.path.join(REPO, "..", "shared", "tools", "nncodec-stubs")):
-        if base and os.path.isdir(base):
-            return os.path.abspath(base)
-    return None
-
-
-def find_reference():
-    """((python, stubs), None) for an installed reference NNCodec 2.1.3, else (None, reason)."""
-    stubs = _stubs()
-    if stubs is None:
-        return None, "NNCodec's import stubs (shared/tools/nncodec-stubs; NNR_NNCODEC_STUBS) are not found"
-    candidates = [os.environ.get("NNR_NNCODEC_PYTHON"), os.path.join(REPO, ".venv-nncodec", "bin", "python"),
-                  os.path.join(REPO, "..", ".venv-nncodec", "bin", "python")]
-    for py in filter(None, candidates):
-        if os.path.exists(py):
-            ok = subprocess.run([py, "-c", "import nncodec.nnc"], env=dict(os.environ, PYTHONPATH=stubs),
-                                capture_output=True, timeout=300)
-            if ok.returncode == 0:
-                return (os.path.abspath(py), stubs), None
-    return None, ("the reference NNCodec 2.1.3 is not installed (set NNR_NNCODEC_PYTHON to its venv's "
-                  "python, or run shared/tools/install-nncodec.sh .venv-nncodec)")
-
-
 class NncodecPlugin:
     """The reference decoder (NNCodec 2.1.3) in its own venv: one peer process for all entries.
 

@@ -12,9 +12,19 @@ tensors; the original dtype is recorded by name so that saving restores it:
 import numpy as np
 
 from nnr.errors import EncoderConfigError
+from nnr_core.prepare import narrowed_to_float32
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def option_error(template, option, **fields):
+    """An EncoderConfigError whose message tells to pass the keyword `option`: "{option}" in
+    `template` reads "option=True" here; a front end re-spells it (e.g. the command line's
+    --allow-pickle) from err.option, err.template and err.fields."""
+    err = EncoderConfigError(template.format(option=f"{option}=True", **fields))
+    err.option, err.template, err.fields = option, template, fields
+    return err
 
 
 def to_codec(name, array, *, allow_float64=False):
@@ -37,11 +47,11 @@ def to_codec(name, array, *, allow_float64=False):
         return array.astype(np.float32), "float16"
     if kind == "f" and dt.name == "float64":
         if not allow_float64:
-            raise EncoderConfigError(
-                f"tensor {name!r} is float64; NNR codes floating-point weights as float32. Pass "
-                f"allow_float64=True to code it as float32 (precision beyond float32 is lost) and "
-                f"restore float64 on save")
-        return array.astype(np.float32), "float64"
+            raise option_error(
+                "tensor {name!r} is float64; NNR codes floating-point weights as float32. Pass "
+                "{option} to code it as float32 (precision beyond float32 is lost) and "
+                "restore float64 on save", "allow_float64", name=name)
+        return narrowed_to_float32(name, array), "float64"
     raise EncoderConfigError(
         f"tensor {name!r} has dtype {dt} which NNR cannot code: only float32/float16/bfloat16 "
         f"(float64 with allow_float64), integer and bool tensors are supported")

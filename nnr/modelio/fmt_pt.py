@@ -10,18 +10,27 @@ extras:
   entries: the weights dict's keys in order, tensors and other entries alike; others: its
       non-tensor entries; dict_type: its class (dict or OrderedDict); metadata: its _metadata
       (module versions that load_state_dict reads).
+
+Before torch sees the file: it must be a zip archive (torch.save) or a legacy pickle, and the
+bytes torch.load would allocate (the zip members' declared sizes, or the legacy file's size) are
+drawn from the load's byte budget, as are the tensors' codec-side sizes before they are converted
+(many tensors viewing one storage count once each). torch itself checks each storage record's
+size against the tensor metadata.
 """
 import copy
+import os
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError
+from nnr.errors import EncoderConfigError, ResourceLimitError
 from nnr.fileio import atomic_output
-from nnr.modelio.dtypes import restore, to_codec
+from nnr.modelio.dtypes import option_error, restore, to_codec
+from nnr.modelio.guard import Budget, head, one_line, reading, refuse, zip_or_refuse
 from nnr.modelio.model import Model, require
 
 _WEIGHT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -35,22 +44,37 @@ def _torch_load(torch, path, allow_pickle):
         needs = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if not allow_pickle:
             if needs:
-                raise EncoderConfigError(
-                    f"{path!s} holds pickled Python objects ({needs.group(1)}), not only tensors and "
-                    f"plain containers; torch.load(weights_only=True) refuses them because unpickling "
-                    f"runs code from the file (a whole nn.Module saved with torch.save is one such "
-                    f"file). Pass allow_pickle=True only if you trust the file, or save its "
-                    f"state_dict() instead") from None
+                raise option_error(
+                    "{path} holds pickled Python objects ({found}), not only tensors and "
+                    "plain containers; torch.load(weights_only=True) refuses them because unpickling "
+                    "runs code from the file (a whole nn.Module saved with torch.save is one such "
+                    "file). Pass {option} only if you trust the file, or save its "
+                    "state_dict() instead", "allow_pickle", path=str(path), found=needs.group(1)) from None
             detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n\n", text, re.S)
             raise EncoderConfigError(
                 f"cannot read {path!s} with torch.load(weights_only=True): "
-                f"{(detail.group(1) if detail else text).strip()}") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise EncoderConfigError(f"cannot read {path!s} as a PyTorch file: {err}") from err
-    try:
+                f"{' '.join((detail.group(1) if detail else text).split())[:300]}") from None
+    except MemoryError as err:
+        raise ResourceLimitError(f"{path!s}: out of memory reading it as a PyTorch file") from err
+    except Exception as err:  # a forged file makes the unpickler raise anything (KeyError, ...)
+        raise EncoderConfigError(f"cannot read {path!s} as a PyTorch file: {one_line(err)}") from err
+    with reading(path, "a PyTorch file"):  # arbitrary unpickling can raise anything
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # arbitrary unpickling can raise anything
-        raise EncoderConfigError(f"cannot read {path!s} as a PyTorch file: {type(err).__name__}: {err}") from err
+
+
+def _precheck(path, budget):
+    """Refuse what is not a torch.save file; count what torch.load would allocate."""
+    start = head(path, 512)
+    if zipfile.is_zipfile(path) or start.startswith(b"PK\x03\x04"):
+        zip_or_refuse(path, "a PyTorch file", "a zip archive (torch.save)", start)
+        with reading(path, "a PyTorch zip archive"), zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                budget.take_bytes(info.filename, info.file_size,
+                                  what=f"zip member {info.filename!r} (uncompressed)")
+    elif start[:1] == b"\x80" or start[257:262] == b"ustar":  # a legacy pickle, or the older tar
+        budget.take_bytes(os.fspath(path), os.path.getsize(path), what="the legacy (pickle) file")
+    else:
+        raise refuse(path, "a PyTorch file", "a zip archive (torch.save) or a legacy pickle", start[:64])
 
 
 def _has_tensor(torch, mapping):
@@ -71,9 +95,11 @@ def _to_numpy(torch, name, t, allow_float64):
     return to_codec(name, value, allow_float64=allow_float64)
 
 
-def load(path, *, allow_pickle=False, allow_float64=False):
+def load(path, options):
     torch = require("torch", "reading", "pt")
-    obj = _torch_load(torch, path, allow_pickle)
+    _precheck(path, Budget(path, options.max_bytes))
+    obj = _torch_load(torch, path, options.allow_pickle)
+    allow_float64 = options.allow_float64
     extras = {"layout": None, "key": None, "checkpoint": None, "module": None}
     weights = obj
     if isinstance(obj, torch.nn.Module):
@@ -99,11 +125,19 @@ def load(path, *, allow_pickle=False, allow_float64=False):
             f"checkpoint dict with one under {', '.join(map(repr, _WEIGHT_KEYS))}, or an nn.Module; "
             f"got {type(obj).__name__}")
     tensors, dtypes, others = {}, {}, {}
+    budget = Budget(path, options.max_bytes)
+    for name, value in weights.items():
+        if isinstance(value, torch.Tensor):
+            if not isinstance(name, str):
+                raise EncoderConfigError(f"{path!s}: a tensor is stored under the key {name!r} "
+                                         f"({type(name).__name__}); NNR names tensors by strings")
+            dt = value.dtype  # floats reach the codec as float32 (or wider)
+            budget.take(name, value.shape, max(dt.itemsize, 4) if dt.is_floating_point else dt.itemsize)
+        else:
+            others[name] = value
     for name, value in weights.items():
         if isinstance(value, torch.Tensor):
             tensors[name], dtypes[name] = _to_numpy(torch, name, value, allow_float64)
-        else:
-            others[name] = value
     extras.update(entries=list(weights), others=others, dict_type=type(weights),
                   metadata=getattr(weights, "_metadata", None))
     return Model(tensors, dtypes, "pt", extras)

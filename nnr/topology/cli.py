@@ -1,10 +1,7 @@
 """The ONNX branches of nnr_encode / nnr_decode: `nnr_encode model.onnx` carries the graph as
 NNR_TPL_ONNX topology and the weights as NDUs; `nnr_decode x.nnr -o model.onnx` rebuilds the model."""
 import os
-import sys
 import time
-
-from nnr.errors import NNRError
 
 
 def is_onnx_path(path, fmt=None) -> bool:
@@ -12,60 +9,67 @@ def is_onnx_path(path, fmt=None) -> bool:
 
 
 def encode_onnx_file(args, options: dict) -> int:
-    """nnr_encode for an .onnx input; `options` are the Encoder options the CLI built. Exit status."""
+    """nnr_encode for an .onnx input; the CLI has checked the paths and built the Encoder `options`.
+    Exit status; failures raise (nnr.cli.common.run reports them in one line)."""
+    from nnr.cli.common import cannot_write
     from nnr.fileio import atomic_output
-    from nnr.topology import onnx_tpl
-    t0 = time.perf_counter()
+    # the output's temporary file exists from here on: a failure or an interrupt removes it
     try:
-        onnx = onnx_tpl._onnx()
-        try:
-            model = onnx.load(args.input)
-        except OSError as err:
-            print(f"nnr_encode: cannot read {args.input}: {err.strerror or err}", file=sys.stderr)
-            return 2
-        except Exception as err:        # protobuf DecodeError and friends
-            print(f"nnr_encode: {args.input}: not an ONNX model: {type(err).__name__}: {err}", file=sys.stderr)
-            return 1
-        data = onnx_tpl.encode_onnx(model, lossless=getattr(args, "lossless", False), **options)
-    except NNRError as err:
-        print(f"nnr_encode: {args.input}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    elapsed = time.perf_counter() - t0
-    with atomic_output(args.output) as f:
-        f.write(data)
-    if getattr(args, "trace", None):
+        with atomic_output(args.output) as out:
+            model, data, elapsed = _encode(args, options)
+            out.write(data)
+    except OSError as err:
+        raise cannot_write(args.output, err) from None
+    if getattr(args, "trace", None) or not args.quiet:
         import nnr
-        from nnr.cli.nnr_decode import _write_trace
-        from nnr_core.bitstream.trace import Trace
-        trace = Trace()
-        nnr.Decoder().decode(data, trace=trace)
-        _write_trace(trace, args.trace)
-    if not args.quiet:
-        _summary(args.input, model, data, elapsed)
+        trace = None
+        if getattr(args, "trace", None):
+            from nnr_core.bitstream.trace import Trace
+            trace = Trace()
+        dec = nnr.Decoder(jobs=getattr(args, "jobs", None))
+        tensors = dec.decode_tensors(data, trace=trace)
+        if trace is not None:
+            from nnr.cli.nnr_decode import write_trace
+            write_trace(trace, args.trace)
+        if not args.quiet:
+            _summary(args, model, dec, tensors, data, elapsed)
     return 0
 
 
-def _summary(path, model, data, elapsed):
-    import numpy as np
-
+def _encode(args, options):
+    """(ModelProto, bitstream, seconds) for args.input."""
+    from nnr.cli.nnr_encode import read_error
     from nnr.topology import onnx_tpl
-    decoded = onnx_tpl.decode_onnx(data)
-    _, originals, _ = onnx_tpl.split_model(model)
-    restored = dict(onnx_tpl._tensor_slots(decoded.graph))
+    onnx = onnx_tpl._onnx()
+    t0 = time.perf_counter()
+    try:
+        model = onnx.load(args.input)
+    except Exception as err:        # protobuf DecodeError and friends
+        raise read_error(args.input, "onnx", err) from None
+    data = onnx_tpl.encode_onnx(model, lossless=getattr(args, "lossless", False), **options)
+    return model, data, time.perf_counter() - t0
+
+
+def _summary(args, model, dec, decoded, data, elapsed):
     from onnx import numpy_helper
+
+    from nnr.cli.nnr_encode import advice
+    from nnr.cli.summary import measure, report
+    from nnr.topology import onnx_tpl
+    _, originals, _ = onnx_tpl.split_model(model)
+    rebuilt = onnx_tpl.model_from_units(dec.units, {t.name: t.values for t in decoded})
+    restored = {name: numpy_helper.to_array(t) for name, t in onnx_tpl._tensor_slots(rebuilt.graph)
+                if name in originals}
+    rows = measure(originals, restored, {n: a.dtype.name for n, a in restored.items()},
+                   {t.name: t.qp for t in decoded})
     n = sum(a.size for a in originals.values())
-    max_err, sum_err = 0.0, 0.0
-    for name, a in originals.items():
-        b = numpy_helper.to_array(restored[name]).astype(np.float64).reshape(a.shape)
-        err = np.abs(b - a.astype(np.float64))
-        max_err, sum_err = max(max_err, float(err.max())), sum_err + float(err.sum())
-    size = os.path.getsize(path)
-    print(f"tensors             {len(originals)} in NDUs (onnx), graph in NNR_TPL")
-    print(f"parameters          {n}")
-    print(f"bytes               {size} -> {len(data)}")
-    print(f"ratio               {size / len(data):.2f}x")
-    print(f"error               max {max_err:.4g}  mean {sum_err / max(n, 1):.4g}")
-    print(f"time                {elapsed:.2f} s")
+    size = os.path.getsize(args.input)
+    head = [f"tensors             {len(originals)} in NDUs (onnx), graph in NNR_TPL",
+            f"parameters          {n}",
+            f"bytes               {size} -> {len(data)}",
+            f"ratio               {size / len(data):.2f}x"]
+    report("nnr_encode", head, rows, [f"time                {elapsed:.2f} s"],
+           verbose=getattr(args, "verbose", False), advice=advice(args))
 
 
 def carries_onnx(decoder) -> bool:

@@ -12,9 +12,11 @@ fewer than `min_ndu_elements` elements: shapes, axes, scalars) stays inside the 
 Decoding restores every tensor with its original dims and data_type.
 
 `onnx` is an optional dependency (pip install "nnr[onnx]"), imported on first use."""
+import math
+
 import numpy as np
 
-from nnr.errors import ConstraintViolationError, EncoderConfigError, SyntaxValueError
+from nnr.errors import ConstraintViolationError, EncoderConfigError, ResourceLimitError, SyntaxValueError
 from nnr.optional import import_optional
 from nnr.topology.carriage import NNR_TPL_ONNX, read_tpl, replace_tpl
 
@@ -22,6 +24,13 @@ INSTALL_HINT = 'ONNX support needs the optional package onnx: pip install "nnr[o
 LOCATION = "nnr"
 MIN_NDU_ELEMENTS = 16
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+GRAPH_ELEMENT = "nnr_topology_unit_payload.topology_data_byte"
+MAX_DIMS = 64
+MAX_MODEL_BYTES = (1 << 31) - 1     # protobuf cannot serialize a larger message
+# TensorProto.DataType values a carried tensor may have (split_model carries float16/32/64 and
+# integers; bfloat16, float8, bool, complex and strings stay in the graph): the numpy dtype of each
+CARRIED_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+                 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
 
 
 def _onnx():
@@ -94,16 +103,47 @@ def split_model(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS):
     return skeleton.SerializeToString(), tensors, raw
 
 
-def rebuild(graph: bytes, tensors: dict):
-    """The complete ModelProto: the graph with every NNR-carried tensor filled in from `tensors`."""
+def _checked_fill(t, ndu, a, unit_index):
+    """The decoded array `a` as the graph's tensor `t` (dims and data_type from the graph, which a
+    crafted stream controls): checked, then converted without wrapping or truncating values."""
+    where = dict(unit_index=unit_index, element=GRAPH_ELEMENT, value=ndu)
+    dims = list(t.dims)
+    if len(dims) > MAX_DIMS or any(d < 0 for d in dims):
+        raise SyntaxValueError(f"tensor {ndu!r}: ONNX dims {dims[:8]} are not up to {MAX_DIMS} "
+                               f"non-negative sizes", **where)
+    if math.prod(dims) != a.size:
+        raise ConstraintViolationError(f"tensor {ndu!r}: {a.size} decoded elements for ONNX dims {dims}",
+                                       unit_index=unit_index, element="topology_elem_id", value=ndu)
+    dtype = CARRIED_TYPES.get(t.data_type)
+    if dtype is None:
+        raise SyntaxValueError(f"tensor {ndu!r}: ONNX data_type {t.data_type} cannot hold NDU data "
+                               f"(NDUs carry FLOAT, FLOAT16, DOUBLE and integer tensors)", **where)
+    dtype = np.dtype(dtype)
+    if (dtype.kind == "f") != (a.dtype.kind == "f") or a.dtype.kind not in "fiu":
+        raise ConstraintViolationError(f"tensor {ndu!r}: the graph says {dtype} but the NDU decodes to "
+                                       f"{a.dtype}", **where)
+    if dtype.kind in "iu" and a.size:
+        info = np.iinfo(dtype)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < info.min or hi > info.max:
+            raise ConstraintViolationError(f"tensor {ndu!r}: decoded values in [{lo}, {hi}] do not fit "
+                                           f"the graph's {dtype}", **where)
+    return a.astype(dtype).reshape(dims)
+
+
+def rebuild(graph: bytes, tensors: dict, unit_index=None):
+    """The complete ModelProto: the graph with every NNR-carried tensor filled in from `tensors`.
+    The graph comes from the stream: what it says about a carried tensor (dims, data_type) is
+    checked against the decoded tensor, and any mismatch raises a BitstreamError subclass."""
     onnx = _onnx()
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
     model = onnx.ModelProto()
     try:
         model.ParseFromString(graph)
     except Exception as exc:            # google.protobuf.message.DecodeError and friends
-        raise SyntaxValueError(f"topology_data is not a valid ONNX ModelProto: {exc}",
-                               element="nnr_topology_unit_payload.topology_data_byte") from None
+        raise SyntaxValueError(f"topology_data is not a valid ONNX ModelProto: {' '.join(str(exc).split())[:200]}",
+                               unit_index=unit_index, element=GRAPH_ELEMENT) from None
+    total = len(graph)
     for name, t in _tensor_slots(model.graph):
         if t.data_location != t.EXTERNAL:
             continue
@@ -113,19 +153,13 @@ def rebuild(graph: bytes, tensors: dict):
         ndu = info.get("nnr_tensor", name)
         if ndu not in tensors:
             raise ConstraintViolationError(f"the ONNX graph refers to tensor {ndu!r}, which no NDU carries",
-                                           element="topology_elem_id", value=ndu)
-        dims = list(t.dims)
-        a = np.asarray(tensors[ndu])
-        if a.size != int(np.prod(dims, dtype=np.int64)):
-            raise ConstraintViolationError(f"tensor {ndu!r}: {a.size} decoded elements for ONNX dims {dims}",
-                                           element="topology_elem_id", value=ndu)
-        try:
-            dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
-        except (KeyError, ValueError):
-            raise SyntaxValueError(f"tensor {ndu!r}: ONNX data_type {t.data_type} cannot hold NDU data",
-                                   element="topology_elem_id", value=ndu) from None
-        filled = numpy_helper.from_array(a.astype(dtype).reshape(dims), t.name)
-        t.CopyFrom(filled)
+                                           unit_index=unit_index, element="topology_elem_id", value=ndu)
+        filled = _checked_fill(t, ndu, np.asarray(tensors[ndu]), unit_index)
+        total += filled.nbytes
+        if total > MAX_MODEL_BYTES:
+            raise ResourceLimitError(f"the rebuilt ONNX model passes protobuf's limit of {MAX_MODEL_BYTES} "
+                                     f"bytes at tensor {ndu!r}")
+        t.CopyFrom(numpy_helper.from_array(filled, t.name))
     return model
 
 
@@ -162,4 +196,4 @@ def model_from_units(units, tensors):
         raise ConstraintViolationError(f"the bitstream carries no ONNX topology (topology_storage_format "
                                        f"{fmt}, not {NNR_TPL_ONNX})", unit_index=index,
                                        element="topology_storage_format", value=fmt)
-    return rebuild(graph, tensors)
+    return rebuild(graph, tensors, unit_index=index)

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError
+from nnr.errors import EncoderConfigError, SyntaxValueError
 from nnr_core.quant import _quant, _quant_rate
 from nnr_core.quant.reconstruct import QP_DENSITY_MAX, step_size
 
@@ -37,7 +37,10 @@ def _check_qp(qp, qp_density):
 
 def _qstep32(qp, qp_density):
     """Delta rounded once to float32, as NNCodec's quantLayer passes it (§9.1)."""
-    delta = step_size(qp, qp_density)
+    try:
+        delta = step_size(qp, qp_density)
+    except SyntaxValueError:            # beyond double, let alone float32 (QP >= 1024 << qp_density)
+        delta = math.inf
     with np.errstate(over="ignore", under="ignore"):
         delta32 = np.float32(delta)
     if not np.isfinite(delta32) or delta32 == 0:
@@ -124,9 +127,29 @@ def _run_guarded(kernel, w32, qp, qp_density):
     if kernel(_qstep32(qp, qp_density)):
         return qp
     qp = overflow_guard_qp(w32, qp_density)
-    if not kernel(_qstep32(qp, qp_density)):
-        raise EncoderConfigError("tensor values too large for int32 levels even after raising QP")
-    return qp
+    # REF-QUIRK avoided: when max|w| is within float32 rounding of the guard's step, the raised QP
+    # can still overflow and NNCodec's CHECK fails (it crashes); nnr takes the next QP that fits.
+    # A failing kernel stops at the overflow test, and 2^qp_density QPs more double the step.
+    for candidate in range(qp, qp + (1 << qp_density) + 1):
+        if kernel(_qstep32(candidate, qp_density)):
+            return candidate
+    raise EncoderConfigError(f"tensor values too large for int32 levels even at QP {candidate}")
+
+
+def guarded_qp(value_range, qp, qp_density, dq_flag, lambda_scale=0.0):
+    """The QP that quantize_tcq (dq_flag) or quantize_uniform will return for a tensor whose values
+    span value_range = (min, max), without quantizing it: every kernel's overflow test is monotone
+    in |w| and the raised QP depends on max|w| only, so the two extremes decide (§9.3)."""
+    max_abs = max(abs(float(value_range[0])), abs(float(value_range[1])))
+    try:
+        if max_abs < step_size(qp, qp_density) * 2.0 ** 30:     # levels far inside int32: no guard
+            return int(qp)
+    except SyntaxValueError:
+        pass                                                     # the quantizer's own error follows
+    ends = np.array(value_range, dtype=np.float32)
+    if dq_flag:
+        return quantize_tcq(ends, qp, qp_density, lambda_scale=lambda_scale)[1]
+    return quantize_uniform(ends, qp, qp_density, lambda_scale=lambda_scale)[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +286,13 @@ def bitdepth_qp(w, bitdepth, qp_density, is_weight=True, unsigned_support=True):
         base_qp = math.floor(math.log2(delta)) * k
         qp = base_qp + ((delta * k) / 2.0 ** (base_qp / k) - k)
     max_qp = 1 << (5 + qp_density)
+    if np.round(qp) > max_qp - 1:
+        # The reference clamps the QP here and codes levels that saturate at the bit depth: the
+        # tensor would decode far from its values (spec/README.md). The largest step is 2^32.
+        raise EncoderConfigError(
+            f"bitdepth {bitdepth}: values up to {float(np.max(a)):.6g} need a step size beyond the "
+            f"largest the bit-depth mode signals (2^32, QP {max_qp - 1} at qp_density {qp_density}); "
+            "code the tensor without bitdepth (qp=...) or as raw_float")
     qp = min(max(qp, -max_qp), max_qp - 1)
     return int(np.round(qp)), clip     # REF-QUIRK: np.round, i.e. ties to even
 

@@ -6,17 +6,15 @@ import sys
 
 import numpy as np
 
-# one way to find the reference, shared with the conformance runner's nncodec plugin
-from nnr.conformance.plugins import find_reference  # noqa: F401
+from nnr.testenv.nncodec import find_reference, peer_env  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEER = os.path.join(REPO, "tests", "interop", "peer_nncodec.py")
 
 
 def run_jobs(reference, jobs_dir, timeout=1800):
-    py, stubs = reference
-    env = dict(os.environ, PYTHONPATH=stubs)
-    env.pop("OPENBLAS_CORETYPE", None)
+    py, _ = reference
+    env = peer_env()
     r = subprocess.run([py, PEER, jobs_dir], env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"reference peer failed: {r.stderr[-2000:]}")
