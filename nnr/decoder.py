@@ -1,5 +1,6 @@
 """The NNC decoder: walks NNR units, decodes NDUs, keeps cross-bitstream state (NNC-HLS.md §12, §13)."""
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,6 +29,10 @@ VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 _BINS_PER_BIT = 128
 # Smaller tensors are not split at their entry points: threads cost more than they save.
 PARALLEL_MIN_ELEMENTS = 1 << 16
+# NDUs of fewer elements are decoded by the parsing thread (in unit order) even with jobs > 1:
+# handing a tiny tensor to a worker costs more than decoding it (100,000 one-element tensors took
+# twice as long with two jobs as with one).
+THREAD_MIN_ELEMENTS = 1 << 12
 # Default limit (Decoder docstring): 2^30 elements are 4 GiB of float32 output (up to 13 GiB while
 # a stateful Decoder holds levels, values and the incremental state), far above the models NNC is
 # used for and well below a workstation's memory. MAX_TOPOLOGY_BYTES (256 MiB) is 100x a large
@@ -111,7 +116,7 @@ class Decoder:
         if jobs > 1:
             from concurrent.futures import ThreadPoolExecutor
             pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nnr-decode")
-        pending = []             # (unit, future or list of DecodedTensor), in unit order
+        pending = deque()        # (unit, future or list of DecodedTensor), in unit order
         tensors, seen = [], set()
 
         def collect():
@@ -120,8 +125,8 @@ class Decoder:
             # interrupt (KeyboardInterrupt from the progress callback) and must not take it twice
             while pending:
                 unit, work = pending[0]
-                done = work.result() if pool is not None else work
-                del pending[0]
+                done = work if isinstance(work, list) else work.result()
+                pending.popleft()
                 for t in done:
                     if t.name in seen:
                         raise ConstraintViolationError(f"tensor {t.name!r} appears twice in the bitstream",
@@ -142,7 +147,8 @@ class Decoder:
         finally:
             if pool is not None:
                 for _, work in pending:
-                    work.cancel()
+                    if not isinstance(work, list):
+                        work.cancel()
                 pool.shutdown(wait=True)
             self._data = None
         parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
@@ -209,8 +215,10 @@ class Decoder:
                                                    unit_index=unit.index, element="compressed_parameter_types",
                                                    bit_offset=self._bit(unit, "compressed_parameter_types"),
                                                    value=cpt)
+                before = used
                 work, used = self._prepare_ndu(data, unit, syntax, is_h, used, trace, jobs)
-                pending.append((unit, pool.submit(work) if pool is not None else work()))
+                threaded = pool is not None and used - before >= THREAD_MIN_ELEMENTS
+                pending.append((unit, pool.submit(work) if threaded else work()))
                 if pool is None:
                     collect()
                 is_dc_single = (cpt & 1) and unit.fields["nnr_compressed_data_unit_payload_type"] != NNR_PT_BLOCK
