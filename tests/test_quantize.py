@@ -464,9 +464,18 @@ def test_against_reference_random(tmp_path, seed):
     run = subprocess.run([REFERENCE[0], str(script), str(seed), str(out)], capture_output=True,
                          text=True, timeout=300, env=peer_env())
     assert run.returncode == 0, f"reference failed to run: {run.stderr[-300:]}"
+    refused = 0
     for n, c in enumerate(np.load(out, allow_pickle=True)):
         q, qp = quantize(c["w"], c["qp"], c["qpd"], c["dq"], c["so"])
         assert qp == c["rq"], f"case {n}"
         np.testing.assert_array_equal(q, c["q"], err_msg=f"case {n}")
         if c["bdqp"] is not None:
-            assert bitdepth_qp(c["w"], c["bw"], c["qpd"])[0] == c["bdqp"], f"case {n}"
+            try:
+                got = bitdepth_qp(c["w"], c["bw"], c["qpd"])[0]
+            except EncoderConfigError:
+                # nnr refuses where the reference clamps the QP at its largest (spec/README.md)
+                assert c["bdqp"] == (1 << (5 + c["qpd"])) - 1, f"case {n}: refused but not clamped"
+                refused += 1
+            else:
+                assert got == c["bdqp"], f"case {n}"
+    assert refused <= 60 // 4, f"{refused} of 60 refused: too few QPs compared"
