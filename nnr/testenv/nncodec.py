@@ -77,8 +77,13 @@ def find_reference():
 
 
 def install(venv_dir=None, *, log=print):
-    """Install NNCodec 2.1.3 into `venv_dir` (default: default_venv()) unless it works there already;
-    returns the venv's python. Takes 3-5 minutes on 2 cores (NNCodec compiles a C++ extension)."""
+    """Install NNCodec 2.1.3 into `venv_dir` unless it works there already (without `venv_dir`:
+    unless find_reference() finds it, else into default_venv()); returns the venv's python. Takes 3-5 minutes on 2 cores (NNCodec compiles a C++ extension)."""
+    if venv_dir is None:
+        found, _ = find_reference()
+        if found is not None:
+            log(f"NNCodec {VERSION} already installed: {found[0]}")
+            return found[0]
     venv_dir = os.path.abspath(venv_dir or default_venv())
     python = _python(venv_dir)
     if works(python):
