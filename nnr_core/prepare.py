@@ -119,19 +119,12 @@ def _overflow(name, arr, data):
 
 
 def as_int32(name, arr):
-    """arr as C-contiguous int32 (NNR_PT_INT). Values beyond int32 are refused, and so is INT32_MIN:
-    the level is coded as sign and magnitude, and nnr's decoder reads magnitudes up to 2^31 - 1."""
+    """arr as C-contiguous int32 (NNR_PT_INT); values beyond int32 are refused."""
     if arr.dtype.itemsize >= 4 and arr.dtype.kind in "iu":
         lo, hi = int(arr.min()), int(arr.max())
         if lo < INT32_MIN or hi > INT32_MAX:
             raise EncoderConfigError(f"tensor {name!r}: integer values {lo}..{hi} do not fit int32, "
                                      "which NNR_PT_INT carries")
-        if lo == INT32_MIN:
-            bad = int(np.flatnonzero(np.asarray(arr).reshape(-1) == INT32_MIN)[0])
-            raise EncoderConfigError(
-                f"tensor {name!r}: value {INT32_MIN} (INT32_MIN) at flat index {bad} cannot be coded: an "
-                f"NNR_PT_INT level is coded as sign and magnitude, and nnr's decoder reads magnitudes up to "
-                f"2^31 - 1, so integer tensors are coded in {INT32_MIN + 1}..{INT32_MAX}")
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 

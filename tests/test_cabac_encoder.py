@@ -245,7 +245,7 @@ def test_invalid_input_raises_encoder_config_error(impl):
     with pytest.raises(EncoderConfigError):
         impl.encode_payload([TensorEncoding(_coding(2, 2), np.zeros(3, np.int32))])
     with pytest.raises(EncoderConfigError):
-        impl.encode_payload([TensorEncoding(_coding(2, 2), np.full(4, -2**31, np.int64))])
+        impl.encode_payload([TensorEncoding(_coding(2, 2), np.full(4, -2**31 - 1, np.int64))])
     with pytest.raises(EncoderConfigError):
         impl.encode_payload([TensorEncoding(_coding(2, 2, general_profile_idc=1), np.zeros(4, np.int32))],
                             variant=1)

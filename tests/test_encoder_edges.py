@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nnr
-from nnr.errors import EncoderConfigError
+from nnr.errors import EncoderConfigError, EntropyDecodingError
 from nnr_core.quant.reconstruct import step_size
 
 F32_MAX = float(np.finfo(np.float32).max)
@@ -149,16 +149,59 @@ def test_float64_model_file_overflow(tmp_path, capsys):
     assert "overflows float32 (largest finite float32 is 3.4028235e38)" in capsys.readouterr().err
 
 
-def test_int32_min_is_refused_with_the_reason():
-    with pytest.raises(EncoderConfigError) as ei:
-        nnr.encode({"w": W, "idx": EDGES["int32_min"]})
-    msg = str(ei.value)
-    assert msg.startswith("tensor 'idx': value -2147483648 (INT32_MIN) at flat index 0 cannot be coded")
-    assert "magnitudes up to 2^31 - 1" in msg and "-2147483647..2147483647" in msg
-    # the rest of the int32 range round-trips exactly
-    t = {"idx": EDGES["int32_min_plus_1"], "wide": EDGES["int64_in_range"]}
-    out = nnr.decode(nnr.encode(t))
-    assert np.array_equal(out["idx"], t["idx"]) and np.array_equal(out["wide"], t["wide"].astype(np.int32))
+@pytest.mark.parametrize("unary", [10, 0])
+def test_int32_min_round_trips_with_the_reference(tmp_path, unary):
+    """-2^31 is an int32: NNR_PT_INT codes it as sign and magnitude 2^31, which the reference encodes
+    and decodes; nnr writes the reference's bytes and reads them back exactly (twin and Cython)."""
+    from tests.interop.reference import find_reference, read_result, run_jobs, write_job
+    reference, why = find_reference()
+    if reference is None:
+        pytest.skip(f"interop: {why}")
+    t = {"idx": np.array([[np.iinfo(np.int32).min, 0, 5], [-1, np.iinfo(np.int32).max, -(2**31) + 1]],
+                         dtype=np.int32)}
+    data = nnr.encode(t, cabac_unary_length_minus1=unary)
+    assert np.array_equal(nnr.decode(data)["idx"], t["idx"])
+    options = dict(qp=-32, qp_density=2, nonweight_qp=-75, use_dq=True, codebook_mode=0, scan_order=0,
+                   row_skipping=True, param_opt=True, cabac_unary_length_minus1=unary, int_quant_bw=None)
+    write_job(str(tmp_path), "enc", "encode", tensors=t, options=options)     # nnr's defaults, spelled out
+    write_job(str(tmp_path), "dec", "decode", bitstream=data)
+    run_jobs(reference, str(tmp_path))
+    kind, ref_bytes = read_result(str(tmp_path / "enc"))
+    assert kind == "bitstream" and ref_bytes == data
+    kind, ref_out = read_result(str(tmp_path / "dec"))
+    assert kind == "decoded" and np.array_equal(ref_out["idx"], t["idx"])
+
+
+@pytest.mark.parametrize("N", [1, 11])
+def test_level_int32_min_in_every_engine(N):
+    """Both encoders code the level -2^31 (magnitude 2^31) with the same bytes, and both decoders
+    read it back. +2^31 is no int32: both encoders refuse it, and a stream that codes it (written
+    with the twin's unchecked binarization) is refused by both decoders."""
+    from nnr_core.cabac import _decoder, _encoder, pytwin, pytwin_enc
+    levels = [-(2**31), 7, 2**31 - 1, -(2**31) + 1]
+    payloads = []
+    for enc in (_encoder.CabacEncoder(), pytwin_enc.CabacEncoder()):
+        enc.init_contexts(90 + 4 * N)
+        for k in levels:
+            enc.encode_level(k, 0, 0, 0, 0, N)
+        for k in (2**31, -(2**31) - 1):
+            with pytest.raises(EncoderConfigError, match="does not fit int32"):
+                enc.encode_level(k, 0, 0, 0, 0, N)
+        payloads.append(enc.finish())
+    assert payloads[0] == payloads[1]
+    for dec_cls in (_decoder.CabacDecoder, pytwin.CabacDecoder):
+        dec = dec_cls(payloads[0])
+        dec.init_contexts(90 + 4 * N)
+        assert [dec.decode_level(0, 0, 0, 0, N) for _ in levels] == levels
+    bad = pytwin_enc.CabacEncoder()
+    bad.init_contexts(90 + 4 * N)
+    bad._binarize_level(2**31, 0, 0, 0, 0, N)
+    payload = bad.finish()
+    for dec_cls in (_decoder.CabacDecoder, pytwin.CabacDecoder):
+        dec = dec_cls(payload)
+        dec.init_contexts(90 + 4 * N)
+        with pytest.raises(EntropyDecodingError, match="exceeds int32|does not fit int32"):
+            dec.decode_level(0, 0, 0, 0, N)
 
 
 def test_bfloat16_arrays_are_widened():

@@ -41,7 +41,7 @@ __all__ = ["decode_payload", "CabacDecoder", "parallel_fallbacks", "TensorCoding
 
 cdef enum:
     OVERREAD_BAIL = 4       # stop (before the next level or row-skip flag) past this many zero bytes
-    LEVEL_MAX = 2147483647  # |k| and |i| must fit int32
+    LEVEL_MAX = 2147483647  # k and i must fit int32: magnitudes up to 2^31 - 1, or 2^31 when negative
     MAX_ELEMENTS = 2147483647
     # A level takes at least one regular bin and a regular bin at least log2(351/349) > 1/128 bit
     # of the codeword (rLPS 2 at R = 351 is the smallest share, Appendix A.1); P + 9 <= 8 x size
@@ -313,7 +313,7 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
                         if dq:
                             s = NNR_DQ_NEXT[s][0]
                         continue
-                    if k > LEVEL_MAX or k < -LEVEL_MAX:
+                    if k > LEVEL_MAX or k < -LEVEL_MAX - 1:
                         j.bad_value = k
                         ep[0] = e
                         return ST_LEVEL_RANGE
@@ -385,7 +385,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
                     break
             win_norm(&e)
             v += win_bypass_bits(&e, t)
-            if v > LEVEL_MAX:
+            if v > <int64_t>LEVEL_MAX + sign:
                 bad[0] = -v if sign else v
                 ep[0] = e
                 return ST_LEVEL_RANGE
@@ -652,7 +652,7 @@ cdef class CabacDecoder(ContextMemory):
         cls = 0 if nb == 0 else (1 if nb < 0 else 2)
         k = _decode_level(&self.eng, self.ctx, s, cls, bb, 1 if h else 0, n_, sign_mode,
                           m_plus, m_minus)
-        if k > LEVEL_MAX or k < -LEVEL_MAX:
+        if k > LEVEL_MAX or k < -LEVEL_MAX - 1:
             raise EntropyDecodingError("level magnitude does not fit int32",
                                        element="abs_remainder", bit_offset=self._bit_offset(),
                                        value=k)

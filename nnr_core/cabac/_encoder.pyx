@@ -1258,7 +1258,7 @@ cdef class CabacEncoder(ContextMemory):
             raise ValueError(f"context memory holds {self.nctx} contexts, needs {90 + 4 * n_}")
         if bb < -2147483648 or bb > 2147483647:
             raise ValueError("b must fit int32")
-        if k_ < -2147483647 or k_ > 2147483647:
+        if k_ < -2147483648 or k_ > 2147483647:
             raise EncoderConfigError(f"level {k_} does not fit int32")
         try:
             check_codebook(cbs, cbz)

@@ -79,7 +79,7 @@ def prepare(t, variant):
         raise EncoderConfigError(f"levels must be an integer array of {n} elements "
                                  f"(got {levels.dtype} with {levels.size})")
     wide = levels.reshape(-1).astype(np.int64)
-    lo = INT32_MIN if c.dq_flag else INT32_MIN + 1   # |k| <= 2^31 - 1 (decoder limit)
+    lo = INT32_MIN
     cbsize, cbzero = c.codebook_size, c.cb_zero_offset
     if cbsize > 0:
         lo, hi = max(lo, -cbzero), min(INT32_MAX, cbsize - 1 - cbzero)
@@ -349,9 +349,15 @@ class CabacEncoder:
         """One level k (§5.1/5.2) with the contexts of §6.2: a bin is written iff the decoder
         reads it (pytwin_levels.decode_level)."""
         pytwin_levels.check_codebook(codebook_size, cb_zero_offset)
-        bounded = codebook_size > 0
-        if bounded and not -cb_zero_offset <= k <= codebook_size - 1 - cb_zero_offset:
+        if not INT32_MIN <= k <= INT32_MAX:
+            raise EncoderConfigError(f"level {k} does not fit int32")
+        if codebook_size > 0 and not -cb_zero_offset <= k <= codebook_size - 1 - cb_zero_offset:
             raise EncoderConfigError(f"level {k} outside the codebook")
+        self._binarize_level(k, dq_state, neighbour, b, h, N, codebook_size, cb_zero_offset)
+
+    def _binarize_level(self, k, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
+        """encode_level's bins, without its range checks (tests write invalid streams with it)."""
+        bounded = codebook_size > 0
         if codebook_size == 1:
             return                              # §5.2: no bins at all
         s = dq_state

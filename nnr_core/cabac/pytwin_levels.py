@@ -122,7 +122,7 @@ def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
             i += 1
         if t:
             v += dec.decode_bypass(t)
-        if v > INT32_MAX:
+        if v > INT32_MAX + sign:          # -2^31 (INT32_MIN) fits
             raise dec.error("level magnitude exceeds int32", "abs_remainder")
     return -v if sign else v
 
