@@ -92,6 +92,25 @@ def check_output(path, flag="-o"):
         raise ToolError(f"{path}: permission denied: cannot create a file in {folder}", EXIT_USAGE)
 
 
+def model_format(path, fmt, *, what="model", onnx=True, flag="--format"):
+    """The format of a model file (`fmt`, from `flag`, else the extension; "onnx" when `onnx`); a
+    usage error naming the known formats if neither says."""
+    from nnr.modelio import FORMATS, detect_format
+    from nnr.topology.cli import is_onnx_path
+    if onnx and is_onnx_path(path, fmt):
+        return "onnx"
+    known = ", ".join(FORMATS + (("onnx",) if onnx else ()))
+    try:
+        return detect_format(path, fmt)
+    except NNRError:
+        if fmt is not None:
+            raise ToolError(f"unknown {flag} {fmt!r}; expected one of {known}", EXIT_USAGE) from None
+        ext = os.path.splitext(os.fspath(path))[1] or "(none)"
+        how = f"pass {flag} ({known})" if flag else f"expected one of {known}"
+        raise ToolError(f"{path}: cannot tell the {what} format from the extension {ext!r}; {how}",
+                        EXIT_USAGE) from None
+
+
 def preload(fmt):
     """Import the library of a model format before the work starts, holding Ctrl-C and SIGTERM
     until the import is done: a signal inside an extension module's initialisation can crash the

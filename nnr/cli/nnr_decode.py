@@ -1,10 +1,9 @@
 """nnr_decode: decode an NNC bitstream into a model file (.npz, .pt/.pth, .safetensors, .h5, .onnx)."""
-import os
 import sys
 
 from nnr.checksum import output_sha256, tensor_sha256
-from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in, parser,
-                            preload, run)
+from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in,
+                            model_format, parser, preload, run)
 from nnr.errors import NNRError
 
 NNR_STR, NNR_NDU = 0, 5
@@ -49,7 +48,7 @@ def _decode(args):
 
     if args.output:
         check_output(args.output)
-        fmt = output_format(args.output, args.format)
+        fmt = model_format(args.output, args.format, what="output")
         preload(fmt)
     elif args.format:
         raise ToolError("--format names the format of -o; there is no -o", EXIT_USAGE)
@@ -84,22 +83,6 @@ def _decode(args):
         except OSError as err:
             raise cannot_write(args.output, err) from None
     return 0
-
-
-def output_format(path, fmt):
-    """The format of -o (from --format or the extension), refused before decoding if unknown."""
-    from nnr.modelio import detect_format
-    from nnr.topology.cli import is_onnx_path
-    if is_onnx_path(path, fmt):
-        return "onnx"
-    try:
-        return detect_format(path, fmt)
-    except NNRError:
-        if fmt is not None:
-            raise ToolError(f"unknown --format {fmt!r}; expected one of {OUTPUT_FORMATS}", EXIT_USAGE) from None
-        ext = os.path.splitext(os.fspath(path))[1] or "(none)"
-        raise ToolError(f"{path}: cannot tell the output format from the extension {ext!r}; known: .npz, .pt, "
-                        f".pth, .safetensors, .h5, .onnx; or pass --format ({OUTPUT_FORMATS})", EXIT_USAGE) from None
 
 
 def read_bitstream(path):

@@ -3,8 +3,8 @@ import os
 import sys
 import time
 
-from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in, parser,
-                            preload, run)
+from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in,
+                            model_format, parser, preload, run)
 from nnr.errors import NNRError
 
 FORMAT_NAMES = {"pt": "a PyTorch file (torch.save of a state_dict or checkpoint)", "safetensors": "a safetensors file",
@@ -53,9 +53,9 @@ def main(argv=None):
 
 
 def _encode(args):
-    from nnr.topology.cli import encode_onnx_file, is_onnx_path
-    onnx = is_onnx_path(args.input, args.format)
-    fmt = "onnx" if onnx else input_format(args.input, args.format)
+    from nnr.topology.cli import encode_onnx_file
+    fmt = model_format(args.input, args.format)
+    onnx = fmt == "onnx"
     check_input(args.input, fmt)
     check_output(args.output)
     if args.trace and args.trace != "-":
@@ -77,21 +77,6 @@ def _encode(args):
     if not args.quiet:
         _summary(args, model, coded, raw, data, decoded, elapsed)
     return 0
-
-
-def input_format(path, fmt, *, onnx=True, flag="--format"):
-    """The model format of the input (from --format or the extension); a usage error if unknown."""
-    from nnr.modelio import FORMATS, detect_format
-    known = ", ".join(FORMATS + (("onnx",) if onnx else ()))
-    try:
-        return detect_format(path, fmt)
-    except NNRError:
-        if fmt is not None:
-            raise ToolError(f"unknown {flag} {fmt!r}; expected one of {known}", EXIT_USAGE) from None
-        ext = os.path.splitext(os.fspath(path))[1] or "(none)"
-        how = f"pass {flag} ({known})" if flag else f"expected one of {known}"
-        raise ToolError(f"{path}: cannot tell the model format from the extension {ext!r}; {how}",
-                        EXIT_USAGE) from None
 
 
 def check_input(path, fmt):

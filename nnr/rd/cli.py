@@ -55,7 +55,8 @@ def main(argv=None):
 
 
 def _report(args):
-    from nnr.cli.nnr_encode import check_input, input_format
+    from nnr.cli.common import model_format
+    from nnr.cli.nnr_encode import check_input
     from nnr.fileio import atomic_output
     from nnr.modelio import load_model
     from nnr.rd import search, sweep as sw
@@ -63,7 +64,7 @@ def _report(args):
         qps = sw.parse_qp_range(args.qp)
     except NNRError as err:
         raise ToolError(f"--qp: {err}", EXIT_USAGE) from None
-    fmt = input_format(args.model, None, onnx=False, flag=None)
+    fmt = model_format(args.model, None, onnx=False, flag=None)
     check_input(args.model, fmt)
     preload(fmt)
     prefix = args.output or os.path.splitext(os.path.basename(args.model))[0] + "_rd"
