@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError
+from nnr_core.errors import EncoderConfigError
 from nnr_core import cabac
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
 from nnr_core.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT

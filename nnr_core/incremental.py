@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnr.errors import ConstraintViolationError
+from nnr_core.errors import ConstraintViolationError
 
 
 @dataclass

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from nnr.errors import ConstraintViolationError, UnsupportedFeatureError
+from nnr_core.errors import ConstraintViolationError, UnsupportedFeatureError
 
 NNR_PT_INT, NNR_PT_FLOAT, NNR_PT_RAW_FLOAT, NNR_PT_BLOCK = 0, 1, 2, 3
 NNR_CPT_DC, NNR_CPT_LS, NNR_CPT_BN, NNR_CPT_BI = 1, 2, 4, 8

@@ -4,7 +4,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError
+from nnr_core.errors import EncoderConfigError
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 FLOAT32_MAX_TEXT = "3.4028235e38"       # np.finfo(np.float32).max

@@ -7,7 +7,7 @@ or loops on garbage.
 """
 import struct
 
-from nnr.errors import SyntaxValueError, TruncatedBitstreamError
+from nnr_core.errors import SyntaxValueError, TruncatedBitstreamError
 
 #: ue(k) prefixes longer than this are rejected: no legal NNR value needs more than 63 leading zeros.
 MAX_UE_PREFIX = 63

@@ -5,7 +5,7 @@ it is written (``SyntaxValueError`` naming the element when ``name=`` is given).
 """
 import struct
 
-from nnr.errors import SyntaxValueError
+from nnr_core.errors import SyntaxValueError
 
 
 def _check_int(value, name, desc):

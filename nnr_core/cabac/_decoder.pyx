@@ -18,7 +18,7 @@ import operator
 import numpy as np
 cimport numpy as cnp
 
-from nnr.errors import (ConstraintViolationError, EntropyDecodingError, ResourceLimitError,
+from nnr_core.errors import (ConstraintViolationError, EntropyDecodingError, ResourceLimitError,
                         SyntaxValueError)
 from nnr_core.cabac.params import TensorCoding, TensorResult, VARIANT_NNCODEC1, VARIANT_NNCODEC2
 

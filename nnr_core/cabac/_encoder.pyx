@@ -23,7 +23,7 @@ import operator
 import numpy as np
 cimport numpy as cnp
 
-from nnr.errors import EncoderConfigError
+from nnr_core.errors import EncoderConfigError
 from nnr_core.cabac.bitcost import BIT_COST
 from nnr_core.cabac.pytwin_enc import prepare, _has_entry_points
 from nnr_core.cabac.pytwin_levels import check_codebook

@@ -7,7 +7,7 @@ state after every call (API contract: README.md next to this file).
 """
 import numpy as np
 
-from nnr.errors import EntropyDecodingError, SyntaxValueError
+from nnr_core.errors import EntropyDecodingError, SyntaxValueError
 from nnr_core.cabac import pytwin_levels
 from nnr_core.cabac.params import TensorCoding, TensorResult  # noqa: F401  (re-exported)
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError, NNRError
+from nnr_core.errors import EncoderConfigError, NNRError
 from nnr_core.cabac import pytwin, pytwin_levels
 from nnr_core.cabac.bitcost import SCALE, bin_cost
 from nnr_core.cabac.params import TensorEncoding, VARIANT_NNCODEC1

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from nnr.errors import ConstraintViolationError, SyntaxValueError
+from nnr_core.errors import ConstraintViolationError, SyntaxValueError
 from nnr_core.cabac.params import TensorResult
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1

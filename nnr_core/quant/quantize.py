@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from nnr.errors import EncoderConfigError, SyntaxValueError
+from nnr_core.errors import EncoderConfigError, SyntaxValueError
 from nnr_core.quant import _quant, _quant_rate
 from nnr_core.quant.reconstruct import QP_DENSITY_MAX, step_size
 

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from nnr.errors import SyntaxValueError
+from nnr_core.errors import SyntaxValueError
 
 QP_DENSITY_MAX = 7
 

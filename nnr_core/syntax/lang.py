@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import nnr.errors as _errors
+import nnr_core.errors as _errors
 
 
 class SyntaxFileError(Exception):

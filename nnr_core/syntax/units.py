@@ -8,7 +8,7 @@ by ``spec/syntax`` through ``walker.Walker``.
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
-from nnr.errors import (ConstraintViolationError, NNRError, SyntaxValueError, TruncatedBitstreamError,
+from nnr_core.errors import (ConstraintViolationError, NNRError, SyntaxValueError, TruncatedBitstreamError,
                         UnitSizeMismatchError, UnsupportedFeatureError)
 
 from ..bitstream.reader import BitReader

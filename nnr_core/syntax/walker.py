@@ -13,7 +13,7 @@ Evaluation environment of an expression, in lookup order (explicit, nothing else
 import copy
 import math
 
-from nnr.errors import (BitstreamError, ConstraintViolationError, NNRError, SyntaxValueError,
+from nnr_core.errors import (BitstreamError, ConstraintViolationError, NNRError, SyntaxValueError,
                         UnsupportedFeatureError)
 
 from . import lang
