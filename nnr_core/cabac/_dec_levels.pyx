@@ -18,7 +18,7 @@ from nnr_core.cabac._engine cimport (
     CabacEngine, CabacCtx, NNR_RLPS_TABLE, NNR_CURVE, NNR_DQ_NEXT, NNR_DQ_ADV0,
     cabac_bit_position, cabac_decode_bin, cabac_decode_bypass_bits, cabac_reset_range,
     ctx_reset_all, CTX_SIGN, CTX_GTX, ctx_sig, ctx_sign, ctx_gtx, ctx_rem, num_contexts,
-    codebook_bounds, scan_block)
+    codebook_bounds, scan_block, scan_end)
 from nnr_core.cabac._wengine cimport (
     NNR_RLPS_R4, NNR_CURVE_SH, WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin,
     win_bin_nb, win_norm, win_bypass_bits, dctx_from, dctx_initial, dctx_to, NNR_UNLIKELY,
@@ -127,14 +127,10 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
         if br >= br_end:
             break
         r0 = br * bh
-        r1 = r0 + bh
-        if r1 > rows:
-            r1 = rows
+        r1 = scan_end(r0, bh, rows)
         c0 = 0
         while c0 < W:
-            c1 = c0 + bw
-            if c1 > W:
-                c1 = W
+            c1 = scan_end(c0, bw, W)
             for r in range(r0, r1):
                 if e.overread > OVERREAD_BAIL:
                     ep[0] = e
@@ -299,14 +295,10 @@ cdef int _decode_rows_plain(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_
         if br >= br_end:
             break
         r0 = br * bh
-        r1 = r0 + bh
-        if r1 > rows:
-            r1 = rows
+        r1 = scan_end(r0, bh, rows)
         c0 = 0
         while c0 < W and status == ST_OK:
-            c1 = c0 + bw
-            if c1 > W:
-                c1 = W
+            c1 = scan_end(c0, bw, W)
             for r in range(r0, r1):
                 if e.overread > OVERREAD_BAIL:
                     status = ST_OVERREAD

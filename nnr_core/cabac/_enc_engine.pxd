@@ -36,22 +36,28 @@ cdef inline void enc_init(EncEngine* e) noexcept nogil:
     e.BL = 23
 
 
-cdef inline int enc_reserve(EncEngine* e, int64_t extra) noexcept nogil:
-    """Make room for `extra` more bytes (checked realloc, geometric growth)."""
-    cdef int64_t want = e.size + extra
-    cdef int64_t cap
+cdef inline int buf_grow(uint8_t** buf, int64_t* cap, int64_t need) noexcept nogil:
+    """Grow *buf (capacity *cap) to at least `need` bytes and at least twice its capacity, by a
+    checked realloc; -1, *buf untouched, if out of memory."""
+    cdef int64_t c = cap[0] * 2
     cdef uint8_t* p
-    if want <= e.cap:
-        return 0
-    cap = e.cap * 2
-    if cap < want + 256:
-        cap = want + 256
-    p = <uint8_t*>realloc(e.buf, <size_t>cap)
+    if c < need:
+        c = need
+    p = <uint8_t*>realloc(buf[0], <size_t>c)
     if p == NULL:
+        return -1
+    buf[0] = p
+    cap[0] = c
+    return 0
+
+
+cdef inline int enc_reserve(EncEngine* e, int64_t extra) noexcept nogil:
+    """Make room for `extra` more bytes (geometric growth); -1 and oom set if out of memory."""
+    if e.size + extra <= e.cap:
+        return 0
+    if buf_grow(&e.buf, &e.cap, e.size + extra + 256) != 0:
         e.oom = 1
         return -1
-    e.buf = p
-    e.cap = cap
     return 0
 
 

@@ -17,7 +17,7 @@ from libc.string cimport memcpy
 from nnr_core.cabac._engine cimport (
     CabacCtx, NNR_DQ_NEXT, NNR_DQ_ADV0, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG,
     CTX_GTX, ctx_sig, ctx_sign, ctx_gtx, ctx_gtx_tca, ctx_rem, num_contexts, neighbour_class,
-    dq_level, codebook_bounds, scan_block)
+    dq_level, codebook_bounds, scan_block, scan_end)
 from nnr_core.cabac._enc_engine cimport EncEngine
 from nnr_core.cabac._enc_job cimport EncJob, ST_OK, ST_NOMEM
 from nnr_core.cabac._enc_loop cimport (
@@ -268,9 +268,7 @@ cdef int code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
     scan_block(rows, W, j.eff_scan, &bh, &bw)
     for br in range(j.n_brows):
         r0 = br * bh
-        r1 = r0 + bh
-        if r1 > rows:
-            r1 = rows
+        r1 = scan_end(r0, bh, rows)
         if br > 0:
             memcpy(lctx, initial, nctx * sizeof(LCtx))
             cls = 0
@@ -282,9 +280,7 @@ cdef int code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
             j.epw[3 * (br - 1) + 2] = s
         c0 = 0
         while c0 < W:
-            c1 = c0 + bw
-            if c1 > W:
-                c1 = W
+            c1 = scan_end(c0, bw, W)
             # whole rows (scan order 0): a run of rows up to the next skipped one in one call
             full = fast and c1 - c0 == W
             run = r0

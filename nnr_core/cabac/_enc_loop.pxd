@@ -14,12 +14,11 @@ chain.  Bins take no jump on MPS / LPS: per-(bin, state) tables (``LT``, filled 
 (``EncEngine``, ``_enc_engine.pxd``) around the level loop.
 """
 from libc.stdint cimport uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t
-from libc.stdlib cimport realloc
 from libc.string cimport memset
 
 from nnr_core.cabac._engine cimport (CabacCtx, NNR_CURVE, NNR_NUM_PARAM_SETS, NNR_PARAM_SETS,
                                      nnr_rlps_r4, nnr_renorm_shift)
-from nnr_core.cabac._enc_engine cimport EncEngine, enc_reserve
+from nnr_core.cabac._enc_engine cimport EncEngine, buf_grow, enc_reserve
 
 
 cdef extern from "nnr_bits.h":
@@ -150,17 +149,10 @@ cdef inline void lctx_update(LCtx* c, int bin) noexcept nogil:
 
 
 cdef inline int loop_grow(LoopOut* o) noexcept nogil:
-    """Room for one more 8-byte store (checked realloc, geometric growth)."""
-    cdef int64_t cap = o.cap * 2
-    cdef uint8_t* p
-    if cap < o.size + 256:
-        cap = o.size + 256
-    p = <uint8_t*>realloc(o.buf, <size_t>cap)
-    if p == NULL:
+    """Room for one more 8-byte store (geometric growth); -1 and oom set if out of memory."""
+    if buf_grow(&o.buf, &o.cap, o.size + 256) != 0:
         o.oom = 1
         return -1
-    o.buf = p
-    o.cap = cap
     return 0
 
 

@@ -19,7 +19,7 @@ from nnr_core.cabac.bitcost import BIT_COST
 
 from nnr_core.cabac._engine cimport (
     NNR_NUM_PARAM_SETS, NNR_DQ_NEXT, NNR_DQ_ADV0, CTX_SIG, CTX_SIGN, CTX_GTX, ctx_sig, ctx_sign,
-    ctx_gtx, ctx_rem, neighbour_class, dq_level, scan_block)
+    ctx_gtx, ctx_rem, neighbour_class, dq_level, scan_block, scan_end)
 from nnr_core.cabac._enc_job cimport EncJob
 from nnr_core.cabac._shadow cimport (
     NnrShadowCtx, Shadow, SHADOW_CHUNK, nnr_msb64, nnr_shadow_init, nnr_shadow_reset,
@@ -154,9 +154,7 @@ cdef void pseudo_pass(Shadow* sh, const EncJob* j) noexcept nogil:
     scan_block(rows, W, j.eff_scan, &bh, &bw)
     for br in range(j.n_brows):
         r0 = br * bh
-        r1 = r0 + bh
-        if r1 > rows:
-            r1 = rows
+        r1 = scan_end(r0, bh, rows)
         if br > 0:
             shadow_flush(sh)            # the estimators restart; the costs run on
             shadow_reset_all(sh)
@@ -164,9 +162,7 @@ cdef void pseudo_pass(Shadow* sh, const EncJob* j) noexcept nogil:
                 cls = 0                 # REF-QUIRK: only NNCodec-1 resets the neighbour here
         c0 = 0
         while c0 < W:
-            c1 = c0 + bw
-            if c1 > W:
-                c1 = W
+            c1 = scan_end(c0, bw, W)
             for r in range(r0, r1):
                 if rowskip and j.skip[r]:
                     # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (§7.3)

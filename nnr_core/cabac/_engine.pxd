@@ -301,7 +301,7 @@ cdef inline int codebook_bounds(int64_t cbsize, int64_t cbzero, int64_t* m_plus,
 
 cdef inline int64_t block_dim(int eff_scan) noexcept nogil:
     """§7.2 BlockDim of a block scan (eff_scan 1..4): 2^(eff_scan + 2)."""
-    return (<int64_t>4) << eff_scan
+    return 4 << eff_scan
 
 
 cdef inline void scan_block(int64_t rows, int64_t W, int eff_scan, int64_t* bh,
@@ -313,6 +313,15 @@ cdef inline void scan_block(int64_t rows, int64_t W, int eff_scan, int64_t* bh,
     else:
         bh[0] = block_dim(eff_scan)
         bw[0] = bh[0]
+
+
+cdef inline int64_t scan_end(int64_t start, int64_t size, int64_t limit) noexcept nogil:
+    """One past the last row (column) of the block row (block) from `start`: clipped to the
+    matrix's `limit` rows (columns), §7.2."""
+    cdef int64_t end = start + size
+    if end > limit:
+        end = limit
+    return end
 
 
 cdef inline int64_t num_block_rows(int64_t rows, int eff_scan) noexcept nogil:
