@@ -21,9 +21,20 @@ class build_py(_build_py):
             self.copy_file(path, os.path.join(target, os.path.basename(path)))
 
 
+# The C of the codec core lives in headers (nnr_core/*/include/*.h); every module compiles with
+# warnings on (Cython's generated code and the headers build without any).
+INCLUDE_DIRS = [os.path.join("nnr_core", "cabac", "include"), os.path.join("nnr_core", "quant", "include")]
+WARNINGS = ["-Wall", "-Wextra"]
+
+
+# C sources compiled into a module beside its Cython.
+C_SOURCES = {os.path.join("nnr_core", "cabac", "_enc_pseudo.pyx"):
+             [os.path.join("nnr_core", "cabac", "include", "nnr_shadow.c")]}
+
+
 def _compile_args(path):
-    args = ["-O3"]
-    if os.path.basename(path) == "_decoder.pyx":
+    args = ["-O3"] + WARNINGS
+    if os.path.basename(path) == "_dec_levels.pyx":
         # The level loop's speed moves by a few % with its offset to 64-byte fetch blocks; pin it.
         args.append("-falign-functions=64")
     return args
@@ -32,8 +43,8 @@ def _compile_args(path):
 extensions = [
     Extension(
         os.path.splitext(path)[0].replace(os.sep, "."),
-        [path],
-        include_dirs=[numpy.get_include()],
+        [path] + C_SOURCES.get(path, []),
+        include_dirs=[numpy.get_include()] + INCLUDE_DIRS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=_compile_args(path),
     )

@@ -10,6 +10,7 @@ import pytest
 from nnr.errors import (ConstraintViolationError, EntropyDecodingError, NNRError,
                         SyntaxValueError)
 from nnr_core.cabac.params import TensorCoding
+from nnr_core.cabac.pytwin_levels import ctx_param_set_flag, num_contexts
 
 IMPLEMENTATIONS = ["nnr_core.cabac._decoder", "nnr_core.cabac.pytwin"]
 
@@ -70,10 +71,11 @@ def _prelude_a(impl):
     assert d.decode_bypass(8) == 0xFD                       # qp_offset -3
     st = d.state()
     assert (st["R"], st["V"]) == (510, 0x8D00)
-    d.init_contexts(90 + 4 * N_A)
+    d.init_contexts(num_contexts(N_A))
     assert len(SIGNALLED_A) == 43
+    assert ctx_param_set_flag(N_A) == 99                   # the example's context (87 + 4N)
     for c in SIGNALLED_A:
-        assert d.decode_bin(87 + 4 * N_A) == 0             # param_set_flag, context 99
+        assert d.decode_bin(ctx_param_set_flag(N_A)) == 0  # param_set_flag
         d.set_context_param_set(c, 0)
     st = d.state()
     assert (st["R"], st["V"], st["B"]) == (413, 0xC051, -8)
@@ -164,11 +166,11 @@ def test_example_b_payload(impl):
 def test_example_b_low_level(impl):
     d = impl.CabacDecoder(PAYLOAD_B)
     N = 3
-    d.init_contexts(90 + 4 * N)
+    d.init_contexts(num_contexts(N))
     signalled = list(range(24)) + [48, 49, 50] + list(range(53, 59)) + list(range(65, 96))
     assert len(signalled) == 64
     for c in signalled:
-        assert d.decode_bin(87 + 4 * N) == 0
+        assert d.decode_bin(ctx_param_set_flag(N)) == 0
         d.set_context_param_set(c, 0)
     nxt = [[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [4, 6]]
     s, prev, ks, states = 0, 0, [], []

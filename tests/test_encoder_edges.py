@@ -6,6 +6,7 @@ import pytest
 
 import nnr
 from nnr.errors import EncoderConfigError, EntropyDecodingError
+from nnr_core.cabac.pytwin_levels import num_contexts
 from nnr_core.quant.reconstruct import step_size
 
 F32_MAX = float(np.finfo(np.float32).max)
@@ -181,7 +182,7 @@ def test_level_int32_min_in_every_engine(N):
     levels = [-(2**31), 7, 2**31 - 1, -(2**31) + 1]
     payloads = []
     for enc in (_encoder.CabacEncoder(), pytwin_enc.CabacEncoder()):
-        enc.init_contexts(90 + 4 * N)
+        enc.init_contexts(num_contexts(N))
         for k in levels:
             enc.encode_level(k, 0, 0, 0, 0, N)
         for k in (2**31, -(2**31) - 1):
@@ -191,15 +192,15 @@ def test_level_int32_min_in_every_engine(N):
     assert payloads[0] == payloads[1]
     for dec_cls in (_decoder.CabacDecoder, pytwin.CabacDecoder):
         dec = dec_cls(payloads[0])
-        dec.init_contexts(90 + 4 * N)
+        dec.init_contexts(num_contexts(N))
         assert [dec.decode_level(0, 0, 0, 0, N) for _ in levels] == levels
     bad = pytwin_enc.CabacEncoder()
-    bad.init_contexts(90 + 4 * N)
+    bad.init_contexts(num_contexts(N))
     bad._binarize_level(2**31, 0, 0, 0, 0, N)
     payload = bad.finish()
     for dec_cls in (_decoder.CabacDecoder, pytwin.CabacDecoder):
         dec = dec_cls(payload)
-        dec.init_contexts(90 + 4 * N)
+        dec.init_contexts(num_contexts(N))
         with pytest.raises(EntropyDecodingError, match="exceeds int32|does not fit int32"):
             dec.decode_level(0, 0, 0, 0, N)
 

@@ -64,7 +64,7 @@ def test_branch_order_matches_next_table():
 
 
 def test_kernel_branch_order_matches_next_table():
-    # the plain trellis kernels hard-code the branch order (_tcq.pxd)
+    # the plain trellis kernels hard-code the branch order (include/nnr_tcq.h)
     assert _quant.kernel_branch_table() == _quant.branch_table()
 
 

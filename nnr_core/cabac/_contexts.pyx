@@ -1,6 +1,7 @@
 # cython: language_level=3
 """The context memory (§4.1) the Cython decoder and encoder share: allocation, the low-level API's
 context calls and the state dump the twins are compared with."""
+from libc.stdint cimport int64_t
 from libc.stdlib cimport realloc, free
 
 import operator
@@ -8,7 +9,7 @@ import operator
 import numpy as np
 cimport numpy as cnp
 
-from nnr_core.cabac._engine cimport CabacCtx, ctx_set, ctx_init_all, ctx_reset_all
+from nnr_core.cabac._engine cimport CabacCtx, ctx_set, ctx_init_all, ctx_reset_all, num_contexts
 
 cnp.import_array()
 
@@ -44,6 +45,18 @@ cdef class ContextMemory:
     cdef int _check_param_set(self, k) except -1:
         """Raise the subclass's error for a parameter set outside 0..8."""
         raise NotImplementedError
+
+    cdef int _check_level_args(self, int s, int N, int64_t b) except -1:
+        """The one-level calls' DQ state, N and TCA reference b, and room for N's contexts."""
+        if s < 0 or s > 7:
+            raise ValueError("dq_state must be 0..7")
+        if N < 1 or N > 256:
+            raise ValueError("N must be 1..256")
+        if self.nctx < num_contexts(N):
+            raise ValueError(f"context memory holds {self.nctx} contexts, needs {num_contexts(N)}")
+        if b < -2147483648 or b > 2147483647:
+            raise ValueError("b must fit int32")
+        return 0
 
     def init_contexts(self, count):
         """`count` contexts, all with parameter set 0 (§4.2)."""

@@ -1,14 +1,15 @@
 # cython: language_level=3
 """DeepCABAC payload decoder: procedure B of NNC-CABAC-QUANT.md §12 on top of the engine in
-``_engine.pxd`` (§3, §4), with the binarizations of §5, the context selection of §6.2 (NNCodec-2
-layout, §6.1), the parameter-set signalling of §6.4 (both variants), the scans of §7 and the DQ
-mapping of §8.2.  API contract: ``nnr_core/cabac/README.md``.
+``_engine.pxd`` (§3, §4): qp_offset, the edition-2 flags and the row-skip list, the parameter-set
+signalling of §6.4 (both variants, NNCodec-2 layout of §6.1) here; the levels (§5, §6.2, §7,
+§8.2) in the level loops of ``_dec_levels.pyx``; the Python class, its argument checks and the
+block-row parallel decode.  API contract: ``nnr_core/cabac/README.md``.
 
 Arguments are checked with the GIL; the whole per-tensor procedure (qp_offset, edition-2 flags,
 signalling, level loop) then runs ``with nogil`` on C pointers and reports a status code that is
 turned into an exception afterwards, located by element name and payload bit offset.
 """
-from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, int32_t, uint32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -23,15 +24,15 @@ from nnr_core.errors import (ConstraintViolationError, EntropyDecodingError, Res
 from nnr_core.cabac.params import TensorCoding, TensorResult, VARIANT_NNCODEC1, VARIANT_NNCODEC2
 
 from nnr_core.cabac._engine cimport (
-    CabacEngine, CabacCtx, NNR_RLPS_TABLE, NNR_CURVE, NNR_DQ_NEXT, NNR_DQ_ADV0, cabac_init, cabac_bytes_read,
-    cabac_bit_position, cabac_decode_bin, cabac_decode_bypass, cabac_decode_bypass_bits,
-    cabac_decode_terminate, cabac_reset_range, ctx_set, ctx_reset_all, ctx_init_all,
-    CTX_SIG, CTX_SIG_TCA, CTX_SIG_HDSP, CTX_SIGN, CTX_SIGN_TCA_NEG, CTX_SIGN_TCA_POS, CTX_GTX,
-    SIGNAL_MAX, signalled_contexts, ctx_sig, ctx_sign, ctx_gtx, codebook_bounds, scan_block)
-from nnr_core.cabac._wengine cimport (
-    NNR_RLPS_R4, NNR_CURVE_SH, WinEngine, DCtx, win_from, win_to, win_bit_position, win_bin, win_bin_nb, win_norm,
-    win_bypass_bits, dctx_from, NNR_UNLIKELY,
-    dctx_initial, dctx_to)
+    CabacEngine, CabacCtx, cabac_init, cabac_bytes_read, cabac_bit_position, cabac_decode_bin,
+    cabac_decode_bypass, cabac_decode_bypass_bits, cabac_decode_terminate, cabac_reset_range,
+    ctx_set, ctx_init_all, SIGNAL_MAX, signalled_contexts, ctx_param_set_flag, ctx_row_skip,
+    num_contexts, neighbour_class, num_block_rows)
+from nnr_core.cabac._dec_job cimport (
+    TensorJob, OVERREAD_BAIL, LEVEL_MAX, BINS_PER_BIT, CAPACITY_SLACK_BITS, ST_OK, ST_OVERREAD,
+    ST_LEVEL_RANGE, ST_RECON_RANGE, ST_NO_HISTORY, ST_BAD_RESET, ST_NO_MEMORY, ST_CAPACITY,
+    PH_QP, PH_FLAGS, PH_ROW_SKIP, PH_SIGNALLING, PH_LEVELS)
+from nnr_core.cabac._dec_levels cimport decode_rows_any, decode_levels_from_start, decode_one_level
 
 from nnr_core.cabac._contexts cimport ContextMemory
 cnp.import_array()
@@ -40,114 +41,15 @@ __all__ = ["decode_payload", "CabacDecoder", "parallel_fallbacks", "TensorCoding
            "VARIANT_NNCODEC1", "VARIANT_NNCODEC2"]
 
 cdef enum:
-    OVERREAD_BAIL = 4       # stop (before the next level or row-skip flag) past this many zero bytes
-    LEVEL_MAX = 2147483647  # k and i must fit int32: magnitudes up to 2^31 - 1, or 2^31 when negative
     MAX_ELEMENTS = 2147483647
-    # A level takes at least one regular bin and a regular bin at least log2(351/349) > 1/128 bit
-    # of the codeword (rLPS 2 at R = 351 is the smallest share, Appendix A.1); P + 9 <= 8 x size
-    # at the end of a valid payload, P rounds down by less than a bit (§3.8), hence the slack.
-    BINS_PER_BIT = 128
-    CAPACITY_SLACK_BITS = 16
 
-# Status codes of the nogil procedure.
-cdef enum:
-    ST_OK = 0
-    ST_OVERREAD = 1
-    ST_LEVEL_RANGE = 2
-    ST_RECON_RANGE = 3
-    ST_NO_HISTORY = 4
-    ST_BAD_RESET = 5
-    ST_NO_MEMORY = 6
-    ST_CAPACITY = 7
-
-# Phases, for error locations.
-cdef enum:
-    PH_QP = 0
-    PH_FLAGS = 1
-    PH_ROW_SKIP = 2
-    PH_SIGNALLING = 3
-    PH_LEVELS = 4
-
+# The element named in errors of each phase (PH_* of _dec_job.pxd).
 _PHASE_NAMES = ("qp_offset", "row_skip_enabled_flag", "row_skip_list", "param_set_flag",
                 "abs_level")
 
 
-ctypedef struct TensorJob:
-    # --- inputs
-    int64_t rows
-    int64_t W               # RowWidth
-    int N                   # greater-than flags per level
-    int dq
-    int eff_scan            # effective scan order (0..4)
-    int variant
-    int edition2_flags      # step 3 of §2 present
-    int parent
-    int has_qp
-    int qp_bits             # 6 + QpDensity
-    int no_bins             # gpi 1 and CodebookSize 1
-    int64_t cbsize
-    int64_t cbzero
-    const int32_t* tca      # TCA reference levels or NULL
-    const uint8_t* hist     # HDSP history or NULL
-    int32_t* out            # int32[rows*W], zero-initialised
-    uint8_t* skip           # uint8[rows], zero-initialised
-    int64_t* ep             # int64[(block_rows-1)*3]
-    # --- set by the prelude
-    int64_t P0              # bit position where block row 0 starts
-    int64_t n_brows
-    # --- outputs
-    int64_t qp_offset
-    int hdsp_flag
-    int rowskip_flag
-    int phase
-    int64_t bad_value
-
-
 # ---------------------------------------------------------------------------------------------
-# Level binarization (§5.1 / §5.2) with the context selection of §6.2.
-
-cdef inline int64_t _decode_level(CabacEngine* e, CabacCtx* ctx, int s, int cls, int64_t b, int h,
-                                  int N, int sign_mode, int64_t m_plus,
-                                  int64_t m_minus) noexcept nogil:
-    """One level k.  sign_mode 0: sign coded, 1: inferred positive, 2: inferred negative.
-    m_plus / m_minus: largest |k| per sign (INT64_MAX when unbounded)."""
-    cdef int ci, sign, j, flag, i, t
-    cdef int64_t v, M
-    if not cabac_decode_bin(e, &ctx[ctx_sig(s, cls, b, h)]):
-        return 0
-    # sign_flag
-    if sign_mode == 0:
-        sign = cabac_decode_bin(e, &ctx[ctx_sign(cls, b)])
-    else:
-        sign = sign_mode - 1
-    M = m_minus if sign else m_plus
-    v = 1
-    if M > 1:
-        # abs_level_greater_x[j]: one truncated-unary run of at most N flags.
-        j = 0
-        while True:
-            flag = cabac_decode_bin(e, &ctx[ctx_gtx(N, j, sign, b)])
-            v += flag
-            if not (flag and j < N - 1 and v < M):
-                break
-            j += 1
-        if flag and v < M:
-            # abs_remainder: Exp-Golomb-0, context-coded prefix capped at 31 ones (bins 0..30),
-            # prefix stop omitted when the next group cannot fit below M (§5.2).
-            ci = CTX_GTX + 4 * N
-            t = 0
-            i = 0
-            while True:
-                if not cabac_decode_bin(e, &ctx[ci + i]):
-                    break
-                v += (<int64_t>1) << t
-                t += 1
-                if not (i < 30 and v + ((<int64_t>1) << t) <= M):
-                    break
-                i += 1
-            v += <int64_t>cabac_decode_bypass_bits(e, t)
-    return -v if sign else v
-
+# The per-tensor procedure up to the levels (§12 procedure B, steps 1-5).
 
 cdef inline void _signal_one(CabacEngine* e, CabacCtx* ctx, int idx, bint coded,
                              int flag_ctx) noexcept nogil:
@@ -165,7 +67,7 @@ cdef int _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, i
     cdef int32_t idx[SIGNAL_MAX]
     cdef uint8_t coded[SIGNAL_MAX]
     cdef int a, n = signalled_contexts(idx, coded, N, dq, tca, hdsp, cbsize, cbzero, variant)
-    cdef int flag_ctx = 87 + 4 * N
+    cdef int flag_ctx = ctx_param_set_flag(N)
     for a in range(n):
         _signal_one(e, ctx, idx[a], coded[a], flag_ctx)
         if e.overread > OVERREAD_BAIL:
@@ -177,8 +79,8 @@ cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept 
     """Procedure B of §12 up to the levels: qp_offset, the edition-2 flags and row-skip list, the
     parameter-set signalling.  Sets j.P0 (block row 0 starts there) and j.n_brows."""
     cdef int N = j.N
-    cdef int nctx = 90 + 4 * N
-    cdef int64_t r, u, bh
+    cdef int nctx = num_contexts(N)
+    cdef int64_t r, u
     # 1. qp_offset: 6 + QpDensity bypass bins, two's complement.
     j.phase = PH_QP
     if j.has_qp:
@@ -199,7 +101,7 @@ cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept 
         if j.rowskip_flag:
             j.phase = PH_ROW_SKIP
             for r in range(j.rows):
-                j.skip[r] = <uint8_t>cabac_decode_bin(ep, &ctx[89 + 4 * N])
+                j.skip[r] = <uint8_t>cabac_decode_bin(ep, &ctx[ctx_row_skip(N)])
                 if ep.overread > OVERREAD_BAIL:
                     return ST_OVERREAD
     if j.hdsp_flag and j.hist == NULL:
@@ -211,8 +113,7 @@ cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept 
         return ST_OVERREAD
     j.P0 = cabac_bit_position(ep)        # block row 0 starts here (entry points, §3.8)
     j.phase = PH_LEVELS
-    bh = j.rows if j.eff_scan == 0 else (4 << j.eff_scan)
-    j.n_brows = (j.rows + bh - 1) // bh if bh > 0 else 0
+    j.n_brows = num_block_rows(j.rows, j.eff_scan)
     # 6. Every level still to come takes a bin: more than the rest of the payload can hold is an
     # error now (the work of a corrupt stream stays proportional to its payload).
     if not j.no_bins:
@@ -227,288 +128,12 @@ cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept 
     return ST_OK
 
 
-cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_begin,
-                      int64_t br_end, bint entered, int* s_io, int64_t P_prev) noexcept nogil:
-    """Steps 6.-7. of procedure B for the block rows br_begin .. br_end - 1, then (if br_end is
-    not the last) the start of block row br_end, whose entry point it records.  `entered`: the
-    engine already stands at the start of block row br_begin (after its range reset), as an entry
-    point puts it; *s_io: the DQ state there; P_prev: its bit position.  Returns ST_*."""
-    cdef CabacEngine e                   # the level loop's registers; copied back at the end
-    cdef int N = j.N
-    cdef int nctx = 90 + 4 * N
-    cdef int64_t rows = j.rows, W = j.W, n_brows = j.n_brows
-    cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base, P
-    cdef int64_t k, i
-    cdef int s = s_io[0], cls = 0, h = 0
-    cdef int tca = j.tca != NULL
-    cdef int sign_mode
-    cdef int64_t m_plus, m_minus
-    cdef int64_t b = 0
-    cdef int rowskip = j.rowskip_flag, dq = j.dq
-    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
-    cdef int32_t* out = j.out
-    cdef const int32_t* ref = j.tca
-    cdef const uint8_t* hist = j.hist if j.hdsp_flag else NULL
-
-    sign_mode = codebook_bounds(j.cbsize, j.cbzero, &m_plus, &m_minus)
-    scan_block(rows, W, j.eff_scan, &bh, &bw)
-    # The prelude works on *ep; the level loop on a local copy whose address never escapes the
-    # inlined bin functions, so R, V, B and the read pointer live in registers.
-    e = ep[0]
-    if entered:
-        ctx_reset_all(ctx, nctx)          # the block-row reset the entry point stands after
-    br = br_begin
-    while True:
-        if br > 0 and not (entered and br == br_begin):
-            if br == n_brows:
-                break
-            # Block-row start: contexts to their signalled sets, neighbour 0, R = 256;
-            # DQ state carried over (§6.3, §3.6).
-            ctx_reset_all(ctx, nctx)
-            cls = 0
-            cabac_reset_range(&e)
-            if e.V >= (256 << 7):
-                ep[0] = e
-                return ST_BAD_RESET
-            P = cabac_bit_position(&e)
-            j.ep[3 * (br - 1)] = P - P_prev
-            j.ep[3 * (br - 1) + 1] = e.V >> 7
-            j.ep[3 * (br - 1) + 2] = s
-            P_prev = P
-        if br >= br_end:
-            break
-        r0 = br * bh
-        r1 = r0 + bh
-        if r1 > rows:
-            r1 = rows
-        c0 = 0
-        while c0 < W:
-            c1 = c0 + bw
-            if c1 > W:
-                c1 = W
-            for r in range(r0, r1):
-                if e.overread > OVERREAD_BAIL:
-                    ep[0] = e
-                    return ST_OVERREAD
-                if rowskip and j.skip[r]:
-                    # Skipped row segment: levels stay 0, neighbour unchanged, DQ advanced by
-                    # RowWidth parity-0 transitions (REF-QUIRK for block scans, §7.3 / §15.2).
-                    if dq:
-                        s = adv0[s]
-                    continue
-                base = r * W
-                if j.no_bins:
-                    continue
-                for c in range(c0, c1):
-                    if e.overread > OVERREAD_BAIL:      # zero bytes past the end: stop here
-                        ep[0] = e
-                        return ST_OVERREAD
-                    if tca:
-                        b = ref[base + c]
-                    if hist != NULL:
-                        h = hist[base + c]
-                    k = _decode_level(&e, ctx, s, cls, b, h, N, sign_mode, m_plus, m_minus)
-                    if k == 0:
-                        cls = 0
-                        if dq:
-                            s = NNR_DQ_NEXT[s][0]
-                        continue
-                    if k > LEVEL_MAX or k < -LEVEL_MAX - 1:
-                        j.bad_value = k
-                        ep[0] = e
-                        return ST_LEVEL_RANGE
-                    if dq:
-                        # Reconstruction index with the state before the transition (§8.2).
-                        if k > 0:
-                            i = 2 * k - (s & 1)
-                        else:
-                            i = 2 * k + (s & 1)
-                        if i > LEVEL_MAX or i < -LEVEL_MAX - 1:
-                            j.bad_value = i
-                            ep[0] = e
-                            return ST_RECON_RANGE
-                        s = NNR_DQ_NEXT[s][k & 1]
-                        out[base + c] = <int32_t>i
-                    else:
-                        out[base + c] = <int32_t>k
-                    cls = 1 if k < 0 else 2
-            c0 = c1
-        br += 1
-    ep[0] = e
-    s_io[0] = s
-    return ST_OK
-
-
-# ---------------------------------------------------------------------------------------------
-# The plain level loop: no TCA reference, no HDSP history, no codebook bound (sign always coded,
-# M unbounded), i.e. the binarization of §5.1 with the context selection 3s + c, 48 + c,
-# 53 + 2j + sign, 53 + 4N + i.  Most tensors take this path; the rest take _decode_rows.
-
-cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n, int* s_io,
-                              int* cls_io, const uint8_t* next, int dq, int N,
-                              int64_t* bad) noexcept nogil:
-    """n levels of one row segment into out[0..n-1] (zero-initialised).  next: the §8.1
-    transition table, or all zeros without DQ (s stays 0).  Returns ST_*."""
-    cdef WinEngine e = ep[0]
-    cdef int s = s_io[0], cls = cls_io[0]
-    cdef int sign, flag, j, t
-    cdef int64_t x, v, a
-    cdef DCtx* gtx
-    cdef DCtx* rem = ctx + CTX_GTX + 4 * N
-    for x in range(n):
-        if NNR_UNLIKELY(e.overread > OVERREAD_BAIL):    # zero bytes past the end: stop here
-            ep[0] = e
-            return ST_OVERREAD
-        if not win_bin(&e, &ctx[3 * s + cls]):          # sig_flag
-            cls = 0
-            s = next[2 * s]
-            continue
-        sign = win_bin_nb(&e, &ctx[CTX_SIGN + cls])    # ~50/50: no branch on it
-        # abs_level_greater_x[j]: a truncated-unary run of at most N flags.
-        gtx = ctx + CTX_GTX + sign
-        v = 1
-        j = N
-        while True:
-            flag = win_bin(&e, gtx)
-            v += flag
-            j -= 1
-            if not flag or j == 0:
-                break
-            gtx += 2
-        if flag:
-            # abs_remainder: Exp-Golomb-0, context-coded prefix capped at 31 ones.
-            t = 0
-            while win_bin(&e, &rem[t]):
-                v += (<int64_t>1) << t
-                t += 1
-                if t == 31:
-                    break
-            win_norm(&e)
-            v += win_bypass_bits(&e, t)
-            if v > <int64_t>LEVEL_MAX + sign:
-                bad[0] = -v if sign else v
-                ep[0] = e
-                return ST_LEVEL_RANGE
-            a = (v << dq) - (s & 1)
-            if a > <int64_t>LEVEL_MAX + sign:
-                bad[0] = -a if sign else a
-                ep[0] = e
-                return ST_RECON_RANGE
-        else:
-            a = (v << dq) - (s & 1)     # the reconstruction index's magnitude (§8.2)
-        out[x] = <int32_t>(-a if sign else a)
-        s = next[2 * s + (v & 1)]
-        cls = 2 - sign
-    win_norm(&e)
-    ep[0] = e
-    s_io[0] = s
-    cls_io[0] = cls
-    return ST_OK
-
-
-cdef int _decode_rows_plain(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_begin,
-                            int64_t br_end, bint entered, int* s_io, int64_t P_prev) noexcept nogil:
-    """_decode_rows for a plain tensor, on a WinEngine and DCtx copies of the contexts."""
-    cdef WinEngine e
-    cdef int N = j.N
-    cdef int nctx = 90 + 4 * N
-    cdef int64_t rows = j.rows, W = j.W, n_brows = j.n_brows
-    cdef int64_t r, r0, r1, c0, c1, bh, bw, br, P
-    cdef int s = s_io[0], cls = 0, a, status = ST_OK
-    cdef int rowskip = j.rowskip_flag, dq = j.dq
-    cdef const uint8_t* adv0 = NNR_DQ_ADV0[W & 3]
-    cdef uint8_t no_dq[16]
-    cdef const uint8_t* next = &NNR_DQ_NEXT[0][0] if dq else no_dq
-    cdef DCtx* dctx = <DCtx*>malloc(2 * nctx * sizeof(DCtx))
-    cdef DCtx* initial = dctx + nctx
-    if dctx == NULL:
-        return ST_NO_MEMORY
-    memset(no_dq, 0, sizeof(no_dq))
-    for a in range(nctx):
-        dctx_from(&dctx[a], &ctx[a])
-        dctx_initial(&initial[a], &ctx[a])
-    scan_block(rows, W, j.eff_scan, &bh, &bw)
-    win_from(&e, ep)
-    if entered:
-        memcpy(dctx, initial, nctx * sizeof(DCtx))
-    br = br_begin
-    while True:
-        if br > 0 and not (entered and br == br_begin):
-            if br == n_brows:
-                break
-            memcpy(dctx, initial, nctx * sizeof(DCtx))
-            cls = 0
-            e.R = 256
-            if (e.V >> 55) >= 256:
-                status = ST_BAD_RESET
-                break
-            P = win_bit_position(&e)
-            j.ep[3 * (br - 1)] = P - P_prev
-            j.ep[3 * (br - 1) + 1] = <int64_t>(e.V >> 55)
-            j.ep[3 * (br - 1) + 2] = s
-            P_prev = P
-        if br >= br_end:
-            break
-        r0 = br * bh
-        r1 = r0 + bh
-        if r1 > rows:
-            r1 = rows
-        c0 = 0
-        while c0 < W and status == ST_OK:
-            c1 = c0 + bw
-            if c1 > W:
-                c1 = W
-            for r in range(r0, r1):
-                if e.overread > OVERREAD_BAIL:
-                    status = ST_OVERREAD
-                    break
-                if rowskip and j.skip[r]:
-                    if dq:
-                        s = adv0[s]
-                    continue
-                status = _levels_plain(&e, dctx, j.out + r * W + c0, c1 - c0, &s, &cls, next,
-                                       dq, N, &j.bad_value)
-                if status != ST_OK:
-                    break
-            c0 = c1
-        if status != ST_OK:
-            break
-        br += 1
-    win_to(&e, ep)
-    for a in range(nctx):
-        dctx_to(&ctx[a], &dctx[a])
-    free(dctx)
-    if status == ST_OK:
-        s_io[0] = s
-    return status
-
-
-cdef int _decode_rows_any(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_begin,
-                          int64_t br_end, bint entered, int* s_io, int64_t P_prev) noexcept nogil:
-    if j.tca == NULL and not j.hdsp_flag and j.cbsize == 0:
-        return _decode_rows_plain(ep, ctx, j, br_begin, br_end, entered, s_io, P_prev)
-    return _decode_rows(ep, ctx, j, br_begin, br_end, entered, s_io, P_prev)
-
-
-cdef int _decode_levels_from_start(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
-    """Steps 6.-7. for the whole tensor, right after the prelude."""
-    cdef int s = 0
-    if j.rows * j.W == 0:
-        return ST_OK
-    if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
-        # REF-QUIRK: NNCodec-1 resets the range also for a single block row (§11).
-        cabac_reset_range(ep)
-        if ep.V >= (256 << 7):            # the codeword is not inside the shrunk interval
-            return ST_BAD_RESET
-    return _decode_rows_any(ep, ctx, j, 0, j.n_brows, False, &s, j.P0)
-
-
 cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
     """Procedure B of §12 for one tensor.  Returns a status code (ST_*)."""
     cdef int status = _decode_prelude(ep, ctx, j)
     if status != ST_OK:
         return status
-    return _decode_levels_from_start(ep, ctx, j)
+    return decode_levels_from_start(ep, ctx, j)
 
 
 cdef bint _engine_at(CabacEngine* e, const uint8_t* data, Py_ssize_t size, int64_t P,
@@ -631,27 +256,15 @@ cdef class CabacDecoder(ContextMemory):
         cdef int64_t cbs = operator.index(codebook_size)
         cdef int64_t cbz = operator.index(cb_zero_offset)
         cdef int64_t bb = operator.index(b)
-        cdef int sign_mode
-        cdef int64_t m_plus, m_minus
         cdef int64_t k
-        nb = operator.index(neighbour)
-        if s < 0 or s > 7:
-            raise ValueError("dq_state must be 0..7")
-        if n_ < 1 or n_ > 256:
-            raise ValueError("N must be 1..256")
-        if self.nctx < 90 + 4 * n_:
-            raise ValueError(f"context memory holds {self.nctx} contexts, needs {90 + 4 * n_}")
-        if bb < -2147483648 or bb > 2147483647:
-            raise ValueError("b must fit int32")
+        cdef int cls = neighbour_class(operator.index(neighbour))
+        self._check_level_args(s, n_, bb)
         if cbs < 0 or (cbs > 0 and not 0 <= cbz < cbs) or (cbs == 0 and cbz != 0):
             raise SyntaxValueError("codebook bounds inconsistent", element="codebook_size",
                                    value=(cbs, cbz))
         if cbs == 1:
             return 0
-        sign_mode = codebook_bounds(cbs, cbz, &m_plus, &m_minus)
-        cls = 0 if nb == 0 else (1 if nb < 0 else 2)
-        k = _decode_level(&self.eng, self.ctx, s, cls, bb, 1 if h else 0, n_, sign_mode,
-                          m_plus, m_minus)
+        k = decode_one_level(&self.eng, self.ctx, s, cls, bb, 1 if h else 0, n_, cbs, cbz)
         if k > LEVEL_MAX or k < -LEVEL_MAX - 1:
             raise EntropyDecodingError("level magnitude does not fit int32",
                                        element="abs_remainder", bit_offset=self._bit_offset(),
@@ -675,7 +288,7 @@ cdef class CabacDecoder(ContextMemory):
         so results and errors are always the sequential ones."""
         cdef TensorJob job
         cdef int status
-        cdef int64_t rows, W, ndim, n, n_brows, bd, scan_order
+        cdef int64_t rows, W, ndim, n, n_brows, scan_order
         cdef int gpi
         cdef cnp.ndarray levels, skip, eps, tca_arr = None, hist_arr = None
 
@@ -739,11 +352,7 @@ cdef class CabacDecoder(ContextMemory):
             if hist_arr.dtype == np.bool_:
                 hist_arr = hist_arr.view(np.uint8)
         self._check_start()
-        if job.eff_scan > 0:
-            bd = 4 << job.eff_scan
-            n_brows = (rows + bd - 1) // bd
-        else:
-            n_brows = 1
+        n_brows = num_block_rows(rows, job.eff_scan)
         try:
             levels = np.zeros(n, dtype=np.int32)
             skip = np.zeros(rows, dtype=np.uint8)
@@ -751,7 +360,7 @@ cdef class CabacDecoder(ContextMemory):
             raise ResourceLimitError(f"cannot allocate a tensor of {n} elements",
                                      element="tensor_dimensions", value=n) from None
         eps = np.zeros(max(n_brows - 1, 0) * 3 + 1, dtype=np.int64)
-        self._alloc(90 + 4 * job.N)
+        self._alloc(num_contexts(job.N))
         job.tca = <const int32_t*>cnp.PyArray_DATA(tca_arr) if tca_arr is not None else NULL
         job.hist = <const uint8_t*>cnp.PyArray_DATA(hist_arr) if hist_arr is not None else NULL
         job.out = <int32_t*>cnp.PyArray_DATA(levels)
@@ -839,7 +448,7 @@ cdef class CabacDecoder(ContextMemory):
                 starts.append(starts[x] + int(eps[x][0]))
             for x in range(n_chunks):
                 chunk = _RowChunk.__new__(_RowChunk)
-                chunk.setup(self.ctx, 90 + 4 * job.N, job, bounds[x], bounds[x + 1])
+                chunk.setup(self.ctx, num_contexts(job.N), job, bounds[x], bounds[x + 1])
                 if x == 0:
                     # block row 0 as in the sequential path: the range reset before it (§3.6)
                     chunk.eng = self.eng
@@ -887,7 +496,7 @@ cdef class CabacDecoder(ContextMemory):
         self.eng = saved
         job.phase = PH_LEVELS
         with nogil:
-            status = _decode_levels_from_start(&self.eng, self.ctx, job)
+            status = decode_levels_from_start(&self.eng, self.ctx, job)
         return status
 
     def finish(self):
@@ -945,7 +554,7 @@ cdef class _RowChunk:
 
     def run(self):
         with nogil:
-            self.status = _decode_rows_any(&self.eng, self.ctx, self.job, self.br_begin,
+            self.status = decode_rows_any(&self.eng, self.ctx, self.job, self.br_begin,
                                            self.br_end, self.entered, &self.s, self.P_prev)
 
 
@@ -953,21 +562,6 @@ cdef class _RowChunk:
 _PARALLEL_MIN_ELEMENTS = 1 << 16
 # How often a parallel decode had to be redone sequentially (tests check it stays 0 on valid input).
 cdef int64_t _parallel_fallbacks = 0
-
-
-def _derived_tables_ok():
-    """The level loop's tables (_wengine.pxd) agree with Appendix A.1 / A.2 (tests)."""
-    cdef int p, x, sh, i, q
-    for p in range(32):
-        for x in range(8, 32):
-            q = (x & 7) if x < 16 else ((x >> 1) & 7)      # x = R >> 4, R < 256 standing for 2R
-            if NNR_RLPS_R4[32 * p + x] != NNR_RLPS_TABLE[q][p]:
-                return False
-    for sh in range(8):
-        for i in range(32):
-            if NNR_CURVE_SH[32 * sh + i] != NNR_CURVE[i] >> sh:
-                return False
-    return True
 
 
 def parallel_fallbacks():

@@ -13,58 +13,16 @@ compiler keeps R, V, B and the read pointer in registers.
 from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t, INT64_MAX
 
 
-cdef extern from *:
-    """
-    /* NNC-CABAC-QUANT.md Appendix A.1: rLPS = NNR_RLPS_TABLE[(R >> 5) & 7][abs(S >> 7)]. */
-    static const uint8_t NNR_RLPS_TABLE[8][32] = {
-        {128, 112, 97, 84, 74, 65, 57, 50, 45, 39, 34, 30, 27, 23, 20, 18, 15, 14, 12, 11, 10, 9, 7, 7, 5, 5, 4, 4, 3, 3, 2, 2},
-        {142, 125, 108, 93, 82, 72, 63, 56, 50, 43, 38, 33, 30, 26, 22, 20, 17, 16, 13, 12, 11, 10, 8, 8, 6, 6, 5, 5, 3, 3, 2, 2},
-        {156, 137, 119, 103, 90, 79, 70, 61, 55, 48, 42, 37, 33, 28, 24, 22, 19, 17, 15, 13, 12, 11, 9, 9, 6, 6, 5, 5, 4, 4, 2, 2},
-        {171, 150, 130, 112, 99, 87, 76, 67, 60, 52, 46, 40, 36, 31, 27, 24, 21, 19, 16, 15, 13, 12, 10, 10, 7, 7, 6, 6, 4, 4, 3, 3},
-        {185, 162, 141, 121, 107, 94, 82, 73, 65, 56, 50, 43, 39, 34, 29, 26, 22, 21, 17, 16, 14, 13, 11, 11, 8, 8, 6, 6, 4, 4, 3, 3},
-        {199, 175, 152, 131, 115, 101, 89, 78, 70, 61, 54, 47, 42, 36, 31, 28, 24, 22, 19, 17, 15, 14, 12, 12, 8, 8, 7, 7, 5, 5, 3, 3},
-        {213, 187, 163, 140, 123, 108, 95, 84, 75, 65, 58, 50, 45, 39, 33, 30, 26, 24, 20, 18, 16, 15, 13, 13, 9, 9, 7, 7, 5, 5, 3, 3},
-        {228, 200, 174, 150, 132, 116, 102, 90, 80, 70, 62, 54, 48, 42, 36, 32, 28, 26, 22, 20, 18, 16, 14, 14, 10, 10, 8, 8, 6, 6, 4, 4},
-    };
-    /* Appendix A.2: adaptation step, indexed 16 + ((g*S0) >> 3) or 16 + ((g*S1) >> 7). */
-    static const int16_t NNR_CURVE[32] = {
-        2512, 2288, 2064, 1840, 1616, 1392, 1168, 944, 720, 560, 464, 368, 272, 208,
-        144, 80, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 0
-    };
-    /* §4.2 parameter sets k = 0..8: sh0, sh1, initial S0, initial S1. */
-    static const int16_t NNR_PARAM_SETS[9][4] = {
-        {5, 4, 0, 0}, {5, 4, -41, -654}, {5, 4, 95, 1519},
-        {4, 5, 0, 0}, {6, 6, 30, 482}, {6, 6, 95, 1519},
-        {6, 6, -21, -337}, {7, 5, 0, 0}, {7, 5, 30, 482}
-    };
-    /* §8.1 DQ state transitions NEXT[s][parity]. */
-    static const uint8_t NNR_DQ_NEXT[8][2] = {
-        {0, 2}, {7, 5}, {1, 3}, {6, 4}, {2, 0}, {5, 7}, {3, 1}, {4, 6}
-    };
-    /* NEXT[.][0] applied m times (m = 0..3).  The parity-0 permutation has cycles of length
-       1 (0), 1 (5), 4 (1 7 4 2) and 2 (3 6), so RowWidth transitions = (RowWidth mod 4) ones. */
-    static const uint8_t NNR_DQ_ADV0[4][8] = {
-        {0, 1, 2, 3, 4, 5, 6, 7},
-        {0, 7, 1, 6, 2, 5, 3, 4},
-        {0, 4, 7, 3, 1, 5, 6, 2},
-        {0, 2, 4, 6, 7, 5, 3, 1}
-    };
-    /* Number of left shifts that bring an rLPS (2..255) to >= 256. */
-    static inline int nnr_renorm_shift(unsigned int r) {
-    #if defined(__GNUC__) || defined(__clang__)
-        return __builtin_clz(r) - 23;
-    #else
-        int n = 0;
-        while (r < 256) { r <<= 1; n++; }
-        return n;
-    #endif
-    }
-    """
+cdef extern from "nnr_cabac_tables.h":
+    # Appendix A.1 / A.2, §4.2, §8.1 (the C header holds the values)
     const uint8_t NNR_RLPS_TABLE[8][32]
     const int16_t NNR_CURVE[32]
+    enum:
+        NNR_NUM_PARAM_SETS
     const int16_t NNR_PARAM_SETS[9][4]
     const uint8_t NNR_DQ_NEXT[8][2]
     const uint8_t NNR_DQ_ADV0[4][8]
+    unsigned nnr_rlps_r4(int p, int x) noexcept nogil
     int nnr_renorm_shift(unsigned int r) noexcept nogil
 
 
@@ -252,10 +210,38 @@ cdef enum:
     CTX_SIGN = 48           # 48 + c
     CTX_SIGN_TCA_NEG = 51
     CTX_SIGN_TCA_POS = 52
-    CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: 53 + 2N + 2j + (abs(b) >= j ? 0 : 1)
-    # remainder prefix bin i: 53 + 4N + i; param_set_flag: 87 + 4N; row_skip_list: 89 + 4N;
-    # total 90 + 4N contexts.
+    CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: ctx_gtx_tca(N) + 2j + (abs(b) >= j ? 0 : 1)
+    CTX_REM_COUNT = 32      # remainder prefix bins from ctx_rem(N) (only i <= 30 is used)
     SIGNAL_MAX = 84 + 4 * 256   # longest signalling list (§6.4): variant 2 with TCA, HDSP, N = 256
+
+
+# The N-dependent part of the layout (N = cabac_unary_length_minus1 + 1): after the 2N regular and
+# 2N TCA greater-than contexts, the remainder prefix contexts, 2 unused, param_set_flag, 1 unused,
+# row_skip_list.  The twin (pytwin_levels) has the same helpers under the same names.
+
+cdef inline int ctx_gtx_tca(int N) noexcept nogil:
+    """First TCA greater-than context, 53 + 2N."""
+    return CTX_GTX + 2 * N
+
+
+cdef inline int ctx_rem(int N) noexcept nogil:
+    """First remainder-prefix context, 53 + 4N."""
+    return CTX_GTX + 4 * N
+
+
+cdef inline int ctx_param_set_flag(int N) noexcept nogil:
+    """Context of param_set_flag, 87 + 4N."""
+    return ctx_rem(N) + CTX_REM_COUNT + 2
+
+
+cdef inline int ctx_row_skip(int N) noexcept nogil:
+    """Context of row_skip_list, 89 + 4N."""
+    return ctx_rem(N) + CTX_REM_COUNT + 4
+
+
+cdef inline int num_contexts(int N) noexcept nogil:
+    """Size of the context memory, 90 + 4N."""
+    return ctx_rem(N) + CTX_REM_COUNT + 5
 
 
 # Context selection of the level bins (§6.2), one definition for the decoder, the encoder and the
@@ -281,8 +267,23 @@ cdef inline int ctx_sign(int cls, int64_t b) noexcept nogil:
 cdef inline int ctx_gtx(int N, int j, int sign, int64_t b) noexcept nogil:
     """abs_level_greater_x[j]."""
     if b != 0:
-        return CTX_GTX + 2 * N + 2 * j + (0 if (b if b >= 0 else -b) >= j else 1)
+        return ctx_gtx_tca(N) + 2 * j + (0 if (b if b >= 0 else -b) >= j else 1)
     return CTX_GTX + 2 * j + sign
+
+
+cdef inline int neighbour_class(int64_t v) noexcept nogil:
+    """Neighbour class c of §6.1 for the previous coded level v: 0 zero, 1 negative, 2 positive."""
+    return 0 if v == 0 else (1 if v < 0 else 2)
+
+
+cdef inline int64_t dq_level(int64_t i, int s) noexcept nogil:
+    """§8.2 for the encoder: the level k of reconstruction index i in DQ state s.  REF-QUIRK: an
+    index of the wrong parity for Q(s & 1) is rounded by the same formula, as NNCodec does."""
+    if i > 0:
+        return (i + (s & 1)) >> 1
+    if i < 0:
+        return (i - (s & 1)) >> 1
+    return 0
 
 
 cdef inline int codebook_bounds(int64_t cbsize, int64_t cbzero, int64_t* m_plus,
@@ -298,15 +299,38 @@ cdef inline int codebook_bounds(int64_t cbsize, int64_t cbzero, int64_t* m_plus,
     return 1 if cbzero == 0 else (2 if cbzero == cbsize - 1 else 0)
 
 
+cdef inline int64_t block_dim(int eff_scan) noexcept nogil:
+    """§7.2 BlockDim of a block scan (eff_scan 1..4): 2^(eff_scan + 2)."""
+    return 4 << eff_scan
+
+
 cdef inline void scan_block(int64_t rows, int64_t W, int eff_scan, int64_t* bh,
                             int64_t* bw) noexcept nogil:
-    """§7.2 block height and width: the whole matrix for the matrix scan, else 2^(eff_scan + 2)."""
+    """§7.2 block height and width: the whole matrix for the matrix scan, else BlockDim."""
     if eff_scan == 0:
         bh[0] = rows
         bw[0] = W
     else:
-        bh[0] = 4 << eff_scan
+        bh[0] = block_dim(eff_scan)
         bw[0] = bh[0]
+
+
+cdef inline int64_t scan_end(int64_t start, int64_t size, int64_t limit) noexcept nogil:
+    """One past the last row (column) of the block row (block) from `start`: clipped to the
+    matrix's `limit` rows (columns), §7.2."""
+    cdef int64_t end = start + size
+    if end > limit:
+        end = limit
+    return end
+
+
+cdef inline int64_t num_block_rows(int64_t rows, int eff_scan) noexcept nogil:
+    """§7.2 block rows: ceil(Rows / BlockDim); 1 for the matrix scan."""
+    cdef int64_t bd
+    if eff_scan == 0:
+        return 1
+    bd = block_dim(eff_scan)
+    return (rows + bd - 1) // bd
 
 
 cdef inline int _signal_add(int32_t* idx, uint8_t* coded, int n, int ctx, bint c) noexcept nogil:
@@ -320,7 +344,7 @@ cdef inline int signalled_contexts(int32_t* idx, uint8_t* coded, int N, int dq, 
     """The context parameter-set signalling list of §6.4, in order: fills idx[] (context index) and
     coded[] (whether its param_set_flag is in the payload); returns the length (<= SIGNAL_MAX).
     The one definition the decoder and the encoder both walk."""
-    cdef int rem0 = CTX_GTX + 4 * N
+    cdef int rem0 = ctx_rem(N)
     cdef int a, n = 0
     cdef int nsig = 24 if dq else 3
     cdef bint cb1, sgn, bounded
@@ -333,7 +357,7 @@ cdef inline int signalled_contexts(int32_t* idx, uint8_t* coded, int N, int dq, 
             n = _signal_add(idx, coded, n, CTX_SIGN + a, True)
         for a in range(2 * N):
             n = _signal_add(idx, coded, n, CTX_GTX + a, True)
-        for a in range(32):
+        for a in range(CTX_REM_COUNT):
             n = _signal_add(idx, coded, n, rem0 + a, True)
         return n
     cb1 = cbsize != 1
@@ -356,6 +380,6 @@ cdef inline int signalled_contexts(int32_t* idx, uint8_t* coded, int N, int dq, 
     if tca:                                                 # group 6
         for a in range(2 * N, 4 * N):
             n = _signal_add(idx, coded, n, CTX_GTX + a, (not bounded) or a < 2 * (M - 1) + 2 * N)
-    for a in range(31):                                     # group 7
+    for a in range(CTX_REM_COUNT - 1):                      # group 7
         n = _signal_add(idx, coded, n, rem0 + a, (not bounded) or N + ((<int64_t>1) << (a + 1)) - 2 < M)
     return n

@@ -16,10 +16,10 @@ from nnr_core.cabac import pytwin, pytwin_levels
 from nnr_core.cabac.bitcost import SCALE, bin_cost
 from nnr_core.cabac.params import TensorEncoding, VARIANT_NNCODEC1
 from nnr_core.cabac.pytwin import CURVE, PARAM_SETS, RLPS_TABLE, Context
-from nnr_core.cabac.pytwin_levels import (GTX_CTX, NEXT,
-                                          SIGN_CTX, SIGN_TCA_CTX, gtx_tca_ctx, neighbour_class,
-                                          num_contexts, param_set_flag_ctx, rem_ctx, row_skip_ctx,
-                                          scan_segments, signalled_contexts)
+from nnr_core.cabac.pytwin_levels import (NEXT, ctx_gtx, ctx_param_set_flag, ctx_rem,
+                                          ctx_row_skip, ctx_sig, ctx_sign, neighbour_class,
+                                          num_block_rows, num_contexts, scan_segments,
+                                          signalled_contexts)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 PARAM_SET_PENALTY = 3 * SCALE       # §6.5 step 4: sets 1..8 pay for their 3 bypass bins
@@ -124,7 +124,7 @@ def prepare(t, variant):
     if c.tca_reference is not None:
         tca = np.ascontiguousarray(c.tca_reference.reshape(-1), dtype=np.int32)
     eff_scan = c.scan_order if c.ndim >= 2 and rows > 1 and W > 1 else 0
-    n_brows = -(-rows // (4 << eff_scan)) if eff_scan else 1
+    n_brows = num_block_rows(rows, eff_scan)
     no_bins = gpi == 1 and cbsize == 1
     return Prepared(t, N, rows, W, c.dq_flag, eff_scan, n_brows, levels, tca, hist, edition2,
                     parent, hdsp, rowskip, skip, qp_bits, qp_offset, no_bins, cbsize, cbzero,
@@ -179,22 +179,21 @@ def pseudo_level(shadow, i, s, neighbour, b, h, N):
     reconstruction index i (not k), always with the unbounded binarization of §5.1 and without the
     bypass suffix."""
     c = neighbour_class(neighbour)
-    shadow[pytwin_levels.sig_ctx(s, c, b, h)].code(i != 0)
+    shadow[ctx_sig(s, c, b, h)].code(i != 0)
     if i == 0:
         return
-    shadow[(SIGN_TCA_CTX if b < 0 else SIGN_TCA_CTX + 1) if b != 0 else SIGN_CTX + c].code(i < 0)
+    shadow[ctx_sign(c, b)].code(i < 0)
     a = abs(i)
     for j in range(N):
         flag = a > j + 1
-        shadow[gtx_tca_ctx(N) + 2 * j + (0 if abs(b) >= j else 1) if b != 0
-               else GTX_CTX + 2 * j + (1 if i < 0 else 0)].code(flag)
+        shadow[ctx_gtx(N, j, 1 if i < 0 else 0, b)].code(flag)
         if not flag:
             return
     rem = a - (N + 1)                           # Exp-Golomb-0 prefix: t ones, then a zero
     t = (rem + 1).bit_length() - 1
     for x in range(t):
-        shadow[rem_ctx(N) + x].code(1)
-    shadow[rem_ctx(N) + t].code(0)
+        shadow[ctx_rem(N) + x].code(1)
+    shadow[ctx_rem(N) + t].code(0)
 
 
 # --- the encoder ----------------------------------------------------------------------------------
@@ -347,13 +346,15 @@ class CabacEncoder:
 
     def encode_level(self, k, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
         """One level k (§5.1/5.2) with the contexts of §6.2: a bin is written iff the decoder
-        reads it (pytwin_levels.decode_level)."""
+        reads it (pytwin_levels.decode_level).  The engine is left in the form every tensor ends
+        in (_settle), as the Cython encoder, which codes the level on its level-loop engine."""
         pytwin_levels.check_codebook(codebook_size, cb_zero_offset)
         if not INT32_MIN <= k <= INT32_MAX:
             raise EncoderConfigError(f"level {k} does not fit int32")
         if codebook_size > 0 and not -cb_zero_offset <= k <= codebook_size - 1 - cb_zero_offset:
             raise EncoderConfigError(f"level {k} outside the codebook")
         self._binarize_level(k, dq_state, neighbour, b, h, N, codebook_size, cb_zero_offset)
+        self._settle()
 
     def _binarize_level(self, k, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
         """encode_level's bins, without its range checks (tests write invalid streams with it)."""
@@ -362,15 +363,13 @@ class CabacEncoder:
             return                              # §5.2: no bins at all
         s = dq_state
         c = neighbour_class(neighbour)
-        ctx = pytwin_levels.sig_ctx(s, c, b, h)     # sig_flag
-        self.encode_bin(ctx, k != 0)
+        self.encode_bin(ctx_sig(s, c, b, h), k != 0)        # sig_flag
         if k == 0:
             return
         # sign_flag, unless a codebook end infers it
         sign = 1 if k < 0 else 0
         if not (bounded and cb_zero_offset in (0, codebook_size - 1)):
-            self.encode_bin((SIGN_TCA_CTX if b < 0 else SIGN_TCA_CTX + 1) if b != 0
-                            else SIGN_CTX + c, sign)
+            self.encode_bin(ctx_sign(c, b), sign)
         M = (cb_zero_offset if sign else codebook_size - 1 - cb_zero_offset) if bounded else None
         a = abs(k)
         v = 1
@@ -380,8 +379,7 @@ class CabacEncoder:
             j = 0
             while True:
                 flag = 1 if a > v else 0
-                self.encode_bin(gtx_tca_ctx(N) + 2 * j + (0 if abs(b) >= j else 1) if b != 0
-                                else GTX_CTX + 2 * j + sign, flag)
+                self.encode_bin(ctx_gtx(N, j, sign, b), flag)
                 v += flag
                 if not (flag and j < N - 1 and (M is None or v < M)):
                     break
@@ -391,7 +389,7 @@ class CabacEncoder:
             t = i = 0
             while True:
                 prefix_bin = 1 if a >= v + (1 << t) else 0
-                self.encode_bin(rem_ctx(N) + i, prefix_bin)
+                self.encode_bin(ctx_rem(N) + i, prefix_bin)
                 if prefix_bin:
                     v += 1 << t
                     t += 1
@@ -418,7 +416,7 @@ class CabacEncoder:
             self.encode_bypass(p.rowskip_flag, 1)
             if p.rowskip_flag:
                 for r in range(p.rows):
-                    self.encode_bin(row_skip_ctx(N), int(p.skip[r]))
+                    self.encode_bin(ctx_row_skip(N), int(p.skip[r]))
         # B.5 context parameter sets: NNCodec's choice (§6.5) or all 0
         shadow = None
         if p.param_opt:
@@ -429,7 +427,7 @@ class CabacEncoder:
             k = 0
             if coded:
                 k = shadow[ctx].best() if shadow is not None else 0
-                self.encode_bin(param_set_flag_ctx(N), k != 0)
+                self.encode_bin(ctx_param_set_flag(N), k != 0)
                 if k:
                     self.encode_bypass(k - 1, 3)
             self.set_context_param_set(ctx, k)
@@ -492,7 +490,7 @@ def _code_levels(enc, p, variant, shadow):
                 neighbour = i           # REF-QUIRK: the reconstruction index (§6.5.3)
             else:
                 if not p.no_bins:
-                    enc.encode_level(k, s, neighbour, b, h, N, p.cbsize, p.cbzero)
+                    enc._binarize_level(k, s, neighbour, b, h, N, p.cbsize, p.cbzero)
                 neighbour = k
             if p.dq:
                 s = NEXT[s][k & 1]
@@ -520,4 +518,4 @@ def _has_entry_points(t):
     c = t.coding
     if not (c.ndim >= 2 and c.rows > 1 and c.row_width > 1 and c.scan_order > 0):
         return False
-    return c.rows > (4 << c.scan_order)
+    return num_block_rows(c.rows, c.scan_order) > 1

@@ -18,38 +18,41 @@ OVERREAD_BAIL_OUT = 4           # bytes fed past the payload end before decoding
 BINS_PER_BIT = 128
 CAPACITY_SLACK_BITS = 16
 
-# §6.1, NNCodec-2 layout (offsets; those after the greater-than flags depend on N).
-SIG_CTX = 0                     # 3·s + c
-SIG_TCA_CTX = 24                # 24 + 2·s + (abs(b) > 1)
-SIG_HDSP_CTX = 40               # 40 + s
-SIGN_CTX = 48                   # 48 + c
-SIGN_TCA_CTX = 51               # 51 if b < 0, 52 if b > 0
-GTX_CTX = 53                    # 53 + 2j + (k < 0)
+# §6.1, NNCodec-2 layout (offsets; those after the greater-than flags depend on N).  The Cython
+# modules have the same names in _engine.pxd.
+CTX_SIG = 0                     # 3·s + c
+CTX_SIG_TCA = 24                # 24 + 2·s + (abs(b) > 1)
+CTX_SIG_HDSP = 40               # 40 + s
+CTX_SIGN = 48                   # 48 + c
+CTX_SIGN_TCA_NEG = 51           # b < 0
+CTX_SIGN_TCA_POS = 52           # b > 0
+CTX_GTX = 53                    # 53 + 2j + (k < 0)
+CTX_REM_COUNT = 32              # remainder prefix bins from ctx_rem(N) (only i <= 30 is used)
 
 
-def gtx_tca_ctx(N):
+def ctx_gtx_tca(N):
     """First TCA greater-than context, 53 + 2N (§6.1)."""
-    return GTX_CTX + 2 * N
+    return CTX_GTX + 2 * N
 
 
-def rem_ctx(N):
+def ctx_rem(N):
     """First remainder-prefix context, 53 + 4N (§6.1)."""
-    return GTX_CTX + 4 * N
+    return CTX_GTX + 4 * N
 
 
-def param_set_flag_ctx(N):
-    """Context of param_set_flag, 87 + 4N (§6.1)."""
-    return rem_ctx(N) + 34
+def ctx_param_set_flag(N):
+    """Context of param_set_flag, 87 + 4N (§6.1): after the remainder contexts and 2 unused."""
+    return ctx_rem(N) + CTX_REM_COUNT + 2
 
 
-def row_skip_ctx(N):
+def ctx_row_skip(N):
     """Context of row_skip_list, 89 + 4N (§6.1)."""
-    return rem_ctx(N) + 36
+    return ctx_rem(N) + CTX_REM_COUNT + 4
 
 
 def num_contexts(N):
     """Size of the context memory, 90 + 4N (§6.1)."""
-    return rem_ctx(N) + 37
+    return ctx_rem(N) + CTX_REM_COUNT + 5
 
 
 # §8.1: NEXT[s][parity].
@@ -61,13 +64,37 @@ def neighbour_class(neighbour):
     return 0 if neighbour == 0 else (1 if neighbour < 0 else 2)
 
 
-def sig_ctx(s, c, b, h):
+def ctx_sig(s, c, b, h):
     """Context of sig_flag (§6.2): HDSP history first, then the TCA reference, then state and neighbour."""
     if h:
-        return SIG_HDSP_CTX + s
+        return CTX_SIG_HDSP + s
     if b != 0:
-        return SIG_TCA_CTX + 2 * s + (1 if abs(b) > 1 else 0)
-    return SIG_CTX + 3 * s + c
+        return CTX_SIG_TCA + 2 * s + (1 if abs(b) > 1 else 0)
+    return CTX_SIG + 3 * s + c
+
+
+def ctx_sign(c, b):
+    """Context of sign_flag (§6.2)."""
+    if b != 0:
+        return CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
+    return CTX_SIGN + c
+
+
+def ctx_gtx(N, j, sign, b):
+    """Context of abs_level_greater_x[j] (§6.2)."""
+    if b != 0:
+        return ctx_gtx_tca(N) + 2 * j + (0 if abs(b) >= j else 1)
+    return CTX_GTX + 2 * j + sign
+
+
+def block_dim(scan_order):
+    """§7.2 BlockDim of a block scan (scan order 1..4): 2^(scan_order + 2)."""
+    return 4 << scan_order
+
+
+def num_block_rows(rows, scan_order):
+    """§7.2 block rows: ceil(Rows / BlockDim); 1 for the matrix scan (effective scan order 0)."""
+    return -(-rows // block_dim(scan_order)) if scan_order else 1
 
 
 def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
@@ -77,8 +104,7 @@ def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
         return 0                            # §5.2: no bins at all
     bounded = codebook_size > 0
     c = neighbour_class(neighbour)
-    ctx = sig_ctx(s, c, b, h)                 # sig_flag
-    if not dec.decode_bin(ctx):
+    if not dec.decode_bin(ctx_sig(s, c, b, h)):         # sig_flag
         return 0
     # sign_flag (inferred at either end of a codebook)
     if bounded and cb_zero_offset == 0:
@@ -86,8 +112,7 @@ def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
     elif bounded and cb_zero_offset == codebook_size - 1:
         sign = 1
     else:
-        sign = dec.decode_bin((SIGN_TCA_CTX if b < 0 else SIGN_TCA_CTX + 1) if b != 0
-                              else SIGN_CTX + c)
+        sign = dec.decode_bin(ctx_sign(c, b))
     # M: largest |k| for this sign; unbounded without a codebook
     if bounded:
         M = cb_zero_offset if sign else codebook_size - 1 - cb_zero_offset
@@ -99,11 +124,7 @@ def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
     if M > 1:
         j = 0
         while True:
-            if b != 0:
-                ctx = gtx_tca_ctx(N) + 2 * j + (0 if abs(b) >= j else 1)
-            else:
-                ctx = GTX_CTX + 2 * j + sign
-            flag = dec.decode_bin(ctx)
+            flag = dec.decode_bin(ctx_gtx(N, j, sign, b))
             v += flag
             if not (flag and j < N - 1 and v < M):
                 break
@@ -113,7 +134,7 @@ def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
         t = 0
         i = 0
         while True:
-            prefix_bin = dec.decode_bin(rem_ctx(N) + i)
+            prefix_bin = dec.decode_bin(ctx_rem(N) + i)
             if prefix_bin:
                 v += 1 << t
                 t += 1
@@ -132,8 +153,8 @@ def signalled_contexts(N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset, var
     if variant == 1:
         # NNCodec-1: sig, sign, greater-than and all 32 remainder contexts, every one coded.
         sig = range(24) if dq_flag else range(3)
-        ctxs = [*sig, *range(SIGN_CTX, SIGN_CTX + 3), *range(GTX_CTX, GTX_CTX + 2 * N),
-                *range(rem_ctx(N), rem_ctx(N) + 32)]
+        ctxs = [*sig, *range(CTX_SIGN, CTX_SIGN + 3), *range(CTX_GTX, CTX_GTX + 2 * N),
+                *range(ctx_rem(N), ctx_rem(N) + CTX_REM_COUNT)]
         return [(x, True) for x in ctxs]
     cb1 = codebook_size != 1
     sgn = cb1 and not (codebook_size > 0 and cb_zero_offset in (0, codebook_size - 1))
@@ -141,18 +162,18 @@ def signalled_contexts(N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset, var
         M = max(cb_zero_offset, codebook_size - 1 - cb_zero_offset)
     else:
         M = None                            # unbounded
-    out = [(x, cb1) for x in (range(24) if dq_flag else range(3))]                  # group 1
+    out = [(CTX_SIG + x, cb1) for x in range(24 if dq_flag else 3)]                 # group 1
     if tca:
-        out += [(x, cb1) for x in (range(24, 40) if dq_flag else (24, 25))]          # group 2
+        out += [(CTX_SIG_TCA + x, cb1) for x in range(16 if dq_flag else 2)]        # group 2
     if hdsp:
-        out += [(x, cb1) for x in (range(40, 48) if dq_flag else (40,))]             # group 3
-    out += [(x, sgn) for x in range(SIGN_CTX, 53 if tca else 51)]                   # group 4
-    out += [(GTX_CTX + a, M is None or a < 2 * M) for a in range(2 * N)]            # group 5
+        out += [(CTX_SIG_HDSP + x, cb1) for x in range(8 if dq_flag else 1)]        # group 3
+    out += [(CTX_SIGN + x, sgn) for x in range(5 if tca else 3)]                    # group 4
+    out += [(CTX_GTX + a, M is None or a < 2 * M) for a in range(2 * N)]            # group 5
     if tca:
-        out += [(GTX_CTX + a, M is None or a < 2 * (M - 1) + 2 * N)                 # group 6
+        out += [(CTX_GTX + a, M is None or a < 2 * (M - 1) + 2 * N)                 # group 6
                 for a in range(2 * N, 4 * N)]
-    out += [(rem_ctx(N) + a, M is None or N + (1 << (a + 1)) - 2 < M)                # group 7
-            for a in range(31)]
+    out += [(ctx_rem(N) + a, M is None or N + (1 << (a + 1)) - 2 < M)                # group 7
+            for a in range(CTX_REM_COUNT - 1)]
     return out
 
 
@@ -162,7 +183,7 @@ def decode_param_sets(dec, N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset,
     for ctx, coded in signalled_contexts(N, dq_flag, tca, hdsp, codebook_size,
                                          cb_zero_offset, variant):
         k = 0
-        if coded and dec.decode_bin(param_set_flag_ctx(N)):
+        if coded and dec.decode_bin(ctx_param_set_flag(N)):
             k = 1 + dec.decode_bypass(3)
         dec.set_context_param_set(ctx, k)
         if dec.overread > OVERREAD_BAIL_OUT:
@@ -234,7 +255,7 @@ def scan_segments(rows, row_width, scan_order):
         for r in range(rows):
             yield 0, r, 0, row_width - 1
         return
-    BD = 4 << scan_order
+    BD = block_dim(scan_order)
     for block_row, r0 in enumerate(range(0, rows, BD)):
         for c0 in range(0, row_width, BD):
             for r in range(r0, min(rows, r0 + BD)):
@@ -271,7 +292,7 @@ def decode_tensor(dec, t, variant=2):
         if row_skip:
             row_skip_list = np.zeros(rows, dtype=np.uint8)
             for r in range(rows):
-                row_skip_list[r] = dec.decode_bin(row_skip_ctx(N))
+                row_skip_list[r] = dec.decode_bin(ctx_row_skip(N))
                 if dec.overread > OVERREAD_BAIL_OUT:
                     raise dec.error("payload ends inside the row-skip list", "row_skip_list")
     if hdsp and t.hdsp_history is None:
@@ -291,7 +312,7 @@ def decode_tensor(dec, t, variant=2):
         raise dec.error("the rest of the payload cannot hold the tensor's levels", "payload length")
     # B.6 start of the levels
     neighbour = s = 0
-    block_rows = -(-rows // (4 << scan_order)) if scan_order else 1
+    block_rows = num_block_rows(rows, scan_order)
     if scan_order and (block_rows > 1 or variant == 1):
         dec.reset_range()
     entry_points = []

@@ -11,6 +11,7 @@ the same levels; NNR_TCQ_KERNEL=scalar|avx2|avx512 in the environment or set_tcq
 from libc.math cimport round
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
+from nnr_core.cabac._engine cimport scan_block
 from nnr_core.quant._tcq cimport (NNR_TCQ_AVX2, NNR_TCQ_AVX512, NNR_TCQ_CLS, NNR_TCQ_PREV,
                                    NNR_TCQ_SCALAR, nnr_tcq_init, nnr_tcq_plain, nnr_tcq_supported)
 from nnr_core.quant._trellis cimport NNR_URQ_MAX, NNR_URQ_MIN, importance_ptr, trellis_branches
@@ -47,16 +48,16 @@ def scan_positions(int64_t rows, int64_t row_width, int scan_order):
     cdef int64_t n = rows * row_width
     pos = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] out = pos
-    cdef int64_t bd
+    cdef int64_t bh, bw
     if n == 0:
         return pos
     if scan_order == 0:
         with nogil:
             _fill_scan(&out[0], 1, n, n)
     else:
-        bd = 4 << scan_order
+        scan_block(rows, row_width, scan_order, &bh, &bw)
         with nogil:
-            _fill_scan(&out[0], rows, row_width, bd)
+            _fill_scan(&out[0], rows, row_width, bh)
     return pos
 
 

@@ -27,7 +27,7 @@ from libc.math cimport log, round
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from nnr_core.cabac._engine cimport NNR_CURVE
+from nnr_core.cabac._engine cimport NNR_CURVE, NNR_PARAM_SETS
 from nnr_core.quant._trellis cimport (NNR_TCQ_MAX, NNR_TCQ_MIN, NNR_URQ_MAX, NNR_URQ_MIN,
                                        importance_ptr, trellis_branches, trellis_traceback,
                                        first_candidate, scaled_abs)
@@ -60,7 +60,11 @@ cdef enum:
     REM_CTX = 34          # remainder prefix bins 0..31 are reachable for 32-bit levels; 2 spare
 
 # One context of an estimator: combined state S = S1 + 16*S0 and the fast estimator S0 (§4.1);
-# every estimator context uses parameter set 0 (sh0 = 5, sh1 = 4) and is never reset.
+# every estimator context uses parameter set 0 and is never reset.  Its initial state is all
+# zeros, so a memory starts from memset 0:
+if NNR_PARAM_SETS[0][2] != 0 or NNR_PARAM_SETS[0][3] != 0:
+    raise ImportError("nnr_core.quant._quant_rate assumes parameter set 0 starts at S0 = S1 = 0")
+
 ctypedef struct RCtx:
     int16_t S
     int16_t S0
@@ -82,15 +86,15 @@ cdef inline uint32_t _bits(const RCtx* m, int idx, int b) noexcept nogil:
 
 
 cdef inline void _upd(RCtx* c, int b) noexcept nogil:
-    """§4.4 with parameter set 0 (sh0 = 5, sh1 = 4)."""
+    """§4.4 with parameter set 0 (its shifts are constants the compiler folds)."""
     cdef int S0 = c.S0
     cdef int S1 = c.S - 16 * S0
     if b:
-        S0 += NNR_CURVE[16 + (S0 >> 3)] >> 5
-        S1 += NNR_CURVE[16 + (S1 >> 7)] >> 4
+        S0 += NNR_CURVE[16 + (S0 >> 3)] >> NNR_PARAM_SETS[0][0]
+        S1 += NNR_CURVE[16 + (S1 >> 7)] >> NNR_PARAM_SETS[0][1]
     else:
-        S0 -= NNR_CURVE[16 + ((-S0) >> 3)] >> 5
-        S1 -= NNR_CURVE[16 + ((-S1) >> 7)] >> 4
+        S0 -= NNR_CURVE[16 + ((-S0) >> 3)] >> NNR_PARAM_SETS[0][0]
+        S1 -= NNR_CURVE[16 + ((-S1) >> 7)] >> NNR_PARAM_SETS[0][1]
     c.S0 = <int16_t>S0
     c.S = <int16_t>(S1 + 16 * S0)
 

@@ -3,14 +3,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from nnr_core.cabac._engine cimport NNR_DQ_NEXT
 
-cdef extern from *:
-    """
-    /* Overflow limits as NNCodec's (1 << 31) arithmetic wraps them (§9.3, §8.3). */
-    static const double NNR_URQ_MAX = 2147483647.0;
-    static const double NNR_URQ_MIN = -2147483648.0;
-    static const double NNR_TCQ_MAX = 2147483645.0;
-    static const double NNR_TCQ_MIN = -2147483646.0;
-    """
+cdef extern from "nnr_quant_limits.h":
     const double NNR_URQ_MAX
     const double NNR_URQ_MIN
     const double NNR_TCQ_MAX
