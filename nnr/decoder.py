@@ -11,9 +11,9 @@ from nnr.errors import (ConstraintViolationError, EntropyDecodingError, NNRError
 from nnr.topology.carriage import MAX_TOPOLOGY_BYTES
 from nnr_core import cabac
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding
-from nnr_core.incremental import IncrementalState
-from nnr_core.layout import (NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT, Component,
-                             ndu_components)
+from nnr_core.model.incremental import IncrementalState
+from nnr_core.model.layout import (NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT, Component,
+                                   ndu_components)
 from nnr_core.quant.reconstruct import reconstruct_codebook, reconstruct_uniform
 from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
 

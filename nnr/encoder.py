@@ -9,9 +9,9 @@ import numpy as np
 from nnr.errors import EncoderConfigError
 from nnr.rd.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
-from nnr_core.incremental import IncrementalState
-from nnr_core.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
-from nnr_core.prepare import prepare
+from nnr_core.model.incremental import IncrementalState
+from nnr_core.model.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
+from nnr_core.encoder.prepare import prepare
 from nnr_core.syntax.units import SyntaxState, write_unit
 
 log = logging.getLogger("nnr")
@@ -44,7 +44,7 @@ class EncoderConfig:
     device_id: int = 0
     raw_float: tuple = ()            # names of tensors to carry uncoded as NNR_PT_RAW_FLOAT
     # the reference's {"block_identifier": {name: id or None}, "parameter_type": {name: type}}
-    # (nnr_core/encode_block.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
+    # (nnr_core/encoder/blocks.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
     block_id_and_param_type: Optional[dict] = None
     # {name: per-parameter importance}: importance-weighted RD quantization (nnr/rd/weighted.py),
     # distortion weights (1 - importance_mix) + importance_mix * F^importance_power / mean
@@ -84,7 +84,7 @@ class EncoderConfig:
                 need(isinstance(v, (int, np.integer)) and -4096 <= v <= 4095,
                      f"qp_per_tensor[{k!r}] = {v!r} must be an integer in -4096..4095")
         if self.block_id_and_param_type is not None:
-            from nnr_core.encode_block import check_option
+            from nnr_core.encoder.blocks import check_option
             check_option(self.block_id_and_param_type)
         if self.importance is not None:
             need(isinstance(self.importance, dict), "importance must be a dict {name: ndarray}")
@@ -139,7 +139,7 @@ class Encoder:
         against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`).
         progress(done, total, name, bytes_so_far) is called after each tensor; topology_data is
         carried in the NNR_TPL unit (empty, as the reference writes it, by default)."""
-        from nnr_core.encode_block import resolve_blocks
+        from nnr_core.encoder.blocks import resolve_blocks
 
         cfg = self.config
         gpi = cfg.general_profile_idc
@@ -171,7 +171,7 @@ class Encoder:
 
     def _start(self, parent, tca, hdsp, base_qp, topology_data):
         """The NDU encoder and the NNR_STR, NNR_MPS and NNR_TPL units."""
-        from nnr_core.encode_ndu import NduEncoder
+        from nnr_core.encoder.ndu import NduEncoder
         cfg = self.config
         syntax = SyntaxState()
         ndu = NduEncoder(cfg, self.state if self._stateful else None, syntax, parent, tca and parent == 1, hdsp)
@@ -190,7 +190,7 @@ class Encoder:
         the quantized tensors. Returns None if a quantized tensor's QP does not fit the qp offset
         after all (then the caller codes the model the planned way, which rebases the QPs), else
         (bytes, NduEncoder, coded names)."""
-        from nnr_core.encode_ndu import NduEncoder
+        from nnr_core.encoder.ndu import NduEncoder
         probe = NduEncoder(self.config, None, SyntaxState(), parent, False, False)
         try:
             base_qp = self._base_qp_of([(t.name, probe.expected_qp(t), probe.tensor_qp(t)) for t in inputs])
@@ -239,7 +239,7 @@ class Encoder:
     def _encode_planned(self, inputs, blocks, parent, tca, hdsp, progress, topology_data, pool):
         """Quantize every tensor first (blocks, bit depths and codebooks need all of them, and
         the MPS's base QP all QPs), then code and write the units in order."""
-        from nnr_core.encode_block import emit_block
+        from nnr_core.encoder.blocks import emit_block
         in_block = {n for b in blocks.values() for n in b.members.values()}
         probe_ndu, _, _ = self._start(parent, tca, hdsp, 0, "")
         planned = list(pool.map(probe_ndu.plan, inputs)) if pool is not None else [probe_ndu.plan(t) for t in inputs]
@@ -329,7 +329,7 @@ def encode(tensors, **options) -> bytes:
     framework="generic" ("pytorch": the reference's PyTorch rules), raw_float=(),
     block_id_and_param_type=None (the reference's {"block_identifier": {name: id or None},
     "parameter_type": {name: "weight" | "weight.ls" | "bias" | "bn.beta" | "bn.gamma" | "bn.mean" |
-    "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encode_block.py),
+    "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encoder/blocks.py),
     importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
     reference, uniform or trellis (dq); importance_mix=0.9 and importance_power=1.0 shape the
     distortion weights; see nnr/rd/weighted.py).

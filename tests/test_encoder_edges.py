@@ -226,7 +226,7 @@ def test_memory_mapped_safetensors_with_huge_values(tmp_path):
 def test_streaming_falls_back_when_a_qp_does_not_fit(monkeypatch):
     """The safety net: should a streamed tensor's QP not fit the qp offset after all (here: the QPs
     are taken unraised), the model is coded the planned way instead of failing on the qp offset."""
-    from nnr_core.encode_ndu import NduEncoder
+    from nnr_core.encoder.ndu import NduEncoder
     tensors = {"layer.weight": W, "big": EDGES["big_1e20"]}
     expected = outcome(tensors, False)
     monkeypatch.setattr(NduEncoder, "expected_qp", NduEncoder.tensor_qp)
