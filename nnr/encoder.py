@@ -7,10 +7,10 @@ from typing import Optional
 import numpy as np
 
 from nnr.errors import EncoderConfigError
-from nnr.rd.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
 from nnr_core.model.incremental import IncrementalState
 from nnr_core.model.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
+from nnr_core.quant.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
 from nnr_core.encoder.prepare import prepare
 from nnr_core.syntax.units import SyntaxState, write_unit
 
@@ -46,7 +46,7 @@ class EncoderConfig:
     # the reference's {"block_identifier": {name: id or None}, "parameter_type": {name: type}}
     # (nnr_core/encoder/blocks.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
     block_id_and_param_type: Optional[dict] = None
-    # {name: per-parameter importance}: importance-weighted RD quantization (nnr/rd/weighted.py),
+    # {name: per-parameter importance}: importance-weighted RD quantization (nnr_core/quant/weighted.py),
     # distortion weights (1 - importance_mix) + importance_mix * F^importance_power / mean
     importance: Optional[dict] = None
     importance_mix: float = DEFAULT_MIX
@@ -332,7 +332,7 @@ def encode(tensors, **options) -> bytes:
     "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encoder/blocks.py),
     importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
     reference, uniform or trellis (dq); importance_mix=0.9 and importance_power=1.0 shape the
-    distortion weights; see nnr/rd/weighted.py).
+    distortion weights; see nnr_core/quant/weighted.py).
     """
     enc = Encoder(**options)
     enc._stateful = False

@@ -117,8 +117,8 @@ class NduEncoder:
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
             return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
-        if cfg.importance and t.name in cfg.importance:     # off by default: nnr/rd/weighted.py
-            from nnr.rd.weighted import quantize_weighted
+        if cfg.importance and t.name in cfg.importance:     # off by default: nnr_core/quant/weighted.py
+            from nnr_core.quant.weighted import quantize_weighted
             levels, qp = quantize_weighted(w, cfg.importance[t.name], qp, cfg.qp_density, dq=cfg.dq,
                                            lambda_scale=cfg.lambda_scale, name=t.name, rows=rows, row_width=width,
                                            scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1,
