@@ -8,6 +8,7 @@ import numpy as np
 
 from nnr.errors import (ConstraintViolationError, EntropyDecodingError, NNRError, ResourceLimitError,
                         UnitSizeMismatchError, UnsupportedFeatureError)
+from nnr.jobs import resolve_jobs
 from nnr.topology.carriage import MAX_TOPOLOGY_BYTES
 from nnr_core import cabac
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding
@@ -72,13 +73,15 @@ class Decoder:
     max_topology_bytes: most bytes of an NNR_TPL unit, and of its topology once inflated
     (`nnr.topology.carriage.read_tpl(decoder.units)`); default 256 MiB; None: no limit.
     Exceeding a limit raises ResourceLimitError naming the unit and the element.
+    keep_state: keep the incremental state (TCA references, HDSP history, tree depths) for the
+    next bitstream (default). False: each bitstream is decoded on its own (what `nnr.decode`
+    does); the levels are not kept, so memory holds one copy of the decoded model.
     """
 
     def __init__(self, *, profile0_variant="nncodec1", codebook_dtype=np.float64,
                  max_tensor_elements=2**31 - 1, max_total_elements=MAX_TOTAL_ELEMENTS,
                  max_topology_bytes=MAX_TOPOLOGY_BYTES, out_of_band=None, verify_entry_points=True,
-                 jobs=None):
-        from nnr.encoder import resolve_jobs
+                 jobs=None, keep_state=True):
         self.jobs = resolve_jobs(jobs)
         if profile0_variant not in VARIANTS:
             raise ValueError(f"profile0_variant must be one of {sorted(VARIANTS)}, not {profile0_variant!r}")
@@ -91,7 +94,7 @@ class Decoder:
         self.max_topology_bytes = _limit(max_topology_bytes, "max_topology_bytes")
         self.out_of_band = dict(out_of_band or {})
         self.verify_entry_points = verify_entry_points
-        self._keep_state = True     # nnr.decode (one self-contained bitstream) keeps no state
+        self.keep_state = bool(keep_state)
         self.state = IncrementalState()
         self.units = []          # ParsedUnit list of the last bitstream
         self._data = None        # the bitstream being decoded (error locations)
@@ -154,7 +157,7 @@ class Decoder:
         parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
         if parent_signalling:
             self._add_omitted(tensors, seen, sum(t.values.size for t in tensors))
-        if self._keep_state:
+        if self.keep_state:
             for t in tensors:
                 if t.levels is not None:
                     self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling,
@@ -437,7 +440,7 @@ class Decoder:
         for comp, res in zip(comps, results):
             levels = res.levels.reshape(comp.shape)
             if pt == NNR_PT_INT:
-                values = levels.astype(np.int32) if self._keep_state else levels
+                values = levels.astype(np.int32) if self.keep_state else levels
                 out.append(DecodedTensor(comp.name, values, levels, unit.index, pt, comp.role))
                 continue
             qp = res.qp_offset + base_qp
@@ -446,13 +449,13 @@ class Decoder:
                     values = reconstruct_codebook(levels, comp.codebook["Codebook"], comp.codebook["CbZeroOffset"],
                                                   qp, qp_density, self.codebook_dtype)
                 else:
-                    values = reconstruct_uniform(levels, qp, qp_density, inplace=not self._keep_state)
+                    values = reconstruct_uniform(levels, qp, qp_density, inplace=not self.keep_state)
             except NNRError as err:
                 # QP and levels come from the payload: located at its start unless the error says
                 raise err.located(unit_index=unit.index, bit_offset=(
                     self._bit(unit, "codebook_egk") if err.element == "codebook" else unit.payload_offset * 8)) from None
             # without incremental state the levels are not kept: one copy of the model in memory
-            out.append(DecodedTensor(comp.name, values, levels if self._keep_state else None, unit.index, pt,
+            out.append(DecodedTensor(comp.name, values, levels if self.keep_state else None, unit.index, pt,
                                      comp.role, qp))
             del levels
         return out
@@ -519,6 +522,4 @@ def _limit(value, name):
 def decode(data, **options) -> dict:
     """Decode one self-contained NNC bitstream into {name: ndarray} (float32, float64 for codebook
     tensors, int32 for NNR_PT_INT)."""
-    dec = Decoder(**options)
-    dec._keep_state = False
-    return dec.decode(data)
+    return Decoder(keep_state=False, **options).decode(data)

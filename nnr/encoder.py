@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from nnr.errors import EncoderConfigError
+from nnr.jobs import resolve_jobs
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
 from nnr_core.model.incremental import IncrementalState
 from nnr_core.model.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
@@ -95,16 +96,6 @@ class EncoderConfig:
             pass  # the reference allows both: the codebook is built from the clipped levels
 
 
-def resolve_jobs(jobs):
-    """Worker threads: None or 0 = all cores; otherwise a positive integer."""
-    import os
-    if jobs is None or jobs == 0:
-        return max(1, os.cpu_count() or 1)
-    if not isinstance(jobs, (int, np.integer)) or isinstance(jobs, bool) or jobs < 0:
-        raise EncoderConfigError(f"jobs must be a positive integer (0 or None: all cores), not {jobs!r}")
-    return int(jobs)
-
-
 _MISFIT = object()         # a streamed tensor's QP does not fit the qp offset: code the planned way
 
 
@@ -120,9 +111,18 @@ def _qp_range(qp_density):
 
 class Encoder:
     """Encodes models and model updates; keeps the incremental-coding state between calls
-    (parameter update tree depths, TCA references, HDSP history), as a decoder would."""
+    (parameter update tree depths, TCA references, HDSP history), as a decoder would.
 
-    def __init__(self, *, jobs=None, **options):
+    jobs: worker threads (None or 0: all cores); the bytes are those of jobs=1.
+    stateful: keep that state (default). False: every call codes a model on its own and nothing is
+    kept (what `nnr.encode` does).
+    streaming: code tensor after tensor where the options allow (default: not with blocks, bit
+    depths or codebooks, which need every tensor first), holding only the tensors in flight;
+    False: quantize every tensor first. The bytes are the same (the tests compare the two ways).
+    The other keywords are EncoderConfig's options.
+    """
+
+    def __init__(self, *, jobs=None, stateful=True, streaming=True, **options):
         self.jobs = resolve_jobs(jobs)
         unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
         if unknown:
@@ -130,8 +130,8 @@ class Encoder:
         self.config = EncoderConfig(**options)
         self.config.validate()
         self.state = IncrementalState()
-        self._stateful = True
-        self._streaming = True          # False: always the planned way (the tests compare the two)
+        self.stateful = bool(stateful)
+        self.streaming = bool(streaming)
 
     def encode(self, tensors, *, incremental=True, tca=True, hdsp=False, progress=None,
                topology_data="") -> bytes:
@@ -155,7 +155,7 @@ class Encoder:
             pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
         try:
             out = None
-            if self._streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
+            if self.streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
                 out = self._encode_streaming(inputs, parent, tca, hdsp, progress, topology_data, pool)
             if out is None:
                 out = self._encode_planned(inputs, blocks, parent, tca, hdsp, progress, topology_data, pool)
@@ -163,7 +163,7 @@ class Encoder:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         data, ndu, coded = out
-        if self._stateful:
+        if self.stateful:
             for name in coded:
                 if name in ndu.coded_levels:
                     self.state.record(name, ndu.coded_levels[name], ndu.last_fields[name], parent == 1)
@@ -174,7 +174,7 @@ class Encoder:
         from nnr_core.encoder.ndu import NduEncoder
         cfg = self.config
         syntax = SyntaxState()
-        ndu = NduEncoder(cfg, self.state if self._stateful else None, syntax, parent, tca and parent == 1, hdsp)
+        ndu = NduEncoder(cfg, self.state if self.stateful else None, syntax, parent, tca and parent == 1, hdsp)
         out = bytearray()
         out += write_unit(NNR_STR, {"general_profile_idc": cfg.general_profile_idc}, syntax)
         out += write_unit(NNR_MPS, self._mps_fields(parent, base_qp), syntax)
@@ -332,8 +332,9 @@ def encode(tensors, **options) -> bytes:
     "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encoder/blocks.py),
     importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
     reference, uniform or trellis (dq); importance_mix=0.9 and importance_power=1.0 shape the
-    distortion weights; see nnr_core/quant/weighted.py).
+    distortion weights; see nnr_core/quant/weighted.py); jobs and streaming as nnr.Encoder's.
     """
-    enc = Encoder(**options)
-    enc._stateful = False
-    return enc.encode(tensors, incremental=False)
+    if "stateful" in options:
+        raise EncoderConfigError("nnr.encode writes one self-contained bitstream and keeps nothing; "
+                                 "stateful is an option of nnr.Encoder")
+    return Encoder(stateful=False, **options).encode(tensors, incremental=False)

@@ -48,9 +48,7 @@ OPTIONS = [{}, {"dq": False}, {"lambda_scale": 1.0}, {"dq": False, "lambda_scale
 
 def outcome(tensors, streaming, jobs=1, **options):
     """Bytes, or (error class, message), of one stateless encode by the chosen path."""
-    enc = nnr.Encoder(jobs=jobs, **options)
-    enc._stateful = False
-    enc._streaming = streaming
+    enc = nnr.Encoder(jobs=jobs, stateful=False, streaming=streaming, **options)
     try:
         return enc.encode(dict(tensors), incremental=False)
     except EncoderConfigError as err:

@@ -145,8 +145,7 @@ def _encode_model(args, fmt, options):
             done_raw[0] += raw_sizes[name]
             bar.update(item=name, postfix=f"{format_bytes(nbytes)} ratio {done_raw[0] / max(nbytes, 1):.1f}x")
 
-        enc = nnr.Encoder(jobs=args.jobs, **options)
-        enc._stateful = False
+        enc = nnr.Encoder(jobs=args.jobs, stateful=False, **options)
         data = enc.encode(coded, incremental=False, progress=on_tensor,
                           topology_data=filemeta.build(model, coded, skipped))
     return model, coded, data, sum(raw_sizes.values()), time.perf_counter() - t0
@@ -167,8 +166,7 @@ def _decode_back(args, data):
     if args.trace:
         from nnr_core.bitstream.trace import Trace
         trace = Trace()
-    dec = nnr.Decoder(jobs=args.jobs)
-    dec._keep_state = False
+    dec = nnr.Decoder(jobs=args.jobs, keep_state=False)
     tensors = dec.decode_tensors(data, trace=trace)
     if trace is not None:
         from nnr.cli.nnr_decode import write_trace
