@@ -13,15 +13,14 @@ from nnr.topology.carriage import MAX_TOPOLOGY_BYTES
 from nnr_core import cabac
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding
 from nnr_core.model.incremental import IncrementalState
-from nnr_core.model.layout import (NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT, Component,
-                                   ndu_components)
+from nnr_core.model.layout import Component, ndu_components
 from nnr_core.quant.reconstruct import reconstruct_codebook, reconstruct_uniform
-from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
+from nnr_core.syntax.constants import (NNR_AGG, NNR_LPS, NNR_MPS, NNR_NDU, NNR_PT_BLOCK, NNR_PT_FLOAT,
+                                       NNR_PT_INT, NNR_PT_RAW_FLOAT, NNR_QNT, NNR_STR, NNR_TPL, NNR_TPL_PRUN,
+                                       NNR_TPL_REFLIST)
+from nnr_core.syntax.units import SyntaxState, parse_unit, split_units, unit_type_of
 
 log = logging.getLogger("nnr")
-
-NNR_STR, NNR_MPS, NNR_LPS, NNR_TPL, NNR_QNT, NNR_NDU, NNR_AGG = range(7)
-NNR_TPL_PRUN, NNR_TPL_REFLIST = 5, 6
 
 VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 
@@ -260,8 +259,7 @@ class Decoder:
     def _check_unit_size(self, data, span):
         """An NNR_TPL unit larger than max_topology_bytes is refused before it is parsed."""
         limit = self.max_topology_bytes
-        head = span.offset + span.size_field_bytes
-        if limit is not None and span.size > limit and head < len(data) and data[head] >> 2 == NNR_TPL:
+        if limit is not None and span.size > limit and unit_type_of(data, span) == NNR_TPL:
             raise ResourceLimitError(f"NNR_TPL unit of {span.size} bytes is larger than max_topology_bytes "
                                      f"(Decoder(max_topology_bytes=...) raises the limit)", unit_index=span.index,
                                      element="nnr_unit_size", bit_offset=8 * span.offset, value=span.size,

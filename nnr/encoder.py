@@ -8,17 +8,14 @@ import numpy as np
 
 from nnr.errors import EncoderConfigError
 from nnr.jobs import resolve_jobs
-from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
-from nnr_core.model.incremental import IncrementalState
-from nnr_core.model.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
-from nnr_core.quant.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
+from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2
 from nnr_core.encoder.prepare import prepare
+from nnr_core.model.incremental import IncrementalState
+from nnr_core.quant.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
+from nnr_core.syntax.constants import NNR_MPS, NNR_NDU, NNR_STR, NNR_TPL, NNR_TPL_PYT, NNR_TPL_UNREC
 from nnr_core.syntax.units import SyntaxState, write_unit
 
 log = logging.getLogger("nnr")
-
-NNR_STR, NNR_MPS, NNR_TPL, NNR_NDU = 0, 1, 3, 5
-NNR_TPL_UNREC, NNR_TPL_PYT = 0, 3
 FRAMEWORKS = {"generic": NNR_TPL_UNREC, "pytorch": NNR_TPL_PYT}
 VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 

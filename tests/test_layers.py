@@ -1,5 +1,6 @@
 """One layer per concern (issue 12): the codec core imports nothing from the API package, decoding
-loads neither the encoder nor the rate-distortion tools, and state is switched by documented options."""
+loads neither the encoder nor the rate-distortion tools, and the standard's named values come from
+the syntax tables, declared nowhere else."""
 import ast
 import os
 import re
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import nnr
+from nnr_core.syntax import constants, lang
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CYTHON_IMPORT = re.compile(r"^\s*(?:from|c?import)\s+nnr(?:\.|\s|$)", re.M)
@@ -76,6 +78,30 @@ def test_decode_loads_neither_the_encoder_nor_rd(tmp_path):
     unwanted = [m for m in loaded if m == "nnr.encoder" or m == "nnr.rd" or m.startswith("nnr.rd.")
                 or m == "nnr_core.encoder" or m.startswith("nnr_core.encoder.")]
     assert unwanted == []
+
+
+def test_constants_are_the_tables():
+    """Every const of the syntax tables is exposed by nnr_core.syntax.constants with its value, and
+    the module exposes no named value the tables do not define."""
+    tables = lang.load_tables().constants
+    exposed = {n: getattr(constants, n) for n in dir(constants) if re.fullmatch(r"NNR_[A-Z0-9_]+", n)}
+    assert exposed == tables
+    assert constants.UNIT_TYPE_NAMES[tables["NNR_NDU"]] == "NNR_NDU"
+    assert constants.PAYLOAD_TYPE_NAMES[tables["NNR_PT_BLOCK"]] == "NNR_PT_BLOCK"
+
+
+_NAME = "(?:" + "|".join(sorted(lang.load_tables().constants, key=len, reverse=True)) + ")"
+REDECLARED = re.compile(rf"^\s*{_NAME}(?:\s*,\s*{_NAME})*\s*=\s*(?:-?\d|range\()", re.M)
+
+
+@pytest.mark.parametrize("package", ["nnr", "nnr_core", "tests", "benchmarks", "examples"])
+def test_no_module_declares_the_constants_again(package):
+    """Unit types, payload types and topology formats are taken from nnr_core.syntax.constants,
+    never written out as numbers again."""
+    assert REDECLARED.search("NNR_STR, NNR_NDU = 0, 5\n") and REDECLARED.search("NNR_TPL = 3\n")
+    found = {os.path.relpath(p, ROOT): REDECLARED.findall(open(p, encoding="utf-8").read())
+             for p in sources(package, (".py",))}
+    assert {p: lines for p, lines in found.items() if lines} == {}
 
 
 def test_state_is_switched_by_documented_options():

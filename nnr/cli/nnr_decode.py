@@ -5,8 +5,7 @@ from nnr.checksum import output_sha256, tensor_sha256
 from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in,
                             model_format, parser, preload, run)
 from nnr.errors import NNRError
-
-NNR_STR, NNR_NDU = 0, 5
+from nnr_core.syntax.constants import NNR_NDU, NNR_STR, NNR_TPL
 OUTPUT_FORMATS = "npz, pt, safetensors, h5, onnx"
 
 
@@ -104,18 +103,18 @@ def read_bitstream(path):
 def ndu_count(path, data):
     """The number of NDUs (for the progress bar); a ToolError when the data does not start like an
     NNC bitstream (its first unit must be an NNR_STR)."""
-    from nnr_core.syntax.units import split_units
+    from nnr_core.syntax.units import split_units, unit_type_of
     try:
         spans = split_units(data)
     except NNRError as err:
         if getattr(err, "unit_index", None) == 0:
             raise ToolError(f"{path}: not an NNC bitstream: {type(err).__name__}: {err}", EXIT_FAILED) from None
         return None                    # a later unit is broken: the decoder says where
-    kind = data[spans[0].offset + spans[0].size_field_bytes] >> 2      # nnr_unit_type, u(6)
+    kind = unit_type_of(data, spans[0])
     if kind != NNR_STR:
         raise ToolError(f"{path}: not an NNC bitstream: its first unit has nnr_unit_type {kind}, not NNR_STR "
                         f"({NNR_STR})", EXIT_FAILED)
-    return sum(1 for s in spans if data[s.offset + s.size_field_bytes] >> 2 == NNR_NDU)
+    return sum(1 for s in spans if unit_type_of(data, s) == NNR_NDU)
 
 
 def _save(path, fmt, decoder, tensors):
@@ -126,7 +125,7 @@ def _save(path, fmt, decoder, tensors):
         return save_onnx(path, decoder, tensors)
     from nnr import filemeta
     from nnr.modelio import save_model
-    tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == 3), {})
+    tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == NNR_TPL), {})
     meta = filemeta.parse(tpl.get("topology_data", ""))
     save_model(path, filemeta.to_model(tensors, meta, fmt), fmt=fmt)
 

@@ -12,8 +12,8 @@ from typing import Callable, Optional
 import numpy as np
 
 import nnr
-from nnr.conformance.streams import (NNR_LPS, NNR_MPS, NNR_NDU, NNR_STR, NNR_TPL, assemble, find, gauss,
-                                     rebuild, sparse_rows, units_of)
+from nnr.conformance.streams import assemble, find, gauss, rebuild, sparse_rows, units_of
+from nnr_core.syntax.constants import NNR_LPS, NNR_MPS, NNR_NDU, NNR_STR, NNR_TPL
 
 
 NNR = f"nnr {nnr.__version__}"

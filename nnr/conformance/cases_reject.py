@@ -4,8 +4,9 @@ Registered in cases.CASES after the cases of cases.py, in this order."""
 import numpy as np
 
 from nnr.conformance.cases import built, case, plain
-from nnr.conformance.streams import (NNR_AGG, NNR_NDU, NNR_QNT, NNR_TPL, assemble, find, gauss, raw_unit,
-                                     rebuild, set_size, unit_offsets, units_of)
+from nnr.conformance.streams import (assemble, find, gauss, raw_unit, rebuild, set_size, unit_offsets,
+                                     units_of)
+from nnr_core.syntax.constants import NNR_AGG, NNR_NDU, NNR_QNT, NNR_TPL
 
 # -- must-reject streams, derived from valid ones ----------------------------------------------------
 def reject(name, description, error_class, base_id, damage, kind="stream", tags=()):

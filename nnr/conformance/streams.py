@@ -4,9 +4,8 @@ import hashlib
 
 import numpy as np
 
+from nnr_core.syntax.constants import NNR_NDU
 from nnr_core.syntax.units import SyntaxState, parse_units, write_unit
-
-NNR_STR, NNR_MPS, NNR_LPS, NNR_TPL, NNR_QNT, NNR_NDU, NNR_AGG = range(7)
 
 # fields parse_unit derives (recomputed by write_unit): never copied into an edited unit
 DERIVED = {"nnr_unit_size", "Rows", "RowWidth", "NumElements", "NumEntryPoints", "BitOffsetDelta",

@@ -74,7 +74,7 @@ def _summary(args, model, dec, decoded, data, elapsed):
 
 def carries_onnx(decoder) -> bool:
     """Whether the decoded bitstream has an NNR_TPL_ONNX topology."""
-    from nnr.topology.carriage import NNR_TPL, NNR_TPL_ONNX
+    from nnr_core.syntax.constants import NNR_TPL, NNR_TPL_ONNX
     return any(u.nnr_unit_type == NNR_TPL and u.fields.get("topology_storage_format") == NNR_TPL_ONNX
                for u in decoder.units)
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from nnr.errors import ConstraintViolationError, EncoderConfigError, ResourceLimitError, SyntaxValueError
 from nnr.optional import import_optional
-from nnr.topology.carriage import NNR_TPL_ONNX, read_tpl, replace_tpl
+from nnr.topology.carriage import read_tpl, replace_tpl
+from nnr_core.syntax.constants import NNR_TPL_ONNX
 
 INSTALL_HINT = 'ONNX support needs the optional package onnx: pip install "nnr[onnx]" (onnx, onnxruntime)'
 LOCATION = "nnr"

@@ -22,7 +22,8 @@ import numpy as np
 
 from nnr.errors import ConstraintViolationError, EncoderConfigError, SyntaxValueError, UnsupportedFeatureError
 from nnr.optional import import_optional
-from nnr.topology.carriage import NNR_TPL_PYT, read_tpl, replace_tpl
+from nnr.topology.carriage import read_tpl, replace_tpl
+from nnr_core.syntax.constants import NNR_TPL_PYT
 
 INSTALL_HINT = "PyTorch module support needs torch: pip install torch==2.13.0 (the CPU build is enough)"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 
 from nnr_core.errors import EncoderConfigError
-from nnr_core.model.layout import NNR_CPT_BI, NNR_CPT_BN, NNR_CPT_LS, NNR_PT_BLOCK, NNR_PT_INT
+from nnr_core.syntax.constants import NNR_CPT_BI, NNR_CPT_BN, NNR_CPT_LS, NNR_PT_BLOCK, NNR_PT_INT
 
 PARAM_TYPES = ("weight", "weight.ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "unspecified")
 BLOCK_TYPES = ("weight", "weight.ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var")

@@ -8,11 +8,9 @@ import numpy as np
 from nnr_core.errors import EncoderConfigError
 from nnr_core import cabac
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
-from nnr_core.model.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
 from nnr_core.encoder.prepare import InputTensor
+from nnr_core.syntax.constants import NNR_NDU, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
 from nnr_core.syntax.units import write_unit
-
-NNR_NDU = 5
 
 
 @dataclass
