@@ -112,8 +112,8 @@ def _tiny_onnx():
 
 def _tensors(model):
     from onnx import numpy_helper
-    from nnr.topology.onnx_tpl import _tensor_slots
-    return {name: numpy_helper.to_array(t) for name, t in _tensor_slots(model.graph)}
+    from nnr.topology.onnx_tpl import tensor_slots
+    return {name: numpy_helper.to_array(t) for name, t in tensor_slots(model.graph)}
 
 
 def _run(model, x):

@@ -1,14 +1,12 @@
 """nnr_encode: compress a model file (.pt/.pth, .safetensors, .npz, .h5, .onnx) into an NNC bitstream."""
-import os
 import sys
 import time
 
 from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in,
                             model_format, parser, preload, run)
+from nnr.cli.files import check_input, read_error, write_trace
+from nnr.cli.summary import qp_advice
 from nnr.errors import NNRError
-
-FORMAT_NAMES = {"pt": "a PyTorch file (torch.save of a state_dict or checkpoint)", "safetensors": "a safetensors file",
-                "npz": "a NumPy .npz archive", "h5": "an HDF5 / Keras .h5 file", "onnx": "an ONNX model"}
 
 
 def build_parser():
@@ -53,7 +51,7 @@ def main(argv=None):
 
 
 def _encode(args):
-    from nnr.topology.cli import encode_onnx_file
+    from nnr.cli.onnx_file import encode_onnx_file
     fmt = model_format(args.input, args.format)
     onnx = fmt == "onnx"
     check_input(args.input, fmt)
@@ -77,27 +75,6 @@ def _encode(args):
     if not args.quiet:
         _summary(args, model, coded, raw, data, decoded, elapsed)
     return 0
-
-
-def check_input(path, fmt):
-    """The input must be an existing, non-empty file (a pipe or device is read as it comes)."""
-    path = os.fspath(path)
-    what = FORMAT_NAMES.get(fmt, "a model file")
-    if not os.path.exists(path):
-        raise ToolError(f"{path}: no such file", EXIT_FAILED)
-    if os.path.isdir(path):
-        raise ToolError(f"{path}: is a directory; expected {what}", EXIT_FAILED)
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise ToolError(f"{path}: empty file; expected {what}", EXIT_FAILED)
-
-
-def read_error(path, fmt, err):
-    """The ToolError for an error that is not an NNRError met while reading the input."""
-    if isinstance(err, OSError) and err.strerror:
-        return ToolError(f"cannot read {path}: {err.strerror}", EXIT_FAILED)
-    text = " ".join(str(err).split())[:300]
-    return ToolError(f"{path}: not readable as {FORMAT_NAMES.get(fmt, 'a model file')}: "
-                     f"{type(err).__name__}: {text}", EXIT_FAILED)
 
 
 def _check_options(args, options):
@@ -169,20 +146,8 @@ def _decode_back(args, data):
     dec = nnr.Decoder(jobs=args.jobs, keep_state=False)
     tensors = dec.decode_tensors(data, trace=trace)
     if trace is not None:
-        from nnr.cli.nnr_decode import write_trace
         write_trace(trace, args.trace)
     return tensors
-
-
-def advice(args):
-    """What a warned tensor's line suggests: the QP option that coded it (see summary.warnings)."""
-    def say(row):
-        if args.bitdepth is not None:
-            return "use a higher --bitdepth"
-        if row.qp == args.nonweight_qp and row.qp != args.qp:
-            return "use a lower --nonweight-qp"
-        return "use a lower --qp"
-    return say
 
 
 def _summary(args, model, coded, raw, data, decoded, elapsed):
@@ -195,7 +160,7 @@ def _summary(args, model, coded, raw, data, decoded, elapsed):
             f"bits per parameter  {8 * len(data) / n:.4f}",
             f"ratio               {raw / len(data):.2f}x"]
     tail = [f"time                {elapsed:.2f} s ({n / max(elapsed, 1e-9) / 1e6:.2f} M parameters/s)"]
-    report("nnr_encode", head, rows, tail, verbose=args.verbose, advice=advice(args))
+    report("nnr_encode", head, rows, tail, verbose=args.verbose, advice=qp_advice(args))
 
 
 if __name__ == "__main__":

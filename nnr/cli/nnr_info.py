@@ -46,7 +46,7 @@ def main(argv=None):
 
 
 def _info(args):
-    from nnr.cli.nnr_decode import ndu_count, read_bitstream
+    from nnr.cli.files import ndu_count, read_bitstream
     from nnr_core.bitstream.trace import Trace
     from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
 

@@ -3,15 +3,14 @@ NNR_TPL_ONNX topology and the weights as NDUs; `nnr_decode x.nnr -o model.onnx` 
 import os
 import time
 
-
-def is_onnx_path(path, fmt=None) -> bool:
-    return (fmt or "").lower() == "onnx" or (fmt is None and os.fspath(path).lower().endswith(".onnx"))
+from nnr.cli.common import cannot_write
+from nnr.cli.files import read_error, write_trace
+from nnr.cli.summary import measure, qp_advice, report
 
 
 def encode_onnx_file(args, options: dict) -> int:
     """nnr_encode for an .onnx input; the CLI has checked the paths and built the Encoder `options`.
     Exit status; failures raise (nnr.cli.common.run reports them in one line)."""
-    from nnr.cli.common import cannot_write
     from nnr.fileio import atomic_output
     # the output's temporary file exists from here on: a failure or an interrupt removes it
     try:
@@ -29,7 +28,6 @@ def encode_onnx_file(args, options: dict) -> int:
         dec = nnr.Decoder(jobs=getattr(args, "jobs", None))
         tensors = dec.decode_tensors(data, trace=trace)
         if trace is not None:
-            from nnr.cli.nnr_decode import write_trace
             write_trace(trace, args.trace)
         if not args.quiet:
             _summary(args, model, dec, tensors, data, elapsed)
@@ -38,9 +36,8 @@ def encode_onnx_file(args, options: dict) -> int:
 
 def _encode(args, options):
     """(ModelProto, bitstream, seconds) for args.input."""
-    from nnr.cli.nnr_encode import read_error
     from nnr.topology import onnx_tpl
-    onnx = onnx_tpl._onnx()
+    onnx = onnx_tpl.onnx_module()
     t0 = time.perf_counter()
     try:
         model = onnx.load(args.input)
@@ -53,12 +50,10 @@ def _encode(args, options):
 def _summary(args, model, dec, decoded, data, elapsed):
     from onnx import numpy_helper
 
-    from nnr.cli.nnr_encode import advice
-    from nnr.cli.summary import measure, report
     from nnr.topology import onnx_tpl
     _, originals, _ = onnx_tpl.split_model(model)
     rebuilt = onnx_tpl.model_from_units(dec.units, {t.name: t.values for t in decoded})
-    restored = {name: numpy_helper.to_array(t) for name, t in onnx_tpl._tensor_slots(rebuilt.graph)
+    restored = {name: numpy_helper.to_array(t) for name, t in onnx_tpl.tensor_slots(rebuilt.graph)
                 if name in originals}
     rows = measure(originals, restored, {n: a.dtype.name for n, a in restored.items()},
                    {t.name: t.qp for t in decoded})
@@ -69,7 +64,7 @@ def _summary(args, model, dec, decoded, data, elapsed):
             f"bytes               {size} -> {len(data)}",
             f"ratio               {size / len(data):.2f}x"]
     report("nnr_encode", head, rows, [f"time                {elapsed:.2f} s"],
-           verbose=getattr(args, "verbose", False), advice=advice(args))
+           verbose=getattr(args, "verbose", False), advice=qp_advice(args))
 
 
 def carries_onnx(decoder) -> bool:
