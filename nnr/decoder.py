@@ -27,8 +27,6 @@ VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 # A regular bin costs at least log2(351/349) > 1/128 bit (rLPS 2 at R = 351), so one payload bit
 # carries at most 128 bins: this bounds how many elements a payload can describe.
 _BINS_PER_BIT = 128
-# Smaller tensors are not split at their entry points: threads cost more than they save.
-PARALLEL_MIN_ELEMENTS = 1 << 16
 # NDUs of fewer elements are decoded by the parsing thread (in unit order) even with jobs > 1:
 # handing a tiny tensor to a worker costs more than decoding it (100,000 one-element tensors took
 # twice as long with two jobs as with one).
@@ -420,9 +418,9 @@ class Decoder:
 
     def _decode_ndu(self, unit, comps, codings, payload, variant, pt, base_qp, qp_density, trace, jobs):
         options = {}
-        if (jobs > 1 and len(comps) == 1 and unit.fields.get("BitOffsetDelta")
-                and comps[0].num_elements >= PARALLEL_MIN_ELEMENTS):
-            # block-row entry points let the decoder split one tensor's rows between threads
+        if jobs > 1 and len(comps) == 1 and unit.fields.get("BitOffsetDelta"):
+            # block-row entry points let the engine split one tensor's rows between threads (it
+            # does so for tensors of at least its PARALLEL_MIN_ELEMENTS)
             options = {"jobs": jobs, "entry_points": self._header_entry_points(unit)}
         try:
             results = cabac.decode_payload(payload, codings, variant, **options)

@@ -62,7 +62,7 @@ class EncoderConfig:
         need(0 <= self.qp_density <= 7, f"qp_density must be 0..7, not {self.qp_density}")
         need(-4096 <= self.qp <= 4095, f"qp {self.qp} is outside what NNC can signal (-4096..4095)")
         if self.nonweight_qp is not None:
-            need(isinstance(self.nonweight_qp, (int, np.integer)), f"nonweight_qp must be an integer or None")
+            need(isinstance(self.nonweight_qp, (int, np.integer)), "nonweight_qp must be an integer or None")
             need(-4096 <= self.nonweight_qp <= 4095, f"nonweight_qp {self.nonweight_qp} is outside -4096..4095")
         need(0 <= self.scan_order <= 4, f"scan_order must be 0..4, not {self.scan_order}")
         need(0 <= self.cabac_unary_length_minus1 <= 255,

@@ -374,7 +374,7 @@ hand("parent_sha512", "updates that identify the parent by the SHA-512 of its pa
      edited("nnr/inc_notca", _parent(2, False)), ["incremental"], base="nnr/inc_notca", kind="sequence")
 
 
-def _maps(prefix_count=2):
+def _maps():
     spm = {"spm_count_thresholds": 3, "sparsification_threshold": [0.1, 0.2], "non_zero_ratio": [0.5, 0.25],
            "spm_nn_accuracy": [0.75, 0.5], "spm_count_classes": [2, 0], "spm_class_bitmask": [3, 0],
            "spm_nn_class_accuracy": [[0.5, 0.25], []]}

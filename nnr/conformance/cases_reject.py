@@ -48,12 +48,6 @@ def _ndu_size(delta, trim=False, pad=b""):
     return fn
 
 
-def _field(kind, **changes):
-    def edit(units):
-        find(units, kind)[1].update(changes)
-    return edit
-
-
 def _byte(pos, value):
     return lambda data: data[:pos] + bytes([value]) + data[pos + 1:]
 
@@ -219,7 +213,7 @@ reject("payload_type_4", "NDU payload type 4 (reserved)", "SyntaxValueError", P1
        last(_header_byte(NNR_NDU, 3, lambda b: (4 << 3) | (b & 7))))
 reject("payload_type_31", "NDU payload type 31", "SyntaxValueError", P1, last(_header_byte(NNR_NDU, 3, lambda b: (31 << 3) | (b & 7))))
 reject("scan_order_5", "scan_order 5 (reserved)", "SyntaxValueError", P1,
-       _units_edit(lambda units: find(units, NNR_NDU)[1].update(scan_order=5)) if False else last(lambda d: _scan_order(d, 5)))
+       last(lambda d: _scan_order(d, 5)))
 reject("scan_order_15", "scan_order 15", "SyntaxValueError", P1, last(lambda d: _scan_order(d, 15)))
 reject("tpl_format_7", "topology_storage_format 7 (reserved)", "SyntaxValueError", P1, last(_header_byte(NNR_TPL, 3, lambda b: 7)))
 reject("tpl_compression_2", "topology_compression_format 2", "SyntaxValueError", P1, last(_header_byte(NNR_TPL, 4, lambda b: 2)))

@@ -15,7 +15,6 @@ from nnr.errors import EncoderConfigError
 from nnr_core.encoder.prepare import narrowed_to_float32
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def option_error(template, option, **fields):

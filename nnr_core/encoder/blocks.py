@@ -22,9 +22,7 @@ Not supported (rejected): low-rank decomposition (NNR_CPT_DC, ``<weight>_G``/``<
 tensors), and option contents the reference would accept but then code wrongly (members it drops,
 tensors it codes twice); see ``resolve_blocks``.
 """
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 

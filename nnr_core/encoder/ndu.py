@@ -11,6 +11,7 @@ from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCodi
 from nnr_core.encoder.prepare import InputTensor
 from nnr_core.syntax.constants import NNR_NDU, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
 from nnr_core.syntax.units import write_unit
+from nnr_core.syntax.walker import block_rows_minus1
 
 
 @dataclass
@@ -32,10 +33,6 @@ def rows_and_width(shape):
     for d in shape[1:]:
         width *= int(d)
     return int(shape[0]), width
-
-
-def num_block_rows_minus1(rows, scan_order):
-    return ((rows + (4 << scan_order) - 1) >> (2 + scan_order)) - 1
 
 
 class NduEncoder:
@@ -288,7 +285,7 @@ class NduEncoder:
             scan = cfg.scan_order
             # REF-QUIRK avoided: the reference crashes on RowWidth 1 with more rows than one block
             # row (NNC-HLS.md §17 item 21); such a tensor is coded row-major and says so.
-            if scan and width == 1 and num_block_rows_minus1(rows, scan) > 0:
+            if scan and width == 1 and block_rows_minus1(rows, scan) > 0:
                 scan = 0
             f["scan_order"] = scan
         return f
