@@ -11,6 +11,7 @@ from nnr.errors import (ConstraintViolationError, EntropyDecodingError, NNRError
 from nnr.jobs import resolve_jobs
 from nnr.topology.carriage import MAX_TOPOLOGY_BYTES
 from nnr_core import cabac
+from nnr_core.bitstream.trace import PayloadTensor, trace_payload
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding
 from nnr_core.model.incremental import IncrementalState
 from nnr_core.model.layout import Component, ndu_components
@@ -376,6 +377,8 @@ class Decoder:
                                             bit_offset=unit.payload_offset * 8, value=len(payload),
                                             allowed=4 * comp.num_elements)
             values = np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(comp.shape)
+            if trace is not None:
+                trace_payload(trace, unit.payload_offset * 8, len(payload), [], "flt(32)")
             return (lambda: [DecodedTensor(comp.name, values, None, unit.index, pt, comp.role)]), used
 
         quantized = pt in (NNR_PT_FLOAT, NNR_PT_BLOCK)
@@ -423,14 +426,20 @@ class Decoder:
             # does so for tensors of at least its PARALLEL_MIN_ELEMENTS)
             options = {"jobs": jobs, "entry_points": self._header_entry_points(unit)}
         try:
-            results = cabac.decode_payload(payload, codings, variant, **options)
+            if trace is None:
+                results = cabac.decode_payload(payload, codings, variant, **options)
+            else:
+                results, positions = _decode_positions(payload, codings, variant)
         except NNRError as err:
             # payload bit offsets are relative to the payload; element names are the payload's
             raise err.in_unit(unit.index, unit.payload_offset * 8) from None
         if self.verify_entry_points:
             self._verify_entry_points(unit, comps, results)
         if trace is not None:
-            trace_payload(trace, unit.payload_offset * 8, comps, results)
+            trace_payload(trace, unit.payload_offset * 8, len(payload),
+                          [PayloadTensor(c.name, p, r.qp_offset, r.hist_dep_sig_prob_enabled_flag,
+                                         r.row_skip_enabled_flag, r.row_skip_list, r.entry_points, r.levels)
+                           for c, p, r in zip(comps, positions, results)])
 
         out = []
         for comp, res in zip(comps, results):
@@ -488,22 +497,16 @@ class Decoder:
                                            value=tuple(got), allowed=want)
 
 
-def trace_payload(trace, bit_pos, comps, results):
-    """Per-tensor payload elements in the trace format (the levels as count and SHA-256)."""
-    from nnr.checksum import tensor_sha256
-    for comp, res in zip(comps, results):
-        path = f"nnr_compressed_data_unit_payload.{comp.name}"
-        if res.qp_offset is not None:
-            trace.emit(bit_pos, f"{path}.qp_offset", "ae(v)", res.qp_offset)
-        trace.emit(bit_pos, f"{path}.hist_dep_sig_prob_enabled_flag", "ae(v)", res.hist_dep_sig_prob_enabled_flag)
-        trace.emit(bit_pos, f"{path}.row_skip_enabled_flag", "ae(v)", res.row_skip_enabled_flag)
-        if res.row_skip_enabled_flag:
-            trace.emit(bit_pos, f"{path}.row_skip_list", "ae(v)", "".join(map(str, res.row_skip_list.tolist())))
-        for j, ep in enumerate(res.entry_points):
-            trace.emit(bit_pos, f"{path}.entry_point[{j}]", "ae(v)", tuple(int(v) for v in ep))
-        levels = np.ascontiguousarray(res.levels, dtype=np.int32)
-        trace.emit(bit_pos, f"{path}.levels", "ae(v)",
-                   f"n={levels.size} nonzero={int(np.count_nonzero(levels))} sha256={tensor_sha256(levels)}")
+def _decode_positions(payload, codings, variant):
+    """decode_payload on one thread, also returning the coder's bit position P (§8.5) before each
+    tensor (the trace's positions)."""
+    d = cabac.CabacDecoder(payload)
+    results, positions = [], []
+    for coding in codings:
+        positions.append(d.state()["P"])
+        results.append(d.decode_tensor(coding, variant))
+    d.finish()
+    return results, positions
 
 
 def _limit(value, name):

@@ -77,3 +77,20 @@ def write_trace(trace, target):
     except OSError as err:
         raise cannot_write(target, err) from None
 
+
+def write_encoded(args, encode):
+    """Run encode(trace) -> (bitstream, details) and write the bitstream to args.output through a
+    temporary file beside it (a failure or an interrupt removes it), then with --trace what the
+    encoder wrote to args.trace; returns (bitstream, details)."""
+    from nnr.fileio import atomic_output
+    from nnr_core.bitstream.trace import Trace
+    trace = Trace() if getattr(args, "trace", None) else None
+    try:
+        with atomic_output(args.output) as out:
+            data, details = encode(trace)
+            out.write(data)
+    except OSError as err:
+        raise cannot_write(args.output, err) from None
+    if trace is not None:
+        write_trace(trace, args.trace)
+    return data, details

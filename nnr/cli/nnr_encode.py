@@ -2,9 +2,9 @@
 import sys
 import time
 
-from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in,
-                            model_format, parser, preload, run)
-from nnr.cli.files import check_input, read_error, write_trace
+from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, check_output, int_in, model_format, parser,
+                            preload, run)
+from nnr.cli.files import check_input, read_error, write_encoded
 from nnr.cli.summary import qp_advice
 from nnr.errors import NNRError
 
@@ -34,7 +34,9 @@ def build_parser():
     p.add_argument("--lossless", action="store_true",
                    help="float tensors as NNR_PT_RAW_FLOAT (uncompressed): float32/float16 weights decode "
                         "bit-identically (for .onnx input: the whole model)")
-    p.add_argument("--trace", metavar="FILE", help="write the syntax trace of the written bitstream ('-' = stdout)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write what the encoder wrote, one line per syntax element and per NDU payload tensor, "
+                        "in nnr_decode --trace's format ('-' = stdout)")
     p.add_argument("-j", "--jobs", type=int_in(0), default=0,
                    help="worker threads coding tensors concurrently (default 0: all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no summary, no warnings)")
@@ -63,17 +65,9 @@ def _encode(args):
     preload(fmt)
     if onnx:
         return encode_onnx_file(args, options)
-    from nnr.fileio import atomic_output
-    # the output's temporary file exists from here on: a failure or an interrupt removes it
-    try:
-        with atomic_output(args.output) as out:
-            model, coded, data, raw, elapsed = _encode_model(args, fmt, options)
-            out.write(data)
-    except OSError as err:
-        raise cannot_write(args.output, err) from None
-    decoded = _decode_back(args, data) if args.trace or not args.quiet else None
+    data, (model, coded, raw, elapsed) = write_encoded(args, lambda trace: _encode_model(args, fmt, options, trace))
     if not args.quiet:
-        _summary(args, model, coded, raw, data, decoded, elapsed)
+        _summary(args, model, coded, raw, data, _decode_back(args, data), elapsed)
     return 0
 
 
@@ -86,7 +80,7 @@ def _check_options(args, options):
         raise ToolError(f"invalid option: {err}", EXIT_USAGE) from None
 
 
-def _encode_model(args, fmt, options):
+def _encode_model(args, fmt, options, trace=None):
     import nnr
     from nnr import filemeta
     from nnr.modelio import load_model
@@ -124,8 +118,8 @@ def _encode_model(args, fmt, options):
 
         enc = nnr.Encoder(jobs=args.jobs, stateful=False, **options)
         data = enc.encode(coded, incremental=False, progress=on_tensor,
-                          topology_data=filemeta.build(model, coded, skipped))
-    return model, coded, data, sum(raw_sizes.values()), time.perf_counter() - t0
+                          topology_data=filemeta.build(model, coded, skipped), trace=trace)
+    return data, (model, coded, sum(raw_sizes.values()), time.perf_counter() - t0)
 
 
 def _encoder_options(args, framework):
@@ -137,17 +131,9 @@ def _encoder_options(args, framework):
 
 
 def _decode_back(args, data):
-    """Decode the written bitstream (for the summary, and the trace with --trace): DecodedTensors."""
+    """Decode the written bitstream for the summary's errors: DecodedTensors."""
     import nnr
-    trace = None
-    if args.trace:
-        from nnr_core.bitstream.trace import Trace
-        trace = Trace()
-    dec = nnr.Decoder(jobs=args.jobs, keep_state=False)
-    tensors = dec.decode_tensors(data, trace=trace)
-    if trace is not None:
-        write_trace(trace, args.trace)
-    return tensors
+    return nnr.Decoder(jobs=args.jobs, keep_state=False).decode_tensors(data)
 
 
 def _summary(args, model, coded, raw, data, decoded, elapsed):

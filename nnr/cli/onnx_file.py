@@ -3,39 +3,23 @@ NNR_TPL_ONNX topology and the weights as NDUs; `nnr_decode x.nnr -o model.onnx` 
 import os
 import time
 
-from nnr.cli.common import cannot_write
-from nnr.cli.files import read_error, write_trace
+from nnr.cli.files import read_error, write_encoded
 from nnr.cli.summary import measure, qp_advice, report
 
 
 def encode_onnx_file(args, options: dict) -> int:
     """nnr_encode for an .onnx input; the CLI has checked the paths and built the Encoder `options`.
     Exit status; failures raise (nnr.cli.common.run reports them in one line)."""
-    from nnr.fileio import atomic_output
-    # the output's temporary file exists from here on: a failure or an interrupt removes it
-    try:
-        with atomic_output(args.output) as out:
-            model, data, elapsed = _encode(args, options)
-            out.write(data)
-    except OSError as err:
-        raise cannot_write(args.output, err) from None
-    if getattr(args, "trace", None) or not args.quiet:
+    data, (model, elapsed) = write_encoded(args, lambda trace: _encode(args, options, trace))
+    if not args.quiet:
         import nnr
-        trace = None
-        if getattr(args, "trace", None):
-            from nnr_core.bitstream.trace import Trace
-            trace = Trace()
         dec = nnr.Decoder(jobs=getattr(args, "jobs", None))
-        tensors = dec.decode_tensors(data, trace=trace)
-        if trace is not None:
-            write_trace(trace, args.trace)
-        if not args.quiet:
-            _summary(args, model, dec, tensors, data, elapsed)
+        _summary(args, model, dec, dec.decode_tensors(data), data, elapsed)
     return 0
 
 
-def _encode(args, options):
-    """(ModelProto, bitstream, seconds) for args.input."""
+def _encode(args, options, trace=None):
+    """(bitstream, (ModelProto, seconds)) for args.input."""
     from nnr.topology import onnx_tpl
     onnx = onnx_tpl.onnx_module()
     t0 = time.perf_counter()
@@ -43,8 +27,8 @@ def _encode(args, options):
         model = onnx.load(args.input)
     except Exception as err:        # protobuf DecodeError and friends
         raise read_error(args.input, "onnx", err) from None
-    data = onnx_tpl.encode_onnx(model, lossless=getattr(args, "lossless", False), **options)
-    return model, data, time.perf_counter() - t0
+    data = onnx_tpl.encode_onnx(model, lossless=getattr(args, "lossless", False), trace=trace, **options)
+    return data, (model, time.perf_counter() - t0)
 
 
 def _summary(args, model, dec, decoded, data, elapsed):

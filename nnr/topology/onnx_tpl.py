@@ -18,7 +18,7 @@ import numpy as np
 
 from nnr.errors import ConstraintViolationError, EncoderConfigError, ResourceLimitError, SyntaxValueError
 from nnr.optional import import_optional
-from nnr.topology.carriage import read_tpl, replace_tpl
+from nnr.topology.carriage import read_tpl, tpl_fields
 from nnr_core.syntax.constants import NNR_TPL_ONNX
 
 INSTALL_HINT = 'ONNX support needs the optional package onnx: pip install "nnr[onnx]" (onnx, onnxruntime)'
@@ -165,11 +165,13 @@ def rebuild(graph: bytes, tensors: dict, unit_index=None):
     return model
 
 
-def encode_onnx(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS, compress=True, **options) -> bytes:
+def encode_onnx(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS, compress=True, trace=None,
+                **options) -> bytes:
     """Encode an ONNX model (ModelProto or path) into one NNC bitstream: NNR_TPL_ONNX graph + NDUs.
 
     `lossless=True` carries float tensors as NNR_PT_RAW_FLOAT, so the decoded model is bit-identical;
-    other keyword options are the Encoder's (qp, dq, codebook, ...; `raw_float` adds names)."""
+    `trace` receives what is written (Encoder.encode); other keyword options are the Encoder's (qp,
+    dq, codebook, ...; `raw_float` adds names)."""
     import nnr
     graph, tensors, raw = split_model(model, lossless=lossless, min_ndu_elements=min_ndu_elements)
     if not tensors:
@@ -177,9 +179,8 @@ def encode_onnx(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS, com
                                  "to carry in NDUs")
     if raw:
         options["raw_float"] = tuple(options.get("raw_float", ())) + tuple(raw)
-    enc = nnr.Encoder(**options)
-    data = enc.encode(tensors, incremental=False)
-    return replace_tpl(data, NNR_TPL_ONNX, graph, compress=compress)
+    return nnr.Encoder(**options).encode(
+        tensors, incremental=False, topology=tpl_fields(NNR_TPL_ONNX, graph, compress), trace=trace)
 
 
 def decode_onnx(data, **decoder_options):
