@@ -147,8 +147,25 @@ def test_quantization_vector_uniform(impl):
     assert payload[:8].hex() == "0b49b317231b033d" and payload[-8:].hex() == "c4a65f1cdf6707f0"
     assert hashlib.sha256(payload).hexdigest() == \
         "941b6f85b602d912eb84aef8c825f1df65b59b377554e34043f20c9edecc5af7"
-# The TCQ payload of §14.3 (199 bytes) needs the TCQ reconstruction indices of §8.3, of which the
-# spec gives only the first row and a hash: it belongs to the quantizer's tests.
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_quantization_vector_tcq(impl):
+    """§14.3's TCQ payload: the trellis's indices (checked against the notes' hash first), coded with
+    dq 1, are the notes' 199 bytes."""
+    from nnr_core.quant.quantize import quantize_tcq
+    n = np.arange(240)
+    w = ((((37 * n) % 101) - 50).astype(np.float32) / np.float32(256)).reshape(12, 20)
+    indices, qp = quantize_tcq(w, -30, 2)
+    indices = indices.reshape(-1).astype(np.int32)
+    assert qp == -30 and hashlib.sha256(indices.astype("<i4").tobytes()).hexdigest() == \
+        "a494479c8bd87f50a4aa00fea0d1faef7e34f26ddb63c29ba32f41852a0c492e"
+    t = TensorEncoding(_coding(12, 20, dq_flag=1), indices, row_skip_enabled_flag=0, param_opt=True)
+    payload, _ = impl.encode_payload([t])
+    assert len(payload) == 199
+    assert payload[:8].hex() == "713417bc1917c63d" and payload[-8:].hex() == "e805a170f6d7ebf0"
+    assert hashlib.sha256(payload).hexdigest() == \
+        "d1d5b43bbaba822ecef1199fcfa1eefa0409f2fe1f6e0fb21f82262ae671da35"
 
 
 # --- NNCodec reference vectors: re-encode every NDU byte for byte ------------------------------------
