@@ -254,7 +254,7 @@ def weighted_comparison(tensors, imp, log):
           f"Importance F: per-image squared gradient of the cross-entropy against the float model's own top-1 "
           f"label, averaged over the {len(_setup()['x'])} images (a diagonal empirical Fisher; {len(imp)} weight "
           f"tensors). Distortion weights g = (1 − β) + β·F/mean F per tensor, β = importance_mix "
-          f"(nnr/rd/weighted.py). Baseline: the reference's quantizer with its rate term at the same "
+          f"(nnr_core/quant/weighted.py). Baseline: the reference's quantizer with its rate term at the same "
           f"lambda_scale, uniform (URQ) and trellis (DQ). Weighted error = Σ F_i (w_i − w'_i)² with F normalised "
           f"to mean 1 per tensor; zeros = share of weight parameters decoded as 0. Note: the importance is "
           f"measured on the same images as the metric.\n"]

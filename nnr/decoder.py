@@ -8,27 +8,26 @@ import numpy as np
 
 from nnr.errors import (ConstraintViolationError, EntropyDecodingError, NNRError, ResourceLimitError,
                         UnitSizeMismatchError, UnsupportedFeatureError)
+from nnr.jobs import resolve_jobs
 from nnr.topology.carriage import MAX_TOPOLOGY_BYTES
 from nnr_core import cabac
+from nnr_core.bitstream.trace import PayloadTensor, trace_payload
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding
-from nnr_core.incremental import IncrementalState
-from nnr_core.layout import (NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT, Component,
-                             ndu_components)
+from nnr_core.model.incremental import IncrementalState
+from nnr_core.model.layout import Component, ndu_components
 from nnr_core.quant.reconstruct import reconstruct_codebook, reconstruct_uniform
-from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
+from nnr_core.syntax.constants import (NNR_AGG, NNR_LPS, NNR_MPS, NNR_NDU, NNR_PT_BLOCK, NNR_PT_FLOAT,
+                                       NNR_PT_INT, NNR_PT_RAW_FLOAT, NNR_QNT, NNR_STR, NNR_TPL, NNR_TPL_PRUN,
+                                       NNR_TPL_REFLIST)
+from nnr_core.syntax.units import SyntaxState, parse_unit, split_units, unit_type_of
 
 log = logging.getLogger("nnr")
-
-NNR_STR, NNR_MPS, NNR_LPS, NNR_TPL, NNR_QNT, NNR_NDU, NNR_AGG = range(7)
-NNR_TPL_PRUN, NNR_TPL_REFLIST = 5, 6
 
 VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 
 # A regular bin costs at least log2(351/349) > 1/128 bit (rLPS 2 at R = 351), so one payload bit
 # carries at most 128 bins: this bounds how many elements a payload can describe.
 _BINS_PER_BIT = 128
-# Smaller tensors are not split at their entry points: threads cost more than they save.
-PARALLEL_MIN_ELEMENTS = 1 << 16
 # NDUs of fewer elements are decoded by the parsing thread (in unit order) even with jobs > 1:
 # handing a tiny tensor to a worker costs more than decoding it (100,000 one-element tensors took
 # twice as long with two jobs as with one).
@@ -72,13 +71,15 @@ class Decoder:
     max_topology_bytes: most bytes of an NNR_TPL unit, and of its topology once inflated
     (`nnr.topology.carriage.read_tpl(decoder.units)`); default 256 MiB; None: no limit.
     Exceeding a limit raises ResourceLimitError naming the unit and the element.
+    keep_state: keep the incremental state (TCA references, HDSP history, tree depths) for the
+    next bitstream (default). False: each bitstream is decoded on its own (what `nnr.decode`
+    does); the levels are not kept, so memory holds one copy of the decoded model.
     """
 
     def __init__(self, *, profile0_variant="nncodec1", codebook_dtype=np.float64,
                  max_tensor_elements=2**31 - 1, max_total_elements=MAX_TOTAL_ELEMENTS,
                  max_topology_bytes=MAX_TOPOLOGY_BYTES, out_of_band=None, verify_entry_points=True,
-                 jobs=None):
-        from nnr.encoder import resolve_jobs
+                 jobs=None, keep_state=True):
         self.jobs = resolve_jobs(jobs)
         if profile0_variant not in VARIANTS:
             raise ValueError(f"profile0_variant must be one of {sorted(VARIANTS)}, not {profile0_variant!r}")
@@ -91,7 +92,7 @@ class Decoder:
         self.max_topology_bytes = _limit(max_topology_bytes, "max_topology_bytes")
         self.out_of_band = dict(out_of_band or {})
         self.verify_entry_points = verify_entry_points
-        self._keep_state = True     # nnr.decode (one self-contained bitstream) keeps no state
+        self.keep_state = bool(keep_state)
         self.state = IncrementalState()
         self.units = []          # ParsedUnit list of the last bitstream
         self._data = None        # the bitstream being decoded (error locations)
@@ -154,7 +155,7 @@ class Decoder:
         parent_signalling = bool(syntax.mps and syntax.mps.get("mps_parent_signalling_enabled_flag"))
         if parent_signalling:
             self._add_omitted(tensors, seen, sum(t.values.size for t in tensors))
-        if self._keep_state:
+        if self.keep_state:
             for t in tensors:
                 if t.levels is not None:
                     self.state.record(t.name, t.levels, units[t.unit_index].fields, parent_signalling,
@@ -257,8 +258,7 @@ class Decoder:
     def _check_unit_size(self, data, span):
         """An NNR_TPL unit larger than max_topology_bytes is refused before it is parsed."""
         limit = self.max_topology_bytes
-        head = span.offset + span.size_field_bytes
-        if limit is not None and span.size > limit and head < len(data) and data[head] >> 2 == NNR_TPL:
+        if limit is not None and span.size > limit and unit_type_of(data, span) == NNR_TPL:
             raise ResourceLimitError(f"NNR_TPL unit of {span.size} bytes is larger than max_topology_bytes "
                                      f"(Decoder(max_topology_bytes=...) raises the limit)", unit_index=span.index,
                                      element="nnr_unit_size", bit_offset=8 * span.offset, value=span.size,
@@ -377,6 +377,8 @@ class Decoder:
                                             bit_offset=unit.payload_offset * 8, value=len(payload),
                                             allowed=4 * comp.num_elements)
             values = np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(comp.shape)
+            if trace is not None:
+                trace_payload(trace, unit.payload_offset * 8, len(payload), [], "flt(32)")
             return (lambda: [DecodedTensor(comp.name, values, None, unit.index, pt, comp.role)]), used
 
         quantized = pt in (NNR_PT_FLOAT, NNR_PT_BLOCK)
@@ -419,25 +421,31 @@ class Decoder:
 
     def _decode_ndu(self, unit, comps, codings, payload, variant, pt, base_qp, qp_density, trace, jobs):
         options = {}
-        if (jobs > 1 and len(comps) == 1 and unit.fields.get("BitOffsetDelta")
-                and comps[0].num_elements >= PARALLEL_MIN_ELEMENTS):
-            # block-row entry points let the decoder split one tensor's rows between threads
+        if jobs > 1 and len(comps) == 1 and unit.fields.get("BitOffsetDelta"):
+            # block-row entry points let the engine split one tensor's rows between threads (it
+            # does so for tensors of at least its PARALLEL_MIN_ELEMENTS)
             options = {"jobs": jobs, "entry_points": self._header_entry_points(unit)}
         try:
-            results = cabac.decode_payload(payload, codings, variant, **options)
+            if trace is None:
+                results = cabac.decode_payload(payload, codings, variant, **options)
+            else:
+                results, positions = _decode_positions(payload, codings, variant)
         except NNRError as err:
             # payload bit offsets are relative to the payload; element names are the payload's
             raise err.in_unit(unit.index, unit.payload_offset * 8) from None
         if self.verify_entry_points:
             self._verify_entry_points(unit, comps, results)
         if trace is not None:
-            trace_payload(trace, unit.payload_offset * 8, comps, results)
+            trace_payload(trace, unit.payload_offset * 8, len(payload),
+                          [PayloadTensor(c.name, p, r.qp_offset, r.hist_dep_sig_prob_enabled_flag,
+                                         r.row_skip_enabled_flag, r.row_skip_list, r.entry_points, r.levels)
+                           for c, p, r in zip(comps, positions, results)])
 
         out = []
         for comp, res in zip(comps, results):
             levels = res.levels.reshape(comp.shape)
             if pt == NNR_PT_INT:
-                values = levels.astype(np.int32) if self._keep_state else levels
+                values = levels.astype(np.int32) if self.keep_state else levels
                 out.append(DecodedTensor(comp.name, values, levels, unit.index, pt, comp.role))
                 continue
             qp = res.qp_offset + base_qp
@@ -446,13 +454,13 @@ class Decoder:
                     values = reconstruct_codebook(levels, comp.codebook["Codebook"], comp.codebook["CbZeroOffset"],
                                                   qp, qp_density, self.codebook_dtype)
                 else:
-                    values = reconstruct_uniform(levels, qp, qp_density, inplace=not self._keep_state)
+                    values = reconstruct_uniform(levels, qp, qp_density, inplace=not self.keep_state)
             except NNRError as err:
                 # QP and levels come from the payload: located at its start unless the error says
                 raise err.located(unit_index=unit.index, bit_offset=(
                     self._bit(unit, "codebook_egk") if err.element == "codebook" else unit.payload_offset * 8)) from None
             # without incremental state the levels are not kept: one copy of the model in memory
-            out.append(DecodedTensor(comp.name, values, levels if self._keep_state else None, unit.index, pt,
+            out.append(DecodedTensor(comp.name, values, levels if self.keep_state else None, unit.index, pt,
                                      comp.role, qp))
             del levels
         return out
@@ -489,22 +497,16 @@ class Decoder:
                                            value=tuple(got), allowed=want)
 
 
-def trace_payload(trace, bit_pos, comps, results):
-    """Per-tensor payload elements in the trace format (the levels as count and SHA-256)."""
-    from nnr.checksum import tensor_sha256
-    for comp, res in zip(comps, results):
-        path = f"nnr_compressed_data_unit_payload.{comp.name}"
-        if res.qp_offset is not None:
-            trace.emit(bit_pos, f"{path}.qp_offset", "ae(v)", res.qp_offset)
-        trace.emit(bit_pos, f"{path}.hist_dep_sig_prob_enabled_flag", "ae(v)", res.hist_dep_sig_prob_enabled_flag)
-        trace.emit(bit_pos, f"{path}.row_skip_enabled_flag", "ae(v)", res.row_skip_enabled_flag)
-        if res.row_skip_enabled_flag:
-            trace.emit(bit_pos, f"{path}.row_skip_list", "ae(v)", "".join(map(str, res.row_skip_list.tolist())))
-        for j, ep in enumerate(res.entry_points):
-            trace.emit(bit_pos, f"{path}.entry_point[{j}]", "ae(v)", tuple(int(v) for v in ep))
-        levels = np.ascontiguousarray(res.levels, dtype=np.int32)
-        trace.emit(bit_pos, f"{path}.levels", "ae(v)",
-                   f"n={levels.size} nonzero={int(np.count_nonzero(levels))} sha256={tensor_sha256(levels)}")
+def _decode_positions(payload, codings, variant):
+    """decode_payload on one thread, also returning the coder's bit position P (§8.5) before each
+    tensor (the trace's positions)."""
+    d = cabac.CabacDecoder(payload)
+    results, positions = [], []
+    for coding in codings:
+        positions.append(d.state()["P"])
+        results.append(d.decode_tensor(coding, variant))
+    d.finish()
+    return results, positions
 
 
 def _limit(value, name):
@@ -519,6 +521,4 @@ def _limit(value, name):
 def decode(data, **options) -> dict:
     """Decode one self-contained NNC bitstream into {name: ndarray} (float32, float64 for codebook
     tensors, int32 for NNR_PT_INT)."""
-    dec = Decoder(**options)
-    dec._keep_state = False
-    return dec.decode(data)
+    return Decoder(keep_state=False, **options).decode(data)

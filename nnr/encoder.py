@@ -7,17 +7,17 @@ from typing import Optional
 import numpy as np
 
 from nnr.errors import EncoderConfigError
-from nnr.rd.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
-from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
-from nnr_core.incremental import IncrementalState
-from nnr_core.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
-from nnr_core.prepare import prepare
+from nnr.jobs import resolve_jobs
+from nnr_core.bitstream.trace import Trace
+from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2
+from nnr_core.encoder.prepare import prepare
+from nnr_core.model.incremental import IncrementalState
+from nnr_core.quant.weighted import DEFAULT_MIX, DEFAULT_POWER, check_mix, check_power
+from nnr_core.syntax.constants import NNR_MPS, NNR_STR, NNR_TPL, NNR_TPL_PYT, NNR_TPL_UNREC
 from nnr_core.syntax.units import SyntaxState, write_unit
 
 log = logging.getLogger("nnr")
 
-NNR_STR, NNR_MPS, NNR_TPL, NNR_NDU = 0, 1, 3, 5
-NNR_TPL_UNREC, NNR_TPL_PYT = 0, 3
 FRAMEWORKS = {"generic": NNR_TPL_UNREC, "pytorch": NNR_TPL_PYT}
 VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
 
@@ -44,9 +44,9 @@ class EncoderConfig:
     device_id: int = 0
     raw_float: tuple = ()            # names of tensors to carry uncoded as NNR_PT_RAW_FLOAT
     # the reference's {"block_identifier": {name: id or None}, "parameter_type": {name: type}}
-    # (nnr_core/encode_block.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
+    # (nnr_core/encoder/blocks.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
     block_id_and_param_type: Optional[dict] = None
-    # {name: per-parameter importance}: importance-weighted RD quantization (nnr/rd/weighted.py),
+    # {name: per-parameter importance}: importance-weighted RD quantization (nnr_core/quant/weighted.py),
     # distortion weights (1 - importance_mix) + importance_mix * F^importance_power / mean
     importance: Optional[dict] = None
     importance_mix: float = DEFAULT_MIX
@@ -64,7 +64,7 @@ class EncoderConfig:
         need(0 <= self.qp_density <= 7, f"qp_density must be 0..7, not {self.qp_density}")
         need(-4096 <= self.qp <= 4095, f"qp {self.qp} is outside what NNC can signal (-4096..4095)")
         if self.nonweight_qp is not None:
-            need(isinstance(self.nonweight_qp, (int, np.integer)), f"nonweight_qp must be an integer or None")
+            need(isinstance(self.nonweight_qp, (int, np.integer)), "nonweight_qp must be an integer or None")
             need(-4096 <= self.nonweight_qp <= 4095, f"nonweight_qp {self.nonweight_qp} is outside -4096..4095")
         need(0 <= self.scan_order <= 4, f"scan_order must be 0..4, not {self.scan_order}")
         need(0 <= self.cabac_unary_length_minus1 <= 255,
@@ -84,7 +84,7 @@ class EncoderConfig:
                 need(isinstance(v, (int, np.integer)) and -4096 <= v <= 4095,
                      f"qp_per_tensor[{k!r}] = {v!r} must be an integer in -4096..4095")
         if self.block_id_and_param_type is not None:
-            from nnr_core.encode_block import check_option
+            from nnr_core.encoder.blocks import check_option
             check_option(self.block_id_and_param_type)
         if self.importance is not None:
             need(isinstance(self.importance, dict), "importance must be a dict {name: ndarray}")
@@ -93,16 +93,6 @@ class EncoderConfig:
         check_power(self.importance_power)
         if self.codebook and self.bitdepth is not None:
             pass  # the reference allows both: the codebook is built from the clipped levels
-
-
-def resolve_jobs(jobs):
-    """Worker threads: None or 0 = all cores; otherwise a positive integer."""
-    import os
-    if jobs is None or jobs == 0:
-        return max(1, os.cpu_count() or 1)
-    if not isinstance(jobs, (int, np.integer)) or isinstance(jobs, bool) or jobs < 0:
-        raise EncoderConfigError(f"jobs must be a positive integer (0 or None: all cores), not {jobs!r}")
-    return int(jobs)
 
 
 _MISFIT = object()         # a streamed tensor's QP does not fit the qp offset: code the planned way
@@ -118,11 +108,33 @@ def _qp_range(qp_density):
     return -half, half - 1
 
 
+@dataclass
+class _Call:
+    """What one Encoder.encode call codes with, besides the configuration."""
+
+    parent: int                 # parent_node_id_present_flag: an incremental update
+    tca: bool
+    hdsp: bool
+    tpl: dict                   # the NNR_TPL unit's fields
+    progress: Optional[object]
+    pool: Optional[object]      # ThreadPoolExecutor, or None
+    trace: Optional[Trace]      # receives what is written; a fresh one for each way of coding
+
+
 class Encoder:
     """Encodes models and model updates; keeps the incremental-coding state between calls
-    (parameter update tree depths, TCA references, HDSP history), as a decoder would."""
+    (parameter update tree depths, TCA references, HDSP history), as a decoder would.
 
-    def __init__(self, *, jobs=None, **options):
+    jobs: worker threads (None or 0: all cores); the bytes are those of jobs=1.
+    stateful: keep that state (default). False: every call codes a model on its own and nothing is
+    kept (what `nnr.encode` does).
+    streaming: code tensor after tensor where the options allow (default: not with blocks, bit
+    depths or codebooks, which need every tensor first), holding only the tensors in flight;
+    False: quantize every tensor first. The bytes are the same (the tests compare the two ways).
+    The other keywords are EncoderConfig's options.
+    """
+
+    def __init__(self, *, jobs=None, stateful=True, streaming=True, **options):
         self.jobs = resolve_jobs(jobs)
         unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
         if unknown:
@@ -130,16 +142,19 @@ class Encoder:
         self.config = EncoderConfig(**options)
         self.config.validate()
         self.state = IncrementalState()
-        self._stateful = True
-        self._streaming = True          # False: always the planned way (the tests compare the two)
+        self.stateful = bool(stateful)
+        self.streaming = bool(streaming)
 
     def encode(self, tensors, *, incremental=True, tca=True, hdsp=False, progress=None,
-               topology_data="") -> bytes:
+               topology_data="", topology=None, trace=None) -> bytes:
         """Encode one bitstream. With incremental=True the tensors are an update (differences
         against the previous state): parent signalling, TCA (if `tca`) and HDSP (if `hdsp`).
         progress(done, total, name, bytes_so_far) is called after each tensor; topology_data is
-        carried in the NNR_TPL unit (empty, as the reference writes it, by default)."""
-        from nnr_core.encode_block import resolve_blocks
+        carried in the NNR_TPL unit (empty, as the reference writes it, by default); `topology`
+        replaces that unit's fields (nnr.topology.carriage.tpl_fields: a graph or module skeleton
+        as binary topology). `trace` (nnr_core.bitstream.trace.Trace) receives what is written:
+        every unit's syntax elements and every NDU payload, in the decoder's trace format."""
+        from nnr_core.encoder.blocks import resolve_blocks
 
         cfg = self.config
         gpi = cfg.general_profile_idc
@@ -149,40 +164,48 @@ class Encoder:
         inputs = prepare(tensors, cfg.framework, blocks_opt["parameter_type"] if blocks_opt else None)
         blocks = resolve_blocks(blocks_opt, inputs, cfg.raw_float)
         parent = 1 if (incremental and gpi == 1) else 0
-        pool = None
+        tpl = topology if topology is not None else {
+            "topology_storage_format": FRAMEWORKS[cfg.framework], "topology_compression_format": 0,
+            "topology_data": topology_data}
+        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None)
         if self.jobs > 1 and len(inputs) > 1:
             from concurrent.futures import ThreadPoolExecutor
-            pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
+            call.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
         try:
             out = None
-            if self._streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
-                out = self._encode_streaming(inputs, parent, tca, hdsp, progress, topology_data, pool)
+            if self.streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
+                call.trace = Trace() if trace is not None else None
+                out = self._encode_streaming(inputs, call)
             if out is None:
-                out = self._encode_planned(inputs, blocks, parent, tca, hdsp, progress, topology_data, pool)
+                call.trace = Trace() if trace is not None else None
+                out = self._encode_planned(inputs, blocks, call)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            if call.pool is not None:
+                call.pool.shutdown(wait=True, cancel_futures=True)
         data, ndu, coded = out
-        if self._stateful:
+        if trace is not None:
+            for record in call.trace:
+                trace.emit(*record)
+        if self.stateful:
             for name in coded:
                 if name in ndu.coded_levels:
                     self.state.record(name, ndu.coded_levels[name], ndu.last_fields[name], parent == 1)
         return data
 
-    def _start(self, parent, tca, hdsp, base_qp, topology_data):
+    def _start(self, call, base_qp, trace=None):
         """The NDU encoder and the NNR_STR, NNR_MPS and NNR_TPL units."""
-        from nnr_core.encode_ndu import NduEncoder
+        from nnr_core.encoder.ndu import NduEncoder
         cfg = self.config
         syntax = SyntaxState()
-        ndu = NduEncoder(cfg, self.state if self._stateful else None, syntax, parent, tca and parent == 1, hdsp)
+        ndu = NduEncoder(cfg, self.state if self.stateful else None, syntax, call.parent, call.tca, call.hdsp,
+                         trace=trace is not None)
         out = bytearray()
-        out += write_unit(NNR_STR, {"general_profile_idc": cfg.general_profile_idc}, syntax)
-        out += write_unit(NNR_MPS, self._mps_fields(parent, base_qp), syntax)
-        out += write_unit(NNR_TPL, {"topology_storage_format": FRAMEWORKS[cfg.framework],
-                                    "topology_compression_format": 0, "topology_data": topology_data}, syntax)
-        return ndu, syntax, out
+        for kind, fields in ((NNR_STR, {"general_profile_idc": cfg.general_profile_idc}),
+                             (NNR_MPS, self._mps_fields(call.parent, base_qp)), (NNR_TPL, call.tpl)):
+            out += write_unit(kind, fields, syntax, trace=trace, stream_offset=len(out))
+        return ndu, out
 
-    def _encode_streaming(self, inputs, parent, tca, hdsp, progress, topology_data, pool):
+    def _encode_streaming(self, inputs, call):
         """Quantize, code and write one tensor after another (workers code up to `jobs` tensors
         ahead; units are written in order), so only the tensors in flight are held. The MPS's
         base QP is taken from the QPs the tensors will get (the configured ones, raised by the
@@ -190,14 +213,14 @@ class Encoder:
         the quantized tensors. Returns None if a quantized tensor's QP does not fit the qp offset
         after all (then the caller codes the model the planned way, which rebases the QPs), else
         (bytes, NduEncoder, coded names)."""
-        from nnr_core.encode_ndu import NduEncoder
-        probe = NduEncoder(self.config, None, SyntaxState(), parent, False, False)
+        from nnr_core.encoder.ndu import NduEncoder
+        probe = NduEncoder(self.config, None, SyntaxState(), call.parent, False, False)
         try:
             base_qp = self._base_qp_of([(t.name, probe.expected_qp(t), probe.tensor_qp(t)) for t in inputs])
         except EncoderConfigError:
             return None         # the planned way raises it, after any error of an earlier tensor
         lo, hi = _qp_range(self.config.qp_density)
-        ndu, syntax, out = self._start(parent, tca, hdsp, base_qp, topology_data)
+        ndu, out = self._start(call, base_qp, call.trace)
         qps, coded = [], []
 
         def work(t):
@@ -212,13 +235,13 @@ class Encoder:
             name = p.tensor.name
             qps.append((name, p.qp, None))
             if parts is not None:
-                out.extend(write_unit(NNR_NDU, parts[0], syntax, parts[1]))
+                out.extend(ndu.write(parts, len(out), call.trace))
                 coded.append(name)
-            if progress is not None:
-                progress(len(qps), len(inputs), name, len(out))
+            if call.progress is not None:
+                call.progress(len(qps), len(inputs), name, len(out))
             return True
 
-        if pool is None:
+        if call.pool is None:
             for t in inputs:
                 if not write(*work(t)):
                     return None
@@ -226,7 +249,7 @@ class Encoder:
             from collections import deque
             window = deque()
             for t in inputs:
-                window.append(pool.submit(work, t))
+                window.append(call.pool.submit(work, t))
                 if len(window) > self.jobs and not write(*window.popleft().result()):
                     return None
             while window:
@@ -236,34 +259,35 @@ class Encoder:
             return None
         return bytes(out), ndu, coded
 
-    def _encode_planned(self, inputs, blocks, parent, tca, hdsp, progress, topology_data, pool):
+    def _encode_planned(self, inputs, blocks, call):
         """Quantize every tensor first (blocks, bit depths and codebooks need all of them, and
         the MPS's base QP all QPs), then code and write the units in order."""
-        from nnr_core.encode_block import emit_block
+        from nnr_core.encoder.blocks import block_units
         in_block = {n for b in blocks.values() for n in b.members.values()}
-        probe_ndu, _, _ = self._start(parent, tca, hdsp, 0, "")
+        probe_ndu, _ = self._start(call, 0)
+        pool = call.pool
         planned = list(pool.map(probe_ndu.plan, inputs)) if pool is not None else [probe_ndu.plan(t) for t in inputs]
         by_name = {p.tensor.name: p for p in planned}
         base_qp = self._base_qp(planned, probe_ndu)
-        ndu, syntax, out = self._start(parent, tca, hdsp, base_qp, topology_data)
+        ndu, out = self._start(call, base_qp, call.trace)
         coded = []
         done = 0
         for p in planned:
             name = p.tensor.name
             if name in blocks:          # a block is written at the position of its weight (§14 item 6)
-                units = emit_block(ndu, blocks[name], by_name, base_qp, oob_dims=parent == 1)
+                units = block_units(ndu, blocks[name], by_name, base_qp, oob_dims=call.parent == 1)
             elif name in in_block:
                 continue
             else:
-                units = [(ndu.emit(p, base_qp), [p])]
-            for unit, members in units:
-                if unit is not None:
-                    out += unit
+                units = [(ndu.unit_parts(p, base_qp), [p])]
+            for parts, members in units:
+                if parts is not None:
+                    out += ndu.write(parts, len(out), call.trace)
                     coded.extend(m.tensor.name for m in members)
                 for m in members:
                     done += 1
-                    if progress is not None:
-                        progress(done, len(planned), m.tensor.name, len(out))
+                    if call.progress is not None:
+                        call.progress(done, len(planned), m.tensor.name, len(out))
         return bytes(out), ndu, coded
 
     def _base_qp(self, planned, probe) -> int:
@@ -329,11 +353,12 @@ def encode(tensors, **options) -> bytes:
     framework="generic" ("pytorch": the reference's PyTorch rules), raw_float=(),
     block_id_and_param_type=None (the reference's {"block_identifier": {name: id or None},
     "parameter_type": {name: "weight" | "weight.ls" | "bias" | "bn.beta" | "bn.gamma" | "bn.mean" |
-    "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encode_block.py),
+    "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encoder/blocks.py),
     importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
     reference, uniform or trellis (dq); importance_mix=0.9 and importance_power=1.0 shape the
-    distortion weights; see nnr/rd/weighted.py).
+    distortion weights; see nnr_core/quant/weighted.py); jobs and streaming as nnr.Encoder's.
     """
-    enc = Encoder(**options)
-    enc._stateful = False
-    return enc.encode(tensors, incremental=False)
+    if "stateful" in options:
+        raise EncoderConfigError("nnr.encode writes one self-contained bitstream and keeps nothing; "
+                                 "stateful is an option of nnr.Encoder")
+    return Encoder(stateful=False, **options).encode(tensors, incremental=False)

@@ -144,10 +144,3 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def write_npz(path, tensors: dict) -> None:
-    """Write {name: ndarray} as an uncompressed .npz, atomically."""
-    import numpy as np
-    with atomic_output(path) as f:
-        np.savez(f, **tensors)

@@ -188,8 +188,8 @@ def _captured_ndus(case):
     calls = []
     original = cabac.decode_payload
 
-    def spy(payload, codings, variant=2):
-        results = original(payload, codings, variant)
+    def spy(payload, codings, variant=2, **options):
+        results = original(payload, codings, variant, **options)
         calls.append((bytes(payload), list(codings), variant, results))
         return results
 

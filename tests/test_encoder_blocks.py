@@ -8,7 +8,7 @@ import pytest
 
 import nnr
 from nnr.errors import EncoderConfigError, UnsupportedFeatureError
-from nnr_core.layout import NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT
+from nnr_core.syntax.constants import NNR_PT_BLOCK, NNR_PT_FLOAT, NNR_PT_INT
 from tests.interop.reference import assert_same_tensors, find_reference, read_result, run_interop
 
 HERE = os.path.dirname(os.path.abspath(__file__))

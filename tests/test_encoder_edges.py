@@ -49,9 +49,7 @@ OPTIONS = [{}, {"dq": False}, {"lambda_scale": 1.0}, {"dq": False, "lambda_scale
 
 def outcome(tensors, streaming, jobs=1, **options):
     """Bytes, or (error class, message), of one stateless encode by the chosen path."""
-    enc = nnr.Encoder(jobs=jobs, **options)
-    enc._stateful = False
-    enc._streaming = streaming
+    enc = nnr.Encoder(jobs=jobs, stateful=False, streaming=streaming, **options)
     try:
         return enc.encode(dict(tensors), incremental=False)
     except EncoderConfigError as err:
@@ -227,7 +225,7 @@ def test_memory_mapped_safetensors_with_huge_values(tmp_path):
 def test_streaming_falls_back_when_a_qp_does_not_fit(monkeypatch):
     """The safety net: should a streamed tensor's QP not fit the qp offset after all (here: the QPs
     are taken unraised), the model is coded the planned way instead of failing on the qp offset."""
-    from nnr_core.encode_ndu import NduEncoder
+    from nnr_core.encoder.ndu import NduEncoder
     tensors = {"layer.weight": W, "big": EDGES["big_1e20"]}
     expected = outcome(tensors, False)
     monkeypatch.setattr(NduEncoder, "expected_qp", NduEncoder.tensor_qp)

@@ -420,6 +420,36 @@ def test_codebook_first_minimum_and_egk():
     assert best_codebook_egk([-1000, 0, 1000], 1) > 0
 
 
+def _ue_length(k, x):
+    """Length of ue(k) for x (NNC-HLS.md §1: exp-Golomb of order k), counted by hand."""
+    n = 0
+    while x >= (1 << k):
+        n += 1
+        x -= 1 << k
+        k += 1
+    return n + 1 + k
+
+
+def _ie_length(k, x):
+    return _ue_length(k, (-x) << 1 if x <= 0 else (x << 1) - 1)
+
+
+def test_codebook_header_bits_are_the_written_codebook():
+    """codebook_header_bits writes codebook() with the syntax tables; an independent count of its
+    elements (egk u(4), size ue(2), centre offset ie(2), zero value ie(7), deltas ue(egk)) agrees."""
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        size = int(rng.integers(1, 40))
+        span = int(rng.choice([50, 5000, 2**31]))
+        codebook = sorted({int(v) for v in rng.integers(-span, span, size)})
+        size = len(codebook)
+        zero = int(rng.integers(size))
+        egk = int(rng.integers(16))
+        want = 4 + _ue_length(2, size) + _ie_length(2, zero - (size >> 1)) + _ie_length(7, codebook[zero])
+        want += sum(_ue_length(egk, codebook[j + 1] - codebook[j] - 1) for j in range(size - 1))
+        assert codebook_header_bits(codebook, zero, egk) == want
+
+
 def test_codebook_dq_requested_halves_step():
     w = (np.random.default_rng(3).standard_normal((8, 8)) * 0.05).astype(np.float32)
     got = codebook_quantize(w, -32, 2, True, lambda s, n, o: 0)

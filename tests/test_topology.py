@@ -15,6 +15,7 @@ import pytest
 import nnr
 from nnr.errors import ConstraintViolationError, NNRError, SyntaxValueError, UnsupportedFeatureError
 from nnr.topology import carriage
+from nnr_core.syntax.constants import NNR_TPL_ONNX, NNR_TPL_PYT
 from nnr_core.syntax.units import SyntaxState, parse_units, split_units, write_unit
 
 # qp -32 at qp_density 2 is a step of 2**-8; dependent quantization's two interleaved quantizers
@@ -65,12 +66,12 @@ def test_uncompressed_generic_tpl_with_trailing_bytes_still_rejected():
 def test_replace_tpl_and_inflate():
     data = nnr.encode({"w": np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)})
     graph = b"\x08\x07\x00graph bytes\x00" * 50
-    out = carriage.replace_tpl(data, carriage.NNR_TPL_ONNX, graph)
+    out = carriage.replace_tpl(data, NNR_TPL_ONNX, graph)
     dec = nnr.Decoder()
     tensors = dec.decode(out)
     np.testing.assert_array_equal(tensors["w"], nnr.decode(data)["w"])
     fmt, got, _ = carriage.read_tpl(dec.units)
-    assert (fmt, got) == (carriage.NNR_TPL_ONNX, graph)
+    assert (fmt, got) == (NNR_TPL_ONNX, graph)
     # a raw (unwrapped) deflate stream from another writer is accepted too
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     assert carriage.inflate(c.compress(graph) + c.flush()) == graph
@@ -111,8 +112,8 @@ def _tiny_onnx():
 
 def _tensors(model):
     from onnx import numpy_helper
-    from nnr.topology.onnx_tpl import _tensor_slots
-    return {name: numpy_helper.to_array(t) for name, t in _tensor_slots(model.graph)}
+    from nnr.topology.onnx_tpl import tensor_slots
+    return {name: numpy_helper.to_array(t) for name, t in tensor_slots(model.graph)}
 
 
 def _run(model, x):
@@ -130,7 +131,7 @@ def test_tiny_onnx_roundtrip_lossy():
     ndus = dec.decode(data)
     assert set(ndus) == {"w", "b", "idx", "scale", "shift_c"}          # huge / small / labels stay in the graph
     assert ndus["idx"].dtype == np.int32
-    assert carriage.read_tpl(dec.units)[0] == carriage.NNR_TPL_ONNX
+    assert carriage.read_tpl(dec.units)[0] == NNR_TPL_ONNX
     back = decode_onnx(data)
     orig, got = _tensors(model), _tensors(back)
     assert orig.keys() == got.keys()
@@ -205,12 +206,12 @@ def test_corrupted_onnx_topology_raises_nnrerror():
     # a valid deflate stream of something that is not a ModelProto
     plain = nnr.encode({"w": np.ones((4, 4), np.float32)})
     with pytest.raises(SyntaxValueError):
-        decode_onnx(carriage.replace_tpl(plain, carriage.NNR_TPL_ONNX, b"\xff\xff\xff\xff"))
+        decode_onnx(carriage.replace_tpl(plain, NNR_TPL_ONNX, b"\xff\xff\xff\xff"))
     # a graph that refers to a tensor no NDU carries
     from nnr.topology import split_model
     graph, _, _ = split_model(_tiny_onnx())
     with pytest.raises(ConstraintViolationError):
-        decode_onnx(carriage.replace_tpl(plain, carriage.NNR_TPL_ONNX, graph))
+        decode_onnx(carriage.replace_tpl(plain, NNR_TPL_ONNX, graph))
 
 
 def _crafted_graph(data, graph, edit):
@@ -219,7 +220,7 @@ def _crafted_graph(data, graph, edit):
     model = onnx.ModelProto()
     model.ParseFromString(graph)
     edit(model)
-    return carriage.replace_tpl(data, carriage.NNR_TPL_ONNX, model.SerializeToString())
+    return carriage.replace_tpl(data, NNR_TPL_ONNX, model.SerializeToString())
 
 
 def _set(name, dims=None, data_type=None, tensor_name=None):
@@ -403,7 +404,7 @@ def test_module_roundtrip():
     data = encode_module(net)
     dec = nnr.Decoder()
     dec.decode(data)
-    assert carriage.read_tpl(dec.units)[0] == carriage.NNR_TPL_PYT
+    assert carriage.read_tpl(dec.units)[0] == NNR_TPL_PYT
     back = decode_module(data, allow_pickle=True)
     assert type(back).__name__ == "Net" and back.out.weight is back.emb.weight
     assert int(back.bn.num_batches_tracked) == 5 and back.huge.tolist() == [2**40, 3]
@@ -445,7 +446,7 @@ def test_corrupted_module_topology_raises_nnrerror():
         decode_module(bytes(bad), allow_pickle=True)
     plain = nnr.encode({"w": np.ones((4, 4), np.float32)})
     with pytest.raises(SyntaxValueError):
-        decode_module(carriage.replace_tpl(plain, carriage.NNR_TPL_PYT, b"not a zip"), allow_pickle=True)
+        decode_module(carriage.replace_tpl(plain, NNR_TPL_PYT, b"not a zip"), allow_pickle=True)
     with pytest.raises(ConstraintViolationError):
         decode_module(plain, allow_pickle=True)
 

@@ -1,4 +1,4 @@
-"""Importance-weighted quantization (nnr/rd/weighted.py): the weighted uniform quantizer and trellis."""
+"""Importance-weighted quantization (nnr_core/quant/weighted.py): the weighted uniform quantizer and trellis."""
 import numpy as np
 import pytest
 

@@ -92,11 +92,15 @@ def check_output(path, flag="-o"):
         raise ToolError(f"{path}: permission denied: cannot create a file in {folder}", EXIT_USAGE)
 
 
+def is_onnx_path(path, fmt=None) -> bool:
+    """Whether a model file is an ONNX model: `fmt` says so, or without it the extension."""
+    return (fmt or "").lower() == "onnx" or (fmt is None and os.fspath(path).lower().endswith(".onnx"))
+
+
 def model_format(path, fmt, *, what="model", onnx=True, flag="--format"):
     """The format of a model file (`fmt`, from `flag`, else the extension; "onnx" when `onnx`); a
     usage error naming the known formats if neither says."""
     from nnr.modelio import FORMATS, detect_format
-    from nnr.topology.cli import is_onnx_path
     if onnx and is_onnx_path(path, fmt):
         return "onnx"
     known = ", ".join(FORMATS + (("onnx",) if onnx else ()))

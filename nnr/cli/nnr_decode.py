@@ -4,9 +4,9 @@ import sys
 from nnr.checksum import output_sha256, tensor_sha256
 from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in,
                             model_format, parser, preload, run)
+from nnr.cli.files import ndu_count, read_bitstream, write_trace
 from nnr.errors import NNRError
 
-NNR_STR, NNR_NDU = 0, 5
 OUTPUT_FORMATS = "npz, pt, safetensors, h5, onnx"
 
 
@@ -85,63 +85,18 @@ def _decode(args):
     return 0
 
 
-def read_bitstream(path):
-    """The bytes of an input bitstream; a ToolError (status 1) when there are none to read."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ToolError(f"{path}: no such file", EXIT_FAILED) from None
-    except IsADirectoryError:
-        raise ToolError(f"{path}: is a directory; expected an NNC bitstream", EXIT_FAILED) from None
-    except OSError as err:
-        raise ToolError(f"cannot read {path}: {err.strerror or err}", EXIT_FAILED) from None
-    if not data:
-        raise ToolError(f"{path}: empty file; expected an NNC bitstream", EXIT_FAILED)
-    return data
-
-
-def ndu_count(path, data):
-    """The number of NDUs (for the progress bar); a ToolError when the data does not start like an
-    NNC bitstream (its first unit must be an NNR_STR)."""
-    from nnr_core.syntax.units import split_units
-    try:
-        spans = split_units(data)
-    except NNRError as err:
-        if getattr(err, "unit_index", None) == 0:
-            raise ToolError(f"{path}: not an NNC bitstream: {type(err).__name__}: {err}", EXIT_FAILED) from None
-        return None                    # a later unit is broken: the decoder says where
-    kind = data[spans[0].offset + spans[0].size_field_bytes] >> 2      # nnr_unit_type, u(6)
-    if kind != NNR_STR:
-        raise ToolError(f"{path}: not an NNC bitstream: its first unit has nnr_unit_type {kind}, not NNR_STR "
-                        f"({NNR_STR})", EXIT_FAILED)
-    return sum(1 for s in spans if data[s.offset + s.size_field_bytes] >> 2 == NNR_NDU)
-
-
 def _save(path, fmt, decoder, tensors):
     """Write the decoded tensors as a model file, restoring what nnr_encode recorded."""
     # ONNX output (nnr/topology): the graph from the NNR_TPL unit with the decoded weights.
     if fmt == "onnx":
-        from nnr.topology.cli import save_onnx
+        from nnr.cli.onnx_file import save_onnx
         return save_onnx(path, decoder, tensors)
     from nnr import filemeta
     from nnr.modelio import save_model
-    tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == 3), {})
+    from nnr_core.syntax.constants import NNR_TPL
+    tpl = next((u.fields for u in decoder.units if u.nnr_unit_type == NNR_TPL), {})
     meta = filemeta.parse(tpl.get("topology_data", ""))
     save_model(path, filemeta.to_model(tensors, meta, fmt), fmt=fmt)
-
-
-def write_trace(trace, target):
-    """Write a Trace to `target` ('-' = stdout), atomically."""
-    if target == "-":
-        trace.write(sys.stdout)
-        return
-    from nnr.fileio import atomic_output
-    try:
-        with atomic_output(target, "w") as f:
-            trace.write(f)
-    except OSError as err:
-        raise cannot_write(target, err) from None
 
 
 if __name__ == "__main__":

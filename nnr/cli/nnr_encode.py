@@ -1,14 +1,12 @@
 """nnr_encode: compress a model file (.pt/.pth, .safetensors, .npz, .h5, .onnx) into an NNC bitstream."""
-import os
 import sys
 import time
 
-from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, cannot_write, check_output, int_in,
-                            model_format, parser, preload, run)
+from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, check_output, int_in, model_format, parser,
+                            preload, run)
+from nnr.cli.files import check_input, read_error, write_encoded
+from nnr.cli.summary import qp_advice
 from nnr.errors import NNRError
-
-FORMAT_NAMES = {"pt": "a PyTorch file (torch.save of a state_dict or checkpoint)", "safetensors": "a safetensors file",
-                "npz": "a NumPy .npz archive", "h5": "an HDF5 / Keras .h5 file", "onnx": "an ONNX model"}
 
 
 def build_parser():
@@ -36,7 +34,9 @@ def build_parser():
     p.add_argument("--lossless", action="store_true",
                    help="float tensors as NNR_PT_RAW_FLOAT (uncompressed): float32/float16 weights decode "
                         "bit-identically (for .onnx input: the whole model)")
-    p.add_argument("--trace", metavar="FILE", help="write the syntax trace of the written bitstream ('-' = stdout)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write what the encoder wrote, one line per syntax element and per NDU payload tensor, "
+                        "in nnr_decode --trace's format ('-' = stdout)")
     p.add_argument("-j", "--jobs", type=int_in(0), default=0,
                    help="worker threads coding tensors concurrently (default 0: all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no summary, no warnings)")
@@ -53,7 +53,7 @@ def main(argv=None):
 
 
 def _encode(args):
-    from nnr.topology.cli import encode_onnx_file
+    from nnr.cli.onnx_file import encode_onnx_file
     fmt = model_format(args.input, args.format)
     onnx = fmt == "onnx"
     check_input(args.input, fmt)
@@ -65,39 +65,10 @@ def _encode(args):
     preload(fmt)
     if onnx:
         return encode_onnx_file(args, options)
-    from nnr.fileio import atomic_output
-    # the output's temporary file exists from here on: a failure or an interrupt removes it
-    try:
-        with atomic_output(args.output) as out:
-            model, coded, data, raw, elapsed = _encode_model(args, fmt, options)
-            out.write(data)
-    except OSError as err:
-        raise cannot_write(args.output, err) from None
-    decoded = _decode_back(args, data) if args.trace or not args.quiet else None
+    data, (model, coded, raw, elapsed) = write_encoded(args, lambda trace: _encode_model(args, fmt, options, trace))
     if not args.quiet:
-        _summary(args, model, coded, raw, data, decoded, elapsed)
+        _summary(args, model, coded, raw, data, _decode_back(args, data), elapsed)
     return 0
-
-
-def check_input(path, fmt):
-    """The input must be an existing, non-empty file (a pipe or device is read as it comes)."""
-    path = os.fspath(path)
-    what = FORMAT_NAMES.get(fmt, "a model file")
-    if not os.path.exists(path):
-        raise ToolError(f"{path}: no such file", EXIT_FAILED)
-    if os.path.isdir(path):
-        raise ToolError(f"{path}: is a directory; expected {what}", EXIT_FAILED)
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise ToolError(f"{path}: empty file; expected {what}", EXIT_FAILED)
-
-
-def read_error(path, fmt, err):
-    """The ToolError for an error that is not an NNRError met while reading the input."""
-    if isinstance(err, OSError) and err.strerror:
-        return ToolError(f"cannot read {path}: {err.strerror}", EXIT_FAILED)
-    text = " ".join(str(err).split())[:300]
-    return ToolError(f"{path}: not readable as {FORMAT_NAMES.get(fmt, 'a model file')}: "
-                     f"{type(err).__name__}: {text}", EXIT_FAILED)
 
 
 def _check_options(args, options):
@@ -109,7 +80,7 @@ def _check_options(args, options):
         raise ToolError(f"invalid option: {err}", EXIT_USAGE) from None
 
 
-def _encode_model(args, fmt, options):
+def _encode_model(args, fmt, options, trace=None):
     import nnr
     from nnr import filemeta
     from nnr.modelio import load_model
@@ -145,11 +116,10 @@ def _encode_model(args, fmt, options):
             done_raw[0] += raw_sizes[name]
             bar.update(item=name, postfix=f"{format_bytes(nbytes)} ratio {done_raw[0] / max(nbytes, 1):.1f}x")
 
-        enc = nnr.Encoder(jobs=args.jobs, **options)
-        enc._stateful = False
+        enc = nnr.Encoder(jobs=args.jobs, stateful=False, **options)
         data = enc.encode(coded, incremental=False, progress=on_tensor,
-                          topology_data=filemeta.build(model, coded, skipped))
-    return model, coded, data, sum(raw_sizes.values()), time.perf_counter() - t0
+                          topology_data=filemeta.build(model, coded, skipped), trace=trace)
+    return data, (model, coded, sum(raw_sizes.values()), time.perf_counter() - t0)
 
 
 def _encoder_options(args, framework):
@@ -161,30 +131,9 @@ def _encoder_options(args, framework):
 
 
 def _decode_back(args, data):
-    """Decode the written bitstream (for the summary, and the trace with --trace): DecodedTensors."""
+    """Decode the written bitstream for the summary's errors: DecodedTensors."""
     import nnr
-    trace = None
-    if args.trace:
-        from nnr_core.bitstream.trace import Trace
-        trace = Trace()
-    dec = nnr.Decoder(jobs=args.jobs)
-    dec._keep_state = False
-    tensors = dec.decode_tensors(data, trace=trace)
-    if trace is not None:
-        from nnr.cli.nnr_decode import write_trace
-        write_trace(trace, args.trace)
-    return tensors
-
-
-def advice(args):
-    """What a warned tensor's line suggests: the QP option that coded it (see summary.warnings)."""
-    def say(row):
-        if args.bitdepth is not None:
-            return "use a higher --bitdepth"
-        if row.qp == args.nonweight_qp and row.qp != args.qp:
-            return "use a lower --nonweight-qp"
-        return "use a lower --qp"
-    return say
+    return nnr.Decoder(jobs=args.jobs, keep_state=False).decode_tensors(data)
 
 
 def _summary(args, model, coded, raw, data, decoded, elapsed):
@@ -197,7 +146,7 @@ def _summary(args, model, coded, raw, data, decoded, elapsed):
             f"bits per parameter  {8 * len(data) / n:.4f}",
             f"ratio               {raw / len(data):.2f}x"]
     tail = [f"time                {elapsed:.2f} s ({n / max(elapsed, 1e-9) / 1e6:.2f} M parameters/s)"]
-    report("nnr_encode", head, rows, tail, verbose=args.verbose, advice=advice(args))
+    report("nnr_encode", head, rows, tail, verbose=args.verbose, advice=qp_advice(args))
 
 
 if __name__ == "__main__":

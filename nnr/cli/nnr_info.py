@@ -2,28 +2,27 @@
 import sys
 
 from nnr.cli.common import parser, run
-
-UNIT_NAMES = {0: "NNR_STR", 1: "NNR_MPS", 2: "NNR_LPS", 3: "NNR_TPL", 4: "NNR_QNT", 5: "NNR_NDU", 6: "NNR_AGG"}
-PT_NAMES = {0: "NNR_PT_INT", 1: "NNR_PT_FLOAT", 2: "NNR_PT_RAW_FLOAT", 3: "NNR_PT_BLOCK"}
+from nnr_core.syntax.constants import (NNR_LPS, NNR_MPS, NNR_NDU, NNR_STR, NNR_TPL, PAYLOAD_TYPE_NAMES,
+                                       UNIT_TYPE_NAMES)
 
 
 def describe(unit) -> str:
     """One line for one unit."""
     f = unit.fields
     kind = unit.nnr_unit_type
-    head = f"#{unit.index:<3} @{unit.offset:<8} {unit.size:>8} B  {UNIT_NAMES.get(kind, kind):<8}"
-    if kind == 0:
+    head = f"#{unit.index:<3} @{unit.offset:<8} {unit.size:>8} B  {UNIT_TYPE_NAMES.get(kind, kind):<8}"
+    if kind == NNR_STR:
         return f"{head} general_profile_idc={f.get('general_profile_idc')}"
-    if kind == 1:
+    if kind == NNR_MPS:
         return (f"{head} qp_density={f.get('mps_qp_density')} base_qp={f.get('mps_quantization_parameter')} "
                 f"parent_signalling={f.get('mps_parent_signalling_enabled_flag', 0)}")
-    if kind == 2:
+    if kind == NNR_LPS:
         return f"{head} qp_density={f.get('lps_qp_density')} base_qp={f.get('lps_quantization_parameter')}"
-    if kind == 3:
+    if kind == NNR_TPL:
         return f"{head} storage_format={f.get('topology_storage_format')} compression={f.get('topology_compression_format')}"
-    if kind == 5:
+    if kind == NNR_NDU:
         names = f.get("topology_elem_id_list") or [f.get("topology_elem_id")]
-        parts = [PT_NAMES.get(f["nnr_compressed_data_unit_payload_type"], "?"), ",".join(map(str, names)),
+        parts = [PAYLOAD_TYPE_NAMES.get(f["nnr_compressed_data_unit_payload_type"], "?"), ",".join(map(str, names)),
                  "dims=" + "x".join(map(str, f.get("tensor_dimensions", [])))]
         for key in ("dq_flag", "scan_order", "cabac_unary_length_minus1", "compressed_parameter_types",
                     "put_node_depth", "parent_node_id_present_flag", "temporal_context_modeling_flag"):
@@ -47,7 +46,7 @@ def main(argv=None):
 
 
 def _info(args):
-    from nnr.cli.nnr_decode import ndu_count, read_bitstream
+    from nnr.cli.files import ndu_count, read_bitstream
     from nnr_core.bitstream.trace import Trace
     from nnr_core.syntax.units import SyntaxState, parse_unit, split_units
 

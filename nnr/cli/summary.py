@@ -112,3 +112,15 @@ def report(prog, head, rows, tail, *, verbose=False, advice=lambda r: "use a low
     sys.stdout.flush()
     for line in warnings(rows, advice):
         print(f"{prog}: {line}", file=sys.stderr)
+
+
+def qp_advice(args):
+    """What a warned tensor's line suggests to nnr_encode's user (`args`: its options): the QP
+    option that coded the tensor."""
+    def say(row):
+        if args.bitdepth is not None:
+            return "use a higher --bitdepth"
+        if row.qp == args.nonweight_qp and row.qp != args.qp:
+            return "use a lower --nonweight-qp"
+        return "use a lower --qp"
+    return say

@@ -12,8 +12,8 @@ from typing import Callable, Optional
 import numpy as np
 
 import nnr
-from nnr.conformance.streams import (NNR_LPS, NNR_MPS, NNR_NDU, NNR_STR, NNR_TPL, assemble, find, gauss,
-                                     rebuild, sparse_rows, units_of)
+from nnr.conformance.streams import assemble, find, gauss, rebuild, sparse_rows, units_of
+from nnr_core.syntax.constants import NNR_LPS, NNR_MPS, NNR_NDU, NNR_STR, NNR_TPL
 
 
 NNR = f"nnr {nnr.__version__}"
@@ -163,6 +163,17 @@ for so in range(1, 5):
     for dq in (True, False):
         plain(f"scan{so}_{'dq' if dq else 'nodq'}", f"scan order {so} ({[8, 16, 32, 64][so - 1]}-row blocks) with entry "
               f"points{' and dq states' if dq else ''}", {"w": TALL}, ["entry_points"], scan_order=so, dq=dq)
+# the number of block rows at its edges: 2 BlockDim - 1, 2 BlockDim (exactly) and 2 BlockDim + 1 rows
+for so in range(1, 5):
+    dim = 4 << so
+    for i, d in enumerate((-1, 0, 1)):
+        rows, points = 2 * dim + d, "2 entry points" if d > 0 else "1 entry point"
+        plain(f"blockrows_scan{so}_{rows}", f"scan order {so} on {rows} rows (2 x {dim}{['', ' + 1', ' - 1'][d]}): "
+              f"{2 + (d > 0)} block rows, {points}", {"w": gauss(200 + 10 * so + i, (rows, 3))},
+              ["entry_points", "block_rows"], scan_order=so)
+    plain(f"blockrows_scan{so}_{2 * dim}_nodq", f"scan order {so} on {2 * dim} rows (2 x {dim}), DQ off: 2 block rows, "
+          "1 entry point", {"w": gauss(200 + 10 * so + 3, (2 * dim, 3))}, ["entry_points", "block_rows"],
+          scan_order=so, dq=False)
 plain("scan2_rowskip", "scan order 2, row skipping on a tensor with zero rows", {"w": TALL_SPARSE}, ["row_skip"], scan_order=2)
 plain("scan4_rowskip_nodq", "scan order 4, row skipping, DQ off", {"w": TALL_SPARSE}, ["row_skip"], scan_order=4, dq=False)
 plain("scan3_4d", "scan order 3 on a 4-D tensor (rows = first dimension)", {"w": gauss(40, (70, 2, 2, 2))}, scan_order=3)
@@ -374,7 +385,7 @@ hand("parent_sha512", "updates that identify the parent by the SHA-512 of its pa
      edited("nnr/inc_notca", _parent(2, False)), ["incremental"], base="nnr/inc_notca", kind="sequence")
 
 
-def _maps(prefix_count=2):
+def _maps():
     spm = {"spm_count_thresholds": 3, "sparsification_threshold": [0.1, 0.2], "non_zero_ratio": [0.5, 0.25],
            "spm_nn_accuracy": [0.75, 0.5], "spm_count_classes": [2, 0], "spm_class_bitmask": [3, 0],
            "spm_nn_class_accuracy": [[0.5, 0.25], []]}

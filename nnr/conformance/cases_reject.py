@@ -4,8 +4,9 @@ Registered in cases.CASES after the cases of cases.py, in this order."""
 import numpy as np
 
 from nnr.conformance.cases import built, case, plain
-from nnr.conformance.streams import (NNR_AGG, NNR_NDU, NNR_QNT, NNR_TPL, assemble, find, gauss, raw_unit,
-                                     rebuild, set_size, unit_offsets, units_of)
+from nnr.conformance.streams import (assemble, find, gauss, raw_unit, rebuild, set_size, unit_offsets,
+                                     units_of)
+from nnr_core.syntax.constants import NNR_AGG, NNR_NDU, NNR_QNT, NNR_TPL
 
 # -- must-reject streams, derived from valid ones ----------------------------------------------------
 def reject(name, description, error_class, base_id, damage, kind="stream", tags=()):
@@ -45,12 +46,6 @@ def _ndu_size(delta, trim=False, pad=b""):
         sized = (((int.from_bytes(body[:2], "big") & 0x7FFF) + delta).to_bytes(2, "big")) + body[2:]
         return data[:off] + sized + data[off + size:]
     return fn
-
-
-def _field(kind, **changes):
-    def edit(units):
-        find(units, kind)[1].update(changes)
-    return edit
 
 
 def _byte(pos, value):
@@ -218,7 +213,7 @@ reject("payload_type_4", "NDU payload type 4 (reserved)", "SyntaxValueError", P1
        last(_header_byte(NNR_NDU, 3, lambda b: (4 << 3) | (b & 7))))
 reject("payload_type_31", "NDU payload type 31", "SyntaxValueError", P1, last(_header_byte(NNR_NDU, 3, lambda b: (31 << 3) | (b & 7))))
 reject("scan_order_5", "scan_order 5 (reserved)", "SyntaxValueError", P1,
-       _units_edit(lambda units: find(units, NNR_NDU)[1].update(scan_order=5)) if False else last(lambda d: _scan_order(d, 5)))
+       last(lambda d: _scan_order(d, 5)))
 reject("scan_order_15", "scan_order 15", "SyntaxValueError", P1, last(lambda d: _scan_order(d, 15)))
 reject("tpl_format_7", "topology_storage_format 7 (reserved)", "SyntaxValueError", P1, last(_header_byte(NNR_TPL, 3, lambda b: 7)))
 reject("tpl_compression_2", "topology_compression_format 2", "SyntaxValueError", P1, last(_header_byte(NNR_TPL, 4, lambda b: 2)))

@@ -1,12 +1,8 @@
 """Building blocks for the streams the generator writes: test tensors, unit-level rebuilding of
 encoder output (``rebuild``) and hand-built units (``write_unit`` from the syntax tables)."""
-import hashlib
-
 import numpy as np
 
 from nnr_core.syntax.units import SyntaxState, parse_units, write_unit
-
-NNR_STR, NNR_MPS, NNR_LPS, NNR_TPL, NNR_QNT, NNR_NDU, NNR_AGG = range(7)
 
 # fields parse_unit derives (recomputed by write_unit): never copied into an edited unit
 DERIVED = {"nnr_unit_size", "Rows", "RowWidth", "NumElements", "NumEntryPoints", "BitOffsetDelta",
@@ -53,10 +49,6 @@ def rebuild(data, edit):
 def find(units, kind, n=0):
     """The n-th unit of ``kind`` in a units list."""
     return [u for u in units if u[0] == kind][n]
-
-
-def payload_sha(units, kind=NNR_NDU, n=0):
-    return hashlib.sha256(find(units, kind, n)[2]).digest()
 
 
 def raw_unit(unit_type, body: bytes, long_form=False):

@@ -7,14 +7,6 @@ state changes only where the federated simulation says so."""
 import numpy as np
 
 
-def layer_names(n_layers):
-    """Tensor names in coding order: fc1.weight, fc1.bias, fc2.weight, ..."""
-    names = []
-    for i in range(1, n_layers + 1):
-        names += [f"fc{i}.weight", f"fc{i}.bias"]
-    return names
-
-
 def init_params(sizes, rng) -> dict:
     """PyTorch's default Linear initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
     params = {}

@@ -12,10 +12,9 @@ tensors; the original dtype is recorded by name so that saving restores it:
 import numpy as np
 
 from nnr.errors import EncoderConfigError
-from nnr_core.prepare import narrowed_to_float32
+from nnr_core.encoder.prepare import narrowed_to_float32
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def option_error(template, option, **fields):

@@ -56,7 +56,7 @@ def main(argv=None):
 
 def _report(args):
     from nnr.cli.common import model_format
-    from nnr.cli.nnr_encode import check_input
+    from nnr.cli.files import check_input
     from nnr.fileio import atomic_output
     from nnr.modelio import load_model
     from nnr.rd import search, sweep as sw

@@ -34,7 +34,7 @@ def _qp_bounds(qp_density, qp_range):
 
 
 def _weights(tensors, framework, only_weights):
-    from nnr_core.prepare import prepare
+    from nnr_core.encoder.prepare import prepare
     inputs = prepare(tensors, framework, None)
     return {t.name: t for t in inputs if not t.is_int and (t.is_weight or not only_weights)}
 

@@ -139,10 +139,11 @@ def load_metric(spec) -> Callable:
 def unit_sizes(bitstream) -> dict:
     """{topology element name: NDU bytes} of a bitstream (a unit shared by several tensors is split
     evenly between them)."""
+    from nnr_core.syntax.constants import NNR_NDU
     from nnr_core.syntax.units import parse_units
     sizes = {}
     for unit in parse_units(bitstream):
-        if unit.nnr_unit_type != 5:
+        if unit.nnr_unit_type != NNR_NDU:
             continue
         f = unit.fields
         names = f.get("topology_elem_id_list") or [f.get("topology_elem_id")]

@@ -8,10 +8,8 @@ spec/README.md)."""
 import zlib
 
 from nnr.errors import ConstraintViolationError, ResourceLimitError, SyntaxValueError
+from nnr_core.syntax.constants import NNR_DFL, NNR_RAW, NNR_TPL
 
-NNR_TPL = 3
-NNR_TPL_UNREC, NNR_TPL_NNEF, NNR_TPL_ONNX, NNR_TPL_PYT, NNR_TPL_TEF = 0, 1, 2, 3, 4
-NNR_RAW, NNR_DFL = 0, 1
 MAX_TOPOLOGY_BYTES = 1 << 28        # default limit (nnr.Decoder(max_topology_bytes=...)): 256 MiB
 _INFLATE_CHUNK = 1 << 20            # output produced per step, checked against the limit
 
@@ -56,19 +54,24 @@ def inflate(data: bytes, unit_index=None, max_bytes=MAX_TOPOLOGY_BYTES, bit_offs
                            element=element, bit_offset=bit_offset)
 
 
+def tpl_fields(storage_format: int, data: bytes, compress=True) -> dict:
+    """The fields of an NNR_TPL unit carrying `data` in `storage_format` as binary topology (deflated
+    when `compress`), for Encoder.encode(topology=...)."""
+    payload = deflate(data) if compress else bytes(data)
+    return {"topology_storage_format": storage_format, "topology_compression_format": NNR_DFL if compress else NNR_RAW,
+            "topology_data": "", "topology_data_byte": list(payload)}
+
+
 def replace_tpl(bitstream: bytes, storage_format: int, data: bytes, compress=True) -> bytes:
     """The bitstream with its (first) NNR_TPL unit replaced by one carrying `data` in `storage_format`
     (deflated when `compress`). The encoder writes the TPL unit between MPS and the NDUs; nothing
     else in the stream depends on its contents or size."""
-    from nnr_core.syntax.units import SyntaxState, split_units, write_unit
+    from nnr_core.syntax.units import SyntaxState, split_units, unit_type_of, write_unit
     spans = split_units(bitstream)
-    tpl = next((s for s in spans if bitstream[s.offset + s.size_field_bytes] >> 2 == NNR_TPL), None)
+    tpl = next((s for s in spans if unit_type_of(bitstream, s) == NNR_TPL), None)
     if tpl is None:
         raise ConstraintViolationError("the encoder wrote no NNR_TPL unit to replace", element="nnr_unit_type")
-    payload = deflate(data) if compress else bytes(data)
-    unit = write_unit(NNR_TPL, {"topology_storage_format": storage_format,
-                                "topology_compression_format": NNR_DFL if compress else NNR_RAW,
-                                "topology_data": "", "topology_data_byte": list(payload)}, SyntaxState())
+    unit = write_unit(NNR_TPL, tpl_fields(storage_format, data, compress), SyntaxState())
     return bitstream[:tpl.offset] + unit + bitstream[tpl.offset + tpl.size:]
 
 

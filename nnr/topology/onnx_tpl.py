@@ -18,7 +18,8 @@ import numpy as np
 
 from nnr.errors import ConstraintViolationError, EncoderConfigError, ResourceLimitError, SyntaxValueError
 from nnr.optional import import_optional
-from nnr.topology.carriage import NNR_TPL_ONNX, read_tpl, replace_tpl
+from nnr.topology.carriage import read_tpl, tpl_fields
+from nnr_core.syntax.constants import NNR_TPL_ONNX
 
 INSTALL_HINT = 'ONNX support needs the optional package onnx: pip install "nnr[onnx]" (onnx, onnxruntime)'
 LOCATION = "nnr"
@@ -33,7 +34,8 @@ CARRIED_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6
                  10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
 
 
-def _onnx():
+def onnx_module():
+    """The onnx package (with numpy_helper), or an error naming what to install."""
     import_optional("onnx.numpy_helper", INSTALL_HINT)     # a submodule: make sure it loads
     return import_optional("onnx", INSTALL_HINT)
 
@@ -66,7 +68,7 @@ def _externalize(tensor, ndu_name):
         entry.key, entry.value = key, value
 
 
-def _tensor_slots(graph):
+def tensor_slots(graph):
     """(NDU name, TensorProto) of every top-level initializer and Constant-node value tensor."""
     for t in graph.initializer:
         yield t.name, t
@@ -80,14 +82,14 @@ def _tensor_slots(graph):
 def split_model(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS):
     """(graph bytes without the carried tensor data, {NDU name: array to encode}, names of float
     tensors to carry as NNR_PT_RAW_FLOAT when `lossless`). `model` is a ModelProto or a path."""
-    onnx = _onnx()
+    onnx = onnx_module()
     from onnx import numpy_helper
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(model)
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     tensors, raw = {}, []
-    for name, t in _tensor_slots(skeleton.graph):
+    for name, t in tensor_slots(skeleton.graph):
         if t.data_location == t.EXTERNAL or name in tensors or not name or "\0" in name:
             continue
         arr = numpy_helper.to_array(t)
@@ -135,7 +137,7 @@ def rebuild(graph: bytes, tensors: dict, unit_index=None):
     """The complete ModelProto: the graph with every NNR-carried tensor filled in from `tensors`.
     The graph comes from the stream: what it says about a carried tensor (dims, data_type) is
     checked against the decoded tensor, and any mismatch raises a BitstreamError subclass."""
-    onnx = _onnx()
+    onnx = onnx_module()
     from onnx import numpy_helper
     model = onnx.ModelProto()
     try:
@@ -144,7 +146,7 @@ def rebuild(graph: bytes, tensors: dict, unit_index=None):
         raise SyntaxValueError(f"topology_data is not a valid ONNX ModelProto: {' '.join(str(exc).split())[:200]}",
                                unit_index=unit_index, element=GRAPH_ELEMENT) from None
     total = len(graph)
-    for name, t in _tensor_slots(model.graph):
+    for name, t in tensor_slots(model.graph):
         if t.data_location != t.EXTERNAL:
             continue
         info = {e.key: e.value for e in t.external_data}
@@ -163,11 +165,13 @@ def rebuild(graph: bytes, tensors: dict, unit_index=None):
     return model
 
 
-def encode_onnx(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS, compress=True, **options) -> bytes:
+def encode_onnx(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS, compress=True, trace=None,
+                **options) -> bytes:
     """Encode an ONNX model (ModelProto or path) into one NNC bitstream: NNR_TPL_ONNX graph + NDUs.
 
     `lossless=True` carries float tensors as NNR_PT_RAW_FLOAT, so the decoded model is bit-identical;
-    other keyword options are the Encoder's (qp, dq, codebook, ...; `raw_float` adds names)."""
+    `trace` receives what is written (Encoder.encode); other keyword options are the Encoder's (qp,
+    dq, codebook, ...; `raw_float` adds names)."""
     import nnr
     graph, tensors, raw = split_model(model, lossless=lossless, min_ndu_elements=min_ndu_elements)
     if not tensors:
@@ -175,15 +179,14 @@ def encode_onnx(model, *, lossless=False, min_ndu_elements=MIN_NDU_ELEMENTS, com
                                  "to carry in NDUs")
     if raw:
         options["raw_float"] = tuple(options.get("raw_float", ())) + tuple(raw)
-    enc = nnr.Encoder(**options)
-    data = enc.encode(tensors, incremental=False)
-    return replace_tpl(data, NNR_TPL_ONNX, graph, compress=compress)
+    return nnr.Encoder(**options).encode(
+        tensors, incremental=False, topology=tpl_fields(NNR_TPL_ONNX, graph, compress), trace=trace)
 
 
 def decode_onnx(data, **decoder_options):
     """Decode a bitstream written by `encode_onnx` into a complete onnx.ModelProto."""
     import nnr
-    _onnx()
+    onnx_module()
     dec = nnr.Decoder(**decoder_options)
     tensors = dec.decode(data)
     return model_from_units(dec.units, tensors)

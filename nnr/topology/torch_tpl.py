@@ -22,7 +22,8 @@ import numpy as np
 
 from nnr.errors import ConstraintViolationError, EncoderConfigError, SyntaxValueError, UnsupportedFeatureError
 from nnr.optional import import_optional
-from nnr.topology.carriage import NNR_TPL_PYT, read_tpl, replace_tpl
+from nnr.topology.carriage import read_tpl, tpl_fields
+from nnr_core.syntax.constants import NNR_TPL_PYT
 
 INSTALL_HINT = "PyTorch module support needs torch: pip install torch==2.13.0 (the CPU build is enough)"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -91,8 +92,8 @@ def encode_module(module, *, lossless=False, compress=True, **options) -> bytes:
     options.setdefault("framework", "pytorch")
     if raw:
         options["raw_float"] = tuple(options.get("raw_float", ())) + tuple(raw)
-    data = nnr.Encoder(**options).encode(tensors, incremental=False)
-    return replace_tpl(data, NNR_TPL_PYT, buf.getvalue(), compress=compress)
+    return nnr.Encoder(**options).encode(
+        tensors, incremental=False, topology=tpl_fields(NNR_TPL_PYT, buf.getvalue(), compress))
 
 
 def decode_module(data, *, allow_pickle=False, safe_globals=(), map_location="cpu", **decoder_options):

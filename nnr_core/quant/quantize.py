@@ -315,30 +315,14 @@ def clip_to_bitdepth(levels, w, bitdepth, is_weight=True, unsigned_support=True)
 # §9.5 codebook
 
 
-def _ue_bits(k, x):
-    """Length of ue(k) for x (NNC-HLS.md; NNCodec's BitWriter.ue)."""
-    n = 0
-    while x >= (1 << k):
-        n += 1
-        x -= 1 << k
-        k += 1
-    return n + 1 + k
-
-
-def _ie_bits(k, x):
-    return _ue_bits(k, (-x) << 1 if x <= 0 else (x << 1) - 1)
-
-
 def codebook_header_bits(codebook, cb_zero_offset, codebook_egk):
-    """Bits of codebook(): egk u(4), size ue(2), centre offset ie(2), zero value ie(7), deltas."""
-    size = len(codebook)
-    bits = 4 + _ue_bits(2, size) + _ie_bits(2, cb_zero_offset - (size >> 1))
-    bits += _ie_bits(7, int(codebook[cb_zero_offset]))
-    for j in range(cb_zero_offset - 1, -1, -1):
-        bits += _ue_bits(codebook_egk, int(codebook[j + 1]) - int(codebook[j]) - 1)
-    for j in range(cb_zero_offset + 1, size):
-        bits += _ue_bits(codebook_egk, int(codebook[j]) - int(codebook[j - 1]) - 1)
-    return bits
+    """Bits of codebook() (§8.3) for these entries, measured by writing it from the syntax tables."""
+    from nnr_core.bitstream.writer import BitWriter
+    from nnr_core.syntax.walker import Walker
+    writer = BitWriter()
+    Walker("write", writer).run("codebook", {"Codebook": [int(c) for c in codebook],
+                                             "CbZeroOffset": int(cb_zero_offset), "codebook_egk": int(codebook_egk)})
+    return writer.pos
 
 
 def best_codebook_egk(codebook, cb_zero_offset):

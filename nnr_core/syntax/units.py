@@ -13,11 +13,9 @@ from nnr_core.errors import (ConstraintViolationError, NNRError, SyntaxValueErro
 
 from ..bitstream.reader import BitReader
 from ..bitstream.writer import BitWriter
+from .constants import NNR_LPS, NNR_MPS, NNR_NDU, NNR_STR, UNIT_TYPE_NAMES
 from .walker import Walker
 
-NNR_STR, NNR_MPS, NNR_LPS, NNR_TPL, NNR_QNT, NNR_NDU, NNR_AGG = range(7)
-UNIT_TYPE_NAMES = {0: "NNR_STR", 1: "NNR_MPS", 2: "NNR_LPS", 3: "NNR_TPL", 4: "NNR_QNT",
-                   5: "NNR_NDU", 6: "NNR_AGG"}
 SHORT_SIZE_MAX = (1 << 15) - 1
 
 
@@ -101,7 +99,7 @@ class SyntaxState:
                 f"NDU header needs {', '.join(missing)} from out-of-band information, and none "
                 f"was supplied (§11)")
 
-    def _env(self, unit_type, unit_index, writing=False):
+    def _env(self, unit_type, unit_index):
         env = {"dc_pending_h": self.dc_pending_h}
         if unit_type in (NNR_MPS, NNR_NDU):
             if self.general_profile_idc is None:
@@ -128,6 +126,12 @@ class SyntaxState:
 def _peek_type(data, offset, size_field_bytes, end):
     p = offset + size_field_bytes
     return data[p] >> 2 if p < end else None
+
+
+def unit_type_of(data, span: UnitSpan) -> int:
+    """nnr_unit_type of a unit found by split_units, without parsing it: the first six bits after
+    nnr_unit_size() (§2.2)."""
+    return _peek_type(data, span.offset, span.size_field_bytes, span.offset + span.size)
 
 
 def split_units(data) -> list:
@@ -251,7 +255,7 @@ def write_unit(nnr_unit_type: int, fields: dict, state: SyntaxState, payload: by
     if payload and nnr_unit_type != NNR_NDU:
         raise SyntaxValueError("only an NNR_NDU carries payload bytes", element="payload",
                                value=len(payload))
-    env = state._env(nnr_unit_type, None, writing=True)
+    env = state._env(nnr_unit_type, None)
     hooks = {"resolve_out_of_band": state.resolve_out_of_band}
     f = dict(fields)
     f["nnr_unit_type"] = nnr_unit_type
@@ -279,5 +283,5 @@ def write_unit(nnr_unit_type: int, fields: dict, state: SyntaxState, payload: by
     return out
 
 
-__all__ = ["split_units", "parse_unit", "parse_units", "write_unit", "SyntaxState",
+__all__ = ["split_units", "parse_unit", "parse_units", "write_unit", "unit_type_of", "SyntaxState",
            "ParsedUnit", "UnitSpan", "UNIT_TYPE_NAMES"]

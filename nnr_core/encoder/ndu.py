@@ -1,18 +1,19 @@
 """One NDU per tensor: quantize, entropy-code, write the unit (NNC-HLS.md §8, §14; the reference's
 choices of NNC-CABAC-QUANT.md §13)."""
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from nnr_core.errors import EncoderConfigError
 from nnr_core import cabac
 from nnr_core.cabac.params import VARIANT_NNCODEC1, VARIANT_NNCODEC2, TensorCoding, TensorEncoding
-from nnr_core.layout import NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
-from nnr_core.prepare import InputTensor
+from nnr_core.bitstream.trace import trace_payload
+from nnr_core.encoder.prepare import InputTensor
+from nnr_core.encoder.trace import payload_tensors
+from nnr_core.syntax.constants import NNR_NDU, NNR_PT_FLOAT, NNR_PT_INT, NNR_PT_RAW_FLOAT
 from nnr_core.syntax.units import write_unit
-
-NNR_NDU = 5
+from nnr_core.syntax.walker import block_rows_minus1
 
 
 @dataclass
@@ -29,6 +30,15 @@ class Planned:
     codebook_egk: int = 0
 
 
+class UnitParts(NamedTuple):
+    """An NDU before it is written: header fields, payload, and the payload's trace records (None
+    when not tracing; [] for NNR_PT_RAW_FLOAT)."""
+
+    fields: dict
+    payload: bytes
+    tensors: Optional[list]
+
+
 def rows_and_width(shape):
     width = 1
     for d in shape[1:]:
@@ -36,20 +46,17 @@ def rows_and_width(shape):
     return int(shape[0]), width
 
 
-def num_block_rows_minus1(rows, scan_order):
-    return ((rows + (4 << scan_order) - 1) >> (2 + scan_order)) - 1
-
-
 class NduEncoder:
     """Encodes the NDUs of one bitstream with one configuration and (optionally) incremental state."""
 
-    def __init__(self, cfg, state, syntax, parent, tca, hdsp):
+    def __init__(self, cfg, state, syntax, parent, tca, hdsp, trace=False):
         self.cfg = cfg
         self.state = state                  # IncrementalState, or None for a stateless encode
         self.syntax = syntax
         self.parent = parent
         self.tca = tca
         self.hdsp = hdsp
+        self.trace = trace                  # keep each payload's trace records (UnitParts.tensors)
         self.gpi = cfg.general_profile_idc
         self.variant = VARIANT_NNCODEC2 if self.gpi == 1 else (
             VARIANT_NNCODEC1 if cfg.profile0_variant == "nncodec1" else VARIANT_NNCODEC2)
@@ -117,8 +124,8 @@ class NduEncoder:
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
             return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
-        if cfg.importance and t.name in cfg.importance:     # off by default: nnr/rd/weighted.py
-            from nnr.rd.weighted import quantize_weighted
+        if cfg.importance and t.name in cfg.importance:     # off by default: nnr_core/quant/weighted.py
+            from nnr_core.quant.weighted import quantize_weighted
             levels, qp = quantize_weighted(w, cfg.importance[t.name], qp, cfg.qp_density, dq=cfg.dq,
                                            lambda_scale=cfg.lambda_scale, name=t.name, rows=rows, row_width=width,
                                            scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1,
@@ -162,38 +169,27 @@ class NduEncoder:
         return size
 
     # -- units ----------------------------------------------------------------------------------
-    def emit(self, p: Planned, base_qp: int, cpt: int = 0, oob_dims: bool = False) -> Optional[bytes]:
-        """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5).
-        cpt: compressed_parameter_types (a block's, for a block member coded on its own);
-        oob_dims: leave tensor_dimensions out (tensor_dimensions_flag 0, §11)."""
-        parts = self.unit_parts(p, base_qp, cpt, oob_dims)
-        return None if parts is None else write_unit(NNR_NDU, parts[0], self.syntax, parts[1])
-
-    def unit_parts(self, p: Planned, base_qp: int, cpt: int = 0, oob_dims: bool = False):
-        """(header fields, payload) of a planned tensor's NDU, or None when it is omitted; reads
-        but never changes the shared state, so tensors can be coded by worker threads (the
-        units are then written in order by write_unit)."""
+    def unit_parts(self, p: Planned, base_qp: int, cpt: int = 0, oob_dims: bool = False) -> Optional[UnitParts]:
+        """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5);
+        reads but never changes the shared state, so tensors can be coded by worker threads (the
+        units are then written in order by `write`). cpt: compressed_parameter_types (a block's,
+        for a block member coded on its own); oob_dims: leave tensor_dimensions out
+        (tensor_dimensions_flag 0, §11)."""
         t = p.tensor
         if self.parent and p.levels is not None and not np.any(p.levels):
             return None
         if self.parent and p.payload_type == NNR_PT_RAW_FLOAT and not np.any(t.data):
             return None
-        fields = self._header(p, cpt, oob_dims)
+        fields = self.header_fields(p, cpt, oob_dims)
         if p.payload_type == NNR_PT_RAW_FLOAT:
             self.last_fields[t.name] = fields
-            return fields, np.ascontiguousarray(t.data, dtype="<f4").tobytes()
-        return fields, self.unit_payload([p], fields, base_qp)
+            return UnitParts(fields, np.ascontiguousarray(t.data, dtype="<f4").tobytes(), [] if self.trace else None)
+        return self.coded_unit([p], fields, base_qp)
 
-    def finish_unit(self, members, fields, base_qp) -> bytes:
-        """Entropy-code the members (in payload order) into one payload, put the entry points into
-        the header and write the unit."""
-        payload = self.unit_payload(members, fields, base_qp)
-        return write_unit(NNR_NDU, fields, self.syntax, payload)
-
-    def unit_payload(self, members, fields, base_qp) -> bytes:
+    def coded_unit(self, members, fields, base_qp) -> UnitParts:
         """Entropy-code the members (in payload order) into one payload and put the entry points
         into the header fields."""
-        payload, eps = self._payload(members, base_qp, fields)
+        payload, eps, traced = self._payload(members, base_qp, fields)
         if eps:
             fields["BitOffsetDelta"] = [e[0] for e in eps]
             fields["ep_arith_value"] = [e[1] for e in eps]
@@ -201,7 +197,17 @@ class NduEncoder:
                 fields["ep_dq_state"] = [e[2] for e in eps]
         for p in members:
             self.last_fields[p.tensor.name] = fields
-        return payload
+        return UnitParts(fields, payload, traced)
+
+    def write(self, parts: UnitParts, offset: int, trace=None) -> bytes:
+        """The unit's bytes, written at byte `offset` of the bitstream (in unit order: the syntax
+        state advances); `trace` receives its header elements and its payload."""
+        unit = write_unit(NNR_NDU, parts.fields, self.syntax, parts.payload, trace, stream_offset=offset)
+        if trace is not None and parts.tensors is not None:
+            raw = parts.fields["nnr_compressed_data_unit_payload_type"] == NNR_PT_RAW_FLOAT
+            trace_payload(trace, 8 * (offset + len(unit) - len(parts.payload)), len(parts.payload), parts.tensors,
+                          "flt(32)" if raw else "ae(v)")
+        return unit
 
     def _coding(self, p: Planned, fields) -> TensorCoding:
         t = p.tensor
@@ -221,7 +227,8 @@ class NduEncoder:
                             codebook_size=len(cb) if cb else 0, cb_zero_offset=p.cb_zero_offset if cb else 0)
 
     def _payload(self, members, base_qp, fields):
-        """One arithmetic codeword for the members (payload order); the entry points of all of them."""
+        """One arithmetic codeword for the members (payload order); the entry points of all of
+        them; the payload's trace records when tracing (else None)."""
         codings = [self._coding(p, fields) for p in members]
         row_skip = 1 if (self.cfg.row_skipping and self.gpi == 1) else 0
 
@@ -229,7 +236,7 @@ class NduEncoder:
             encs = [TensorEncoding(c, p.levels, None if p.payload_type == NNR_PT_INT else p.qp - base_qp,
                                    row_skip, hist_flag, self.cfg.param_opt) for c, p in zip(codings, members)]
             stats = {}
-            return cabac.encode_payload(encs, self.variant, stats=stats) + (stats,)
+            return cabac.encode_payload(encs, self.variant, stats=stats) + (stats, encs)
 
         best = run(0)
         # the reference tries both HDSP modes only when every tensor of the unit has a history
@@ -237,22 +244,33 @@ class NduEncoder:
             with_hist = run(1)
             if len(with_hist[0]) < len(best[0]):      # the reference keeps flag 0 on ties
                 best = with_hist
-        payload, eps, stats = best
-        if self.state is not None:
-            decoded = None
-            for i, p in enumerate(members):
-                levels = p.levels
-                if p.dq_flag and stats.get("rounded", 1):
-                    # REF-QUIRK: indices of the wrong parity were rounded (§8.2); keep what the
-                    # decoder will reconstruct as the TCA reference / HDSP history (the Cython
-                    # encoder counts them: without any, the decoder returns the levels as given)
-                    if decoded is None:
-                        decoded = cabac.decode_payload(payload, codings, self.variant)
-                    levels = decoded[i].levels
-                self.coded_levels[p.tensor.name] = levels
-        return payload, [e for per_tensor in eps for e in per_tensor]
+        payload, eps, stats, encs = best
+        traced = None
+        if self.state is not None or self.trace:
+            held = self._held_levels(members, codings, payload, stats)
+            if self.state is not None:
+                self.coded_levels.update((p.tensor.name, levels) for p, levels in zip(members, held))
+            if self.trace:
+                traced = payload_tensors([p.tensor.name for p in members], encs, eps, held, self.variant)
+        return payload, [e for per_tensor in eps for e in per_tensor], traced
 
-    def _header(self, p: Planned, cpt: int = 0, oob_dims: bool = False) -> dict:
+    def _held_levels(self, members, codings, payload, stats) -> list:
+        """The levels a decoder returns for each member: the coded ones, unless DQ indices of the
+        wrong parity were rounded (REF-QUIRK, §8.2; the engines count them: without any, the
+        decoder returns the levels as given), then those the payload decodes to."""
+        decoded = None
+        held = []
+        for i, p in enumerate(members):
+            levels = p.levels
+            if p.dq_flag and stats.get("rounded", 1):
+                if decoded is None:
+                    decoded = cabac.decode_payload(payload, codings, self.variant)
+                levels = decoded[i].levels
+            held.append(levels)
+        return held
+
+    def header_fields(self, p: Planned, cpt: int = 0, oob_dims: bool = False) -> dict:
+        """The NDU header fields of a planned tensor (a block's start from its weight's)."""
         cfg, t = self.cfg, p.tensor
         shape = [int(d) for d in t.data.shape]
         f = {"nnr_compressed_data_unit_payload_type": p.payload_type,
@@ -290,7 +308,7 @@ class NduEncoder:
             scan = cfg.scan_order
             # REF-QUIRK avoided: the reference crashes on RowWidth 1 with more rows than one block
             # row (NNC-HLS.md §17 item 21); such a tensor is coded row-major and says so.
-            if scan and width == 1 and num_block_rows_minus1(rows, scan) > 0:
+            if scan and width == 1 and block_rows_minus1(rows, scan) > 0:
                 scan = 0
             f["scan_order"] = scan
         return f

@@ -3,12 +3,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from nnr_core.errors import ConstraintViolationError, UnsupportedFeatureError
-
-NNR_PT_INT, NNR_PT_FLOAT, NNR_PT_RAW_FLOAT, NNR_PT_BLOCK = 0, 1, 2, 3
-NNR_CPT_DC, NNR_CPT_LS, NNR_CPT_BN, NNR_CPT_BI = 1, 2, 4, 8
-
-PAYLOAD_TYPE_NAMES = {NNR_PT_INT: "NNR_PT_INT", NNR_PT_FLOAT: "NNR_PT_FLOAT",
-                      NNR_PT_RAW_FLOAT: "NNR_PT_RAW_FLOAT", NNR_PT_BLOCK: "NNR_PT_BLOCK"}
+from nnr_core.syntax.constants import NNR_CPT_BI, NNR_CPT_BN, NNR_CPT_DC, NNR_CPT_LS, NNR_PT_BLOCK
 
 
 @dataclass

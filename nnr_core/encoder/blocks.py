@@ -22,17 +22,14 @@ Not supported (rejected): low-rank decomposition (NNR_CPT_DC, ``<weight>_G``/``<
 tensors), and option contents the reference would accept but then code wrongly (members it drops,
 tensors it codes twice); see ``resolve_blocks``.
 """
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
 from nnr_core.errors import EncoderConfigError
-from nnr_core.layout import NNR_CPT_BI, NNR_CPT_BN, NNR_CPT_LS, NNR_PT_BLOCK, NNR_PT_INT
+from nnr_core.syntax.constants import NNR_CPT_BI, NNR_CPT_BN, NNR_CPT_LS, NNR_PT_BLOCK, NNR_PT_INT
 
 PARAM_TYPES = ("weight", "weight.ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "unspecified")
-BLOCK_TYPES = ("weight", "weight.ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var")
 BN_TYPES = ("bn.beta", "bn.gamma", "bn.mean", "bn.var")
 PAYLOAD_ORDER = ("weight.ls", "bias") + BN_TYPES + ("weight",)     # §9.3, payload order
 NAME_ORDER = ("weight", "weight.ls") + BN_TYPES + ("bias",)         # §9.3, topology_elem_id_list
@@ -185,15 +182,15 @@ def block_possible(block: Block, planned: dict) -> bool:
     return len({p.dq_flag for p in members}) == 1
 
 
-def emit_block(ndu, block: Block, planned: dict, base_qp: int, oob_dims: bool) -> list:
-    """The units of a block: [(unit bytes or None when omitted, [Planned members])]."""
+def block_units(ndu, block: Block, planned: dict, base_qp: int, oob_dims: bool) -> list:
+    """The units of a block: [(UnitParts, or None when omitted, [Planned members])]."""
     cpt = block.cpt
     if not block_possible(block, planned):
-        return [(ndu.emit(planned[n], base_qp, cpt, oob_dims), [planned[n]]) for n in block.payload_order()]
+        return [(ndu.unit_parts(planned[n], base_qp, cpt, oob_dims), [planned[n]]) for n in block.payload_order()]
     members = [planned[n] for n in block.payload_order()]
     if ndu.parent and not any(np.any(p.levels) for p in members):
         return [(None, members)]       # an update of all zeros is omitted (§13.5)
-    fields = ndu._header(planned[block.weight], cpt, oob_dims)
+    fields = ndu.header_fields(planned[block.weight], cpt, oob_dims)
     if fields.get("temporal_context_modeling_flag"):
         # the reference looks at the weight only (and crashes when another member has no usable
         # reference); nnr uses TCA only when every member has one
@@ -205,4 +202,4 @@ def emit_block(ndu, block: Block, planned: dict, base_qp: int, oob_dims: bool) -
     fields.update(nnr_compressed_data_unit_payload_type=NNR_PT_BLOCK,
                   nnr_multiple_topology_elements_present_flag=1,
                   count_topology_elements_minus2=len(names) - 2, topology_elem_id_list=names)
-    return [(ndu.finish_unit(members, fields, base_qp), members)]
+    return [(ndu.coded_unit(members, fields, base_qp), members)]

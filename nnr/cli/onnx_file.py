@@ -3,62 +3,41 @@ NNR_TPL_ONNX topology and the weights as NDUs; `nnr_decode x.nnr -o model.onnx` 
 import os
 import time
 
-
-def is_onnx_path(path, fmt=None) -> bool:
-    return (fmt or "").lower() == "onnx" or (fmt is None and os.fspath(path).lower().endswith(".onnx"))
+from nnr.cli.files import read_error, write_encoded
+from nnr.cli.summary import measure, qp_advice, report
 
 
 def encode_onnx_file(args, options: dict) -> int:
     """nnr_encode for an .onnx input; the CLI has checked the paths and built the Encoder `options`.
     Exit status; failures raise (nnr.cli.common.run reports them in one line)."""
-    from nnr.cli.common import cannot_write
-    from nnr.fileio import atomic_output
-    # the output's temporary file exists from here on: a failure or an interrupt removes it
-    try:
-        with atomic_output(args.output) as out:
-            model, data, elapsed = _encode(args, options)
-            out.write(data)
-    except OSError as err:
-        raise cannot_write(args.output, err) from None
-    if getattr(args, "trace", None) or not args.quiet:
+    data, (model, elapsed) = write_encoded(args, lambda trace: _encode(args, options, trace))
+    if not args.quiet:
         import nnr
-        trace = None
-        if getattr(args, "trace", None):
-            from nnr_core.bitstream.trace import Trace
-            trace = Trace()
         dec = nnr.Decoder(jobs=getattr(args, "jobs", None))
-        tensors = dec.decode_tensors(data, trace=trace)
-        if trace is not None:
-            from nnr.cli.nnr_decode import write_trace
-            write_trace(trace, args.trace)
-        if not args.quiet:
-            _summary(args, model, dec, tensors, data, elapsed)
+        _summary(args, model, dec, dec.decode_tensors(data), data, elapsed)
     return 0
 
 
-def _encode(args, options):
-    """(ModelProto, bitstream, seconds) for args.input."""
-    from nnr.cli.nnr_encode import read_error
+def _encode(args, options, trace=None):
+    """(bitstream, (ModelProto, seconds)) for args.input."""
     from nnr.topology import onnx_tpl
-    onnx = onnx_tpl._onnx()
+    onnx = onnx_tpl.onnx_module()
     t0 = time.perf_counter()
     try:
         model = onnx.load(args.input)
     except Exception as err:        # protobuf DecodeError and friends
         raise read_error(args.input, "onnx", err) from None
-    data = onnx_tpl.encode_onnx(model, lossless=getattr(args, "lossless", False), **options)
-    return model, data, time.perf_counter() - t0
+    data = onnx_tpl.encode_onnx(model, lossless=getattr(args, "lossless", False), trace=trace, **options)
+    return data, (model, time.perf_counter() - t0)
 
 
 def _summary(args, model, dec, decoded, data, elapsed):
     from onnx import numpy_helper
 
-    from nnr.cli.nnr_encode import advice
-    from nnr.cli.summary import measure, report
     from nnr.topology import onnx_tpl
     _, originals, _ = onnx_tpl.split_model(model)
     rebuilt = onnx_tpl.model_from_units(dec.units, {t.name: t.values for t in decoded})
-    restored = {name: numpy_helper.to_array(t) for name, t in onnx_tpl._tensor_slots(rebuilt.graph)
+    restored = {name: numpy_helper.to_array(t) for name, t in onnx_tpl.tensor_slots(rebuilt.graph)
                 if name in originals}
     rows = measure(originals, restored, {n: a.dtype.name for n, a in restored.items()},
                    {t.name: t.qp for t in decoded})
@@ -69,12 +48,12 @@ def _summary(args, model, dec, decoded, data, elapsed):
             f"bytes               {size} -> {len(data)}",
             f"ratio               {size / len(data):.2f}x"]
     report("nnr_encode", head, rows, [f"time                {elapsed:.2f} s"],
-           verbose=getattr(args, "verbose", False), advice=advice(args))
+           verbose=getattr(args, "verbose", False), advice=qp_advice(args))
 
 
 def carries_onnx(decoder) -> bool:
     """Whether the decoded bitstream has an NNR_TPL_ONNX topology."""
-    from nnr.topology.carriage import NNR_TPL, NNR_TPL_ONNX
+    from nnr_core.syntax.constants import NNR_TPL, NNR_TPL_ONNX
     return any(u.nnr_unit_type == NNR_TPL and u.fields.get("topology_storage_format") == NNR_TPL_ONNX
                for u in decoder.units)
 
