@@ -20,6 +20,7 @@ log = logging.getLogger("nnr")
 
 FRAMEWORKS = {"generic": NNR_TPL_UNREC, "pytorch": NNR_TPL_PYT}
 VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
+ALLOCATION_QP_DENSITY = 4       # target_bpp's qp_density unless one is given
 
 
 @dataclass
@@ -51,6 +52,9 @@ class EncoderConfig:
     importance: Optional[dict] = None
     importance_mix: float = DEFAULT_MIX
     importance_power: float = DEFAULT_POWER
+    # a rate budget in bits per floating-point parameter: per-tensor QPs of the weight tensors chosen
+    # for the least (importance-weighted) distortion that fits it (nnr_core/encoder/allocate.py)
+    target_bpp: Optional[float] = None
 
     def validate(self):
         """Reject options the syntax cannot carry or the codec does not know."""
@@ -93,6 +97,13 @@ class EncoderConfig:
         check_power(self.importance_power)
         if self.codebook and self.bitdepth is not None:
             pass  # the reference allows both: the codebook is built from the clipped levels
+        if self.target_bpp is not None:
+            from nnr_core.encoder.allocate import check_target_bpp
+            check_target_bpp(self.target_bpp)
+            need(self.bitdepth is None, "target_bpp chooses the QPs; bitdepth derives them: use one")
+            need(not self.codebook, "target_bpp allocates uniform / trellis QPs; it needs codebook=False")
+            need(self.block_id_and_param_type is None,
+                 "target_bpp measures one NDU per tensor; it cannot be combined with block_id_and_param_type")
 
 
 _MISFIT = object()         # a streamed tensor's QP does not fit the qp offset: code the planned way
@@ -119,6 +130,7 @@ class _Call:
     progress: Optional[object]
     pool: Optional[object]      # ThreadPoolExecutor, or None
     trace: Optional[Trace]      # receives what is written; a fresh one for each way of coding
+    cfg: Optional[EncoderConfig] = None     # the configuration of this call (QPs allocated for target_bpp)
 
 
 class Encoder:
@@ -139,6 +151,15 @@ class Encoder:
         unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
         if unknown:
             raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
+        if options.get("target_bpp") is not None and "qp_density" not in options:
+            # finer QP steps for the allocation (2^(1/16) instead of 2^(1/4)); nonweight_qp scaled
+            # with it keeps the same step (qp << 2 at qp_density + 2 is the same Delta, CABAC §9.1)
+            options["qp_density"] = ALLOCATION_QP_DENSITY
+            shift = ALLOCATION_QP_DENSITY - EncoderConfig.qp_density
+            if options.get("nonweight_qp", EncoderConfig.nonweight_qp) is not None:
+                options["nonweight_qp"] = options.get("nonweight_qp", EncoderConfig.nonweight_qp) << shift
+            if options.get("qp_per_tensor"):
+                options["qp_per_tensor"] = {k: int(v) << shift for k, v in options["qp_per_tensor"].items()}
         self.config = EncoderConfig(**options)
         self.config.validate()
         self.state = IncrementalState()
@@ -167,11 +188,13 @@ class Encoder:
         tpl = topology if topology is not None else {
             "topology_storage_format": FRAMEWORKS[cfg.framework], "topology_compression_format": 0,
             "topology_data": topology_data}
-        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None)
+        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None, cfg)
         if self.jobs > 1 and len(inputs) > 1:
             from concurrent.futures import ThreadPoolExecutor
             call.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
         try:
+            if cfg.target_bpp is not None:
+                call.cfg = self._allocated(inputs, call)
             out = None
             if self.streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
                 call.trace = Trace() if trace is not None else None
@@ -183,6 +206,8 @@ class Encoder:
             if call.pool is not None:
                 call.pool.shutdown(wait=True, cancel_futures=True)
         data, ndu, coded = out
+        if cfg.target_bpp is not None:
+            self._check_budget(len(data), inputs)
         if trace is not None:
             for record in call.trace:
                 trace.emit(*record)
@@ -192,13 +217,58 @@ class Encoder:
                     self.state.record(name, ndu.coded_levels[name], ndu.last_fields[name], parent == 1)
         return data
 
+    def _check_budget(self, size, inputs):
+        from nnr_core.encoder.allocate import FILL, budget_bytes
+        budget = budget_bytes(inputs, self.config.target_bpp)
+        if size > budget:       # the allocation measures every unit exactly: this is a bug, not an input
+            raise EncoderConfigError(f"target_bpp: the stream takes {size} bytes, over the {budget}-byte budget")
+        if size < (1.0 - FILL) * budget:
+            log.warning("target_bpp %s: the stream takes %d bytes, %.2f %% under the %d-byte budget (no single "
+                        "QP step of a tensor fits the rest)", self.config.target_bpp, size,
+                        100.0 * (budget - size) / budget, budget)
+
+    def _allocated(self, inputs, call) -> EncoderConfig:
+        """The call's configuration with the weight tensors' QPs chosen for cfg.target_bpp: the
+        least (importance-weighted) distortion whose stream fits the budget. Tensors that are not
+        weights, carry no importance (when importance is given) or have a qp_per_tensor entry keep
+        their configured QP; their units count inside the budget."""
+        from dataclasses import replace
+        from nnr_core.encoder.allocate import Allocator, budget_bytes, sensitivity
+        from nnr_core.encoder.ndu import NduEncoder
+        cfg = self.config
+        budget = budget_bytes(inputs, cfg.target_bpp)
+        ndu, head = self._start(call, 0)
+        user, imp = cfg.qp_per_tensor or {}, cfg.importance or {}
+        free = [t for t in inputs if not t.is_int and t.is_weight and t.name not in cfg.raw_float
+                and t.name not in user and (not imp or t.name in imp)]
+        names = {t.name for t in free}
+        unweighted = [t.name for t in inputs if t.is_weight and not t.is_int and imp and t.name not in imp]
+        if unweighted:
+            log.warning("target_bpp: %d weight tensor(s) without importance keep QP %d: %s", len(unweighted),
+                        cfg.qp, ", ".join(unweighted[:5]) + (" ..." if len(unweighted) > 5 else ""))
+
+        def unit_bits(t):
+            parts = ndu.unit_parts(ndu.plan(t), 0)
+            return 0 if parts is None else 8 * len(ndu.write(parts, 0))
+        fixed = [t for t in inputs if t.name not in names]
+        fixed_bits = 8 * len(head) + sum(call.pool.map(unit_bits, fixed) if call.pool else map(unit_bits, fixed))
+        if fixed_bits > 8 * budget or (not free and fixed_bits > 8 * budget):
+            raise EncoderConfigError(
+                f"target_bpp {cfg.target_bpp}: the tensors whose QP is not allocated (headers, integer, "
+                f"non-weight, raw tensors) already take {fixed_bits / 8:.0f} bytes of the {budget}-byte budget")
+        sens = {t.name: sensitivity(t.name, t.data, imp[t.name]) if imp else None for t in free}
+        sample_ndu = NduEncoder(cfg, None, ndu.syntax, call.parent, False, False)
+        alloc = Allocator(ndu, sample_ndu, cfg.qp_density, _qp_range(cfg.qp_density), pool=call.pool)
+        qps = alloc.allocate(free, sens, fixed_bits, 8 * budget, float(cfg.target_bpp)) if free else {}
+        return replace(cfg, qp_per_tensor={**user, **qps})
+
     def _start(self, call, base_qp, trace=None):
         """The NDU encoder and the NNR_STR, NNR_MPS and NNR_TPL units."""
         from nnr_core.encoder.ndu import NduEncoder
         cfg = self.config
         syntax = SyntaxState()
-        ndu = NduEncoder(cfg, self.state if self.stateful else None, syntax, call.parent, call.tca, call.hdsp,
-                         trace=trace is not None)
+        ndu = NduEncoder(call.cfg, self.state if self.stateful else None, syntax, call.parent, call.tca,
+                         call.hdsp, trace=trace is not None)
         out = bytearray()
         for kind, fields in ((NNR_STR, {"general_profile_idc": cfg.general_profile_idc}),
                              (NNR_MPS, self._mps_fields(call.parent, base_qp)), (NNR_TPL, call.tpl)):
@@ -214,7 +284,7 @@ class Encoder:
         after all (then the caller codes the model the planned way, which rebases the QPs), else
         (bytes, NduEncoder, coded names)."""
         from nnr_core.encoder.ndu import NduEncoder
-        probe = NduEncoder(self.config, None, SyntaxState(), call.parent, False, False)
+        probe = NduEncoder(call.cfg, None, SyntaxState(), call.parent, False, False)
         try:
             base_qp = self._base_qp_of([(t.name, probe.expected_qp(t), probe.tensor_qp(t)) for t in inputs])
         except EncoderConfigError:
@@ -356,7 +426,10 @@ def encode(tensors, **options) -> bytes:
     "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encoder/blocks.py),
     importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
     reference, uniform or trellis (dq); importance_mix=0.9 and importance_power=1.0 shape the
-    distortion weights; see nnr_core/quant/weighted.py); jobs and streaming as nnr.Encoder's.
+    distortion weights; see nnr_core/quant/weighted.py), target_bpp=None (a budget in bits per
+    floating-point parameter: the weight tensors' QPs chosen for the least distortion, weighted by
+    `importance` when given, that fits it; qp_density 4 unless given; see
+    nnr_core/encoder/allocate.py); jobs and streaming as nnr.Encoder's.
     """
     if "stateful" in options:
         raise EncoderConfigError("nnr.encode writes one self-contained bitstream and keeps nothing; "

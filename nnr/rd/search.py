@@ -185,3 +185,47 @@ def search_target_bpp(tensors, target_bpp, *, per_tensor=False, qp_range=None, g
         if lam_lo > 0 and lam_hi / lam_lo < 1.01:
             break
     return allocate(lam_hi)
+
+
+def search_target_metric(tensors, metric, required, *, higher_is_better=True, bpp_range=(0.25, 16.0),
+                         tolerance=0.02, max_encodes=16, **options):
+    """The smallest budget whose stream meets a task metric: bisection on `target_bpp` (nnr.encode's
+    rate allocation, with the encoder options given, e.g. `importance`) until the bracket is within
+    `tolerance` bits per parameter. metric(decoded tensors {name: ndarray}) -> float must reach
+    `required` (at least it, or at most it with higher_is_better=False). Returns (bitstream, bpp,
+    metric value) of the smallest budget found that meets it; EncoderConfigError if even the
+    largest budget of bpp_range does not."""
+    import nnr
+    if not callable(metric):
+        raise EncoderConfigError("metric must be a callable: metric(decoded tensors) -> float")
+    lo, hi = (float(b) for b in bpp_range)
+    if not 0 < lo < hi or not math.isfinite(hi):
+        raise EncoderConfigError(f"bpp_range must be two increasing positive numbers, not {bpp_range!r}")
+    if not isinstance(required, (int, float)) or not math.isfinite(required):
+        raise EncoderConfigError(f"required must be a finite number, not {required!r}")
+
+    def meets(value):
+        return value >= required if higher_is_better else value <= required
+
+    def trial(bpp):
+        data = nnr.encode(tensors, target_bpp=bpp, **options)
+        value = float(metric(nnr.decode(data)))
+        if not math.isfinite(value):
+            raise EncoderConfigError(f"metric returned a non-finite value ({value}) at {bpp:.4g} bits/parameter")
+        return data, value
+
+    best = trial(hi)
+    if not meets(best[1]):
+        raise EncoderConfigError(f"the metric reaches {best[1]:.6g} at {hi} bits/parameter, not {required}: "
+                                 "raise bpp_range's upper end")
+    best = (best[0], hi, best[1])
+    for _ in range(max_encodes - 1):
+        if hi - lo <= tolerance:
+            break
+        mid = 0.5 * (lo + hi)
+        data, value = trial(mid)
+        if meets(value):
+            hi, best = mid, (data, mid, value)
+        else:
+            lo = mid
+    return best

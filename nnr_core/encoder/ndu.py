@@ -88,8 +88,10 @@ class NduEncoder:
         except EncoderConfigError:
             return qp
 
-    def plan(self, t: InputTensor) -> Planned:
-        """Quantize one tensor as the reference would."""
+    def plan(self, t: InputTensor, qp: Optional[int] = None, importance=None) -> Planned:
+        """Quantize one tensor as the reference would (the rate allocation's trials: at QP `qp`
+        instead of the configured one, and with `importance` instead of the configured one when
+        given: a sample of the tensor's rows)."""
         cfg = self.cfg
         if t.name in cfg.raw_float:
             if t.is_int:
@@ -98,13 +100,13 @@ class NduEncoder:
         if t.is_int:
             return Planned(t, NNR_PT_INT, t.data.reshape(-1))
         try:
-            return self._quantized(t)
+            return self._quantized(t, qp, importance)
         except EncoderConfigError as err:
             if repr(t.name) in str(err):
                 raise
             raise EncoderConfigError(f"tensor {t.name!r}: {err}") from None
 
-    def _quantized(self, t: InputTensor) -> Planned:
+    def _quantized(self, t: InputTensor, qp_trial: Optional[int] = None, imp_trial=None) -> Planned:
         from nnr_core.quant import quantize as q
         cfg = self.cfg
         w = t.data.reshape(-1)
@@ -113,7 +115,7 @@ class NduEncoder:
         if cfg.bitdepth is not None:
             qp, clip = q.bitdepth_qp(w, cfg.bitdepth, cfg.qp_density, t.is_weight)
         else:
-            qp, clip = self.tensor_qp(t), None
+            qp, clip = (self.tensor_qp(t) if qp_trial is None else qp_trial), None
         if cfg.codebook:
             cb = q.codebook_quantize(w, qp, cfg.qp_density, cfg.dq, self._trial_encoder(t),
                                      mode2_encode=self._mode2_encoder(t, scan), clip=clip,
@@ -124,9 +126,10 @@ class NduEncoder:
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
             return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
-        if cfg.importance and t.name in cfg.importance:     # off by default: nnr_core/quant/weighted.py
-            from nnr_core.quant.weighted import quantize_weighted
-            levels, qp = quantize_weighted(w, cfg.importance[t.name], qp, cfg.qp_density, dq=cfg.dq,
+        if imp_trial is not None or (cfg.importance and t.name in cfg.importance):  # off by default
+            from nnr_core.quant.weighted import quantize_weighted       # nnr_core/quant/weighted.py
+            imp = imp_trial if imp_trial is not None else cfg.importance[t.name]
+            levels, qp = quantize_weighted(w, imp, qp, cfg.qp_density, dq=cfg.dq,
                                            lambda_scale=cfg.lambda_scale, name=t.name, rows=rows, row_width=width,
                                            scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1,
                                            mix=cfg.importance_mix, power=cfg.importance_power)
