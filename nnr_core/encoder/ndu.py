@@ -1,5 +1,5 @@
-"""One NDU per tensor: quantize, entropy-code, write the unit (NNC-HLS.md §8, §14; the reference's
-choices of NNC-CABAC-QUANT.md §13)."""
+"""One NDU per tensor: quantize, entropy-code, write the unit (HLS §8, HLS §14; the reference's
+choices of CABAC §13)."""
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -75,7 +75,7 @@ class NduEncoder:
 
     def expected_qp(self, t: InputTensor) -> Optional[int]:
         """The QP plan(t) will give t (None for integer and raw tensors), from its value range alone:
-        the configured QP, raised by the overflow guard where the values need it (§9.3). Errors are
+        the configured QP, raised by the overflow guard where the values need it (CABAC §9.3). Errors are
         left to plan(), so they are raised in tensor order."""
         if t.is_int or t.name in self.cfg.raw_float:
             return None
@@ -146,7 +146,7 @@ class NduEncoder:
 
     def _trial_coding(self, t, scan, dq_flag, gpi, parent):
         # REF-QUIRK: the reference's trial encoders get cabac_unary_length_minus1 where the coder
-        # gets minus1 + 1, so they count one greater-than flag less (NNC-CABAC-QUANT.md §15 item 4)
+        # gets minus1 + 1, so they count one greater-than flag less (CABAC §15 item 4)
         rows, width = rows_and_width(t.data.shape)
         return TensorCoding(rows=rows, row_width=width, ndim=t.data.ndim, has_qp_offset=False, qp_density=0,
                             dq_flag=dq_flag, cabac_unary_length_minus1=max(self.cfg.cabac_unary_length_minus1 - 1, 0),
@@ -154,7 +154,7 @@ class NduEncoder:
 
     def _trial_encoder(self, t):
         """Payload size of a codebook zero-offset candidate, as the reference's trial measures it
-        (gpi-0 rules, matrix scan, no DQ, param-opt on; NNC-CABAC-QUANT.md §9.5)."""
+        (gpi-0 rules, matrix scan, no DQ, param-opt on; CABAC §9.5)."""
         coding = self._trial_coding(t, 0, 0, 0, 0)
 
         def trial(symbols, codebook_size, cb_zero_offset):
@@ -173,11 +173,11 @@ class NduEncoder:
 
     # -- units ----------------------------------------------------------------------------------
     def unit_parts(self, p: Planned, base_qp: int, cpt: int = 0, oob_dims: bool = False) -> Optional[UnitParts]:
-        """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5);
+        """The NDU of a planned tensor, or None when an update of all zeros is omitted (HLS §13.5);
         reads but never changes the shared state, so tensors can be coded by worker threads (the
         units are then written in order by `write`). cpt: compressed_parameter_types (a block's,
         for a block member coded on its own); oob_dims: leave tensor_dimensions out
-        (tensor_dimensions_flag 0, §11)."""
+        (tensor_dimensions_flag 0, HLS §11)."""
         t = p.tensor
         if self.parent and p.levels is not None and not np.any(p.levels):
             return None
@@ -259,7 +259,7 @@ class NduEncoder:
 
     def _held_levels(self, members, codings, payload, stats) -> list:
         """The levels a decoder returns for each member: the coded ones, unless DQ indices of the
-        wrong parity were rounded (REF-QUIRK, §8.2; the engines count them: without any, the
+        wrong parity were rounded (REF-QUIRK, CABAC §8.2; the engines count them: without any, the
         decoder returns the levels as given), then those the payload decodes to."""
         decoded = None
         held = []
@@ -310,7 +310,7 @@ class NduEncoder:
             rows, width = rows_and_width(shape)
             scan = cfg.scan_order
             # REF-QUIRK avoided: the reference crashes on RowWidth 1 with more rows than one block
-            # row (NNC-HLS.md §17 item 21); such a tensor is coded row-major and says so.
+            # row (HLS §17 item 21); such a tensor is coded row-major and says so.
             if scan and width == 1 and block_rows_minus1(rows, scan) > 0:
                 scan = 0
             f["scan_order"] = scan
@@ -318,7 +318,7 @@ class NduEncoder:
 
     def has_reference(self, name, parameter_id) -> bool:
         """A TCA reference for the tensor that a decoder accepts: the parent's parameter_id must be this
-        unit's (NNC-HLS.md §13.3). REF-QUIRK avoided: NNCodec asserts (crashes) when a block member
+        unit's (HLS §13.3). REF-QUIRK avoided: NNCodec asserts (crashes) when a block member
         is coded in its own unit after having been coded in its block (or the other way round) --
         the unit's parameter_id changes; nnr codes such a unit without TCA."""
         if self.state is None or name not in self.state.tensors:

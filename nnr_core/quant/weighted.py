@@ -1,7 +1,7 @@
 """Importance-weighted rate-distortion quantization (DeepCABAC's weighted RD quantization; an encoder
 choice beyond the reference, off by default).
 
-The reference's quantizers (NNC-CABAC-QUANT.md §9.3 uniform, §8.3 trellis) pick each level by
+The reference's quantizers (CABAC §9.3 uniform, CABAC §8.3 trellis) pick each level by
 distortion·D + rate. Here the distortion of parameter i is multiplied by a weight g_i derived from a
 per-parameter importance F_i (a diagonal Fisher estimate, squared gradients, ...) the user supplies:
 
