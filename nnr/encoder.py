@@ -1,5 +1,5 @@
 """The NNC encoder: quantization, entropy coding and NNR units, with the reference's choices
-(NNC-HLS.md §14, NNC-CABAC-QUANT.md §13)."""
+(HLS §14, CABAC §13)."""
 import logging
 from dataclasses import dataclass, fields as dc_fields
 from typing import Optional
@@ -344,7 +344,7 @@ class Encoder:
         done = 0
         for p in planned:
             name = p.tensor.name
-            if name in blocks:          # a block is written at the position of its weight (§14 item 6)
+            if name in blocks:          # a block is written at the position of its weight (HLS §14 item 6)
                 units = block_units(ndu, blocks[name], by_name, base_qp, oob_dims=call.parent == 1)
             elif name in in_block:
                 continue
@@ -367,7 +367,7 @@ class Encoder:
 
     def _base_qp_of(self, named_qps) -> int:
         """mps_quantization_parameter: 0 as the reference writes it, unless a tensor's QP does not fit
-        the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, §17 item 4).
+        the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, HLS §17 item 4).
         named_qps: [(tensor name, QP or None, configured QP or None)]."""
         named = [(n, qp, c) for n, qp, c in named_qps if qp is not None]
         lo, hi = _qp_range(self.config.qp_density)

@@ -1,5 +1,5 @@
 """QP choice per tensor for a target fidelity or a target size (an encoder choice beyond the
-reference; NNC-CABAC-QUANT.md §9.3 says QP selection is not normative).
+reference; CABAC §9.3 says QP selection is not normative).
 
 The result is a `qp_per_tensor` dict that `nnr.encode(..., qp_per_tensor=...)` takes, so the
 bitstream stays an ordinary NNC stream; the searches only decide which QP each tensor gets.
@@ -9,7 +9,7 @@ bitstream stays an ordinary NNC stream; the searches only decide which QP each t
   (uniform or trellis, with the encoder's options) and the decoder's reconstruction Δ·i. The
   bisection keeps f(lo) ≥ target > f(hi), so the answer's next coarser QP misses the target.
   A final encode/decode checks every tensor and lowers the QP of any that misses (only possible
-  where the encoder and the search could differ, e.g. row skipping with block scans, §15.2).
+  where the encoder and the search could differ, e.g. row skipping with block scans, CABAC §15.2).
 * target_bpp: either one global QP (the finest whose bitstream fits the budget, bisection on real
   encodes), or `per_tensor=True`: equal-slope allocation -- each tensor's rate (its own NDU size)
   and squared error are measured on a QP grid, every tensor takes the QP minimising SSE + λ·bits,
@@ -42,7 +42,7 @@ def _weights(tensors, framework, only_weights):
 def reconstruct(w, qp, *, qp_density=2, dq=True, scan_order=0, lambda_scale=0.0, cabac_unary_length_minus1=10,
                 importance=None, importance_mix=DEFAULT_MIX, importance_power=DEFAULT_POWER):
     """What a decoder reconstructs for tensor w coded at QP `qp` with these options (without entropy
-    coding): the encoder's quantizer, then Δ·i (§9.2). Returns (reconstruction float32, QP used)."""
+    coding): the encoder's quantizer, then Δ·i (CABAC §9.2). Returns (reconstruction float32, QP used)."""
     from nnr_core.quant import quantize as q
     from nnr_core.quant.reconstruct import reconstruct_uniform
     w = np.asarray(w, dtype=np.float32)
