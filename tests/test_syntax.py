@@ -1,4 +1,4 @@
-"""The table-driven syntax layer: annotated streams (NNC-HLS.md §16), the NNCodec reference
+"""The table-driven syntax layer: annotated streams (HLS §16), the NNCodec reference
 vectors, header re-writing, error behaviour, and write -> read -> write properties."""
 import json
 import os
@@ -67,7 +67,7 @@ def test_language_errors():
         lang.parse_syntax("    x u(1)\n")
 
 
-# -- §16 annotated streams ------------------------------------------------------------------
+# -- HLS §16 annotated streams --------------------------------------------------------------
 COMMON = dict(nnr_unit_size_flag=0, independently_decodable_flag=1,
               partial_data_counter_present_flag=0)
 MPS_P1 = dict(topology_carriage_flag=1, mps_sparsification_flag=0, mps_pruning_flag=0,
@@ -110,7 +110,7 @@ def test_16_1_profile1():
           device_id=0, parameter_id=1, put_node_depth=0, codebook_present_flag=0, dq_flag=1,
           tensor_dimensions_flag=1, cabac_unary_length_flag=1, compressed_parameter_types=0,
           count_tensor_dimensions=1, tensor_dimensions=[4], cabac_unary_length_minus1=10,
-          first_tensor_dimension_shift=0, scan_order=0)   # the last two inferred (§11)
+          first_tensor_dimension_shift=0, scan_order=0)   # the last two inferred (HLS §11)
     assert (b.payload_offset, b.payload_end) == (0x5a, 0x6f)
     assert data[b.payload_offset:b.payload_offset + 3] == bytes.fromhex("b4d800")
 
@@ -143,7 +143,7 @@ def test_16_3_entry_points():
           NumElements=200)
     assert u.fields["ep_bit_offset_delta_diff"][1] == -1
     assert u.payload_offset == 0x25 and data[0x25:0x28] == bytes.fromhex("d9915c")
-    # NNCodec's packed form (§16.3)
+    # NNCodec's packed form (HLS §16.3)
     packed = [b * 2048 + v * 8 + d for v, d, b in zip(u.fields["ep_arith_value"],
                                                        u.fields["ep_dq_state"],
                                                        u.fields["BitOffsetDelta"])]
@@ -203,7 +203,7 @@ def test_16_7_raw_float():
           topology_elem_id="fc.bias", node_id_present_flag=1, device_id=0, parameter_id=1,
           put_node_depth=0, tensor_dimensions_flag=1, cabac_unary_length_flag=0,
           compressed_parameter_types=0, count_tensor_dimensions=1, tensor_dimensions=[4],
-          dq_flag=0, codebook_present_flag=0, cabac_unary_length_minus1=9)   # inferred (§11)
+          dq_flag=0, codebook_present_flag=0, cabac_unary_length_minus1=9)   # inferred (HLS §11)
     assert (u.payload_offset, u.payload_end) == (0x58, 0x68)
     assert struct.unpack("<4f", data[u.payload_offset:u.payload_end]) == (0.5, -0.25, 0.0, 0.125)
 
