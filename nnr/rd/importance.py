@@ -16,6 +16,14 @@ Fisher: Σ_s (∂ℓ_s/∂θ)², ℓ_s the loss of sample s alone: one forward a
 gradients of the whole model in memory: 4.7 M-parameter MLP 22.6 s against 6.4 s for the loop,
 EfficientNet-Lite0 52 s against 38 s, 64 samples, one thread.)
 
+Unseen parameters: an entry whose importance is exactly 0 was never reached by the calibration
+data (an embedding row of an absent token, a channel dead on the data); it may matter on other data,
+and weighted by 0 the quantizer could zero it for free. unseen="floor" sets it to UNSEEN_FLOOR x the
+mean of the tensor's nonzero entries (a tensor with none: of the model's), not to the tensor's
+smallest nonzero value, which can be 1e-9 x the mean (see README.md for the measurement). With
+gauss-newton an entry can also be 0 by cancellation of the ±1 probes when its per-sample Jacobian
+entries are equal (the output layer's bias: Σ_s v_s = 0); more probes or more batches make that rare.
+
 Memory: one float64 accumulator per parameter (twice a float32 model), plus what one backward of
 the module needs; per-sample gradients of the whole model are never held for a whole batch.
 """
