@@ -252,7 +252,7 @@ def _run(fn, args, kwargs, index, what="the module"):
     """fn(*args, **kwargs), its failure an EncoderConfigError that names the batch (chained to the cause)."""
     try:
         return fn(*args, **kwargs)
-    except NNRError:
+    except (NNRError, MemoryError):
         raise
     except Exception as exc:
         raise EncoderConfigError(f"nnr.importance: batch {index}: {what} raised {type(exc).__name__}: "
