@@ -233,7 +233,8 @@ class Encoder:
         weights, carry no importance (when importance is given) or have a qp_per_tensor entry keep
         their configured QP; their units count inside the budget."""
         from dataclasses import replace
-        from nnr_core.encoder.allocate import Allocator, budget_bytes, sensitivity
+        from nnr_core.encoder.allocate import Allocator, budget_bytes
+        from nnr_core.quant.weighted import importance_array
         from nnr_core.encoder.ndu import NduEncoder
         cfg = self.config
         budget = budget_bytes(inputs, cfg.target_bpp)
@@ -256,7 +257,7 @@ class Encoder:
             raise EncoderConfigError(
                 f"target_bpp {cfg.target_bpp}: the tensors whose QP is not allocated (headers, integer, "
                 f"non-weight, raw tensors) already take {fixed_bits / 8:.0f} bytes of the {budget}-byte budget")
-        sens = {t.name: sensitivity(t.name, t.data, imp[t.name]) if imp else None for t in free}
+        sens = {t.name: importance_array(t.name, t.data, imp[t.name]) if imp else None for t in free}
         sample_ndu = NduEncoder(cfg, None, ndu.syntax, call.parent, False, False)
         alloc = Allocator(ndu, sample_ndu, cfg.qp_density, _qp_range(cfg.qp_density), pool=call.pool)
         qps = alloc.allocate(free, sens, fixed_bits, 8 * budget, float(cfg.target_bpp)) if free else {}

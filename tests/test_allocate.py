@@ -7,7 +7,7 @@ import pytest
 import nnr
 from nnr.errors import EncoderConfigError
 from nnr_core.encoder import allocate
-from tests.interop.reference import assert_same_tensors, find_reference, read_result, run_jobs, write_job
+from tests.interop.reference import assert_same_tensors, find_reference, reference_decodes
 
 SHAPES = [(96, 200, 0.05), (64, 96, 0.1), (10, 64, 0.3), (160, 160, 0.01), (32, 72, 0.2)]
 
@@ -151,13 +151,9 @@ def test_the_reference_decodes_allocated_streams(tmp_path):
     streams = {"mse-dq": nnr.encode(tensors, target_bpp=2.0),
                "imp-urq": nnr.encode(tensors, target_bpp=3.0, importance=imp, dq=False),
                "imp-dq-d2": nnr.encode(tensors, target_bpp=1.0, importance=imp, qp_density=2)}
-    for name, data in streams.items():
-        write_job(str(tmp_path), name, "decode", bitstream=data)
-    run_jobs(REFERENCE, str(tmp_path))
-    for name, data in streams.items():
-        kind, out = read_result(str(tmp_path / name))
+    for name, (kind, out) in reference_decodes(streams, tmp_path).items():
         assert kind == "decoded", out
-        assert_same_tensors(nnr.decode(data), out)
+        assert_same_tensors(nnr.decode(streams[name]), out)
 
 
 def snr_db(tensors):

@@ -71,20 +71,6 @@ class _Curve:
     dist: Optional[np.ndarray] = None
 
 
-def sensitivity(name, data, importance):
-    """The importance of tensor `name` as flat float64 sensitivities (checked)."""
-    imp = np.asarray(importance)
-    if imp.size != data.size:
-        raise EncoderConfigError(f"importance[{name!r}] has {imp.size} elements, the tensor {data.size}")
-    try:
-        s = imp.astype(np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise EncoderConfigError(f"importance[{name!r}] must be numeric, not {imp.dtype}") from None
-    if not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise EncoderConfigError(f"importance[{name!r}] must be finite and >= 0")
-    return s
-
-
 def _sample(t, sens):
     """(sample tensor, its sensitivities, scale): evenly spaced whole rows of about SAMPLE_ELEMENTS
     parameters (a single row cut to SAMPLE_ELEMENTS when one row is larger)."""

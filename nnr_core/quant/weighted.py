@@ -47,8 +47,8 @@ def check_power(power) -> float:
     return float(power)
 
 
-def check_importance(name, w, importance) -> np.ndarray:
-    """The importance of tensor `name` as flat float64 of w's size, normalised to mean 1."""
+def importance_array(name, w, importance) -> np.ndarray:
+    """The importance of tensor `name` as flat float64 of w's size, checked (finite, >= 0)."""
     imp = np.asarray(importance)
     n = np.asarray(w).size
     if imp.size != n:
@@ -59,6 +59,12 @@ def check_importance(name, w, importance) -> np.ndarray:
         raise EncoderConfigError(f"importance[{name!r}] must be numeric, not {imp.dtype}") from None
     if not np.all(np.isfinite(imp)) or np.any(imp < 0):
         raise EncoderConfigError(f"importance[{name!r}] must be finite and >= 0")
+    return imp
+
+
+def check_importance(name, w, importance) -> np.ndarray:
+    """The importance of tensor `name` as flat float64 of w's size, normalised to mean 1."""
+    imp = importance_array(name, w, importance)
     mean = float(imp.mean()) if imp.size else 0.0
     if not mean > 0.0:
         raise EncoderConfigError(f"importance[{name!r}] is all zero")
