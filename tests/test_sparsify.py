@@ -418,3 +418,15 @@ def test_reference_decodes_sparse_streams(tmp_path):
         assert sorted(got) == sorted(ours)
         for name in ours:
             assert np.array_equal(np.asarray(got[name], dtype=np.float32), ours[name]), (key, name)
+
+
+def test_a_tensor_zeroed_entirely_is_logged(caplog):
+    t = {"big": np.full((4, 4), 10.0, np.float32), "small": np.full((2, 2), 1.0, np.float32)}
+    imp = {"big": np.ones((4, 4)), "small": np.ones((2, 2))}
+    with caplog.at_level("WARNING", logger="nnr"):
+        _, m = sparsify(t, 0.2, importance=imp)
+    assert not m["small"].any() and "every parameter of tensor 'small' is zeroed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nnr"):
+        sparsify(t, 0.2, importance=imp, scope="per-tensor")
+    assert caplog.text == ""
