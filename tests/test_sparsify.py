@@ -184,6 +184,8 @@ def test_names_and_exclude():
     assert zeroed(m["conv.bias"]) == 4                     # a 1-D tensor, pruned because it was named
     out, m = sparsify(t, 0.5, exclude=["conv.weight"])
     assert list(m) == ["fc.weight"]
+    assert list(sparsify(t, 0.5, names="fc.weight")[1]) == ["fc.weight"]          # one name as a string
+    assert list(sparsify(t, 0.5, exclude="fc.weight")[1]) == ["conv.weight"]
     np.testing.assert_array_equal(out["conv.weight"], t["conv.weight"])
 
 

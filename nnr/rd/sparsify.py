@@ -29,7 +29,7 @@ import logging
 import numpy as np
 
 from nnr.errors import EncoderConfigError
-from nnr_core.encoder.sparsify import (DEFAULT_MIX, check_fraction, floored_importance, check_mix, count,
+from nnr_core.encoder.sparsify import (DEFAULT_MIX, check_fraction, check_mix, count, floored_importance,
                                        lowest, lowest_sized, rows_to_mask, saliency)
 
 __all__ = ["sparsify", "SCOPES"]
@@ -56,9 +56,10 @@ def sparsify(tensors, sparsity, *, structured=False, importance=None, scope="glo
         work[name] = np.array(value, copy=True)
     chosen = _select(work, names, exclude, structured)
     imps = _importances(work, chosen, importance, importance_mix)
-    masks = {name: np.ones(work[name].shape, dtype=bool) for name in chosen}
+    masks = None
     for step in range(1, steps + 1):
-        masks = _masks(work, chosen, sparsity * step / steps, structured, imps, scope, masks)
+        fraction = sparsity if step == steps else sparsity * step / steps
+        masks = _masks(work, chosen, fraction, structured, imps, scope, masks)
         for name, mask in masks.items():
             work[name] = np.where(mask, work[name], work[name].dtype.type(0))
         if finetune is not None:
@@ -88,6 +89,8 @@ def _check_options(scope, steps, finetune):
 
 def _select(work, names, exclude, structured):
     """The tensors to prune, in the dict's order, each checked."""
+    names = [names] if isinstance(names, str) else names
+    exclude = [exclude] if isinstance(exclude, str) else exclude
     for what, listed in (("names", names or ()), ("exclude", exclude or ())):
         unknown = [n for n in listed if n not in work]
         if unknown:
@@ -126,32 +129,34 @@ def _importances(work, chosen, importance, mix):
 
 
 def _masks(work, chosen, fraction, structured, imps, scope, previous):
-    """Keep-masks at `fraction`; what `previous` zeroed stays zeroed (scored below everything)."""
-    scores = {}
-    for name in chosen:
-        s = saliency(work[name], None if imps is None else imps[name], structured=structured, name=name)
+    """Keep-masks at `fraction`; what `previous` zeroed (None: nothing) stays zeroed, scored below
+    everything. The scores of the global scope go straight into one flat array."""
+    sizes = [work[n].shape[0] if structured else work[n].size for n in chosen]
+    bounds = np.cumsum([0] + sizes)
+    flat = np.empty(int(bounds[-1]), dtype=np.float64)
+    for name, lo, hi in zip(chosen, bounds[:-1], bounds[1:]):
+        s = flat[lo:hi]
+        s[...] = saliency(work[name], None if imps is None else imps[name], structured=structured, name=name)
         if scope == "global" and imps is None:
             mean = float(s.mean())
-            s = s / mean if mean > 0.0 else s
-        gone = ~previous[name]
-        gone = gone.reshape(gone.shape[0], -1).all(axis=1) if structured else gone.reshape(-1)
-        s[gone] = -1.0
-        scores[name] = s
+            if mean > 0.0:
+                s /= mean
+        if previous is not None:
+            gone = ~previous[name]
+            gone = gone.reshape(gone.shape[0], -1).all(axis=1) if structured else gone.reshape(-1)
+            np.copyto(s, -1.0, where=gone)
     if scope == "per-tensor":
-        zeroed = {n: lowest(s, count(fraction, s.size)) for n, s in scores.items()}
-    elif structured:
-        sizes = [np.full(scores[n].size, work[n].size // work[n].shape[0]) for n in chosen]
-        total = sum(work[n].size for n in chosen)
-        flat = lowest_sized(np.concatenate([scores[n] for n in chosen]), np.concatenate(sizes),
-                            count(fraction, total))
-        zeroed = dict(zip(chosen, np.split(flat, np.cumsum([scores[n].size for n in chosen])[:-1])))
+        zeroed = [lowest(flat[lo:hi], count(fraction, hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     else:
-        flat_scores = np.concatenate([scores[n] for n in chosen])
-        flat = lowest(flat_scores, count(fraction, flat_scores.size))
-        zeroed = dict(zip(chosen, np.split(flat, np.cumsum([scores[n].size for n in chosen])[:-1])))
+        if structured:
+            widths = np.repeat([work[n].size // work[n].shape[0] for n in chosen], sizes)
+            picked = lowest_sized(flat, widths, count(fraction, sum(work[n].size for n in chosen)))
+        else:
+            picked = lowest(flat, count(fraction, flat.size))
+        zeroed = np.split(picked, bounds[1:-1])
     if structured:
-        return {n: rows_to_mask(work[n].shape, z) for n, z in zeroed.items()}
-    return {n: ~z.reshape(work[n].shape) for n, z in zeroed.items()}
+        return {n: rows_to_mask(work[n].shape, z) for n, z in zip(chosen, zeroed)}
+    return {n: ~z.reshape(work[n].shape) for n, z in zip(chosen, zeroed)}
 
 
 def _checked_finetune(tuned, work, masks):
