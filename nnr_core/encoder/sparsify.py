@@ -11,9 +11,9 @@ size. Measured on a digits CNN (README, "Sparsification"), β = 0.9 kept more ac
 from 50 % sparsity on (at 30 % β = 1 was as accurate and coded smaller). The floor keeps F's units,
 so saliencies of different tensors stay comparable.
 
-Structured pruning zeroes whole rows of the [Rows, RowWidth] matrix the coder sees (CABAC.md §7:
+Structured pruning zeroes whole rows of the [Rows, RowWidth] matrix the coder sees (CABAC §7:
 axis 0, the output channels of a convolution or the output features of a linear layer), which row
-skipping (CABAC.md §7.3, row_skip_list) then codes with one bin per row. A row's saliency is the
+skipping (CABAC §7.3, row_skip_list) then codes with one bin per row. A row's saliency is the
 mean of F·w² over the row (the sum divided by RowWidth: loss increase per parameter removed, which
 is what a parameter budget shared between tensors of different row widths needs).
 
