@@ -55,6 +55,11 @@ class EncoderConfig:
     # a rate budget in bits per floating-point parameter: per-tensor QPs of the weight tensors chosen
     # for the least (importance-weighted) distortion that fits it (nnr_core/encoder/allocate.py)
     target_bpp: Optional[float] = None
+    # a fraction of the weight tensors' parameters set to zero before quantization (nnr.rd.sparsify:
+    # global F·w² saliency with importance, else w² / mean w² per tensor; whole rows if
+    # sparsity_structured); zeros, pruned or not, then decode as exactly 0
+    sparsity: Optional[float] = None
+    sparsity_structured: bool = False
 
     def validate(self):
         """Reject options the syntax cannot carry or the codec does not know."""
@@ -97,6 +102,12 @@ class EncoderConfig:
         check_power(self.importance_power)
         if self.codebook and self.bitdepth is not None:
             pass  # the reference allows both: the codebook is built from the clipped levels
+        if self.sparsity is not None:
+            from nnr_core.encoder.sparsify import check_fraction
+            check_fraction(self.sparsity)
+            need(not self.codebook and self.bitdepth is None,
+                 "sparsity pins zeros in the uniform / trellis quantizers: it needs codebook=False and no bitdepth")
+        need(isinstance(self.sparsity_structured, bool), "sparsity_structured must be True or False")
         if self.target_bpp is not None:
             from nnr_core.encoder.allocate import check_target_bpp
             check_target_bpp(self.target_bpp)
@@ -183,6 +194,8 @@ class Encoder:
             raise EncoderConfigError("incremental coding needs general_profile_idc 1")
         blocks_opt = cfg.block_id_and_param_type
         inputs = prepare(tensors, cfg.framework, blocks_opt["parameter_type"] if blocks_opt else None)
+        if cfg.sparsity:
+            inputs = self._sparsified(inputs)
         blocks = resolve_blocks(blocks_opt, inputs, cfg.raw_float)
         parent = 1 if (incremental and gpi == 1) else 0
         tpl = topology if topology is not None else {
@@ -216,6 +229,30 @@ class Encoder:
                 if name in ndu.coded_levels:
                     self.state.record(name, ndu.coded_levels[name], ndu.last_fields[name], parent == 1)
         return data
+
+    def _sparsified(self, inputs):
+        """The inputs with cfg.sparsity of the weight tensors' parameters set to 0 (nnr.rd.sparsify's
+        choice over the float tensors of two or more dimensions that are not carried raw)."""
+        from dataclasses import replace
+        from nnr.rd.sparsify import sparsify
+        cfg = self.config
+        chosen = [t.name for t in inputs if not t.is_int and t.data.ndim >= 2 and t.name not in cfg.raw_float]
+        if not chosen:
+            return inputs
+        data = {t.name: t.data for t in inputs if t.name in chosen}
+        imp = {n: v for n, v in (cfg.importance or {}).items() if n in data} or None
+        if imp is not None and set(imp) != set(data):     # sparsify ranks by F·w² only with F for all
+            imp = None
+            log.warning("sparsity: importance is missing for some weight tensors; pruning by magnitude")
+        sparse, _ = sparsify(data, cfg.sparsity, structured=cfg.sparsity_structured, importance=imp,
+                             names=chosen, importance_mix=cfg.importance_mix)
+        out = []
+        for t in inputs:
+            if t.name in sparse:
+                d = np.ascontiguousarray(sparse[t.name], dtype=np.float32)
+                t = replace(t, data=d, value_range=(float(d.min()), float(d.max())) if d.size else None)
+            out.append(t)
+        return out
 
     def _check_budget(self, size, inputs):
         from nnr_core.encoder.allocate import FILL, budget_bytes
@@ -430,7 +467,9 @@ def encode(tensors, **options) -> bytes:
     distortion weights; see nnr_core/quant/weighted.py), target_bpp=None (a budget in bits per
     floating-point parameter: the weight tensors' QPs chosen for the least distortion, weighted by
     `importance` when given, that fits it; qp_density 4 unless given; see
-    nnr_core/encoder/allocate.py); jobs and streaming as nnr.Encoder's.
+    nnr_core/encoder/allocate.py), sparsity=None (a fraction of the weight tensors' parameters
+    zeroed first, as nnr.rd.sparsify chooses them; sparsity_structured=True: whole rows; every zero
+    then decodes as exactly 0); jobs and streaming as nnr.Encoder's.
     """
     if "stateful" in options:
         raise EncoderConfigError("nnr.encode writes one self-contained bitstream and keeps nothing; "

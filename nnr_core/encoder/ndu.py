@@ -126,13 +126,14 @@ class NduEncoder:
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
             return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
-        if imp_trial is not None or (cfg.importance and t.name in cfg.importance):  # off by default
-            from nnr_core.quant.weighted import quantize_weighted       # nnr_core/quant/weighted.py
-            imp = imp_trial if imp_trial is not None else cfg.importance[t.name]
+        imp = imp_trial if imp_trial is not None else (cfg.importance or {}).get(t.name)
+        if imp is not None or cfg.sparsity is not None:      # off by default: nnr_core/quant/weighted.py
+            from nnr_core.quant.weighted import quantize_weighted
             levels, qp = quantize_weighted(w, imp, qp, cfg.qp_density, dq=cfg.dq,
                                            lambda_scale=cfg.lambda_scale, name=t.name, rows=rows, row_width=width,
                                            scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1,
-                                           mix=cfg.importance_mix, power=cfg.importance_power)
+                                           mix=cfg.importance_mix, power=cfg.importance_power,
+                                           pin_zeros=cfg.sparsity is not None)
         elif cfg.dq:
             levels, qp = q.quantize_tcq(w, qp, cfg.qp_density, rows, width, scan, lambda_scale=cfg.lambda_scale,
                                         cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
