@@ -40,10 +40,10 @@ class TensorError:
 
     @property
     def relative(self):
-        """RMSE / RMS of the tensor (0 for an exact tensor, inf for an all-zero one that is not)."""
-        if self.sum_sq == 0:
-            return 0.0
-        return float(np.sqrt(self.sum_sq / self.ref_sq)) if self.ref_sq > 0 else float("inf")
+        """RMSE / RMS of the tensor (nnr.rd.sweep.relative_of: 0 for an exact tensor, inf for an error on
+        an all-zero one)."""
+        from nnr.rd.sweep import relative_of
+        return relative_of(self.sum_sq, self.ref_sq)
 
 
 def measure(originals: dict, decoded: dict, dtypes=None, qps=None) -> list:

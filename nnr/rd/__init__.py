@@ -1,9 +1,10 @@
 """Rate-distortion tools around the codec: QP sweeps, QP searches, importance-weighted quantization
 and plots (nnr_rd). Encoder choices beyond the reference; nothing here changes default bytes."""
-from nnr.rd.search import search_target_bpp, search_target_psnr
-from nnr.rd.sweep import RDPoint, TensorPoint, load_metric, measure, psnr, snr, table_markdown
+from nnr.rd.search import search_target_bpp, search_target_psnr, search_target_relative_error
+from nnr.rd.sweep import RDPoint, TensorPoint, load_metric, measure, psnr, relative_rmse, snr, table_markdown
 from nnr.rd.weighted import quantize_weighted, weighted_sse
 
 # the sweep itself: nnr.rd.sweep.sweep (the module keeps its name)
-__all__ = ["measure", "psnr", "snr", "load_metric", "table_markdown", "RDPoint", "TensorPoint",
-           "search_target_psnr", "search_target_bpp", "quantize_weighted", "weighted_sse"]
+__all__ = ["measure", "psnr", "snr", "relative_rmse", "load_metric", "table_markdown", "RDPoint", "TensorPoint",
+           "search_target_psnr", "search_target_relative_error", "search_target_bpp", "quantize_weighted",
+           "weighted_sse"]
