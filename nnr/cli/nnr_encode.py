@@ -21,7 +21,7 @@ def build_parser():
                    help="the bound on each tensor's relative RMSE (decoded RMSE / RMS of the tensor), default "
                         "%g. By default nnr_encode uses the reference's QPs (qp %d, --nonweight-qp) and gives a "
                         "tensor they would leave above B the coarsest QP that brings it within B; with --qp, "
-                        "--quality or --bitdepth, a tensor above B is named in a warning"
+                        "--codebook, --bitdepth or --quality, a tensor above B is named in a warning"
                         % (modes.DEFAULT_BOUND, modes.REFERENCE_QP))
     p.add_argument("--qp", type=int_in(-4096, 4095),
                    help="one absolute QP for weight tensors (step 2^(QP/4) at qp_density 2), as the reference "
