@@ -1,6 +1,7 @@
 """nnr_encode / nnr_decode round trips for .pt, .safetensors, .npz and .h5: names, shapes and dtypes
-restored, integers exact; uniform quantization errs by at most half a step (Delta / 2). With dependent
-quantization the trellis may trade one parameter's error for the others', so the bound is 2 Delta."""
+restored, integers exact; uniform quantization errs by at most half a step (Delta / 2 of the QP the
+stream gives the tensor). With dependent quantization the trellis may trade one parameter's error for
+the others', so the bound is 2 Delta."""
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import nnr
 from nnr.modelio import Model, load_model, save_model
 from nnr_core.quant.reconstruct import step_size
 
@@ -60,6 +62,7 @@ def test_roundtrip(tmp_path, fmt, dq):
     out = tmp_path / f"restored.{fmt}"
     r = run("nnr_decode", bs, "-o", out, "-q")
     assert r.returncode == 0, r.stderr
+    qps = {t.name: t.qp for t in nnr.Decoder().decode_tensors(bs.read_bytes())}
     restored = load_model(out)
     assert list(restored.tensors) == list(original.tensors)
     assert restored.dtypes == original.dtypes
@@ -69,7 +72,8 @@ def test_roundtrip(tmp_path, fmt, dq):
         if original.dtypes[name] not in ("float32", "float16", "bfloat16", "float64"):
             assert np.array_equal(a, b), name                  # integers and bools: lossless
             continue
-        qp = -32 if a.ndim > 1 else -75
+        qp = qps[name]                     # nnr_encode's default: the QP meeting --quality per tensor
+        assert qp == -75 if a.ndim == 1 else qp > -75, (name, qp)
         bound = step_size(qp, 2) * (2 if dq else 0.5)
         slack = 0.0
         if original.dtypes[name] == "float16":
@@ -88,11 +92,10 @@ def test_encode_failure_leaves_no_output(tmp_path):
 
 
 def test_encode_matches_library_for_plain_float32(tmp_path):
-    import nnr
     rng = np.random.default_rng(1)
     t = {"a.weight": rng.normal(0, 0.05, (32, 16)).astype(np.float32), "a.bias": rng.normal(0, 0.05, (32,)).astype(np.float32)}
     src = tmp_path / "m.npz"
     np.savez(src, **t)
     out = tmp_path / "m.nnr"
-    assert run("nnr_encode", src, "-o", out, "-q").returncode == 0
+    assert run("nnr_encode", src, "-o", out, "-q", "--qp", "-32").returncode == 0
     assert out.read_bytes() == nnr.encode(t)      # nothing recorded: reference-identical bytes

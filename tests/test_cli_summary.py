@@ -1,6 +1,7 @@
 """nnr_encode's summary tells the truth: input bytes at the input's own dtypes, each tensor's
 relative error (RMSE / RMS) beside the absolute one, and a warning for every tensor the QP zeroes
-or leaves with relative RMSE above 0.5; nnr_decode shows its progress."""
+or leaves with relative RMSE above the bound (--max-relative-error; tests/test_cli_quality.py
+checks the QPs the warnings advise); nnr_decode shows its progress."""
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 import nnr
 from nnr.cli import nnr_decode, nnr_encode
-from nnr.cli.summary import RELATIVE_LIMIT
+from nnr.cli.modes import DEFAULT_BOUND
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,14 +94,15 @@ def test_warns_of_every_destroyed_tensor(tmp_path, capsys, dq):
     out, err = encode(capsys, src, "-o", out_path, "--qp", "-20", "-v", *([] if dq else ["--no-dq"]))
     decoded = nnr.decode(out_path.read_bytes())
     zeroed = {n for n, a in tensors.items() if not np.any(decoded[n])}
-    lossy = {n for n, a in tensors.items() if relative_rmse(a, decoded[n]) > RELATIVE_LIMIT} - zeroed
+    lossy = {n for n, a in tensors.items() if relative_rmse(a, decoded[n]) > DEFAULT_BOUND} - zeroed
     assert "features.8.weight" in zeroed and "features.6.weight" in lossy          # the test has teeth
     warned = dict(re.findall(r"^nnr_encode: warning: tensor '([^']+)' (.*)$", err, re.M))
     assert set(warned) == zeroed | lossy and len(err.splitlines()) == len(warned)
     for name in zeroed:
-        assert warned[name].startswith("decodes to all zeros at qp -20") and "use a lower --qp" in warned[name]
+        assert warned[name].startswith("decodes to all zeros at qp -20") and \
+            re.search(r"; --qp -\d+ or lower keeps it within relative RMSE 0\.1 \(nnr_encode's default", warned[name])
     for name in lossy:
-        assert warned[name].startswith("has relative RMSE") and "use a lower --qp" in warned[name]
+        assert warned[name].startswith("has relative RMSE") and "at qp -20; --qp -" in warned[name]
     rows = table(out)
     assert list(rows) == list(tensors)
     for name, a in tensors.items():
@@ -119,9 +121,9 @@ def test_nonweight_tensor_warning_names_its_flag(tmp_path, capsys):
     rng = np.random.default_rng(4)
     np.savez(src, **{"w": rng.normal(0, 0.1, (16, 16)).astype(np.float32),
                      "b": rng.normal(0, 1e-3, (16,)).astype(np.float32)})
-    _, err = encode(capsys, src, "-o", tmp_path / "m.nnr", "--nonweight-qp", "-10")
+    _, err = encode(capsys, src, "-o", tmp_path / "m.nnr", "--nonweight-qp", "-10", "--qp", "-32")
     assert err.splitlines() == [line for line in err.splitlines() if "'b'" in line] != []
-    assert "at qp -10" in err and "use a lower --nonweight-qp" in err
+    assert "at qp -10" in err and re.search(r"; --nonweight-qp -\d+ or lower keeps it within relative RMSE", err)
 
 
 def test_quiet_prints_nothing(tmp_path, capsys):
@@ -152,8 +154,14 @@ def test_onnx_summary_warns_too(tmp_path, capsys):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), src)
     out, err = encode(capsys, src, "-o", tmp_path / "m.nnr", "--qp", "-20", "-v")
     rms = np.sqrt(np.mean(numpy_helper.to_array(inits[1]).astype(np.float64) ** 2))
-    assert err.splitlines() == ["nnr_encode: warning: tensor 'tiny' decodes to all zeros at qp -20 "
-                                f"(its RMS is {rms:.3g}); use a lower --qp"]
+    lines = {re.match(r"nnr_encode: warning: tensor '(\w+)' ", x).group(1): x for x in err.splitlines()}
+    big = numpy_helper.to_array(inits[0])
+    lossy = relative_rmse(big, nnr.decode((tmp_path / "m.nnr").read_bytes())["big"]) > DEFAULT_BOUND
+    assert len(lines) == len(err.splitlines()) and set(lines) == {"tiny"} | ({"big"} if lossy else set())
+    line = lines["tiny"]
+    assert re.fullmatch(f"nnr_encode: warning: tensor 'tiny' decodes to all zeros at qp -20 "
+                        f"\\(its RMS is {rms:.3g}\\); --qp -\\d+ or lower keeps it within relative RMSE 0\\.1 "
+                        r"\(nnr_encode's default mode gives just this tensor a finer QP\)", line), line
     assert summary_bytes(out) == (os.path.getsize(src), os.path.getsize(tmp_path / "m.nnr"))
     assert set(table(out)) == {"big", "tiny"}
 

@@ -216,7 +216,7 @@ def test_memory_mapped_safetensors_with_huge_values(tmp_path):
     from nnr.modelio import load_model
     path = tmp_path / "m.safetensors"
     save_file({"layer.weight": W, "big": EDGES["big_1e20"], "mixed": EDGES["mixed_moderate"]}, str(path))
-    assert main([str(path), "-o", str(tmp_path / "m.nnr"), "-q", "--jobs", "2"]) == 0
+    assert main([str(path), "-o", str(tmp_path / "m.nnr"), "-q", "--jobs", "2", "--qp", "-32"]) == 0
     model = load_model(str(path), mmap=True)
     assert not model.tensors["big"].flags.owndata and not model.tensors["big"].flags.writeable   # mapped
     assert (tmp_path / "m.nnr").read_bytes() == outcome(model.tensors, False)

@@ -2,10 +2,12 @@
 import sys
 import time
 
+import argparse
+
+from nnr.cli import modes
 from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, check_output, int_in, model_format, parser,
                             preload, run)
 from nnr.cli.files import check_input, read_error, write_encoded
-from nnr.cli.summary import qp_advice
 from nnr.errors import NNRError
 
 
@@ -15,13 +17,27 @@ def build_parser():
                                  ".onnx (graph and weights; needs the onnx package)")
     p.add_argument("-o", "--output", required=True, help="output NNC bitstream")
     p.add_argument("--format", help="input format if the extension does not say (pt, safetensors, npz, h5, onnx)")
-    p.add_argument("--qp", type=int_in(-4096, 4095), default=-32, help="QP of weight tensors (default -32)")
+    p.add_argument("--max-relative-error", type=_fraction, metavar="B", default=modes.DEFAULT_BOUND,
+                   help="the bound on each tensor's relative RMSE (decoded RMSE / RMS of the tensor), default "
+                        "%g. By default nnr_encode uses the reference's QPs (qp %d, --nonweight-qp) and gives a "
+                        "tensor they would leave above B the coarsest QP that brings it within B; with --qp, "
+                        "--codebook, --bitdepth or --quality, a tensor above B is named in a warning"
+                        % (modes.DEFAULT_BOUND, modes.REFERENCE_QP))
+    p.add_argument("--qp", type=int_in(-4096, 4095),
+                   help="one absolute QP for weight tensors (step 2^(QP/4) at qp_density 2), as the reference "
+                        "does: with the other defaults, its bytes")
+    p.add_argument("--quality", type=_fraction, metavar="R",
+                   help="a relative error target instead: every tensor of 2+ dimensions gets the coarsest QP "
+                        "whose decoded relative RMSE is at most R; 1-D tensors take --nonweight-qp")
     p.add_argument("--qp-density", type=int_in(0, 7), default=2, help="qp_density 0..7 (default 2)")
     p.add_argument("--nonweight-qp", type=int_in(-4096, 4095), default=-75,
                    help="QP of 1-D / non-weight tensors (default -75)")
     p.add_argument("--no-dq", action="store_true", help="uniform quantization without dependent quantization")
-    p.add_argument("--codebook", action="store_true", help="codebook quantization where it is smaller")
-    p.add_argument("--bitdepth", type=int_in(1, 31), help="integer-aligned bit depth (QP derived per tensor)")
+    p.add_argument("--codebook", action="store_true",
+                   help="codebook quantization where it is smaller (at the absolute --qp, default %d)"
+                        % modes.REFERENCE_QP)
+    p.add_argument("--bitdepth", type=int_in(1, 31), help="integer-aligned bit depth (QP derived per tensor "
+                                                          "from its range, instead of --quality or --qp)")
     p.add_argument("--scan-order", type=int_in(0, 4), default=0,
                    help="0 row-major, 1..4 block scans with entry points")
     p.add_argument("--no-row-skipping", action="store_true")
@@ -39,12 +55,28 @@ def build_parser():
                         "in nnr_decode --trace's format ('-' = stdout)")
     p.add_argument("-j", "--jobs", type=int_in(0), default=0,
                    help="worker threads coding tensors concurrently (default 0: all cores)")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no summary, no warnings)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but errors (no summary, notes or warnings; the default mode and --quality "
+                        "still check what they wrote)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="the summary lists every tensor's QP and error (absolute and relative)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     return p
+
+
+def _fraction(text):
+    """argparse type of --quality and --max-relative-error: a relative RMSE strictly between 0 and 1
+    (1 is what a tensor decoded to all zeros has)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text}")
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be below 1 (a tensor of zeros has relative RMSE 1), not {text}")
+    return value
 
 
 def main(argv=None):
@@ -54,6 +86,7 @@ def main(argv=None):
 
 def _encode(args):
     from nnr.cli.onnx_file import encode_onnx_file
+    args.mode = modes.resolve(args)
     fmt = model_format(args.input, args.format)
     onnx = fmt == "onnx"
     check_input(args.input, fmt)
@@ -65,9 +98,10 @@ def _encode(args):
     preload(fmt)
     if onnx:
         return encode_onnx_file(args, options)
-    data, (model, coded, raw, elapsed) = write_encoded(args, lambda trace: _encode_model(args, fmt, options, trace))
+    data, (model, coded, raw, elapsed, outcome) = write_encoded(
+        args, lambda trace: _encode_model(args, fmt, options, trace))
     if not args.quiet:
-        _summary(args, model, coded, raw, data, _decode_back(args, data), elapsed)
+        _summary(args, model, coded, raw, outcome, elapsed, options)
     return 0
 
 
@@ -109,23 +143,31 @@ def _encode_model(args, fmt, options, trace=None):
         options["raw_float"] = tuple(n for n, a in coded.items() if a.dtype.kind == "f")
     # what the tensors take in the input: at their own dtypes (float16 2 bytes, float64 8, ...)
     raw_sizes = {n: a.size * dtype_bytes(model.dtypes.get(n, a.dtype.name)) for n, a in coded.items()}
-    done_raw = [0]
-    t0 = time.perf_counter()
-    with Progress(len(coded), label="encoding", quiet=args.quiet, force=args.progress) as bar:
-        def on_tensor(i, total, name, nbytes):
-            done_raw[0] += raw_sizes[name]
-            bar.update(item=name, postfix=f"{format_bytes(nbytes)} ratio {done_raw[0] / max(nbytes, 1):.1f}x")
+    topology_data = filemeta.build(model, coded, skipped)
 
-        enc = nnr.Encoder(jobs=args.jobs, stateful=False, **options)
-        data = enc.encode(coded, incremental=False, progress=on_tensor,
-                          topology_data=filemeta.build(model, coded, skipped), trace=trace)
-    return data, (model, coded, sum(raw_sizes.values()), time.perf_counter() - t0)
+    def code(opts, sink):
+        done_raw = [0]
+        with Progress(len(coded), label="encoding", quiet=args.quiet, force=args.progress) as bar:
+            def on_tensor(i, total, name, nbytes):
+                done_raw[0] += raw_sizes[name]
+                bar.update(item=name, postfix=f"{format_bytes(nbytes)} ratio {done_raw[0] / max(nbytes, 1):.1f}x")
+
+            enc = nnr.Encoder(jobs=args.jobs, stateful=False, **opts)
+            return enc.encode(coded, incremental=False, progress=on_tensor, topology_data=topology_data, trace=sink)
+
+    t0 = time.perf_counter()
+    with Progress(label="choosing QPs", quiet=args.quiet, force=args.progress) as bar:
+        def on_search(done, total, name):
+            bar.total = total
+            bar.update(item=name)
+        outcome = modes.encode(args, coded, options, code, lambda d: _decode_back(args, d), trace, progress=on_search)
+    return outcome.data, (model, coded, sum(raw_sizes.values()), time.perf_counter() - t0, outcome)
 
 
 def _encoder_options(args, framework):
-    return dict(qp=args.qp, qp_density=args.qp_density, nonweight_qp=args.nonweight_qp, dq=not args.no_dq,
-                codebook=args.codebook, bitdepth=args.bitdepth, scan_order=args.scan_order,
-                row_skipping=not args.no_row_skipping, param_opt=not args.no_param_opt,
+    return dict(qp=modes.REFERENCE_QP if args.qp is None else args.qp, qp_density=args.qp_density,
+                nonweight_qp=args.nonweight_qp, dq=not args.no_dq, codebook=args.codebook, bitdepth=args.bitdepth,
+                scan_order=args.scan_order, row_skipping=not args.no_row_skipping, param_opt=not args.no_param_opt,
                 cabac_unary_length_minus1=args.cabac_unary_length_minus1,
                 general_profile_idc=args.profile, framework=framework)
 
@@ -136,17 +178,21 @@ def _decode_back(args, data):
     return nnr.Decoder(jobs=args.jobs, keep_state=False).decode_tensors(data)
 
 
-def _summary(args, model, coded, raw, data, decoded, elapsed):
+def _summary(args, model, coded, raw, outcome, elapsed, options):
     from nnr.cli.summary import measure, report
+    data = outcome.data
+    decoded = _decode_back(args, data) if outcome.decoded is None else outcome.decoded
     rows = measure(coded, {t.name: t.values for t in decoded}, model.dtypes, {t.name: t.qp for t in decoded})
     n = sum(a.size for a in coded.values())
     head = [f"tensors             {len(coded)} ({model.fmt})",
             f"parameters          {n}",
+            f"mode                {modes.describe(args, args.mode, outcome)}",
             f"bytes               {raw} -> {len(data)}",
             f"bits per parameter  {8 * len(data) / n:.4f}",
             f"ratio               {raw / len(data):.2f}x"]
     tail = [f"time                {elapsed:.2f} s ({n / max(elapsed, 1e-9) / 1e6:.2f} M parameters/s)"]
-    report("nnr_encode", head, rows, tail, verbose=args.verbose, advice=qp_advice(args))
+    report("nnr_encode", head, rows, tail, verbose=args.verbose, notes=modes.notes(outcome),
+           advice=modes.advice(args, args.mode, options, coded), limit=modes.limit(args, args.mode, options, coded))
 
 
 if __name__ == "__main__":

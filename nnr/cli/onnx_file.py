@@ -3,23 +3,26 @@ NNR_TPL_ONNX topology and the weights as NDUs; `nnr_decode x.nnr -o model.onnx` 
 import os
 import time
 
+from nnr.cli import modes
 from nnr.cli.files import read_error, write_encoded
-from nnr.cli.summary import measure, qp_advice, report
+from nnr.cli.summary import measure, report
 
 
 def encode_onnx_file(args, options: dict) -> int:
     """nnr_encode for an .onnx input; the CLI has checked the paths and built the Encoder `options`.
     Exit status; failures raise (nnr.cli.common.run reports them in one line)."""
-    data, (model, elapsed) = write_encoded(args, lambda trace: _encode(args, options, trace))
+    import nnr
+    dec = nnr.Decoder(jobs=getattr(args, "jobs", None))
+    data, (model, elapsed, outcome) = write_encoded(args, lambda trace: _encode(args, options, dec, trace))
     if not args.quiet:
-        import nnr
-        dec = nnr.Decoder(jobs=getattr(args, "jobs", None))
-        _summary(args, model, dec, dec.decode_tensors(data), data, elapsed)
+        decoded = dec.decode_tensors(data) if outcome.decoded is None else outcome.decoded
+        _summary(args, model, dec, decoded, outcome, elapsed, options)
     return 0
 
 
-def _encode(args, options, trace=None):
-    """(bitstream, (ModelProto, seconds)) for args.input."""
+def _encode(args, options, dec, trace=None):
+    """(bitstream, (ModelProto, seconds, nnr.cli.modes.Outcome)) for args.input in args.mode;
+    `dec` decodes what the searching modes check (its units then serve the summary)."""
     from nnr.topology import onnx_tpl
     onnx = onnx_tpl.onnx_module()
     t0 = time.perf_counter()
@@ -27,11 +30,15 @@ def _encode(args, options, trace=None):
         model = onnx.load(args.input)
     except Exception as err:        # protobuf DecodeError and friends
         raise read_error(args.input, "onnx", err) from None
-    data = onnx_tpl.encode_onnx(model, lossless=getattr(args, "lossless", False), trace=trace, **options)
-    return data, (model, time.perf_counter() - t0)
+    lossless = getattr(args, "lossless", False)
+    tensors = onnx_tpl.split_model(model, lossless=lossless)[1] if args.mode in ("quality", "bounded") else {}
+    outcome = modes.encode(
+        args, tensors, options, lambda opts, sink: onnx_tpl.encode_onnx(model, lossless=lossless, trace=sink, **opts),
+        dec.decode_tensors, trace)
+    return outcome.data, (model, time.perf_counter() - t0, outcome)
 
 
-def _summary(args, model, dec, decoded, data, elapsed):
+def _summary(args, model, dec, decoded, outcome, elapsed, options):
     from onnx import numpy_helper
 
     from nnr.topology import onnx_tpl
@@ -39,16 +46,20 @@ def _summary(args, model, dec, decoded, data, elapsed):
     rebuilt = onnx_tpl.model_from_units(dec.units, {t.name: t.values for t in decoded})
     restored = {name: numpy_helper.to_array(t) for name, t in onnx_tpl.tensor_slots(rebuilt.graph)
                 if name in originals}
+    data = outcome.data
     rows = measure(originals, restored, {n: a.dtype.name for n, a in restored.items()},
                    {t.name: t.qp for t in decoded})
     n = sum(a.size for a in originals.values())
     size = os.path.getsize(args.input)
     head = [f"tensors             {len(originals)} in NDUs (onnx), graph in NNR_TPL",
             f"parameters          {n}",
+            f"mode                {modes.describe(args, args.mode, outcome)}",
             f"bytes               {size} -> {len(data)}",
             f"ratio               {size / len(data):.2f}x"]
     report("nnr_encode", head, rows, [f"time                {elapsed:.2f} s"],
-           verbose=getattr(args, "verbose", False), advice=qp_advice(args))
+           verbose=getattr(args, "verbose", False), notes=modes.notes(outcome),
+           advice=modes.advice(args, args.mode, options, originals),
+           limit=modes.limit(args, args.mode, options, originals))
 
 
 def carries_onnx(decoder) -> bool:

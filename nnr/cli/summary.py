@@ -1,13 +1,13 @@
 """The closing summary of nnr_encode (and its ONNX branch): sizes at the input's own dtypes, the
 error of every tensor in absolute and relative terms (RMSE / RMS of the tensor), and a warning for
-each tensor the chosen QP destroys: decoded to all zeros, or relative RMSE above RELATIVE_LIMIT."""
+each tensor the chosen QP destroys: decoded to all zeros, or relative RMSE above a bound (nnr_encode's
+--max-relative-error; nnr.cli.modes says what each warning advises)."""
 import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-RELATIVE_LIMIT = 0.5
 _ITEMSIZE = {"bfloat16": 2}
 
 
@@ -40,10 +40,10 @@ class TensorError:
 
     @property
     def relative(self):
-        """RMSE / RMS of the tensor (0 for an exact tensor, inf for an all-zero one that is not)."""
-        if self.sum_sq == 0:
-            return 0.0
-        return float(np.sqrt(self.sum_sq / self.ref_sq)) if self.ref_sq > 0 else float("inf")
+        """RMSE / RMS of the tensor (nnr.rd.sweep.relative_of: 0 for an exact tensor, inf for an error on
+        an all-zero one)."""
+        from nnr.rd.sweep import relative_of
+        return relative_of(self.sum_sq, self.ref_sq)
 
 
 def measure(originals: dict, decoded: dict, dtypes=None, qps=None) -> list:
@@ -85,24 +85,24 @@ def tensor_table(rows) -> list:
     return lines
 
 
-def warnings(rows, advice) -> list:
-    """A line for each tensor decoded to all zeros or with relative RMSE above RELATIVE_LIMIT;
-    advice(row) says what to change (e.g. "use a lower --qp")."""
+def warnings(rows, advice, limit) -> list:
+    """A line for each tensor decoded to all zeros or with relative RMSE above limit(row); advice(row)
+    says what to change (e.g. "--qp -40 or lower keeps it within relative RMSE 0.1")."""
     lines = []
     for r in rows:
         at = f" at qp {r.qp}" if r.qp is not None else ""
         if r.zeroed:
             lines.append(f"warning: tensor {r.name!r} decodes to all zeros{at} (its RMS is {r.rms:.3g}); "
                          f"{advice(r)}")
-        elif r.relative > RELATIVE_LIMIT:
-            lines.append(f"warning: tensor {r.name!r} has relative RMSE {r.relative:.3g} > {RELATIVE_LIMIT}{at}; "
+        elif r.relative > limit(r):
+            lines.append(f"warning: tensor {r.name!r} has relative RMSE {r.relative:.3g} > {limit(r):g}{at}; "
                          f"{advice(r)}")
     return lines
 
 
-def report(prog, head, rows, tail, *, verbose=False, advice=lambda r: "use a lower --qp"):
+def report(prog, head, rows, tail, *, verbose=False, advice, limit, notes=()):
     """Print the summary (head lines, error lines, tail lines; with verbose the tensor table) on
-    stdout and the warnings on stderr."""
+    stdout, and the notes, then the warnings, on stderr."""
     for line in head + error_lines(rows) + tail:
         print(line)
     if verbose:
@@ -110,17 +110,5 @@ def report(prog, head, rows, tail, *, verbose=False, advice=lambda r: "use a low
         for line in tensor_table(rows):
             print(line)
     sys.stdout.flush()
-    for line in warnings(rows, advice):
+    for line in list(notes) + warnings(rows, advice, limit):
         print(f"{prog}: {line}", file=sys.stderr)
-
-
-def qp_advice(args):
-    """What a warned tensor's line suggests to nnr_encode's user (`args`: its options): the QP
-    option that coded the tensor."""
-    def say(row):
-        if args.bitdepth is not None:
-            return "use a higher --bitdepth"
-        if row.qp == args.nonweight_qp and row.qp != args.qp:
-            return "use a lower --nonweight-qp"
-        return "use a lower --qp"
-    return say

@@ -10,6 +10,10 @@ bitstream stays an ordinary NNC stream; the searches only decide which QP each t
   bisection keeps f(lo) ≥ target > f(hi), so the answer's next coarser QP misses the target.
   A final encode/decode checks every tensor and lowers the QP of any that misses (only possible
   where the encoder and the search could differ, e.g. row skipping with block scans, CABAC §15.2).
+* target_relative_error: per tensor, the largest QP whose relative RMSE (sweep.py's definition:
+  RMSE / RMS of the tensor) is at most the target, with the same bisection, started from a bracket
+  around the step a uniform quantizer would need (error ≈ Δ/√12) and widened until it holds the
+  answer; the same final check on the decoded stream. nnr_encode's --quality.
 * target_bpp: either one global QP (the finest whose bitstream fits the budget, bisection on real
   encodes), or `per_tensor=True`: equal-slope allocation -- each tensor's rate (its own NDU size)
   and squared error are measured on a QP grid, every tensor takes the QP minimising SSE + λ·bits,
@@ -20,7 +24,7 @@ import math
 import numpy as np
 
 from nnr.errors import EncoderConfigError
-from nnr.rd.sweep import _db, codable_tensors, tensor_fidelity, unit_sizes
+from nnr.rd.sweep import _db, codable_tensors, relative_rmse, tensor_fidelity, unit_sizes
 from nnr.rd.weighted import DEFAULT_MIX, DEFAULT_POWER
 
 
@@ -99,7 +103,6 @@ def search_target_psnr(tensors, target_psnr, *, qp_range=None, only_weights=True
     options the stream will be written with (qp_density, dq, scan_order, lambda_scale, ...; also
     `importance` for the weighted quantizer). Tensors already lossless-enough at the coarsest QP get
     that QP; a tensor that misses the target even at the finest QP raises EncoderConfigError."""
-    import nnr
     if not isinstance(target_psnr, (int, float)) or not math.isfinite(target_psnr):
         raise EncoderConfigError(f"target_psnr must be a finite number of dB, not {target_psnr!r}")
     tensors = codable_tensors(tensors)
@@ -118,16 +121,129 @@ def search_target_psnr(tensors, target_psnr, *, qp_range=None, only_weights=True
             raise EncoderConfigError(f"tensor {name!r} does not reach {target_psnr} dB even at QP {lo}")
         chosen[name] = qp
     if verify:
-        enc_opts = {k: v for k, v in options.items() if k != "qp_per_tensor"}
-        for _ in range(8):
-            dec = nnr.decode(nnr.encode(tensors, qp_per_tensor=chosen, **enc_opts))
-            missed = [n for n in chosen if _db(tensors[n].size * tensor_fidelity(tensors[n], dec[n])[2] ** 2,
-                                                tensor_fidelity(tensors[n], dec[n])[0]) < target_psnr]
-            if not missed:
-                break
-            for n in missed:
-                chosen[n] -= 1
+        chosen = lower_until_met(chosen, _coder(tensors, options),
+                                 lambda dec, n: _db(tensors[n].size * tensor_fidelity(tensors[n], dec[n])[2] ** 2,
+                                                    tensor_fidelity(tensors[n], dec[n])[0]) >= target_psnr)[0]
     return chosen
+
+
+def search_target_relative_error(tensors, target, *, qp_range=None, only_weights=True, verify=True, strict=True,
+                                 progress=None, jobs=1, **options) -> dict:
+    """{name: QP}: per tensor, the coarsest QP whose relative RMSE (RMSE / RMS of the tensor,
+    nnr.rd.sweep.relative_rmse) is at most `target` (e.g. 0.01 for 1 %). options: the encoder options
+    the stream will be written with (qp_density, dq, scan_order, lambda_scale, ...). The QP found
+    meets the target and the next coarser one does not (or is the coarsest of the range). An all-zero
+    tensor gets the coarsest QP; a tensor that misses the target even at the finest QP raises
+    EncoderConfigError, or with strict=False gets the finest QP. progress(done, total, name) is
+    called after each tensor; `jobs` threads search tensors concurrently (the quantizers run without
+    the GIL; None or 0: all cores), with the same result."""
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) \
+            or not target > 0:
+        raise EncoderConfigError(f"the relative error target must be a finite number > 0, not {target!r}")
+    if options.get("codebook") or options.get("bitdepth") is not None:
+        raise EncoderConfigError("a relative error target chooses each tensor's QP itself: it cannot be combined "
+                                 "with codebook or bitdepth quantization")
+    tensors = codable_tensors(tensors)
+    opts = _quant_opts(options)
+    lo, hi = _qp_bounds(opts["qp_density"], qp_range)
+    importance = options.get("importance") or {}
+    scale = 1 << opts["qp_density"]
+
+    def search(name, w):
+        if not np.any(w):
+            return hi
+        topts = dict(opts, importance=importance.get(name))
+        ok = _memo(lambda x: relative_rmse(w, reconstruct(w, x, **topts)[0]) <= target)
+        # uniform quantization errs by about Δ/√12; the trellis by about what uniform does at 2Δ
+        rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64))))
+        guess = round(scale * (math.log2(max(target * rms * math.sqrt(12.0), 1e-300)) - (1 if opts["dq"] else 0))
+                      - 0.5)
+        qp = bracketed_largest(ok, guess, max(1, scale // 2), lo, hi)
+        if qp is None and strict:
+            raise EncoderConfigError(f"tensor {name!r} does not reach relative error {target} even at QP {lo}")
+        return lo if qp is None else qp
+
+    weights = _weights(tensors, options.get("framework", "generic"), only_weights)
+    chosen = {}
+    for done, (name, qp) in enumerate(_each(search, {n: t.data for n, t in weights.items()}, jobs), 1):
+        chosen[name] = qp
+        if progress is not None:
+            progress(done, len(weights), name)
+    if verify:
+        chosen = lower_until_met(chosen, _coder(tensors, options),
+                                 lambda dec, n: relative_rmse(tensors[n], dec[n]) <= target, lo=lo)[0]
+    return chosen
+
+
+def _each(fn, items, jobs):
+    """(name, fn(name, value)) for every item, in order; with jobs > 1 computed by worker threads."""
+    from nnr.jobs import resolve_jobs
+    jobs = resolve_jobs(jobs)
+    if jobs <= 1 or len(items) <= 1:
+        for name, value in items.items():
+            yield name, fn(name, value)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nnr-search") as pool:
+        futures = [(name, pool.submit(fn, name, value)) for name, value in items.items()]
+        try:
+            for name, future in futures:
+                yield name, future.result()
+        finally:
+            for _, future in futures:
+                future.cancel()
+
+
+def _memo(fn):
+    cache = {}
+
+    def call(x):
+        if x not in cache:
+            cache[x] = fn(x)
+        return cache[x]
+    return call
+
+
+def bracketed_largest(ok, guess, width, lo, hi):
+    """bisect_largest(ok, lo, hi) started from [guess - width, guess + width] (clipped to lo..hi) and
+    widened, doubling the width, until ok holds at its bottom and fails at its top (or it reaches lo or
+    hi): fewer calls of ok when the guess is close. Cache ok (its ends are asked again)."""
+    width = max(1, int(width))
+    a, b = max(lo, min(hi, guess - width)), min(hi, max(lo, guess + width))
+    while a > lo and not ok(a):
+        a, width = max(lo, a - width), 2 * width
+    while b < hi and ok(b):
+        b, width = min(hi, b + width), 2 * width
+    return bisect_largest(ok, a, b)
+
+
+def _coder(tensors, options):
+    """code(qp_per_tensor) -> (bitstream, decoded tensors) with these encoder options."""
+    import nnr
+    enc_opts = {k: v for k, v in options.items() if k != "qp_per_tensor"}
+
+    def code(qps):
+        data = nnr.encode(tensors, qp_per_tensor=qps, **enc_opts)
+        return data, nnr.decode(data)
+    return code
+
+
+def lower_until_met(chosen, code, met, *, lo=None, rounds=8):
+    """The searches' final check on the real stream: code(chosen) -> (bitstream, decoded); every tensor
+    of `chosen` for which met(decoded, name) fails has its QP lowered by one (not below `lo`) and the
+    model is coded again, at most `rounds` times. Returns (chosen, bitstream, decoded) of the last
+    coding (which may still miss where the rounds ran out or `lo` was reached)."""
+    chosen = dict(chosen)
+    for _ in range(rounds):
+        data, decoded = code(chosen)
+        missed = [n for n in chosen if not met(decoded, n) and (lo is None or chosen[n] > lo)]
+        if not missed:
+            break
+        for n in missed:
+            chosen[n] -= 1
+    else:
+        data, decoded = code(chosen)
+    return chosen, data, decoded
 
 
 def search_target_bpp(tensors, target_bpp, *, per_tensor=False, qp_range=None, grid_step=2, **options) -> dict:

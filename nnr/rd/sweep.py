@@ -9,6 +9,8 @@ Fidelity measures (per tensor t, original w, decoded w'):
 * SNR_t  = 10·log10( Σ w² / Σ (w − w')² )
 * PSNR_t = 10·log10( peak_t² / mean (w − w')² ) with peak_t = max |w| of the *original* tensor
   (weights are signed and have no fixed range, so the tensor's own largest magnitude is the peak).
+* relative RMSE_t = RMSE / RMS of the original = sqrt( Σ (w − w')² / Σ w² ) = 10^(−SNR_t / 20): the
+  error in units of the tensor's own scale (nnr_encode's summary, warnings and --quality).
 
 Model-wide figures pool the errors: SNR = 10·log10(Σ_all w² / Σ_all (w − w')²), and
 PSNR = −10·log10( mean over all parameters of ((w − w')/peak_t)² ), i.e. every parameter's error is
@@ -78,6 +80,19 @@ def tensor_fidelity(w, w_dec):
         raise ValueError(f"decoded tensor has {b.size} elements, the original {a.size}")
     d = a - b
     return float(d @ d), float(a @ a), float(np.max(np.abs(a))) if a.size else 0.0
+
+
+def relative_of(sse, energy) -> float:
+    """Relative RMSE from (Σ (w − w')², Σ w²): 0 for an exact tensor, inf for an error on an all-zero one."""
+    if sse == 0:
+        return 0.0
+    return float(math.sqrt(sse / energy)) if energy > 0 else math.inf
+
+
+def relative_rmse(w, w_dec) -> float:
+    """RMSE / RMS of the original tensor (see the module docstring)."""
+    sse, energy, _ = tensor_fidelity(w, w_dec)
+    return relative_of(sse, energy)
 
 
 def psnr(w, w_dec) -> float:
