@@ -167,6 +167,7 @@ class Encoder:
             # with it keeps the same step (qp << 2 at qp_density + 2 is the same Delta, CABAC §9.1)
             options["qp_density"] = ALLOCATION_QP_DENSITY
             shift = ALLOCATION_QP_DENSITY - EncoderConfig.qp_density
+            options["qp"] = int(options.get("qp", EncoderConfig.qp)) << shift      # the tensors it does not allocate
             if options.get("nonweight_qp", EncoderConfig.nonweight_qp) is not None:
                 options["nonweight_qp"] = options.get("nonweight_qp", EncoderConfig.nonweight_qp) << shift
             if options.get("qp_per_tensor"):

@@ -39,8 +39,15 @@ class Outcome:
 
 def resolve(args) -> str:
     """The mode of nnr_encode's options; a ToolError (status 2) for a combination that means nothing."""
-    def refuse(flag, why):
-        raise ToolError(f"--quality cannot be combined with {flag}: {why}", EXIT_USAGE)
+    def refuse(flag, why, mode="--quality"):
+        raise ToolError(f"{mode} cannot be combined with {flag}: {why}", EXIT_USAGE)
+    if args.bpp is not None:
+        for flag, given in (("--qp", args.qp is not None), ("--quality", args.quality is not None),
+                            ("--bitdepth", args.bitdepth is not None), ("--codebook", args.codebook),
+                            ("--lossless", args.lossless)):
+            if given:
+                refuse(flag, "--bpp chooses every weight tensor's QP itself", "--bpp")
+        return "bpp"
     if args.quality is not None:
         if args.qp is not None:
             refuse("--qp", "both set the weights' QPs (--qp: one absolute QP; --quality: a QP per tensor)")
@@ -148,6 +155,10 @@ def describe(args, mode, outcome=None) -> str:
         weights = [qps[n] for n in outcome.searched]
         span = f"per-tensor QP {min(weights)}..{max(weights)}" if weights else "no tensor of 2+ dimensions"
         return f"quality {args.quality:g} (relative RMSE per tensor; {span}; 1-D tensors at qp {args.nonweight_qp})"
+    if mode == "bpp":
+        weights = "importance-weighted error" if args.importance else "squared error"
+        return f"budget {args.bpp:g} bits/parameter (per-tensor QPs of least {weights}; 1-D / non-weight " \
+               f"tensors at qp {args.nonweight_qp})"
     if mode == "qp":
         what = ", codebook" if args.codebook else ""
         return f"qp {REFERENCE_QP if args.qp is None else args.qp} (absolute{what}; 1-D / non-weight tensors at " \
@@ -198,6 +209,9 @@ def advice(args, mode, options, tensors):
     def say(row):
         if mode == "bitdepth":
             return "use a higher --bitdepth, or --quality"
+        if mode == "bpp":
+            return ("the budget gives it this error: raise --bpp, or give it more weight with --importance "
+                    "(without a budget, the default mode keeps every tensor within the bound)")
         if mode == "quality" and row.name in searched and args.quality > bound:
             return f"use --quality {bound:g} or lower"
         if row.name in searched:            # the search went down to the finest QP

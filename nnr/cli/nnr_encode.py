@@ -4,6 +4,8 @@ import time
 
 import argparse
 
+import numpy as np
+
 from nnr.cli import modes
 from nnr.cli.common import (EXIT_FAILED, EXIT_USAGE, ToolError, check_output, int_in, model_format, parser,
                             preload, run)
@@ -29,7 +31,16 @@ def build_parser():
     p.add_argument("--quality", type=_fraction, metavar="R",
                    help="a relative error target instead: every tensor of 2+ dimensions gets the coarsest QP "
                         "whose decoded relative RMSE is at most R; 1-D tensors take --nonweight-qp")
-    p.add_argument("--qp-density", type=int_in(0, 7), default=2, help="qp_density 0..7 (default 2)")
+    p.add_argument("--bpp", type=_positive, metavar="B",
+                   help="a size budget instead: the whole stream takes at most B bits per floating-point "
+                        "parameter (and ends within 0.5 %% under it where single QP steps allow); each weight "
+                        "tensor gets the QP of least distortion that fits (nnr.encode's target_bpp)")
+    p.add_argument("--importance", metavar="FILE",
+                   help="per-parameter importance (.safetensors or .npz, the model's tensor names; e.g. "
+                        "nnr.importance's result): importance-weighted levels, and with --bpp the allocation "
+                        "minimises the importance-weighted error")
+    p.add_argument("--qp-density", type=int_in(0, 7), default=None,
+                   help="qp_density 0..7 (default 2; with --bpp 4)")
     p.add_argument("--nonweight-qp", type=int_in(-4096, 4095), default=-75,
                    help="QP of 1-D / non-weight tensors (default -75)")
     p.add_argument("--no-dq", action="store_true", help="uniform quantization without dependent quantization")
@@ -82,6 +93,17 @@ def _fraction(text):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return run("nnr_encode", _encode, args, subject=args.input)
+
+
+def _positive(text):
+    """argparse type of --bpp: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of bits per parameter > 0, not {text}")
+    return value
 
 
 def _encode(args):
@@ -165,11 +187,27 @@ def _encode_model(args, fmt, options, trace=None):
 
 
 def _encoder_options(args, framework):
-    return dict(qp=modes.REFERENCE_QP if args.qp is None else args.qp, qp_density=args.qp_density,
-                nonweight_qp=args.nonweight_qp, dq=not args.no_dq, codebook=args.codebook, bitdepth=args.bitdepth,
-                scan_order=args.scan_order, row_skipping=not args.no_row_skipping, param_opt=not args.no_param_opt,
-                cabac_unary_length_minus1=args.cabac_unary_length_minus1,
-                general_profile_idc=args.profile, framework=framework)
+    options = dict(qp=modes.REFERENCE_QP if args.qp is None else args.qp, nonweight_qp=args.nonweight_qp,
+                   dq=not args.no_dq, codebook=args.codebook, bitdepth=args.bitdepth,
+                   scan_order=args.scan_order, row_skipping=not args.no_row_skipping, param_opt=not args.no_param_opt,
+                   cabac_unary_length_minus1=args.cabac_unary_length_minus1,
+                   general_profile_idc=args.profile, framework=framework)
+    if args.qp_density is not None or args.bpp is None:     # --bpp alone: the allocation's qp_density
+        options["qp_density"] = 2 if args.qp_density is None else args.qp_density
+    if args.bpp is not None:
+        options["target_bpp"] = args.bpp
+    if args.importance:
+        options["importance"] = _read_importance(args.importance)
+    return options
+
+
+def _read_importance(path):
+    """{name: float32 array} from a .safetensors or .npz file; a ToolError (status 1) otherwise."""
+    from nnr.modelio import load_model
+    try:
+        return {n: np.asarray(a, dtype=np.float32) for n, a in load_model(path).tensors.items()}
+    except (NNRError, OSError, ValueError) as err:
+        raise ToolError(f"--importance {path}: {err}", EXIT_FAILED) from None
 
 
 def _decode_back(args, data):
