@@ -142,6 +142,7 @@ class _Call:
     pool: Optional[object]      # ThreadPoolExecutor, or None
     trace: Optional[Trace]      # receives what is written; a fresh one for each way of coding
     cfg: Optional[EncoderConfig] = None     # the configuration of this call (QPs allocated for target_bpp)
+    preplanned: Optional[dict] = None       # {name: Planned} the allocation quantized at the QP it chose
 
 
 class Encoder:
@@ -299,6 +300,7 @@ class Encoder:
         sample_ndu = NduEncoder(cfg, None, ndu.syntax, call.parent, False, False)
         alloc = Allocator(ndu, sample_ndu, cfg.qp_density, _qp_range(cfg.qp_density), pool=call.pool)
         qps = alloc.allocate(free, sens, fixed_bits, 8 * budget, float(cfg.target_bpp)) if free else {}
+        call.preplanned = alloc.chosen
         return replace(cfg, qp_per_tensor={**user, **qps})
 
     def _start(self, call, base_qp, trace=None):
@@ -308,6 +310,8 @@ class Encoder:
         syntax = SyntaxState()
         ndu = NduEncoder(call.cfg, self.state if self.stateful else None, syntax, call.parent, call.tca,
                          call.hdsp, trace=trace is not None)
+        if call.preplanned:
+            ndu.preplanned = call.preplanned
         out = bytearray()
         for kind, fields in ((NNR_STR, {"general_profile_idc": cfg.general_profile_idc}),
                              (NNR_MPS, self._mps_fields(call.parent, base_qp)), (NNR_TPL, call.tpl)):

@@ -188,3 +188,16 @@ def test_search_target_metric_errors():
         search_target_metric(tensors, 3, 1.0)
     with pytest.raises(EncoderConfigError, match="non-finite|nan"):
         search_target_metric(tensors, lambda d: float("nan"), 1.0)
+
+
+@pytest.mark.parametrize("extra", [{}, {"dq": False}, {"importance": "imp"}, {"sparsity": 0.3}])
+def test_the_stream_is_what_its_qps_give(extra):
+    # the encode reuses the allocation's quantization of each chosen QP: the bytes must be those of a
+    # plain encode with the same per-tensor QPs (an independent quantization)
+    tensors, imp = model(2)
+    opts = {k: (imp if v == "imp" else v) for k, v in extra.items()}
+    data = nnr.encode(tensors, target_bpp=2.2, **opts)
+    dec = nnr.Decoder()
+    dec.decode(data)
+    qps = {t.name: t.qp for t in dec.tensors}
+    assert data == nnr.encode(tensors, qp_per_tensor=qps, qp_density=4, nonweight_qp=-300, **opts)

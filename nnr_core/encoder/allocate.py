@@ -106,13 +106,18 @@ class Allocator:
         self.lo, self.hi = qp_limits        # QPs the stream can carry
         self.pool = pool
         self.progress = progress
+        self.plans = {}                     # name -> {QP: Planned} of the whole-tensor measurements
+        self.chosen = {}                    # name -> the Planned of the QP allocate() chose (the encode reuses it)
 
     # -- measurements ---------------------------------------------------------------------------
     def measure(self, t, sens, qp, ndu=None):
         """(bits of t's NDU, payload-free header bits, distortion, QP used) with t coded at qp
-        (the weighted quantizer gets `sens` when the configuration has importance)."""
+        (the weighted quantizer gets `sens` when the configuration has importance); the whole
+        tensor's quantization is kept for the encode that follows."""
         ndu = ndu or self.ndu
         p = ndu.plan(t, int(qp), sens if ndu.cfg.importance else None)
+        if ndu is self.ndu:
+            self.plans.setdefault(t.name, {})[int(qp)] = p
         parts = ndu.unit_parts(p, 0)
         if parts is None:
             bits = header = 0
@@ -245,6 +250,8 @@ class Allocator:
         for c in curves:
             self._exact(c, qp[c.t.name])
         self._fit(curves, qp, avail, budget_bits)
+        self.chosen = {n: self.plans[n][q] for n, q in qp.items() if q in self.plans.get(n, {})}
+        self.plans = {}
         return qp
 
     def _fit(self, curves, qp, avail, budget_bits):

@@ -62,6 +62,7 @@ class NduEncoder:
             VARIANT_NNCODEC1 if cfg.profile0_variant == "nncodec1" else VARIANT_NNCODEC2)
         self.last_fields = {}
         self.coded_levels = {}              # what a decoder will hold for each coded tensor
+        self.preplanned = {}                # name -> Planned at the configured QP, quantized already (allocation)
 
     # -- quantization ---------------------------------------------------------------------------
     def tensor_qp(self, t: InputTensor) -> int:
@@ -93,6 +94,8 @@ class NduEncoder:
         instead of the configured one, and with `importance` instead of the configured one when
         given: a sample of the tensor's rows)."""
         cfg = self.cfg
+        if qp is None and importance is None and t.name in self.preplanned:
+            return self.preplanned.pop(t.name)
         if t.name in cfg.raw_float:
             if t.is_int:
                 raise EncoderConfigError(f"tensor {t.name!r} is an integer tensor; NNR_PT_RAW_FLOAT carries floats")
