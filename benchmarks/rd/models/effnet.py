@@ -174,4 +174,5 @@ def load(quick=False, log=None):
                    f"calibration: {len(x_cal)} images, the same 7 views of 6 other source photos "
                    f"({', '.join(n.replace('sklearn:', 'scikit-learn ') for n in CALIBRATION_PHOTOS)}): no source "
                    "photo is in both"),
-        loss=loss, setup_s=time.perf_counter() - t0)
+        loss=loss, setup_s=time.perf_counter() - t0,
+        qps=list(range(-18, -45, -2)), budget_qps=tuple(range(-18, -43, -2)), few_budget_qps=(-26, -30, -34, -36))

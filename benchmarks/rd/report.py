@@ -1,0 +1,138 @@
+"""The benchmark's Markdown tables and plots (metric against bits per parameter, every curve)."""
+import os
+
+
+def _f(v, spec=".4f", none="n/a"):
+    return none if v is None else format(v, spec)
+
+
+def _setting(mode, v):
+    return f"qp {v}" if mode.get("axis", "qp") == "qp" else f"{v:.4f} bpp"
+
+
+def _saving(s, how, bound, unreached="not reached"):
+    """'−12.3 %' with the bound the interpolation allows ('≥' / '≤' where a curve ends)."""
+    if s is None:
+        return unreached if how == "not reached" else "n/a"
+    return f"{bound if how == 'at or below' else ''}{s:+.1f} %"
+
+
+def summary_table(r):
+    """Savings per mode at the reference's qp -30 and -36 points."""
+    cols = " | ".join(f"bits/param at ref qp {q} metric | saving vs ref qp {q}" for q in r["summary"])
+    lines = [f"| mode | {cols} |",
+             "|---|" + "---|---|" * len(r["summary"])]
+    head = "| reference (NNCodec 2.1.3) | " + " | ".join(
+        f"{_f(row['ref_bpp'])} (metric {_f(row['ref_metric'])}) | -" for row in r["summary"].values()) + " |"
+    lines.append(head)
+    for key, m in r["modes"].items():
+        if "unavailable" in m:
+            lines.append(f"| {m['label']} | " + " | ".join("n/a | n/a" for _ in r["summary"]) + " |")
+            continue
+        cells = []
+        for row in r["summary"].values():
+            e = row["modes"].get(key)
+            if e is None:
+                cells.append("n/a | n/a")
+            else:
+                bits = _f(e["bpp"], none="not reached")
+                if e["how"] == "at or below":
+                    bits = "≤ " + bits
+                cells.append(f"{bits} | {_saving(e['saving_pct'], e['how'], '≥ ')}")
+        lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def points_table(r):
+    """Every point: setting, size, metric, encode time, and the reference's bits at the same metric."""
+    lines = ["| curve | setting | bytes | bits/param | metric | encode s | ref bits/param at same metric | saving |",
+             "|---|---|---|---|---|---|---|---|"]
+    ref = r.get("reference", {})
+    for p in ref.get("points", []):
+        lines.append(f"| reference (NNCodec 2.1.3) | qp {p['setting']} | {p['bytes']} | {p['bpp']:.4f} | "
+                     f"{p['metric']:.4f} | {p['encode_s']:.2f} | - | - |")
+    for key, m in r["modes"].items():
+        for p in m.get("points", []):
+            if "error" in p:
+                lines.append(f"| {m['label']} | {_setting(m, p['setting'])} | error: {p['error'][:80]} | | | | | |")
+                continue
+            extra = ""
+            if key == "reference" and "same_as_reference" in p:
+                extra = " (same bytes)" if p["same_as_reference"] else " (DIFFERENT bytes)"
+            fit = f" (fit {p['fit_pct']:+.2f} %)" if "fit_pct" in p else ""
+            rb = _f(p.get("ref_bpp_same_metric"), none="beyond the reference's curve")
+            if p.get("ref_how") == "at or below":
+                rb = "≤ " + rb
+            lines.append(f"| {m['label']}{extra} | {_setting(m, p['setting'])}{fit} | {p['bytes']} | {p['bpp']:.4f} | "
+                         f"{p['metric']:.4f} | {p['encode_s']:.2f} | {rb} | "
+                         f"{_saving(p.get('saving_pct'), p.get('ref_how'), '≤ ', 'n/a')} |")
+    return "\n".join(lines)
+
+
+def model_section(r, plot=None):
+    md = [f"### {r['title']}\n",
+          f"Metric: {r['metric_name']} ({'higher' if r['higher_is_better'] else 'lower'} is better); float model "
+          f"{r['float_metric']:.4f}. {r['params']} floating-point parameters in {r['tensors']} tensors (integer "
+          f"buffers are not coded). Data: {r['data']}.\n"]
+    md += [f"{n}\n" for n in r.get("notes", [])]
+    ref = r.get("reference", {})
+    if "points" in ref:
+        same = [p.get("same_as_reference") for p in r["modes"].get("reference", {}).get("points", [])]
+        chk = ref.get("decoder_check", {})
+        md.append(f"nnr's default streams equal the reference's at {sum(1 for s in same if s)} of {len(same)} QPs "
+                  f"(SHA-256); the reference's decoder on its qp {chk.get('qp')} stream gives "
+                  f"{'the same tensors as nnr.decode' if chk.get('identical') else 'DIFFERENT tensors or failed'}.\n")
+    elif "error" in ref:
+        md.append(f"The reference failed: {ref['error'].strip().splitlines()[-1]}\n")
+    else:
+        md.append("The reference was not run; its columns are nnr's default streams (the reference's bytes).\n")
+    if r.get("importance"):
+        i = r["importance"]
+        md.append(f"Importance: {i['source']} ({i['method']}, one probe per calibration batch, {i['batches']} "
+                  f"batches, {i['tensors']} tensors) in {i['seconds']:.1f} s.\n")
+    md += ["Bits at equal metric (the mode's upper envelope interpolated at the reference's metric; ≥: the mode "
+           "already reaches it at its cheapest point):\n", summary_table(r), ""]
+    na = [f"{m['label']}: {m['unavailable']}" for m in r["modes"].values() if "unavailable" in m]
+    if na:
+        md.append("Not run: " + "; ".join(na) + ".\n")
+    if plot:
+        md.append(f"![{r['title']}]({plot})\n")
+    t = r["timings"]
+    times = [f"setup {t['setup_s']:.0f} s"]
+    if "reference_s" in t:
+        times.append(f"reference sweep {t['reference_s']:.0f} s")
+    times += [f"{m['label']} {m['seconds']:.0f} s" for m in r["modes"].values() if "seconds" in m]
+    md += [f"Wall time {t['total_s']:.0f} s ({', '.join(times)}).\n", "All points:\n", points_table(r), ""]
+    return "\n".join(md)
+
+
+def plot(r, path):
+    """metric against bits/param, one line per curve, the reference's qp -30 / -36 points marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ref = r.get("reference", {}).get("points")
+    if ref:
+        ax.plot([p["bpp"] for p in ref], [p["metric"] for p in ref], "k-o", lw=2.5, ms=4,
+                label="reference (NNCodec 2.1.3) = nnr default")
+        for p in ref:
+            if str(p["setting"]) in r["summary"]:
+                ax.annotate(f"qp {p['setting']}", (p["bpp"], p["metric"]), textcoords="offset points", xytext=(4, -12),
+                            fontsize=8)
+    for key, m in r["modes"].items():
+        pts = sorted((p["bpp"], p["metric"]) for p in m.get("points", []) if "metric" in p)
+        if pts and not (key == "reference" and ref):
+            ax.plot(*zip(*pts), "-o", ms=3, label=m["label"])
+    ax.axhline(r["float_metric"], color="grey", ls=":", lw=1, label="float model")
+    ax.set_xlabel("bits per parameter")
+    ax.set_ylabel(r["metric_name"])
+    if not r["higher_is_better"]:
+        ax.set_yscale("log")
+    ax.set_title(r["title"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
