@@ -91,7 +91,8 @@ def write_report(meta, results, args):
                 plot = os.path.relpath(plot, os.path.dirname(os.path.abspath(args.markdown)))
         md.append(report.model_section(r, plot))
     note = meta.get("note")
-    text = "\n".join(md) + f"\nTotal {meta['seconds']:.0f} s, started {meta['started']}" + (f"; {note}" if note else "") + ".\n"
+    text = "\n".join(md) + f"\nTotal {meta['seconds']:.0f} s, started {meta['started']}"
+    text += (f"; {note}" if note else "") + ".\n"
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text)

@@ -125,7 +125,8 @@ def load(quick=False, size="tiny", eval_frames=None, calib_frames=None):
     cal = torch.from_numpy(x_cal)
     params = sum(v.numel() for v in sd.values() if v.is_floating_point())
     return ModelSpec(
-        name="crepe" if size == "tiny" else f"crepe-{size}", title=f"CREPE {size} ({params / 1e6:.1f} M parameters)", module=net,
+        name="crepe" if size == "tiny" else f"crepe-{size}", title=f"CREPE {size} ({params / 1e6:.1f} M parameters)",
+        module=net,
         tensors=float_tensors(sd), metric=metric, calibration=[cal[i:i + batch] for i in range(0, len(cal), batch)],
         higher_is_better=False, metric_name="mean |pitch error| (cents)",
         data_note=(f"evaluation: {n_eval} synthetic harmonic tones (seed 0); calibration: {n_cal} tones drawn "
