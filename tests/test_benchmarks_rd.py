@@ -87,6 +87,7 @@ def test_quick_run(tmp_path):
         row = m["summary"][qp]
         assert row["ref_bpp"] == pytest.approx(next(p["bpp"] for p in curve if p["setting"] == int(qp)))
         assert row["modes"]["reference"]["saving_pct"] >= -1e-9                   # the curve against itself
+        assert row["modes"]["reference"]["saving_env_pct"] == pytest.approx(0.0, abs=1e-9)
         for key, mode in m["modes"].items():
             assert ("unavailable" in mode) != (key in row["modes"])
             if key in row["modes"] and row["modes"][key]["bpp"] is not None:

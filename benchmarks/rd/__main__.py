@@ -20,7 +20,7 @@ import time
 from benchmarks.__main__ import reference_or_note
 from benchmarks.rd import report
 from benchmarks.rd.models import DEFAULT, LOADERS
-from benchmarks.rd.run import run_model
+from benchmarks.rd.run import run_model, summarise
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,6 +83,7 @@ def write_report(meta, results, args):
     """The plots (--plots) and the Markdown (--markdown, else printed)."""
     md = []
     for r in results:
+        r["summary"] = summarise(r, r["higher_is_better"])     # from the points (earlier --json results too)
         plot = None
         if args.plots:
             plot = os.path.join(args.plots, f"rd_{r['name']}.png")

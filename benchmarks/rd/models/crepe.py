@@ -20,7 +20,7 @@ FRAME = 1024
 CENTS_PER_BIN = 20
 CENTS_BIN0 = 1997.3794084376191       # cents above 10 Hz of bin 0 (CREPE's code)
 BN_EPS = 0.0010000000474974513        # the converted Keras models' epsilon
-F0_RANGE = (80.0, 800.0)
+F0_RANGE = (150.0, 1000.0)     # below ~150 Hz CREPE tiny makes octave errors on these tones even in float
 
 
 def weights_path(size="full"):
@@ -135,6 +135,6 @@ def load(quick=False, size="tiny", eval_frames=None, calib_frames=None):
                    "zero mean and unit variance as CREPE does): independent draws of continuous parameters, so "
                    "no calibration frame is an evaluation frame"),
         setup_s=time.perf_counter() - t0,
-        # CREPE's weights are large (std ~0.5, |w| up to 12): its metric moves at coarser QPs than -24
-        qps=list(range(-6, -41, -2)), budget_qps=(-8, -10, -12, -14, -16, -18, -20, -24, -30, -36),
-        few_budget_qps=(-10, -14, -18, -24, -30, -36))
+        # CREPE's weights are large (std ~0.5, |w| up to 12): its error moves between qp 0 and -16
+        qps=list(range(0, -41, -2)), budget_qps=(-2, -4, -6, -8, -10, -12, -14, -16, -20, -24, -30, -36),
+        few_budget_qps=(-4, -8, -12, -16, -30, -36))

@@ -175,4 +175,4 @@ def load(quick=False, log=None):
                    f"({', '.join(n.replace('sklearn:', 'scikit-learn ') for n in CALIBRATION_PHOTOS)}): no source "
                    "photo is in both"),
         loss=loss, setup_s=time.perf_counter() - t0,
-        qps=list(range(-18, -45, -2)), budget_qps=tuple(range(-18, -43, -2)), few_budget_qps=(-26, -30, -34, -36))
+        qps=list(range(-20, -43, -2)), budget_qps=tuple(range(-20, -41, -2)), few_budget_qps=(-28, -30, -36))

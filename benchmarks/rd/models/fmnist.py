@@ -106,7 +106,8 @@ def load(quick=False, log=None, test_images=None):
         name="fmnist", title=f"Fashion-MNIST CNN ({params / 1e3:.0f} k parameters)", module=net, tensors=tensors,
         metric=metric, calibration=[x_cal[i:i + 100] for i in range(0, CALIBRATION_IMAGES, 100)],
         higher_is_better=True, metric_name="test accuracy",
-        data_note=(f"evaluation: the first {n_test} of the 10,000 Fashion-MNIST test images; calibration: "
+        data_note=(f"evaluation: {'the' if n_test == len(yte) else f'the first {n_test} of the'} 10,000 "
+                   "Fashion-MNIST test images; calibration: "
                    f"{CALIBRATION_IMAGES} training images (a seeded draw from the 60,000; the network was trained "
                    f"on {cfg['train_images']} training images, {cfg['epochs']} epoch(s), Adam, {what}): the test "
                    "set is a separate file, disjoint by construction"),
