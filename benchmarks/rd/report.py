@@ -23,7 +23,8 @@ def summary_table(r):
     qps = list(r["summary"])
     cols = " | ".join(f"bits/param at ref qp {q} metric | saving vs ref qp {q} point | vs ref envelope" for q in qps)
     lines = [f"| mode | {cols} |", "|---|" + "---|---|---|" * len(qps)]
-    lines.append("| reference (NNCodec 2.1.3) | " + " | ".join(
+    who = "reference (NNCodec 2.1.3)" if r.get("reference", {}).get("points") else "reference's bytes (nnr default)"
+    lines.append(f"| {who} | " + " | ".join(
         f"{_f(row['ref_bpp'])} (metric {_f(row['ref_metric'])}; envelope {_f(row.get('ref_env_bpp'))}) | - | -"
         for row in r["summary"].values()) + " |")
     for key, m in r["modes"].items():
@@ -113,32 +114,39 @@ def model_section(r, plot=None):
 
 
 def plot(r, path):
-    """metric against bits/param, one line per curve, the reference's qp -30 / -36 points marked."""
+    """metric against bits/param, one line per curve, the reference's qp -30 / -36 points marked; the
+    right panel zooms in near the float model's metric, where those points lie."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ref = r.get("reference", {}).get("points")
-    if ref:
-        ax.plot([p["bpp"] for p in ref], [p["metric"] for p in ref], "k-o", lw=2.5, ms=4,
-                label="reference (NNCodec 2.1.3) = nnr default")
-        for p in ref:
-            if str(p["setting"]) in r["summary"]:
-                ax.annotate(f"qp {p['setting']}", (p["bpp"], p["metric"]), textcoords="offset points", xytext=(4, -12),
-                            fontsize=8)
-    for key, m in r["modes"].items():
-        pts = sorted((p["bpp"], p["metric"]) for p in m.get("points", []) if "metric" in p)
-        if pts and not (key == "reference" and ref):
-            ax.plot(*zip(*pts), "-o", ms=3, label=m["label"])
-    ax.axhline(r["float_metric"], color="grey", ls=":", lw=1, label="float model")
-    ax.set_xlabel("bits per parameter")
-    ax.set_ylabel(r["metric_name"])
-    if not r["higher_is_better"]:
-        ax.set_yscale("log")
-    ax.set_title(r["title"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    f = r["float_metric"]
+    for i, ax in enumerate(axes):
+        if ref:
+            ax.plot([p["bpp"] for p in ref], [p["metric"] for p in ref], "k-o", lw=2.5, ms=4,
+                    label="reference (NNCodec 2.1.3) = nnr default")
+            for p in ref:
+                if str(p["setting"]) in r["summary"]:
+                    ax.annotate(f"qp {p['setting']}", (p["bpp"], p["metric"]), textcoords="offset points",
+                                xytext=(4, -12), fontsize=8)
+        for key, m in r["modes"].items():
+            pts = sorted((p["bpp"], p["metric"]) for p in m.get("points", []) if "metric" in p)
+            if pts and not (key == "reference" and ref):
+                ax.plot(*zip(*pts), "-o", ms=3, label=m["label"])
+        ax.axhline(f, color="grey", ls=":", lw=1, label="float model")
+        ax.set_xlabel("bits per parameter")
+        ax.set_ylabel(r["metric_name"])
+        if not r["higher_is_better"]:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if i == 1:
+            ax.set_ylim(*((f - 0.03 * abs(f), f + 0.01 * abs(f)) if r["higher_is_better"] else (0.9 * f, 1.6 * f)))
+            ax.set_title("near the float model")
+        else:
+            ax.set_title(r["title"])
+            ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
