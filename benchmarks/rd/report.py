@@ -56,6 +56,8 @@ def points_table(r):
                      f"{p['metric']:.4f} | {p['encode_s']:.2f} | - | - |")
     for key, m in r["modes"].items():
         for p in m.get("points", []):
+            if key == "reference" and p.get("same_as_reference"):
+                continue                # the reference's row above, byte for byte
             if "error" in p:
                 lines.append(f"| {m['label']} | {_setting(m, p['setting'])} | error: {p['error'][:80]} | | | | | |")
                 continue
@@ -109,7 +111,8 @@ def model_section(r, plot=None):
     if "reference_s" in t:
         times.append(f"reference sweep {t['reference_s']:.0f} s")
     times += [f"{m['label']} {m['seconds']:.0f} s" for m in r["modes"].values() if "seconds" in m]
-    md += [f"Wall time {t['total_s']:.0f} s ({', '.join(times)}).\n", "All points:\n", points_table(r), ""]
+    md += [f"Wall time {t['total_s']:.0f} s ({', '.join(times)}).\n",
+           "All points (nnr's default streams that equal the reference's are its rows):\n", points_table(r), ""]
     return "\n".join(md)
 
 
@@ -137,7 +140,7 @@ def plot(r, path):
         ax.axhline(f, color="grey", ls=":", lw=1, label="float model")
         ax.set_xlabel("bits per parameter")
         ax.set_ylabel(r["metric_name"])
-        if not r["higher_is_better"]:
+        if not r["higher_is_better"] and i == 0:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         if i == 1:
