@@ -46,6 +46,28 @@ def summary_table(r):
     return "\n".join(lines)
 
 
+def overview(results):
+    """One row per model and mode that ran: the savings at the reference's qp -30 and -36 points."""
+    lines = ["| model | mode | qp -30: bits/param (ref) | saving vs point | vs envelope | qp -36: bits/param (ref) "
+             "| saving vs point | vs envelope |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for key, m in r["modes"].items():
+            if "unavailable" in m:
+                continue
+            cells = []
+            for q in ("-30", "-36"):
+                row = r["summary"].get(q)
+                e = row and row["modes"].get(key)
+                if not e:
+                    cells.append("n/a | n/a | n/a")
+                    continue
+                bits = ("≤ " if e["how"] == "at or below" else "") + _f(e["bpp"], ".3f", "not reached")
+                cells.append(f"{bits} ({row['ref_bpp']:.3f}) | {_saving(e['saving_pct'], e['how'], '≥ ')} | "
+                             f"{_saving(e.get('saving_env_pct'), e['how'], '≥ ')}")
+            lines.append(f"| {r['name']} | {m['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def points_table(r):
     """Every point: setting, size, metric, encode time, and the reference's bits at the same metric."""
     lines = ["| curve | setting | bytes | bits/param | metric | encode s | ref bits/param at same metric | saving |",
@@ -118,7 +140,7 @@ def model_section(r, plot=None):
 
 def plot(r, path):
     """metric against bits/param, one line per curve, the reference's qp -30 / -36 points marked; the
-    right panel zooms in near the float model's metric, where those points lie."""
+    right panel zooms in on the metrics of those points and of the float model."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -144,8 +166,11 @@ def plot(r, path):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         if i == 1:
-            ax.set_ylim(*((f - 0.03 * abs(f), f + 0.01 * abs(f)) if r["higher_is_better"] else (0.9 * f, 1.6 * f)))
-            ax.set_title("near the float model")
+            marks = [row["ref_metric"] for row in r["summary"].values()] + [f]
+            lo, hi = min(marks), max(marks)
+            pad = 0.5 * (hi - lo) + 0.005 * abs(f)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_title("around the reference's qp -30 / -36 points and the float model")
         else:
             ax.set_title(r["title"])
             ax.legend(fontsize=8)
