@@ -54,6 +54,8 @@ def _encode_option(name, value) -> Optional[str]:
             return f"n/a (not available): nnr.encode: {err}"
     except TypeError as err:
         return f"n/a (not available): nnr.encode: {err}"
+    except Exception:           # known, but the probe fails otherwise: the mode runs and reports per point
+        pass
     return None
 
 
