@@ -92,6 +92,8 @@ def write_report(meta, results, args):
                 plot = os.path.relpath(plot, os.path.dirname(os.path.abspath(args.markdown)))
         md.append(report.model_section(r, plot))
     note = meta.get("note")
+    md.insert(0, "Bits at equal metric at the reference's qp -30 and -36 points (details per model below):\n\n"
+              + report.overview(results) + "\n")
     text = "\n".join(md) + f"\nTotal {meta['seconds']:.0f} s, started {meta['started']}"
     text += (f"; {note}" if note else "") + ".\n"
     if args.markdown:
