@@ -96,3 +96,70 @@ def test_quick_run(tmp_path):
     for mode in m["modes"].values():
         assert ("points" in mode) != ("unavailable" in mode)
         assert "unavailable" not in mode or mode["unavailable"].startswith("n/a (not available)")
+
+
+# -- the modes written against APIs that are coming (issue 13) ---------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is needed (python -m nnr.testenv)")
+def test_coming_modes_run_against_the_announced_apis(monkeypatch):
+    """nnr.encode(target_bpp=, sparsity=), nnr.importance and nnr.rd.sparsify as issue 13 announces them
+    (stand-ins here, mapping onto today's encoder): the modes find them and produce scored points."""
+    import numpy as np
+    import torch
+
+    import nnr
+    import nnr.encoder
+    import nnr.rd
+    from benchmarks.rd import modes, run
+    from benchmarks.rd.models.spec import ModelSpec, float_tensors, loaded
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    x = torch.randn(64, 32)
+    with torch.no_grad():
+        y = net(x)
+
+    def metric(decoded):
+        with loaded(net, decoded), torch.no_grad():
+            return float(((net(x) - y) ** 2).mean())
+
+    spec = ModelSpec("toy", "toy", net, float_tensors(net.state_dict()), metric, [x[:32], x[32:]], False, "mse", "toy")
+    calls = []
+    real = nnr.encoder.encode
+
+    def encode(tensors, **options):
+        bpp, sparsity = options.pop("target_bpp", None), options.pop("sparsity", None)
+        calls.append(("encode", bpp, sparsity, "importance" in options))
+        if bpp is not None:
+            options["qp"] = -16 - 2 * int(bpp)
+        return real(tensors, **options)
+
+    def importance(module, inputs, *, method="gauss-newton", loss=None, probes=1, seed=0):
+        calls.append(("importance", method, len(list(inputs))))
+        return {n: np.ones(tuple(p.shape)) for n, p in module.named_parameters()}
+
+    def sparsify(tensors, sparsity, *, structured=False, importance=None):
+        calls.append(("sparsify", sparsity, structured, importance is not None))
+        return {n: np.where(np.abs(v) < np.quantile(np.abs(v), sparsity), 0, v).astype(np.float32)
+                for n, v in tensors.items()}
+
+    monkeypatch.setattr(nnr.encoder, "encode", encode)
+    monkeypatch.setattr(nnr, "importance", importance, raising=False)
+    monkeypatch.setattr(nnr.rd, "sparsify", sparsify, raising=False)
+    modes._encode_option.cache_clear()
+    try:
+        ctx = run.Context(spec, 1, True, 0.3, lambda msg: None)
+        ctx.budgets = [(-24, 2.0), (-30, 4.0), (-36, 6.0)]
+        score = run.Scorer(spec, 1)
+        for key in ("target", "target+imp", "target+imp+sparse", "target+imp+rows"):
+            mode = modes.BY_KEY[key]
+            assert mode.unavailable() is None, key
+            pts = run.mode_curve(mode, ctx, score, lambda msg: None)
+            assert [p["setting"] for p in pts] == [2.0, 4.0, 6.0] and all("metric" in p for p in pts), pts
+    finally:
+        modes._encode_option.cache_clear()
+    assert ctx.importance_info["source"] == "nnr.importance"
+    assert ("importance", "gauss-newton", 2) in calls
+    assert ("encode", 4.0, None, False) in calls                      # target_bpp alone
+    assert ("encode", 4.0, None, True) in calls                       # with importance
+    assert ("encode", 4.0, 0.3, True) in calls                        # the encoder's own sparsity option
+    assert ("sparsify", 0.3, True, True) in calls                     # structured: nnr.rd.sparsify first
