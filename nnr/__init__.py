@@ -17,12 +17,15 @@ def __getattr__(name):
     if name in ("encode_onnx", "decode_onnx", "encode_module", "decode_module"):
         from nnr import topology
         return getattr(topology, name)
+    if name == "importance":
+        from nnr.rd.importance import importance
+        return importance
     raise AttributeError(f"module 'nnr' has no attribute {name!r}")
 
 
 __all__ = [
     "decode", "Decoder", "DecodedTensor", "encode", "Encoder", "EncoderConfig",
-    "encode_onnx", "decode_onnx", "encode_module", "decode_module", "NNRError", "BitstreamError", "TruncatedBitstreamError",
+    "encode_onnx", "decode_onnx", "encode_module", "decode_module", "importance", "NNRError", "BitstreamError", "TruncatedBitstreamError",
     "SyntaxValueError", "ConstraintViolationError", "UnitSizeMismatchError", "EntropyDecodingError",
     "UnsupportedFeatureError", "ResourceLimitError", "EncoderConfigError", "__version__",
 ]

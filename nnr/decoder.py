@@ -1,4 +1,4 @@
-"""The NNC decoder: walks NNR units, decodes NDUs, keeps cross-bitstream state (NNC-HLS.md §12, §13)."""
+"""The NNC decoder: walks NNR units, decodes NDUs, keeps cross-bitstream state (HLS §12, HLS §13)."""
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -50,7 +50,7 @@ class DecodedTensor:
     payload_type: int
     role: str
     qp: Optional[int] = None
-    omitted: bool = False             # an all-zero update the bitstream left out (NNC-HLS.md §13.5)
+    omitted: bool = False             # an all-zero update the bitstream left out (HLS §13.5)
 
 
 class Decoder:
@@ -63,7 +63,7 @@ class Decoder:
     jobs: worker threads (None or 0: all cores): NDUs are decoded concurrently, and one tensor
     with block-row entry points (scan_order > 0) is split between threads; the output and the
     errors are those of jobs=1.
-    out_of_band: tensor name -> dimensions, for units that leave tensor_dimensions out (§11).
+    out_of_band: tensor name -> dimensions, for units that leave tensor_dimensions out (HLS §11).
     max_total_elements: most elements one bitstream may decode to, summed over its tensors (the
     zero tensors of omitted updates included), checked before anything is allocated; default 2^30
     (4 GiB of float32); None: no limit. Every bitstream of an incremental sequence has its own.
@@ -164,7 +164,7 @@ class Decoder:
         return tensors
 
     def _add_omitted(self, tensors, seen, used):
-        """The all-zero updates a bitstream with parent signalling leaves out (§13.5): tensors of
+        """The all-zero updates a bitstream with parent signalling leaves out (HLS §13.5): tensors of
         earlier bitstreams that it does not carry; their incremental state stays at the last
         transmitted update."""
         for name, hist in self.state.tensors.items():
@@ -182,7 +182,7 @@ class Decoder:
         units = []
         kinds = set()               # unit types seen so far (ordering constraints)
         used = 0                    # elements the bitstream's tensors decode to so far
-        pending_g = None            # the G unit of a decomposed pair waiting for its H (§9.4)
+        pending_g = None            # the G unit of a decomposed pair waiting for its H (HLS §9.4)
         tpl_reflist = None
         for span in split_units(data):
             syntax.dc_pending_h = pending_g is not None
@@ -265,7 +265,7 @@ class Decoder:
                                      allowed=f"..{limit}")
 
     def _check_order(self, unit, kinds):
-        """Ordering constraints of NNC-HLS.md §12.2; `kinds`: the unit types before this one."""
+        """Ordering constraints of HLS §12.2; `kinds`: the unit types before this one."""
         kind, index = unit.nnr_unit_type, unit.index
         where = {"unit_index": index, "element": "nnr_unit_type", "bit_offset": self._bit(unit, "nnr_unit_type")}
         if index == 0 and kind != NNR_STR:
@@ -280,7 +280,7 @@ class Decoder:
             raise ConstraintViolationError("unit before the NNR_MPS it depends on", value=kind, **where)
 
     def _resolve_out_of_band(self, fields):
-        """Supply tensor dimensions a unit leaves out (NNC-HLS.md §11) from `out_of_band`."""
+        """Supply tensor dimensions a unit leaves out (HLS §11) from `out_of_band`."""
         if "tensor_dimensions" in fields:
             return
         name = fields.get("topology_elem_id")
@@ -314,7 +314,7 @@ class Decoder:
                                                allowed=f"0..{len(reflist) - 1}") from None
 
     def _quantization_base(self, syntax, unit):
-        """(QpDensity, BaseQP) from the latest LPS, else the MPS (NNC-HLS.md §10)."""
+        """(QpDensity, BaseQP) from the latest LPS, else the MPS (HLS §10)."""
         for ps, prefix in ((syntax.lps, "lps"), (syntax.mps, "mps")):
             if ps and (ps.get(f"{prefix}_quantization_method_flags", 0) & 3):
                 return ps[f"{prefix}_qp_density"], ps[f"{prefix}_quantization_parameter"]
@@ -472,7 +472,7 @@ class Decoder:
         return list(zip(f["BitOffsetDelta"], f.get("ep_arith_value", []), dq))
 
     def _verify_entry_points(self, unit, comps, results):
-        """The header's entry points must describe the payload as decoded (NNC-HLS.md §8.5)."""
+        """The header's entry points must describe the payload as decoded (HLS §8.5)."""
         f = unit.fields
         header = list(zip(f.get("BitOffsetDelta", []), f.get("ep_arith_value", []), f.get("ep_dq_state", [])))
         if not header:
@@ -498,7 +498,7 @@ class Decoder:
 
 
 def _decode_positions(payload, codings, variant):
-    """decode_payload on one thread, also returning the coder's bit position P (§8.5) before each
+    """decode_payload on one thread, also returning the coder's bit position P (HLS §8.5) before each
     tensor (the trace's positions)."""
     d = cabac.CabacDecoder(payload)
     results, positions = [], []

@@ -1,5 +1,5 @@
 """The NNC encoder: quantization, entropy coding and NNR units, with the reference's choices
-(NNC-HLS.md §14, NNC-CABAC-QUANT.md §13)."""
+(HLS §14, CABAC §13)."""
 import logging
 from dataclasses import dataclass, fields as dc_fields
 from typing import Optional
@@ -20,6 +20,7 @@ log = logging.getLogger("nnr")
 
 FRAMEWORKS = {"generic": NNR_TPL_UNREC, "pytorch": NNR_TPL_PYT}
 VARIANTS = {"nncodec1": VARIANT_NNCODEC1, "nncodec2": VARIANT_NNCODEC2}
+ALLOCATION_QP_DENSITY = 4       # target_bpp's qp_density unless one is given
 
 
 @dataclass
@@ -51,6 +52,14 @@ class EncoderConfig:
     importance: Optional[dict] = None
     importance_mix: float = DEFAULT_MIX
     importance_power: float = DEFAULT_POWER
+    # a rate budget in bits per floating-point parameter: per-tensor QPs of the weight tensors chosen
+    # for the least (importance-weighted) distortion that fits it (nnr_core/encoder/allocate.py)
+    target_bpp: Optional[float] = None
+    # a fraction of the weight tensors' parameters set to zero before quantization (nnr.rd.sparsify:
+    # global F·w² saliency with importance, else w² / mean w² per tensor; whole rows if
+    # sparsity_structured); zeros, pruned or not, then decode as exactly 0
+    sparsity: Optional[float] = None
+    sparsity_structured: bool = False
 
     def validate(self):
         """Reject options the syntax cannot carry or the codec does not know."""
@@ -93,6 +102,19 @@ class EncoderConfig:
         check_power(self.importance_power)
         if self.codebook and self.bitdepth is not None:
             pass  # the reference allows both: the codebook is built from the clipped levels
+        if self.sparsity is not None:
+            from nnr_core.encoder.sparsify import check_fraction
+            check_fraction(self.sparsity)
+            need(not self.codebook and self.bitdepth is None,
+                 "sparsity pins zeros in the uniform / trellis quantizers: it needs codebook=False and no bitdepth")
+        need(isinstance(self.sparsity_structured, bool), "sparsity_structured must be True or False")
+        if self.target_bpp is not None:
+            from nnr_core.encoder.allocate import check_target_bpp
+            check_target_bpp(self.target_bpp)
+            need(self.bitdepth is None, "target_bpp chooses the QPs; bitdepth derives them: use one")
+            need(not self.codebook, "target_bpp allocates uniform / trellis QPs; it needs codebook=False")
+            need(self.block_id_and_param_type is None,
+                 "target_bpp measures one NDU per tensor; it cannot be combined with block_id_and_param_type")
 
 
 _MISFIT = object()         # a streamed tensor's QP does not fit the qp offset: code the planned way
@@ -119,6 +141,7 @@ class _Call:
     progress: Optional[object]
     pool: Optional[object]      # ThreadPoolExecutor, or None
     trace: Optional[Trace]      # receives what is written; a fresh one for each way of coding
+    cfg: Optional[EncoderConfig] = None     # the configuration of this call (QPs allocated for target_bpp)
 
 
 class Encoder:
@@ -139,6 +162,15 @@ class Encoder:
         unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
         if unknown:
             raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
+        if options.get("target_bpp") is not None and "qp_density" not in options:
+            # finer QP steps for the allocation (2^(1/16) instead of 2^(1/4)); nonweight_qp scaled
+            # with it keeps the same step (qp << 2 at qp_density + 2 is the same Delta, CABAC §9.1)
+            options["qp_density"] = ALLOCATION_QP_DENSITY
+            shift = ALLOCATION_QP_DENSITY - EncoderConfig.qp_density
+            if options.get("nonweight_qp", EncoderConfig.nonweight_qp) is not None:
+                options["nonweight_qp"] = options.get("nonweight_qp", EncoderConfig.nonweight_qp) << shift
+            if options.get("qp_per_tensor"):
+                options["qp_per_tensor"] = {k: int(v) << shift for k, v in options["qp_per_tensor"].items()}
         self.config = EncoderConfig(**options)
         self.config.validate()
         self.state = IncrementalState()
@@ -162,16 +194,20 @@ class Encoder:
             raise EncoderConfigError("incremental coding needs general_profile_idc 1")
         blocks_opt = cfg.block_id_and_param_type
         inputs = prepare(tensors, cfg.framework, blocks_opt["parameter_type"] if blocks_opt else None)
+        if cfg.sparsity:
+            inputs = self._sparsified(inputs)
         blocks = resolve_blocks(blocks_opt, inputs, cfg.raw_float)
         parent = 1 if (incremental and gpi == 1) else 0
         tpl = topology if topology is not None else {
             "topology_storage_format": FRAMEWORKS[cfg.framework], "topology_compression_format": 0,
             "topology_data": topology_data}
-        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None)
+        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None, cfg)
         if self.jobs > 1 and len(inputs) > 1:
             from concurrent.futures import ThreadPoolExecutor
             call.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
         try:
+            if cfg.target_bpp is not None:
+                call.cfg = self._allocated(inputs, call)
             out = None
             if self.streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
                 call.trace = Trace() if trace is not None else None
@@ -183,6 +219,8 @@ class Encoder:
             if call.pool is not None:
                 call.pool.shutdown(wait=True, cancel_futures=True)
         data, ndu, coded = out
+        if cfg.target_bpp is not None:
+            self._check_budget(len(data), inputs)
         if trace is not None:
             for record in call.trace:
                 trace.emit(*record)
@@ -192,13 +230,83 @@ class Encoder:
                     self.state.record(name, ndu.coded_levels[name], ndu.last_fields[name], parent == 1)
         return data
 
+    def _sparsified(self, inputs):
+        """The inputs with cfg.sparsity of the weight tensors' parameters set to 0 (nnr.rd.sparsify's
+        choice over the float tensors of two or more dimensions that are not carried raw)."""
+        from dataclasses import replace
+        from nnr.rd.sparsify import sparsify
+        cfg = self.config
+        chosen = [t.name for t in inputs if not t.is_int and t.data.ndim >= 2 and t.name not in cfg.raw_float]
+        if not chosen:
+            return inputs
+        data = {t.name: t.data for t in inputs if t.name in chosen}
+        imp = {n: v for n, v in (cfg.importance or {}).items() if n in data} or None
+        if imp is not None and set(imp) != set(data):     # sparsify ranks by F·w² only with F for all
+            imp = None
+            log.warning("sparsity: importance is missing for some weight tensors; pruning by magnitude")
+        sparse, _ = sparsify(data, cfg.sparsity, structured=cfg.sparsity_structured, importance=imp,
+                             names=chosen, importance_mix=cfg.importance_mix)
+        out = []
+        for t in inputs:
+            if t.name in sparse:
+                d = np.ascontiguousarray(sparse[t.name], dtype=np.float32)
+                t = replace(t, data=d, value_range=(float(d.min()), float(d.max())) if d.size else None)
+            out.append(t)
+        return out
+
+    def _check_budget(self, size, inputs):
+        from nnr_core.encoder.allocate import FILL, budget_bytes
+        budget = budget_bytes(inputs, self.config.target_bpp)
+        if size > budget:       # the allocation measures every unit exactly: this is a bug, not an input
+            raise EncoderConfigError(f"target_bpp: the stream takes {size} bytes, over the {budget}-byte budget")
+        if size < (1.0 - FILL) * budget:
+            log.warning("target_bpp %s: the stream takes %d bytes, %.2f %% under the %d-byte budget (no single "
+                        "QP step of a tensor fits the rest)", self.config.target_bpp, size,
+                        100.0 * (budget - size) / budget, budget)
+
+    def _allocated(self, inputs, call) -> EncoderConfig:
+        """The call's configuration with the weight tensors' QPs chosen for cfg.target_bpp: the
+        least (importance-weighted) distortion whose stream fits the budget. Tensors that are not
+        weights, carry no importance (when importance is given) or have a qp_per_tensor entry keep
+        their configured QP; their units count inside the budget."""
+        from dataclasses import replace
+        from nnr_core.encoder.allocate import Allocator, budget_bytes
+        from nnr_core.quant.weighted import importance_array
+        from nnr_core.encoder.ndu import NduEncoder
+        cfg = self.config
+        budget = budget_bytes(inputs, cfg.target_bpp)
+        ndu, head = self._start(call, 0)
+        user, imp = cfg.qp_per_tensor or {}, cfg.importance or {}
+        free = [t for t in inputs if not t.is_int and t.is_weight and t.name not in cfg.raw_float
+                and t.name not in user and (not imp or t.name in imp)]
+        names = {t.name for t in free}
+        unweighted = [t.name for t in inputs if t.is_weight and not t.is_int and imp and t.name not in imp]
+        if unweighted:
+            log.warning("target_bpp: %d weight tensor(s) without importance keep QP %d: %s", len(unweighted),
+                        cfg.qp, ", ".join(unweighted[:5]) + (" ..." if len(unweighted) > 5 else ""))
+
+        def unit_bits(t):
+            parts = ndu.unit_parts(ndu.plan(t), 0)
+            return 0 if parts is None else 8 * len(ndu.write(parts, 0))
+        fixed = [t for t in inputs if t.name not in names]
+        fixed_bits = 8 * len(head) + sum(call.pool.map(unit_bits, fixed) if call.pool else map(unit_bits, fixed))
+        if fixed_bits > 8 * budget or (not free and fixed_bits > 8 * budget):
+            raise EncoderConfigError(
+                f"target_bpp {cfg.target_bpp}: the tensors whose QP is not allocated (headers, integer, "
+                f"non-weight, raw tensors) already take {fixed_bits / 8:.0f} bytes of the {budget}-byte budget")
+        sens = {t.name: importance_array(t.name, t.data, imp[t.name]) if imp else None for t in free}
+        sample_ndu = NduEncoder(cfg, None, ndu.syntax, call.parent, False, False)
+        alloc = Allocator(ndu, sample_ndu, cfg.qp_density, _qp_range(cfg.qp_density), pool=call.pool)
+        qps = alloc.allocate(free, sens, fixed_bits, 8 * budget, float(cfg.target_bpp)) if free else {}
+        return replace(cfg, qp_per_tensor={**user, **qps})
+
     def _start(self, call, base_qp, trace=None):
         """The NDU encoder and the NNR_STR, NNR_MPS and NNR_TPL units."""
         from nnr_core.encoder.ndu import NduEncoder
         cfg = self.config
         syntax = SyntaxState()
-        ndu = NduEncoder(cfg, self.state if self.stateful else None, syntax, call.parent, call.tca, call.hdsp,
-                         trace=trace is not None)
+        ndu = NduEncoder(call.cfg, self.state if self.stateful else None, syntax, call.parent, call.tca,
+                         call.hdsp, trace=trace is not None)
         out = bytearray()
         for kind, fields in ((NNR_STR, {"general_profile_idc": cfg.general_profile_idc}),
                              (NNR_MPS, self._mps_fields(call.parent, base_qp)), (NNR_TPL, call.tpl)):
@@ -214,7 +322,7 @@ class Encoder:
         after all (then the caller codes the model the planned way, which rebases the QPs), else
         (bytes, NduEncoder, coded names)."""
         from nnr_core.encoder.ndu import NduEncoder
-        probe = NduEncoder(self.config, None, SyntaxState(), call.parent, False, False)
+        probe = NduEncoder(call.cfg, None, SyntaxState(), call.parent, False, False)
         try:
             base_qp = self._base_qp_of([(t.name, probe.expected_qp(t), probe.tensor_qp(t)) for t in inputs])
         except EncoderConfigError:
@@ -274,7 +382,7 @@ class Encoder:
         done = 0
         for p in planned:
             name = p.tensor.name
-            if name in blocks:          # a block is written at the position of its weight (§14 item 6)
+            if name in blocks:          # a block is written at the position of its weight (HLS §14 item 6)
                 units = block_units(ndu, blocks[name], by_name, base_qp, oob_dims=call.parent == 1)
             elif name in in_block:
                 continue
@@ -297,7 +405,7 @@ class Encoder:
 
     def _base_qp_of(self, named_qps) -> int:
         """mps_quantization_parameter: 0 as the reference writes it, unless a tensor's QP does not fit
-        the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, §17 item 4).
+        the (6 + qp_density)-bit qp offset; then rebased so that all fit (never wrapped, HLS §17 item 4).
         named_qps: [(tensor name, QP or None, configured QP or None)]."""
         named = [(n, qp, c) for n, qp, c in named_qps if qp is not None]
         lo, hi = _qp_range(self.config.qp_density)
@@ -356,7 +464,12 @@ def encode(tensors, **options) -> bytes:
     "bn.var" | "unspecified"}}: blocks coded as NNR_PT_BLOCK; see nnr_core/encoder/blocks.py),
     importance=None ({name: per-parameter importance}: importance-weighted RD quantization beyond the
     reference, uniform or trellis (dq); importance_mix=0.9 and importance_power=1.0 shape the
-    distortion weights; see nnr_core/quant/weighted.py); jobs and streaming as nnr.Encoder's.
+    distortion weights; see nnr_core/quant/weighted.py), target_bpp=None (a budget in bits per
+    floating-point parameter: the weight tensors' QPs chosen for the least distortion, weighted by
+    `importance` when given, that fits it; qp_density 4 unless given; see
+    nnr_core/encoder/allocate.py), sparsity=None (a fraction of the weight tensors' parameters
+    zeroed first, as nnr.rd.sparsify chooses them; sparsity_structured=True: whole rows; every zero
+    then decodes as exactly 0); jobs and streaming as nnr.Encoder's.
     """
     if "stateful" in options:
         raise EncoderConfigError("nnr.encode writes one self-contained bitstream and keeps nothing; "

@@ -147,7 +147,7 @@ def test_nnr_info(tmp_path):
 
 
 def _indexed_variant(stream):
-    """Rewrite a stream to name its tensors by index into an NNR_TPL_REFLIST (NNC-HLS.md §6, §8.1)."""
+    """Rewrite a stream to name its tensors by index into an NNR_TPL_REFLIST (HLS §6, HLS §8.1)."""
     from nnr_core.syntax.units import SyntaxState, parse_units, write_unit
     units = parse_units(stream)
     names = [u.fields["topology_elem_id"] for u in units if u.nnr_unit_type == 5]

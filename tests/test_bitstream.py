@@ -1,4 +1,4 @@
-"""BitReader / BitWriter against hand-made bytes (NNC-HLS.md §1.2) and their error behaviour."""
+"""BitReader / BitWriter against hand-made bytes (HLS §1.2) and their error behaviour."""
 import struct
 
 import pytest
@@ -16,7 +16,7 @@ def bits_to_bytes(bits):
     return int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
 
 
-# -- §1.2 examples -------------------------------------------------------------------------
+# -- HLS §1.2 examples ---------------------------------------------------------------------
 @pytest.mark.parametrize("k,value,bits", [
     (1, 0, "10"), (1, 2, "0100"), (7, 4, "1 0000100"), (5, 0, "1 00000"),
     (0, 0, "1"), (0, 1, "010"), (0, 2, "011"), (0, 3, "00100"), (11, 531, "1 01000010011"),
@@ -48,7 +48,7 @@ def test_u_i_msb_first():
     assert r.u(1) == 1 and r.u(2) == 1 and r.u(5) == 16
     assert r.i(4) == -1 and r.i(4) == -1
     assert r.i(8) == 0
-    r = BitReader(bytes([0b01011111, 0b11111011]))   # u(3)=2, i(13) = -5 (§16.8)
+    r = BitReader(bytes([0b01011111, 0b11111011]))   # u(3)=2, i(13) = -5 (HLS §16.8)
     assert r.u(3) == 2 and r.i(13) == -5
     w = BitWriter()
     w.u(2, 3)

@@ -1,5 +1,5 @@
 """DeepCABAC entropy encoder (nnr_core.cabac._encoder and its twin pytwin_enc): the worked examples
-of NNC-CABAC-QUANT.md §14, re-encoding every NDU of the NNCodec reference vectors byte for byte,
+of CABAC §14, re-encoding every NDU of the NNCodec reference vectors byte for byte,
 round trips on random input, and the Cython encoder in lockstep with the twin."""
 import hashlib
 import json
@@ -32,7 +32,7 @@ def _nncodec_source(relpath):
     return os.path.join(r.stdout.strip(), relpath)
 
 
-# --- §4.6 bit estimates ----------------------------------------------------------------------------
+# --- CABAC §4.6 bit estimates ----------------------------------------------------------------------
 
 def test_bitcost_table_shape_and_symmetry():
     assert BIT_COST.shape == (1024, 2) and BIT_COST.dtype == np.uint32
@@ -50,7 +50,7 @@ def test_bitcost_table_equals_nncodec():
     assert np.array_equal(np.array(pairs, dtype=np.uint32), BIT_COST)
 
 
-# --- §14 worked examples ---------------------------------------------------------------------------
+# --- CABAC §14 worked examples ---------------------------------------------------------------------
 
 def _coding(rows, width, **kw):
     base = dict(rows=rows, row_width=width, ndim=2 if width > 1 else 1, has_qp_offset=False,
@@ -126,7 +126,7 @@ def test_worked_example_payload(impl, name):
 
 
 def _uniform_levels():
-    """§14.3 quantization vector: round-half-away(fl32(fl32(1/Δ)·w)), Δ = 6·2^-10."""
+    """CABAC §14.3 quantization vector: round-half-away(fl32(fl32(1/Δ)·w)), Δ = 6·2^-10."""
     n = np.arange(240)
     w = (((37 * n) % 101) - 50).astype(np.float32) / np.float32(256)
     prod = np.float32(1.0 / 0.005859375) * w
@@ -151,7 +151,7 @@ def test_quantization_vector_uniform(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_quantization_vector_tcq(impl):
-    """§14.3's TCQ payload: the trellis's indices (checked against the notes' hash first), coded with
+    """CABAC §14.3's TCQ payload: the trellis's indices (checked against the notes' hash first), coded with
     dq 1, are the notes' 199 bytes."""
     from nnr_core.quant.quantize import quantize_tcq
     n = np.arange(240)
@@ -271,8 +271,8 @@ def test_invalid_input_raises_encoder_config_error(impl):
 # --- random round trips, Cython against the twin ----------------------------------------------------
 
 def _dq_indices(k, rows, width, eff_scan, skips):
-    """The reconstruction indices i (§8.2) of the levels k along the scan (skipped rows: RowWidth
-    parity-0 transitions, §7.3)."""
+    """The reconstruction indices i (CABAC §8.2) of the levels k along the scan (skipped rows: RowWidth
+    parity-0 transitions, CABAC §7.3)."""
     levels = k.copy()
     all_zero = ~k.reshape(rows, width).any(axis=1)
     s = 0
@@ -534,7 +534,7 @@ def test_parameter_sets_with_extreme_levels_agree_with_twin(dq, unary_minus1):
     _same_as_twin(_pseudo_pass_case(levels, 30, 97, dq, unary_minus1))
 
 
-# --- the level loop against the twin (the §3.7 engine bin by bin) ----------------------------------------------
+# --- the level loop against the twin (the CABAC §3.7 engine bin by bin) ----------------------------------------
 
 def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False, cbsize=0):
     """A TensorEncoding whose levels stress one part of the level loop (kind)."""
@@ -554,7 +554,7 @@ def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False
     cbzero = int(rng.integers(0, cbsize)) if cbsize else 0
     if cbsize:
         k = np.clip(k, -cbzero, cbsize - 1 - cbzero)
-    if dq:      # indices of the parity each state's quantizer produces (§8.2), except a few
+    if dq:      # indices of the parity each state's quantizer produces (CABAC §8.2), except a few
         k = np.clip(k, -(2 ** 30), 2 ** 30 - 1)
         levels = _dq_indices(k, rows, width, scan if rows > 1 and width > 1 else 0, True)
         flip = rng.random(n) < 0.01
@@ -577,7 +577,7 @@ def _loop_case(rng, rows, width, dq, N, scan, kind, gpi=1, tca=False, hist=False
 
 def _both_codings(tensors, variant=2):
     """Payload, per-tensor states, contexts and rounded counts from the level loop (Cython) and
-    from the twin (the §3.7 engine bin by bin); the entry points of the Cython encoder checked
+    from the twin (the CABAC §3.7 engine bin by bin); the entry points of the Cython encoder checked
     against the ones the decoder finds."""
     out = []
     for module in (_encoder, pytwin_enc):
@@ -602,7 +602,7 @@ def _both_codings(tensors, variant=2):
 @pytest.mark.parametrize("kind", ["small", "remainder", "extreme", "sparse"])
 @pytest.mark.parametrize("N,scan", [(1, 0), (3, 2), (11, 0), (256, 3)])
 def test_plain_level_loop_matches_twin(dq, kind, N, scan):
-    """The plain loop and its engine write what the twin writes bin by bin on the §3.7 engine."""
+    """The plain loop and its engine write what the twin writes bin by bin on the CABAC §3.7 engine."""
     rng = np.random.default_rng(1000 * dq + 100 * N + scan + len(kind))
     tensors = [_loop_case(rng, 67, 129, dq, N, scan, kind), _loop_case(rng, 3, 5, dq, N, scan, kind)]
     loop, ref = _both_codings(tensors)

@@ -1,4 +1,4 @@
-"""The worked examples of NNC-CABAC-QUANT.md §14 against every available CABAC decoder
+"""The worked examples of CABAC §14 against every available CABAC decoder
 implementation (the Cython ``_decoder`` and the pure-Python ``pytwin``), plus robustness checks:
 corrupted payloads and invalid ``TensorCoding`` values must raise only ``NNRError`` subclasses."""
 import importlib
@@ -21,7 +21,7 @@ def impl(request):
 
 
 # --------------------------------------------------------------------------------------------
-# §14.1 example A
+# CABAC §14.1 example A
 
 PAYLOAD_A = bytes.fromhex("fc9000c051bd9fe0")
 LEVELS_A = [0, 3, -1, 0, 0, 9, 2, 0]
@@ -150,7 +150,7 @@ def test_example_a_finish_low_level(impl):
 
 
 # --------------------------------------------------------------------------------------------
-# §14.2 example B (dependent quantization)
+# CABAC §14.2 example B (dependent quantization)
 
 PAYLOAD_B = bytes.fromhex("8d001aa364f0")
 TENSOR_B = dict(rows=6, row_width=1, ndim=1, has_qp_offset=False, qp_density=0, dq_flag=1,
@@ -186,7 +186,7 @@ def test_example_b_low_level(impl):
 
 
 # --------------------------------------------------------------------------------------------
-# §14.3 coefficient-coder vectors V1..V5 (12 x 20)
+# CABAC §14.3 coefficient-coder vectors V1..V5 (12 x 20)
 
 ROWS, COLS = 12, 20
 _r, _c = np.meshgrid(np.arange(ROWS), np.arange(COLS), indexing="ij")
@@ -262,7 +262,7 @@ def test_entry_points_agree_between_v2_decodes(impl):
 
 
 def test_v4_needs_nncodec2_variant(impl):
-    # V4 has one block row: NNCodec-1 would reset the range before the first level (§11), so
+    # V4 has one block row: NNCodec-1 would reset the range before the first level (CABAC §11), so
     # decoding it as variant 1 must not silently give the right levels with a clean end.
     try:
         (res,) = impl.decode_payload(payload_v("V4"), [tensor_v("V4")], 1)

@@ -1,4 +1,4 @@
-"""The pure-Python DeepCABAC twin against the worked examples of NNC-CABAC-QUANT.md §14."""
+"""The pure-Python DeepCABAC twin against the worked examples of CABAC §14."""
 import os
 
 import numpy as np
@@ -11,12 +11,12 @@ from nnr_core.cabac.params import TensorCoding
 HLS_EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitstreams",
                             "hls-examples")
 
-# --- §14.1 example A ------------------------------------------------------------------------
+# --- CABAC §14.1 example A ------------------------------------------------------------------
 
 PAYLOAD_A = bytes.fromhex("fc9000c051bd9fe0")
 LEVELS_A = [0, 3, -1, 0, 0, 9, 2, 0]
 
-# The bin table of §14.1 step 4: (ctx or None for bypass, S, S0, R, V, rLPS, bin, R', V').
+# The bin table of CABAC §14.1 step 4: (ctx or None for bypass, S, S0, R, V, rLPS, bin, R', V').
 BINS_A = [
     (0, 0, 0, 413, 0xC051, 185, 0, 370, 0x9CA2),
     (0, -36, -2, 370, 0x9CA2, 150, 1, 300, 0x5D44),
@@ -110,7 +110,7 @@ def test_context_update_reading_aid():
     assert d.contexts()[0].tolist() == [-2, -4, 5, 4, 0]
 
 
-# --- §14.2 example B ------------------------------------------------------------------------
+# --- CABAC §14.2 example B ------------------------------------------------------------------
 
 PAYLOAD_B = bytes.fromhex("8d001aa364f0")
 
@@ -144,7 +144,7 @@ def test_example_b_levels_and_states():
     d.finish()
 
 
-# --- §14.3 coefficient-coder vectors V1–V5 --------------------------------------------------
+# --- CABAC §14.3 coefficient-coder vectors V1–V5 --------------------------------------------
 
 ROWS, WIDTH = 12, 20
 R_IDX, C_IDX = np.meshgrid(np.arange(ROWS), np.arange(WIDTH), indexing="ij")
@@ -197,7 +197,7 @@ def test_coefficient_vectors(name):
 
 
 def test_v4_is_not_an_nncodec1_payload():
-    # §11: the NNCodec-1 list signals one more remainder context and resets the range for a
+    # CABAC §11: the NNCodec-1 list signals one more remainder context and resets the range for a
     # single block row, so the NNCodec-2 payload V4 does not decode to its levels as variant 1.
     try:
         (res,) = pytwin.decode_payload(bytes.fromhex(VECTORS["V4"]), [coding_v("V4")], variant=1)
@@ -213,7 +213,7 @@ def test_v5_without_history_is_an_error():
         pytwin.decode_payload(bytes.fromhex(VECTORS["V5"]), [t])
 
 
-# --- entry points (NNC-HLS.md §16.3) --------------------------------------------------------
+# --- entry points (HLS §16.3) ----------------------------------------------------------------
 
 def test_entry_points_hls_16_3():
     with open(f"{HLS_EXAMPLES}/16.3_scan1_entrypoints.nnc", "rb") as f:
@@ -225,7 +225,7 @@ def test_entry_points_hls_16_3():
     assert res.entry_points == [(531, 57, 2), (530, 50, 0)]
 
 
-# --- end of payload and invalid input (§3.5, README) ----------------------------------------
+# --- end of payload and invalid input (CABAC §3.5, README) ----------------------------------
 
 @pytest.mark.parametrize("payload, element", [
     (PAYLOAD_A[:-1], "payload length"),                     # truncated: zero bytes fed

@@ -1,4 +1,4 @@
-"""Block coding in the encoder (NNR_PT_BLOCK, NNC-HLS.md §9.3, §14 items 6 and 9, §16.4):
+"""Block coding in the encoder (NNR_PT_BLOCK, HLS §9.3, HLS §14 items 6 and 9, HLS §16.4):
 the option block_id_and_param_type, the annotated example stream, interop with the reference
 (byte-identical streams, both decoders agree) and incremental coding with out-of-band dimensions."""
 import os
@@ -22,7 +22,7 @@ def _ndus(bs, **dec_options):
     return [u.fields for u in dec.units if u.nnr_unit_type == 5]
 
 
-# -- the annotated stream of §16.4 ------------------------------------------------------------
+# -- the annotated stream of HLS §16.4 --------------------------------------------------------
 
 def test_example_16_4_reproduced_byte_for_byte():
     data = open(EXAMPLE_16_4, "rb").read()

@@ -236,7 +236,7 @@ def test_streaming_falls_back_when_a_qp_does_not_fit(monkeypatch):
 def test_reference_decodes_the_rebased_streams(tmp_path):
     """The reference reads nnr's streams of huge values (base QP 96 and 4095; a QP past the guard's,
     where the reference's own encoder crashes) as nnr does."""
-    from tests.interop.reference import find_reference, read_result, run_jobs, write_job
+    from tests.interop.reference import find_reference, reference_decodes
     reference, why = find_reference()
     if reference is None:
         pytest.skip(f"interop: {why}")
@@ -244,13 +244,9 @@ def test_reference_decodes_the_rebased_streams(tmp_path):
              "qpd7": ({"b": np.array([[1e20, 3e19], [1.0, -1e20]], dtype=np.float32)}, {"qp_density": 7}),
              "guard_edge": ({"w": EDGES["guard_edge"]}, {})}
     streams = {key: nnr.encode(t, **o) for key, (t, o) in cases.items()}
-    for key, data in streams.items():
-        write_job(str(tmp_path), key, "decode", bitstream=data)
-    run_jobs(reference, str(tmp_path))
-    for key, data in streams.items():
-        kind, got = read_result(str(tmp_path / key))
+    for key, (kind, got) in reference_decodes(streams, tmp_path).items():
         assert kind == "decoded", got
-        ours = nnr.decode(data)
+        ours = nnr.decode(streams[key])
         assert sorted(got) == sorted(ours)
         for name in ours:
             assert np.array_equal(np.asarray(got[name], dtype=np.float32), ours[name]), name

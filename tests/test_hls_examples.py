@@ -1,4 +1,4 @@
-"""The annotated streams of NNC-HLS.md §16 decode to the values that section states."""
+"""The annotated streams of HLS §16 decode to the values that section states."""
 import os
 
 import numpy as np
@@ -8,7 +8,7 @@ import nnr
 
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitstreams", "hls-examples")
 
-# §16.1: levels and step sizes as the section states them
+# HLS §16.1: levels and step sizes as the section states them
 W_LEVELS = [-74, -62, -47, -34, -21, -7, 7, 21, 35, 48, 62, 75]
 W_DELTA = 6 * 2.0 ** -12          # QP -38
 B_LEVELS = [209716, -104858, 0, 52429]
@@ -54,7 +54,7 @@ def test_16_3_entry_points_match_payload():
 
 def test_16_3_wrong_entry_point_is_rejected():
     data = bytearray(read("16.3_scan1_entrypoints.nnc"))
-    # §16.3: the first ep_arith_value (57) is the byte at 0x1f; make it 58
+    # HLS §16.3: the first ep_arith_value (57) is the byte at 0x1f; make it 58
     assert data[0x1F] == 57
     data[0x1F] = 58
     with pytest.raises(nnr.EntropyDecodingError, match="entry point"):

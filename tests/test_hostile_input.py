@@ -176,7 +176,7 @@ def _coding(rows, width, **kw):
     return TensorCoding(**base)
 
 
-DQ_NEXT = ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6))     # §8.1
+DQ_NEXT = ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6))     # CABAC §8.1
 
 
 def _payload(coding, seed, density=0.05):
@@ -185,7 +185,7 @@ def _payload(coding, seed, density=0.05):
     levels = (rs.randint(-6, 7, n) * (rs.rand(n) < density)).astype(np.int32)
     if coding.codebook_size:
         levels = np.clip(levels, -coding.cb_zero_offset, coding.codebook_size - 1 - coding.cb_zero_offset)
-    if coding.dq_flag:                 # levels k -> the reconstruction indices of §8.2, state by state
+    if coding.dq_flag:                 # levels k -> the reconstruction indices of CABAC §8.2, state by state
         s = 0
         for x, k in enumerate(levels.tolist()):
             levels[x] = 2 * k - (k > 0) * (s & 1) + (k < 0) * (s & 1)
@@ -219,7 +219,7 @@ def test_lockstep_row_skip_list_past_the_end():
     seen = set()
     for seed in range(40):
         payload = np.random.RandomState(seed).randint(0, 256, 4, dtype=np.uint8).tobytes()
-        # offset < 510 (§3.1); a first byte 0xFE also makes row_skip_enabled_flag 1
+        # offset < 510 (CABAC §3.1); a first byte 0xFE also makes row_skip_enabled_flag 1
         payload = bytes([0xFE if seed % 2 else payload[0] & 0x7F]) + payload[1:]
         d_py, d_cy, (kind, err) = lockstep(payload, [coding])
         assert kind == "raise" and isinstance(err, EntropyDecodingError)

@@ -94,7 +94,7 @@ def test_reference_bitstream_decodes_in_nnr_and_nnr_writes_the_same_bytes(intero
     dec.decode(nnr_bs)
     if dec.units[1].fields["mps_quantization_parameter"] != 0:
         # a QP outside the (6 + qp_density)-bit qp offset: nnr rebases the MPS base QP where the
-        # reference silently wraps the offset (NNC-HLS.md §17 item 4), so the bytes must differ
+        # reference silently wraps the offset (HLS §17 item 4), so the bytes must differ
         assert nnr_bs != ref_bs
         return
     assert nnr_bs == ref_bs, f"encoder output differs from the reference ({opts})"

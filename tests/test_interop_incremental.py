@@ -80,7 +80,7 @@ def test_incremental_sequence(runs, seed):
     enc_dir, dec_dir = jobs / f"{seed:03d}-encode", jobs / f"{seed:03d}-decode-nnr"
     assert not (enc_dir / "error.txt").exists(), (enc_dir / "error.txt").read_text()
     assert not (dec_dir / "error.txt").exists(), (dec_dir / "error.txt").read_text()
-    # REF-QUIRK (NNC-CABAC-QUANT.md §15.2): with DQ, row skipping and a block scan the reference's
+    # REF-QUIRK (CABAC §15.2): with DQ, row skipping and a block scan the reference's
     # trellis assumes one state transition per skipped position, so its encoder codes indices of the
     # wrong parity, which the decoder reconstructs differently; the reference's encoder then keeps
     # its *input* as the TCA reference while decoders keep what they decoded, and its later updates

@@ -1,4 +1,4 @@
-"""Encoder quantizers level-exact with NNCodec 2.1.3 (NNC-CABAC-QUANT.md §8.3, §9.3-9.5, §14.3)."""
+"""Encoder quantizers level-exact with NNCodec 2.1.3 (CABAC §8.3, CABAC §9.3-9.5, CABAC §14.3)."""
 import hashlib
 import json
 import os
@@ -31,7 +31,7 @@ def _sha(levels):
 
 
 # ---------------------------------------------------------------------------------------------
-# §14.3 quantization vectors
+# CABAC §14.3 quantization vectors
 
 
 def _vector_weights():
@@ -56,7 +56,7 @@ def test_14_3_tcq():
 
 
 def test_branch_order_matches_next_table():
-    # §8.3 step 3, the table the unrolled kernel hard-codes
+    # CABAC §8.3 step 3, the table the unrolled kernel hard-codes
     assert _quant.branch_table() == [
         [(0, 0), (0, 4), (4, 2)], [(2, 0), (2, 4), (6, 2)], [(0, 2), (4, 0), (4, 4)],
         [(2, 2), (6, 0), (6, 4)], [(3, 1), (7, 3), (7, 4)], [(1, 1), (5, 3), (5, 4)],
@@ -69,11 +69,11 @@ def test_kernel_branch_order_matches_next_table():
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.3 trellis kernels: scalar, AVX2, AVX-512 (whichever this CPU runs) give the same levels
+# CABAC §8.3 trellis kernels: scalar, AVX2, AVX-512 (whichever this CPU runs) give the same levels
 
 
 def _tcq_python(w, qstep, scan, importance=None):
-    """§8.3 without rate term, transcribed from the spec in Python doubles (small inputs only)."""
+    """CABAC §8.3 without rate term, transcribed from the spec in Python doubles (small inputs only)."""
     qscale = 1.0 / float(qstep)
     branches = [[] for _ in range(8)]
     for p in range(8):
@@ -201,7 +201,7 @@ def test_tcq_kernel_environment_variable():
 
 
 def test_block_scan_order():
-    # §7.2 example: 10 x 10, BD 8
+    # CABAC §7.2 example: 10 x 10, BD 8
     pos = _quant.scan_positions(10, 10, 1)
     assert pos[:9].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10]
     assert pos[64:68].tolist() == [8, 9, 18, 19]
@@ -246,7 +246,7 @@ def _load(path):
 
 
 def _entropy_roundtrip(indices):
-    """What a decoder returns for DQ indices coded by §8.2's encoder mapping (parity not enforced)."""
+    """What a decoder returns for DQ indices from CABAC §8.2's encoder mapping (parity not enforced)."""
     s, out = 0, np.empty(indices.size, dtype=np.int32)
     for n, i in enumerate(indices.reshape(-1).tolist()):
         k = (i + (s & 1)) >> 1 if i > 0 else (i - (s & 1)) >> 1 if i < 0 else 0
@@ -304,7 +304,7 @@ def test_reference_levels(path):
             got = clip_to_bitdepth(got, w, bitdepth)
             if m["dq_flag"]:
                 # REF-QUIRK: clipping can break the DQ parity; the coder maps such an index to a
-                # neighbouring level and the state path changes (§8.2), so compare decoded indices
+                # neighbouring level and the state path changes (CABAC §8.2), so compare decoded indices
                 pos = _quant.scan_positions(*_rows_width(w.shape), m.get("scan_order", 0))
                 flat = np.empty(w.size, dtype=np.int32)
                 flat[pos] = _entropy_roundtrip(got.reshape(-1)[pos])
@@ -421,7 +421,7 @@ def test_codebook_first_minimum_and_egk():
 
 
 def _ue_length(k, x):
-    """Length of ue(k) for x (NNC-HLS.md §1: exp-Golomb of order k), counted by hand."""
+    """Length of ue(k) for x (HLS §1: exp-Golomb of order k), counted by hand."""
     n = 0
     while x >= (1 << k):
         n += 1

@@ -1,4 +1,4 @@
-"""Rate-term quantizers (lambda_scale > 0; NNC-CABAC-QUANT.md §8.3, §9.3) against NNCodec 2.1.3.
+"""Rate-term quantizers (lambda_scale > 0; CABAC §8.3, CABAC §9.3) against NNCodec 2.1.3.
 
 (1) Random tensors quantized by the reference's deepCABAC.Encoder().quantLayer (run in its own venv
     through tests/interop/peer_quant.py) must give identical levels and QP.
@@ -143,7 +143,7 @@ def encode_case(seed):
         shape = tuple(int(rng.integers(1, 20 if ndim > 2 else 70)) for _ in range(ndim))
         if ndim > 1:
             # NNCodec's writer crashes on one row or RowWidth 1 with a block scan
-            # (NNC-CABAC-QUANT.md §15 item 12; tests/test_interop.py skips those cases)
+            # (CABAC §15 item 12; tests/test_interop.py skips those cases)
             shape = (max(shape[0], 2),) + shape[1:-1] + (max(shape[-1], 2),)
         scale = float(rng.choice([0.01, 0.05, 0.3, 1.0]))
         data = rng.laplace(0, scale, shape) if rng.random() < 0.5 else rng.normal(0, scale, shape)
@@ -194,7 +194,7 @@ def test_encode_equals_reference(reference_encodes, seed):
     dec.decode(ours)
     if dec.units[1].fields["mps_quantization_parameter"] != 0:
         # a QP outside the qp_offset range: nnr rebases the MPS base QP where the reference wraps
-        # the offset (NNC-HLS.md §17 item 4; as in tests/test_interop.py), so the bytes differ
+        # the offset (HLS §17 item 4; as in tests/test_interop.py), so the bytes differ
         assert ours != ref
         return
     assert ours == ref, f"{len(ours)} vs {len(ref)} bytes, options {opts}"

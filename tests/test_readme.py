@@ -84,8 +84,8 @@ def _need_torch():
 def test_every_block_is_known():
     """A new block gets a test here (or is a ```text synopsis)."""
     known = {(TEST_COMMAND_SECTION, "sh"), ("Using the codec", "python"), ("Conformance", "sh"),
-             ("Compressing a model", "sh"), ("Generating test material", "sh"), ("Federated learning", "sh"),
-             ("Tools", "text")}
+             ("Compressing a model", "sh"), ("Compressing a model", "python"), ("Generating test material", "sh"),
+             ("Federated learning", "sh"), ("Tools", "text")}
     found = [(s, lang) for s, lang, _ in blocks()]
     assert set(found) <= known, f"README blocks without a test: {set(found) - known}"
     assert found.count(("Compressing a model", "sh")) == 2
@@ -101,7 +101,7 @@ def test_first_commands(tmp_path):
 
 
 def test_using_the_codec_block_runs():
-    (code,) = [lines for s, lg, lines in blocks() if lg == "python"]
+    (code,) = section_blocks("Using the codec", "python")
     namespace = {}
     exec(compile("\n".join(code), "README.md", "exec"), namespace)
     assert set(namespace["tensors"]) == {"fc.weight", "fc.bias"}
@@ -133,6 +133,29 @@ def test_compressing_a_model_blocks_run(tmp_path):
     x = np.random.default_rng(0).normal(size=(1, 256)).astype(np.float32)
     session = onnxruntime.InferenceSession(str(onnx_dir / "restored.onnx"))
     assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, 10)
+
+
+def nnr_decode(data):
+    import nnr
+    return nnr.decode(data)
+
+
+def test_importance_block_runs():
+    _need_torch()
+    code, _ = section_blocks("Compressing a model", "python")
+    namespace = {}
+    exec(compile("\n".join(code), "README.md", "exec"), namespace)
+    assert set(namespace["imp"]) == set(namespace["weights"]) == set(namespace["decoded"])
+
+
+def test_rate_budget_block_runs(capsys):
+    _, code = section_blocks("Compressing a model", "python")
+    namespace = {}
+    exec(compile("\n".join(code), "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    size, budget = int(printed[0].split()[0]), int(printed[0].split()[-3])
+    assert 0.995 * budget <= size <= budget == int(2.0 * 35328 / 8)
+    assert namespace["value"] >= 20.0 and namespace["snr_db"](nnr_decode(namespace["data"])) == namespace["value"]
 
 
 def test_conformance_block_runs():

@@ -1,4 +1,4 @@
-"""Reconstruction (NNC-CABAC-QUANT.md §9.2): the uniform kernel nnr.decode uses, in place or into a
+"""Reconstruction (CABAC §9.2): the uniform kernel nnr.decode uses, in place or into a
 new array, gives numpy's fl32(Delta) * fl32(i) bit for bit; codebook values are the exact product
 Codebook[k] * Delta rounded once."""
 from fractions import Fraction
@@ -45,7 +45,7 @@ def test_overflow_raises(inplace):
 
 def _exact_delta(qp, qp_density):
     """Delta = (2^qp_density + qp mod 2^qp_density) * 2^(qp >> qp_density) / 2^qp_density, as a
-    fraction (§9.1), computed apart from nnr's step_size."""
+    fraction (CABAC §9.1), computed apart from nnr's step_size."""
     k = 1 << qp_density
     return Fraction(k + qp % k, k) * Fraction(2) ** (qp >> qp_density)
 

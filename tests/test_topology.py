@@ -1,4 +1,4 @@
-"""Topology carriage (NNC-HLS.md §6): ONNX graphs (NNR_TPL_ONNX) and PyTorch module skeletons
+"""Topology carriage (HLS §6): ONNX graphs (NNR_TPL_ONNX) and PyTorch module skeletons
 (NNR_TPL_PYT) in the NNR_TPL unit, their tensors in NDUs; the byte-string form of topology_data.
 
 Optional packages: onnx + onnxruntime (pip install "nnr[onnx]"), the real model from

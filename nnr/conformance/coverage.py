@@ -230,7 +230,7 @@ def entry_observations(traces, constants, arms):
             seen = {normalise(r.path) for r in unit}
             paths |= seen
             env = _env_of(unit, dict(stream_env, dc_pending_h=pending_h), constants)
-            if env.get("nnr_unit_type") == 5:       # the decoder's G-then-H state (§9.4)
+            if env.get("nnr_unit_type") == 5:       # the decoder's G-then-H state (HLS §9.4)
                 single_dc = env.get("compressed_parameter_types", 0) & 1 and \
                     env.get("nnr_compressed_data_unit_payload_type") != 3
                 pending_h = bool(single_dc and not pending_h)

@@ -22,17 +22,17 @@ from nnr.conformance.manifest import SCHEMA_VERSION, dumps_manifest, error_class
 GENERATED = ("nnr", "reject")
 SUITE = "nnr-conformance"
 _HLS = {
-    "16.1_profile1_fc": ("§16.1 complete stream, general_profile_idc 1 (NNC-HLS.md)", "NNCodec 2.1.3"),
-    "16.2_profile0_fc": ("§16.2 the same model with general_profile_idc 0, written by NNCodec 2.x "
+    "16.1_profile1_fc": ("HLS §16.1 complete stream, general_profile_idc 1", "NNCodec 2.1.3"),
+    "16.2_profile0_fc": ("HLS §16.2 the same model with general_profile_idc 0, written by NNCodec 2.x "
                          "(decoder_options profile0_variant nncodec2)", "NNCodec 2.1.3"),
-    "16.3_scan1_entrypoints": ("§16.3 block scan (scan order 1) with entry points", "NNCodec 2.1.3"),
-    "16.4_block_weight_bias": ("§16.4 NNR_PT_BLOCK weight + bias", "NNCodec 2.1.3"),
-    "16.5_incremental_round1": ("§16.5 incremental coding, round 1 (base)", "NNCodec 2.1.3"),
-    "16.6_codebook": ("§16.6 codebook header", "NNCodec 2.1.3"),
-    "16.7_raw_float_handbuilt": ("§16.7 NNR_PT_RAW_FLOAT", "hand-built"),
-    "16.8_mps_perfmap_handbuilt_STR_MPS_only": ("§16.8 MPS with strings, a performance map and validation "
+    "16.3_scan1_entrypoints": ("HLS §16.3 block scan (scan order 1) with entry points", "NNCodec 2.1.3"),
+    "16.4_block_weight_bias": ("HLS §16.4 NNR_PT_BLOCK weight + bias", "NNCodec 2.1.3"),
+    "16.5_incremental_round1": ("HLS §16.5 incremental coding, round 1 (base)", "NNCodec 2.1.3"),
+    "16.6_codebook": ("HLS §16.6 codebook header", "NNCodec 2.1.3"),
+    "16.7_raw_float_handbuilt": ("HLS §16.7 NNR_PT_RAW_FLOAT", "hand-built"),
+    "16.8_mps_perfmap_handbuilt_STR_MPS_only": ("HLS §16.8 MPS with strings, a performance map and validation "
                                                 "performance (STR + MPS only)", "hand-built"),
-    "16.11_int": ("§16.11 NNR_PT_INT", "NNCodec 2.1.3"),
+    "16.11_int": ("HLS §16.11 NNR_PT_INT", "NNCodec 2.1.3"),
 }
 
 
@@ -174,7 +174,7 @@ def reference_entries(root):
         if all(os.path.exists(os.path.join(root, r)) for r in seq):
             entry, _ = describe("hls-examples/16.5_incremental", "sequence",
                                 [open(os.path.join(root, r), "rb").read() for r in seq], "decode", None,
-                                "§16.5 incremental coding: base then a TCA update, one decoder",
+                                "HLS §16.5 incremental coding: base then a TCA update, one decoder",
                                 {"encoder": "NNCodec 2.1.3", "config": {}, "source": "bitstreams/hls-examples/PROVENANCE.md"},
                                 (), None, seq)
             entries.append(entry)

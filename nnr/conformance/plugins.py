@@ -180,7 +180,7 @@ class NnrDecodePlugin(CommandPlugin):
 class NncodecPlugin:
     """The reference decoder (NNCodec 2.1.3) in its own venv: one peer process for all entries.
 
-    NNCodec does not output tensors an update leaves out (all-zero updates, NNC-HLS.md §13.5),
+    NNCodec does not output tensors an update leaves out (all-zero updates, HLS §13.5),
     where nnr outputs zero tensors: a tensor missing from the reference's output is checked to be
     a zero tensor in the manifest instead (its shape and dtype taken from the reference's output
     of an earlier step). NNCodec's errors are its own (asserts, RuntimeError, SystemExit): for a

@@ -6,7 +6,7 @@ to every client, each with its own decoder). The sender keeps an `nnr.Encoder`, 
 `nnr.Decoder` (to know exactly what the receiver reconstructs) and the error-feedback residual
 e: it codes u = update + e and keeps e <- u - decode(u), so the quantization error is sent later
 instead of being lost. The receiver keeps an `nnr.Decoder`; tensors an update omits (all-zero
-updates, §13.5 of NNC-HLS.md) come back as zeros.
+updates, HLS §13.5) come back as zeros.
 
 Wire format: the ArrayRecord at a message key is replaced by a ConfigRecord at the same key:
   "nnr.format"    FORMAT (a version tag)

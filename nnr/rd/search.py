@@ -1,5 +1,5 @@
 """QP choice per tensor for a target fidelity or a target size (an encoder choice beyond the
-reference; NNC-CABAC-QUANT.md §9.3 says QP selection is not normative).
+reference; CABAC §9.3 says QP selection is not normative).
 
 The result is a `qp_per_tensor` dict that `nnr.encode(..., qp_per_tensor=...)` takes, so the
 bitstream stays an ordinary NNC stream; the searches only decide which QP each tensor gets.
@@ -9,7 +9,7 @@ bitstream stays an ordinary NNC stream; the searches only decide which QP each t
   (uniform or trellis, with the encoder's options) and the decoder's reconstruction Δ·i. The
   bisection keeps f(lo) ≥ target > f(hi), so the answer's next coarser QP misses the target.
   A final encode/decode checks every tensor and lowers the QP of any that misses (only possible
-  where the encoder and the search could differ, e.g. row skipping with block scans, §15.2).
+  where the encoder and the search could differ, e.g. row skipping with block scans, CABAC §15.2).
 * target_bpp: either one global QP (the finest whose bitstream fits the budget, bisection on real
   encodes), or `per_tensor=True`: equal-slope allocation -- each tensor's rate (its own NDU size)
   and squared error are measured on a QP grid, every tensor takes the QP minimising SSE + λ·bits,
@@ -42,7 +42,7 @@ def _weights(tensors, framework, only_weights):
 def reconstruct(w, qp, *, qp_density=2, dq=True, scan_order=0, lambda_scale=0.0, cabac_unary_length_minus1=10,
                 importance=None, importance_mix=DEFAULT_MIX, importance_power=DEFAULT_POWER):
     """What a decoder reconstructs for tensor w coded at QP `qp` with these options (without entropy
-    coding): the encoder's quantizer, then Δ·i (§9.2). Returns (reconstruction float32, QP used)."""
+    coding): the encoder's quantizer, then Δ·i (CABAC §9.2). Returns (reconstruction float32, QP used)."""
     from nnr_core.quant import quantize as q
     from nnr_core.quant.reconstruct import reconstruct_uniform
     w = np.asarray(w, dtype=np.float32)
@@ -185,3 +185,47 @@ def search_target_bpp(tensors, target_bpp, *, per_tensor=False, qp_range=None, g
         if lam_lo > 0 and lam_hi / lam_lo < 1.01:
             break
     return allocate(lam_hi)
+
+
+def search_target_metric(tensors, metric, required, *, higher_is_better=True, bpp_range=(0.25, 16.0),
+                         tolerance=0.02, max_encodes=16, **options):
+    """The smallest budget whose stream meets a task metric: bisection on `target_bpp` (nnr.encode's
+    rate allocation, with the encoder options given, e.g. `importance`) until the bracket is within
+    `tolerance` bits per parameter. metric(decoded tensors {name: ndarray}) -> float must reach
+    `required` (at least it, or at most it with higher_is_better=False). Returns (bitstream, bpp,
+    metric value) of the smallest budget found that meets it; EncoderConfigError if even the
+    largest budget of bpp_range does not."""
+    import nnr
+    if not callable(metric):
+        raise EncoderConfigError("metric must be a callable: metric(decoded tensors) -> float")
+    lo, hi = (float(b) for b in bpp_range)
+    if not 0 < lo < hi or not math.isfinite(hi):
+        raise EncoderConfigError(f"bpp_range must be two increasing positive numbers, not {bpp_range!r}")
+    if not isinstance(required, (int, float)) or not math.isfinite(required):
+        raise EncoderConfigError(f"required must be a finite number, not {required!r}")
+
+    def meets(value):
+        return value >= required if higher_is_better else value <= required
+
+    def trial(bpp):
+        data = nnr.encode(tensors, target_bpp=bpp, **options)
+        value = float(metric(nnr.decode(data)))
+        if not math.isfinite(value):
+            raise EncoderConfigError(f"metric returned a non-finite value ({value}) at {bpp:.4g} bits/parameter")
+        return data, value
+
+    best = trial(hi)
+    if not meets(best[1]):
+        raise EncoderConfigError(f"the metric reaches {best[1]:.6g} at {hi} bits/parameter, not {required}: "
+                                 "raise bpp_range's upper end")
+    best = (best[0], hi, best[1])
+    for _ in range(max_encodes - 1):
+        if hi - lo <= tolerance:
+            break
+        mid = 0.5 * (lo + hi)
+        data, value = trial(mid)
+        if meets(value):
+            hi, best = mid, (data, mid, value)
+        else:
+            lo = mid
+    return best

@@ -1,4 +1,4 @@
-"""Topology carriage (NNC-HLS.md §6): ONNX graphs (NNR_TPL_ONNX) and PyTorch module skeletons
+"""Topology carriage (HLS §6): ONNX graphs (NNR_TPL_ONNX) and PyTorch module skeletons
 (NNR_TPL_PYT) in the NNR_TPL unit, their tensors in NDUs. onnx and torch are optional and are
 imported on first use."""
 

@@ -1,4 +1,4 @@
-"""Topology carriage in the NNR_TPL unit (NNC-HLS.md §6): a serialized graph or module skeleton as
+"""Topology carriage in the NNR_TPL unit (HLS §6): a serialized graph or module skeleton as
 the unit's topology_data, optionally deflate-compressed (topology_compression_format 1, NNR_DFL).
 
 Binary topology (every storage format other than NNCodec's uncompressed 0/3/4) is the byte string

@@ -1,4 +1,4 @@
-"""ONNX models in NNC: the graph as NNR_TPL_ONNX topology (topology_storage_format 2, NNC-HLS.md §6),
+"""ONNX models in NNC: the graph as NNR_TPL_ONNX topology (topology_storage_format 2, HLS §6),
 the weight tensors as NDUs.
 
 The graph travels as a serialized ModelProto (deflated, NNR_DFL) whose large numeric tensors, the

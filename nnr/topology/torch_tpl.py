@@ -1,5 +1,5 @@
 """PyTorch modules in NNC: the module skeleton as NNR_TPL_PYT topology (topology_storage_format 3,
-NNC-HLS.md §6), its parameters and buffers as NDUs.
+HLS §6), its parameters and buffers as NDUs.
 
 The skeleton is the `torch.save`d module with every carried tensor replaced by a tensor of the same
 shape and dtype on the `meta` device (no data), deflated (NNR_DFL; NNCodec writes format 3 only

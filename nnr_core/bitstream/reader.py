@@ -1,4 +1,4 @@
-"""Bit reader for the NNR descriptors of ISO/IEC 15938-17 (NNC-HLS.md §1.2).
+"""Bit reader for the NNR descriptors of ISO/IEC 15938-17 (HLS §1.2).
 
 u(n), i(n), ue(k), ie(k), flt(32) (little-endian, REF-QUIRK), st(v) and byte_alignment().
 Bits are consumed MSB first. Every read is bounds-checked against ``end_byte`` and raises

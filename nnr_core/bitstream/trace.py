@@ -3,9 +3,9 @@
 One record per syntax element: (bit_pos, path, descriptor, value). Reading and writing produce the
 same format, so ``diff encoder.trace decoder.trace`` stops at the first differing element.
 
-An NDU payload (one arithmetic codeword, NNC-HLS.md §9) is traced as one record with its start and
+An NDU payload (one arithmetic codeword, HLS §9) is traced as one record with its start and
 byte length, then per tensor its entropy-coded elements (``trace_payload``). They carry the tensor's
-start: the payload's first bit plus the arithmetic coder's bit position P (§8.5; 0 at the payload's
+start: the payload's first bit plus the arithmetic coder's bit position P (HLS §8.5; 0 at the payload's
 start) before the tensor's first bin, which the encoder and the decoder count alike. Inside a tensor
 the codeword has no bit boundary between elements, so they share that position.
 """

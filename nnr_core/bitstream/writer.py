@@ -1,4 +1,4 @@
-"""Bit writer for the NNR descriptors of ISO/IEC 15938-17 (NNC-HLS.md §1.2).
+"""Bit writer for the NNR descriptors of ISO/IEC 15938-17 (HLS §1.2).
 
 The twin of ``reader.BitReader``: the same descriptors, MSB first, every value range-checked before
 it is written (``SyntaxValueError`` naming the element when ``name=`` is given).

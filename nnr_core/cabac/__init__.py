@@ -1,4 +1,4 @@
-"""DeepCABAC entropy decoder and encoder for NNR payloads (NNC-CABAC-QUANT.md; API in README.md).
+"""DeepCABAC entropy decoder and encoder for NNR payloads (spec/CABAC.md; API in README.md).
 
 ``decode_payload`` and ``CabacDecoder`` come from the Cython module ``_decoder``, ``encode_payload``
 and ``CabacEncoder`` from the Cython module ``_encoder``; with the environment variable

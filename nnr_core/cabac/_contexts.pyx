@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The context memory (§4.1) the Cython decoder and encoder share: allocation, the low-level API's
-context calls and the state dump the twins are compared with."""
+"""The context memory (CABAC §4.1) the Cython decoder and encoder share: allocation, the low-level
+API's context calls and the state dump the twins are compared with."""
 from libc.stdint cimport int64_t
 from libc.stdlib cimport realloc, free
 
@@ -59,7 +59,7 @@ cdef class ContextMemory:
         return 0
 
     def init_contexts(self, count):
-        """`count` contexts, all with parameter set 0 (§4.2)."""
+        """`count` contexts, all with parameter set 0 (CABAC §4.2)."""
         count = operator.index(count)
         if count < 0 or count > 1 << 20:
             raise ValueError("context count out of range")
@@ -67,7 +67,7 @@ cdef class ContextMemory:
         ctx_init_all(self.ctx, count)
 
     def set_context_param_set(self, ctx, k):
-        """(Re)initialise context `ctx` with parameter set k (§4.2)."""
+        """(Re)initialise context `ctx` with parameter set k (CABAC §4.2)."""
         cdef Py_ssize_t c = self._check_ctx(ctx)
         k = operator.index(k)
         if k < 0 or k > 8:
@@ -75,7 +75,7 @@ cdef class ContextMemory:
         ctx_set(&self.ctx[c], k)
 
     def reset_contexts(self):
-        """Block-row reset (§6.3) of every context."""
+        """Block-row reset (CABAC §6.3) of every context."""
         ctx_reset_all(self.ctx, self.nctx)
 
     def contexts(self):

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""One tensor as the decoder's nogil procedure sees it (§12 procedure B), its status codes and
+"""One tensor as the decoder's nogil procedure sees it (CABAC §12 procedure B), its status codes and
 phases, shared by the per-tensor procedure (``_decoder.pyx``) and the level loops
 (``_dec_levels.pyx``)."""
 from libc.stdint cimport uint8_t, int32_t, int64_t
@@ -10,7 +10,7 @@ cdef enum:
     LEVEL_MAX = 2147483647  # k and i must fit int32: magnitudes up to 2^31 - 1, or 2^31 when negative
     # A level takes at least one regular bin and a regular bin at least log2(351/349) > 1/128 bit
     # of the codeword (rLPS 2 at R = 351 is the smallest share, Appendix A.1); P + 9 <= 8 x size
-    # at the end of a valid payload, P rounds down by less than a bit (§3.8), hence the slack.
+    # at the end of a valid payload, P rounds down by less than a bit (CABAC §3.8), hence the slack.
     BINS_PER_BIT = 128
     CAPACITY_SLACK_BITS = 16
 
@@ -42,7 +42,7 @@ ctypedef struct TensorJob:
     int dq
     int eff_scan            # effective scan order (0..4)
     int variant
-    int edition2_flags      # step 3 of §2 present
+    int edition2_flags      # step 3 of CABAC §2 present
     int parent
     int has_qp
     int qp_bits             # 6 + QpDensity

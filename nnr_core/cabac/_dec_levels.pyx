@@ -1,14 +1,14 @@
 # cython: language_level=3
-"""The decoder's level loops: steps 6 and 7 of procedure B (NNC-CABAC-QUANT.md §12), the levels
-of one tensor with the binarizations of §5, the context selection of §6.2, the scans, row
-skipping and block-row resets of §7 (and the entry points they measure, §3.8) and the DQ mapping
-of §8.2.
+"""The decoder's level loops: steps 6 and 7 of procedure B (CABAC §12), the levels
+of one tensor with the binarizations of CABAC §5, the context selection of CABAC §6.2, the scans,
+row skipping and block-row resets of CABAC §7 (and the entry points they measure, CABAC §3.8) and
+the DQ mapping of CABAC §8.2.
 
 Tensors without TCA, HDSP or codebook take the plain loop (``_levels_plain``: the binarization of
-§5.1 with the context selection 3s + c, 48 + c, 53 + 2j + sign, 53 + 4N + i) on the 64-bit-window
-engine of ``_wengine.pxd``; the rest take ``_decode_rows`` with ``_decode_level``, the general
-binarization, on the §3 engine of ``_engine.pxd``, which also serves the low-level API's
-``decode_level`` (``decode_one_level``).  Compiled with -falign-functions=64 (setup.py).
+CABAC §5.1 with the context selection 3s + c, 48 + c, 53 + 2j + sign, 53 + 4N + i) on the
+64-bit-window engine of ``_wengine.pxd``; the rest take ``_decode_rows`` with ``_decode_level``, the
+general binarization, on the CABAC §3 engine of ``_engine.pxd``, which also serves the low-level
+API's ``decode_level`` (``decode_one_level``).  Compiled with -falign-functions=64 (setup.py).
 """
 from libc.stdint cimport uint8_t, int32_t, int64_t
 from libc.stdlib cimport malloc, free
@@ -31,7 +31,7 @@ nnr_wengine_init()
 
 
 # ---------------------------------------------------------------------------------------------
-# Level binarization (§5.1 / §5.2) with the context selection of §6.2.
+# Level binarization (CABAC §5.1 / CABAC §5.2) with the context selection of CABAC §6.2.
 
 cdef inline int64_t _decode_level(CabacEngine* e, CabacCtx* ctx, int s, int cls, int64_t b, int h,
                                   int N, int sign_mode, int64_t m_plus,
@@ -60,7 +60,7 @@ cdef inline int64_t _decode_level(CabacEngine* e, CabacCtx* ctx, int s, int cls,
             j += 1
         if flag and v < M:
             # abs_remainder: Exp-Golomb-0, context-coded prefix capped at 31 ones (bins 0..30),
-            # prefix stop omitted when the next group cannot fit below M (§5.2).
+            # prefix stop omitted when the next group cannot fit below M (CABAC §5.2).
             ci = ctx_rem(N)
             t = 0
             i = 0
@@ -112,7 +112,7 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
             if br == n_brows:
                 break
             # Block-row start: contexts to their signalled sets, neighbour 0, R = 256;
-            # DQ state carried over (§6.3, §3.6).
+            # DQ state carried over (CABAC §6.3, CABAC §3.6).
             ctx_reset_all(ctx, nctx)
             cls = 0
             cabac_reset_range(&e)
@@ -137,7 +137,8 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
                     return ST_OVERREAD
                 if rowskip and j.skip[r]:
                     # Skipped row segment: levels stay 0, neighbour unchanged, DQ advanced by
-                    # RowWidth parity-0 transitions (REF-QUIRK for block scans, §7.3 / §15.2).
+                    # RowWidth parity-0 transitions (REF-QUIRK for block scans, CABAC §7.3 /
+                    # CABAC §15.2).
                     if dq:
                         s = adv0[s]
                     continue
@@ -163,7 +164,7 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
                         ep[0] = e
                         return ST_LEVEL_RANGE
                     if dq:
-                        # Reconstruction index with the state before the transition (§8.2).
+                        # Reconstruction index with the state before the transition (CABAC §8.2).
                         if k > 0:
                             i = 2 * k - (s & 1)
                         else:
@@ -186,13 +187,13 @@ cdef int _decode_rows(CabacEngine* ep, CabacCtx* ctx, TensorJob* j, int64_t br_b
 
 # ---------------------------------------------------------------------------------------------
 # The plain level loop: no TCA reference, no HDSP history, no codebook bound (sign always coded,
-# M unbounded), i.e. the binarization of §5.1 with the context selection 3s + c, 48 + c,
+# M unbounded), i.e. the binarization of CABAC §5.1 with the context selection 3s + c, 48 + c,
 # 53 + 2j + sign, 53 + 4N + i.  Most tensors take this path; the rest take _decode_rows.
 
 cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n, int* s_io,
                               int* cls_io, const uint8_t* next, int dq, int N,
                               int64_t* bad) noexcept nogil:
-    """n levels of one row segment into out[0..n-1] (zero-initialised).  next: the §8.1
+    """n levels of one row segment into out[0..n-1] (zero-initialised).  next: the CABAC §8.1
     transition table, or all zeros without DQ (s stays 0).  Returns ST_*."""
     cdef WinEngine e = ep[0]
     cdef int s = s_io[0], cls = cls_io[0]
@@ -240,7 +241,7 @@ cdef inline int _levels_plain(WinEngine* ep, DCtx* ctx, int32_t* out, int64_t n,
                 ep[0] = e
                 return ST_RECON_RANGE
         else:
-            a = (v << dq) - (s & 1)     # the reconstruction index's magnitude (§8.2)
+            a = (v << dq) - (s & 1)     # the reconstruction index's magnitude (CABAC §8.2)
         out[x] = <int32_t>(-a if sign else a)
         s = next[2 * s + (v & 1)]
         cls = 2 - sign
@@ -337,7 +338,7 @@ cdef int decode_levels_from_start(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) 
     if j.rows * j.W == 0:
         return ST_OK
     if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
-        # REF-QUIRK: NNCodec-1 resets the range also for a single block row (§11).
+        # REF-QUIRK: NNCodec-1 resets the range also for a single block row (CABAC §11).
         cabac_reset_range(ep)
         if ep.V >= (256 << 7):            # the codeword is not inside the shrunk interval
             return ST_BAD_RESET
@@ -345,7 +346,7 @@ cdef int decode_levels_from_start(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) 
 
 cdef int64_t decode_one_level(CabacEngine* e, CabacCtx* ctx, int s, int cls, int64_t b, int h,
                               int N, int64_t cbsize, int64_t cbzero) noexcept nogil:
-    """One level k with the contexts of §6.2 (the low-level API's decode_level)."""
+    """One level k with the contexts of CABAC §6.2 (the low-level API's decode_level)."""
     cdef int64_t m_plus, m_minus
     cdef int sign_mode = codebook_bounds(cbsize, cbzero, &m_plus, &m_minus)
     return _decode_level(e, ctx, s, cls, b, h, N, sign_mode, m_plus, m_minus)

@@ -1,9 +1,10 @@
 # cython: language_level=3
-"""DeepCABAC payload decoder: procedure B of NNC-CABAC-QUANT.md §12 on top of the engine in
-``_engine.pxd`` (§3, §4): qp_offset, the edition-2 flags and the row-skip list, the parameter-set
-signalling of §6.4 (both variants, NNCodec-2 layout of §6.1) here; the levels (§5, §6.2, §7,
-§8.2) in the level loops of ``_dec_levels.pyx``; the Python class, its argument checks and the
-block-row parallel decode.  API contract: ``nnr_core/cabac/README.md``.
+"""DeepCABAC payload decoder: procedure B of CABAC §12 on top of the engine in
+``_engine.pxd`` (CABAC §3, CABAC §4): qp_offset, the edition-2 flags and the row-skip list, the
+parameter-set signalling of CABAC §6.4 (both variants, NNCodec-2 layout of CABAC §6.1) here; the
+levels (CABAC §5, CABAC §6.2, CABAC §7, CABAC §8.2) in the level loops of ``_dec_levels.pyx``; the
+Python class, its argument checks and the block-row parallel decode.  API contract:
+``nnr_core/cabac/README.md``.
 
 Arguments are checked with the GIL; the whole per-tensor procedure (qp_offset, edition-2 flags,
 signalling, level loop) then runs ``with nogil`` on C pointers and reports a status code that is
@@ -49,7 +50,7 @@ _PHASE_NAMES = ("qp_offset", "row_skip_enabled_flag", "row_skip_list", "param_se
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-tensor procedure up to the levels (§12 procedure B, steps 1-5).
+# The per-tensor procedure up to the levels (CABAC §12 procedure B, steps 1-5).
 
 cdef inline void _signal_one(CabacEngine* e, CabacCtx* ctx, int idx, bint coded,
                              int flag_ctx) noexcept nogil:
@@ -62,7 +63,7 @@ cdef inline void _signal_one(CabacEngine* e, CabacCtx* ctx, int idx, bint coded,
 
 cdef int _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, int hdsp,
                         int64_t cbsize, int64_t cbzero, int variant) noexcept nogil:
-    """Context parameter-set signalling (§6.4), both variants, NNCodec-2 index layout; stops
+    """Context parameter-set signalling (CABAC §6.4), both variants, NNCodec-2 index layout; stops
     (ST_OVERREAD) once it has read past the payload end by more than OVERREAD_BAIL bytes."""
     cdef int32_t idx[SIGNAL_MAX]
     cdef uint8_t coded[SIGNAL_MAX]
@@ -76,8 +77,8 @@ cdef int _signal_params(CabacEngine* e, CabacCtx* ctx, int N, int dq, int tca, i
 
 
 cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
-    """Procedure B of §12 up to the levels: qp_offset, the edition-2 flags and row-skip list, the
-    parameter-set signalling.  Sets j.P0 (block row 0 starts there) and j.n_brows."""
+    """Procedure B of CABAC §12 up to the levels: qp_offset, the edition-2 flags and row-skip list,
+    the parameter-set signalling.  Sets j.P0 (block row 0 starts there) and j.n_brows."""
     cdef int N = j.N
     cdef int nctx = num_contexts(N)
     cdef int64_t r, u
@@ -111,7 +112,7 @@ cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept 
     if _signal_params(ep, ctx, N, j.dq, j.tca != NULL, j.hdsp_flag, j.cbsize, j.cbzero,
                       j.variant) != ST_OK:
         return ST_OVERREAD
-    j.P0 = cabac_bit_position(ep)        # block row 0 starts here (entry points, §3.8)
+    j.P0 = cabac_bit_position(ep)        # block row 0 starts here (entry points, CABAC §3.8)
     j.phase = PH_LEVELS
     j.n_brows = num_block_rows(j.rows, j.eff_scan)
     # 6. Every level still to come takes a bin: more than the rest of the payload can hold is an
@@ -129,7 +130,7 @@ cdef int _decode_prelude(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept 
 
 
 cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept nogil:
-    """Procedure B of §12 for one tensor.  Returns a status code (ST_*)."""
+    """Procedure B of CABAC §12 for one tensor.  Returns a status code (ST_*)."""
     cdef int status = _decode_prelude(ep, ctx, j)
     if status != ST_OK:
         return status
@@ -138,10 +139,11 @@ cdef int _decode_tensor_c(CabacEngine* ep, CabacCtx* ctx, TensorJob* j) noexcept
 
 cdef bint _engine_at(CabacEngine* e, const uint8_t* data, Py_ssize_t size, int64_t P,
                      int64_t arith) noexcept nogil:
-    """Position an engine at bit position P (§3.8) with the offset `arith` after a range reset, as
-    an entry point describes it: bytes_read = 2 + P // 8, B = P % 8 - 8, and V = arith << 7 plus
-    the look-ahead bits, which are the payload's own bits (the arithmetic never touches V's low
-    7 bits), with the P % 8 not yet read ones zero.  False if P or arith cannot be a start."""
+    """Position an engine at bit position P (CABAC §3.8) with the offset `arith` after a range
+    reset, as an entry point describes it: bytes_read = 2 + P // 8, B = P % 8 - 8, and
+    V = arith << 7 plus the look-ahead bits, which are the payload's own bits (the arithmetic never
+    touches V's low 7 bits), with the P % 8 not yet read ones zero.  False if P or arith cannot be a
+    start."""
     cdef int64_t nread = 2 + P // 8, x
     cdef uint32_t window = 0
     if P < 0 or arith < 0 or arith >= 256 or nread > size + 8:
@@ -279,7 +281,7 @@ cdef class CabacDecoder(ContextMemory):
 
     # -- payload-level API ------------------------------------------------------------------
     def decode_tensor(self, t, variant=2, jobs=1, entry_points=None):
-        """Procedure B of §12 for one tensor; returns a TensorResult.
+        """Procedure B of CABAC §12 for one tensor; returns a TensorResult.
 
         jobs > 1 with `entry_points` (the header's (BitOffsetDelta, ep_arith_value, ep_dq_state)
         per block row after the first): the block rows are split between `jobs` threads, each
@@ -325,7 +327,7 @@ cdef class CabacDecoder(ContextMemory):
             raise SyntaxValueError("codebook bounds inconsistent", element="cb_zero_offset",
                                    value=(job.cbsize, job.cbzero))
         if job.cbsize and (gpi == 0 or job.dq):
-            # §1: CodebookSize is 0 for gpi 0; §9.5: codebook tensors have dq_flag 0.
+            # CABAC §1: CodebookSize is 0 for gpi 0; CABAC §9.5: codebook tensors have dq_flag 0.
             raise ConstraintViolationError("codebook with general_profile_idc 0 or dq_flag 1",
                                            element="codebook_size", value=job.cbsize)
         if rows * W > MAX_ELEMENTS or job.cbsize > MAX_ELEMENTS:
@@ -450,7 +452,7 @@ cdef class CabacDecoder(ContextMemory):
                 chunk = _RowChunk.__new__(_RowChunk)
                 chunk.setup(self.ctx, num_contexts(job.N), job, bounds[x], bounds[x + 1])
                 if x == 0:
-                    # block row 0 as in the sequential path: the range reset before it (§3.6)
+                    # block row 0 as in the sequential path: the range reset before it (CABAC §3.6)
                     chunk.eng = self.eng
                     cabac_reset_range(&chunk.eng)
                     chunk.entered = True
@@ -500,7 +502,7 @@ cdef class CabacDecoder(ContextMemory):
         return status
 
     def finish(self):
-        """Terminating bin and end-of-payload checks (§3.5)."""
+        """Terminating bin and end-of-payload checks (CABAC §3.5)."""
         cdef int bin_ = cabac_decode_terminate(&self.eng)
         cdef Py_ssize_t size = PyBytes_GET_SIZE(self.buf)
         cdef int64_t nread = cabac_bytes_read(&self.eng)

@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""The DeepCABAC encoding engine of NNC-CABAC-QUANT.md §3.7: the registers L, R, BL, NB and the
+"""The DeepCABAC encoding engine of CABAC §3.7: the registers L, R, BL, NB and the
 buffered byte in a C struct, output into a growable C buffer (checked ``realloc``), regular bins
-with the context update of §4.4, bypass and terminating bins, the flush.
+with the context update of CABAC §4.4, bypass and terminating bins, the flush.
 
 It codes everything but the levels: qp_offset, the edition-2 flags, the row-skip list, the
 parameter-set signalling, the terminating bin and the low-level API.  The levels are coded on the
@@ -30,7 +30,7 @@ ctypedef struct EncEngine:
 
 
 cdef inline void enc_init(EncEngine* e) noexcept nogil:
-    """§3.7 initialisation: L = 0, R = 510, BL = 23, NB = 0, nothing written."""
+    """CABAC §3.7 initialisation: L = 0, R = 510, BL = 23, NB = 0, nothing written."""
     memset(e, 0, sizeof(EncEngine))
     e.R = 510
     e.BL = 23
@@ -88,7 +88,7 @@ cdef inline void enc_write_out(EncEngine* e) noexcept nogil:
 
 
 cdef inline void enc_bin(EncEngine* e, CabacCtx* c, int bin) noexcept nogil:
-    """Regular bin (§3.7) followed by the context update (§4.4)."""
+    """Regular bin (CABAC §3.7) followed by the context update (CABAC §4.4)."""
     cdef int S = c.S
     cdef int p = S >> 7                 # arithmetic shift, as in the decoder
     cdef uint32_t rlps
@@ -117,7 +117,7 @@ cdef inline void enc_bin(EncEngine* e, CabacCtx* c, int bin) noexcept nogil:
 
 
 cdef inline int64_t enc_bit_position(const EncEngine* e) noexcept nogil:
-    """§3.8 P as the decoder will count it: every shift of L is one shift of the decoder's V.
+    """CABAC §3.8 P as the decoder will count it: every shift of L is one shift of the decoder's V.
     Each write_out takes one byte out of L (buffered, pending 0xFF or written): size + NB."""
     return 23 - e.BL + 8 * (e.size + e.NB)
 
@@ -152,7 +152,7 @@ cdef inline void enc_terminate(EncEngine* e, int bin) noexcept nogil:
 
 
 cdef inline void enc_flush(EncEngine* e) noexcept nogil:
-    """§3.7 flush after the terminating bin: pending bytes, the low register, stop bit, zeros."""
+    """CABAC §3.7 flush after the terminating bin: pending bytes, low register, stop bit, zeros."""
     cdef uint32_t low
     cdef int nbits, x
     if enc_reserve(e, e.NB + 8) != 0:

@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""One tensor as the encoder's nogil procedure sees it (§12 procedure B, mirrored), shared by the
-per-tensor procedure (``_encoder.pyx``), the parameter-set pass (``_enc_pseudo.pyx``) and the
+"""One tensor as the encoder's nogil procedure sees it (CABAC §12 procedure B, mirrored), shared by
+the per-tensor procedure (``_encoder.pyx``), the parameter-set pass (``_enc_pseudo.pyx``) and the
 level loops (``_enc_levels.pyx``); filled from ``pytwin_enc.prepare``'s checked record."""
 from libc.stdint cimport uint8_t, int32_t, int64_t
 
@@ -35,4 +35,4 @@ ctypedef struct EncJob:
     const uint8_t* skip
     int64_t* epw            # per block row after the first: P, L, DQ state after its range reset
     int64_t P0              # bit position where block row 0 starts
-    int64_t rounded         # DQ indices of the wrong parity (rounded to a level, REF-QUIRK of §8.2)
+    int64_t rounded         # wrong-parity DQ indices (rounded to a level, REF-QUIRK of CABAC §8.2)

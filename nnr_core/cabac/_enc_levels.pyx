@@ -1,11 +1,12 @@
 # cython: language_level=3
-"""The encoder's level loops: B.7 of procedure B (NNC-CABAC-QUANT.md §12, mirrored in §13), the
-levels of one tensor with the binarizations of §5, the contexts of §6.2, the scans and row
-skipping of §7 and the DQ mapping i -> k of §8.2, on the level-loop engine of ``_enc_loop.pxd``.
+"""The encoder's level loops: B.7 of procedure B (CABAC §12, mirrored in CABAC §13), the
+levels of one tensor with the binarizations of CABAC §5, the contexts of CABAC §6.2, the scans and
+row skipping of CABAC §7 and the DQ mapping i -> k of CABAC §8.2, on the level-loop engine of
+``_enc_loop.pxd``.
 
 Tensors without TCA, HDSP or codebook take the plain loop (context selection 3s + c, 48 + c,
-53 + 2j + sign, 53 + 4N + i, the binarization of §5.1 unbounded), tensors with TCA or HDSP but no
-codebook the same loop with their context selection chosen by masks (both compiled with and
+53 + 2j + sign, 53 + 4N + i, the binarization of CABAC §5.1 unbounded), tensors with TCA or HDSP but
+no codebook the same loop with their context selection chosen by masks (both compiled with and
 without DQ), the rest (codebooks) ``_code_level``, the general binarization, which also serves the
 low-level API's ``encode_level`` (``code_one_level``).  The plain and masked loops are the
 speed copies of ``_code_level`` for the tensors most models consist of.
@@ -38,8 +39,8 @@ ctypedef fused DQMode:          # compiles each loop once with and once without 
 
 
 cdef inline int _code_remainder(LoopEngine* e, LoopOut* o, LCtx* remc, int64_t rem) noexcept nogil:
-    """abs_remainder (§5.1): Exp-Golomb-0, t = floor(log2(rem + 1)) context-coded ones (at most
-    31), the zero, then rem + 1 - 2^t in t bypass bins; returns the regular bins."""
+    """abs_remainder (CABAC §5.1): Exp-Golomb-0, t = floor(log2(rem + 1)) context-coded ones (at
+    most 31), the zero, then rem + 1 - 2^t in t bypass bins; returns the regular bins."""
     cdef int u, t = nnr_msb64(<uint64_t>(rem + 1))
     if t > 31:
         t = 31
@@ -73,7 +74,7 @@ cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
         sign = m & 1
         a = (i ^ m) - m
         if dq:
-            # §8.2; REF-QUIRK: an index of the wrong parity is rounded by the same formula
+            # CABAC §8.2; REF-QUIRK: an index of the wrong parity is rounded by the same formula
             rounded += (i ^ s) & (i != 0)
             a = (a + (s & 1) + sign) >> 1
         if a == 0:
@@ -111,7 +112,7 @@ cdef void _code_plain(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
 cdef void _code_tools(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const EncJob* j,
                       int64_t start, int64_t n, int64_t* s_io, int64_t* cls_io,
                       int64_t* stats) noexcept nogil:
-    """_code_plain with TCA reference and / or HDSP history: §6.2's contexts without jumps."""
+    """_code_plain with TCA reference and / or HDSP history: CABAC §6.2's contexts without jumps."""
     cdef const int32_t* lv = j.levels + start
     cdef const int32_t* ref = j.tca + start if j.tca != NULL else NULL
     cdef const uint8_t* hist = j.hist + start if j.hist != NULL else NULL
@@ -128,7 +129,7 @@ cdef void _code_tools(DQMode* mode, LoopEngine* ep, LoopOut* o, LCtx* ctx, const
         sign = m & 1
         a = (i ^ m) - m
         if dq:
-            # §8.2; REF-QUIRK: an index of the wrong parity is rounded by the same formula
+            # CABAC §8.2; REF-QUIRK: an index of the wrong parity is rounded by the same formula
             rounded += (i ^ s) & (i != 0)
             a = (a + (s & 1) + sign) >> 1
         b = ref[x] if ref != NULL else 0
@@ -179,8 +180,8 @@ ctypedef void (*LoopFn)(void*, LoopEngine*, LoopOut*, LCtx*, const EncJob*, int6
 cdef inline void _code_level(LoopEngine* e, LoopOut* o, LCtx* ctx, int64_t k, int s, int cls,
                              int64_t b, int h, int N, int sign_mode, int64_t m_plus,
                              int64_t m_minus, int64_t* bins) noexcept nogil:
-    """One level k (§5.1 / §5.2) with the contexts of §6.2: exactly the bins the decoder's
-    _decode_level reads.  sign_mode 0: sign coded, 1 / 2: inferred positive / negative;
+    """One level k (CABAC §5.1 / CABAC §5.2) with the contexts of CABAC §6.2: exactly the bins the
+    decoder's _decode_level reads.  sign_mode 0: sign coded, 1 / 2: inferred positive / negative;
     m_plus / m_minus: largest |k| per sign (codebook_bounds)."""
     cdef int ci, sign, j, flag = 0, i, t, pbin
     cdef int64_t v, M, a
@@ -224,8 +225,8 @@ cdef inline void _code_level(LoopEngine* e, LoopOut* o, LCtx* ctx, int64_t k, in
 
 
 cdef int code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
-    """B.7, the real coding: the scan of §7 with row skipping and block-row resets (as the pseudo
-    pass's walk), on the level-loop engine; returns ST_*."""
+    """B.7, the real coding: the scan of CABAC §7 with row skipping and block-row resets (as the
+    pseudo pass's walk), on the level-loop engine; returns ST_*."""
     cdef LoopEngine e
     cdef LoopOut o
     cdef int N = j.N, dq = j.dq
@@ -273,8 +274,8 @@ cdef int code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
             memcpy(lctx, initial, nctx * sizeof(LCtx))
             cls = 0
             loop_norm(&e)
-            e.R = 256                   # range reset (§3.6)
-            # the entry point's raw material (§3.8): bit position and low register here
+            e.R = 256                   # range reset (CABAC §3.6)
+            # the entry point's raw material (CABAC §3.8): bit position and low register here
             j.epw[3 * (br - 1)] = loop_bit_position(&e, &o)
             j.epw[3 * (br - 1) + 1] = <int64_t>(e.L & 511)
             j.epw[3 * (br - 1) + 2] = s
@@ -289,7 +290,7 @@ cdef int code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                     if full and run < r:
                         fast_fn(NULL, &e, &o, lctx, j, run * W, (r - run) * W, &s, &cls, stats)
                     run = r + 1
-                    # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (§7.3)
+                    # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (CABAC §7.3)
                     if dq:
                         s = adv0[s]
                     continue
@@ -303,9 +304,10 @@ cdef int code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
                     i = lv[base + c]
                     k = i
                     if dq and i != 0:
-                        # §8.2 mapping. REF-QUIRK: an index of the wrong parity for Q(s & 1) (the
-                        # reference clips TCQ output in bit-depth mode and assumes one transition
-                        # per skipped position) is rounded by the same formula, as NNCodec does.
+                        # CABAC §8.2 mapping. REF-QUIRK: an index of the wrong parity for Q(s & 1)
+                        # (the reference clips TCQ output in bit-depth mode and assumes one
+                        # transition per skipped position) is rounded by the same formula, as
+                        # NNCodec does.
                         k = dq_level(i, <int>s)
                         if ((i ^ s) & 1) != 0:
                             stats[1] += 1
@@ -332,9 +334,9 @@ cdef int code_levels(EncEngine* ep, CabacCtx* ctx, EncJob* j) noexcept nogil:
 
 cdef int code_one_level(EncEngine* ep, CabacCtx* ctx, Py_ssize_t nctx, int64_t k, int s, int cls,
                         int64_t b, int h, int N, int64_t cbsize, int64_t cbzero) noexcept nogil:
-    """One level k with the contexts of §6.2 (the low-level API's encode_level): the §3.7
-    registers and contexts 0..nctx-1 taken over by the level-loop engine and handed back (in the
-    form every tensor ends in, enc_settle's); returns ST_*."""
+    """One level k with the contexts of CABAC §6.2 (the low-level API's encode_level): the
+    CABAC §3.7 registers and contexts 0..nctx-1 taken over by the level-loop engine and handed back
+    (in the form every tensor ends in, enc_settle's); returns ST_*."""
     cdef LoopEngine e
     cdef LoopOut o
     cdef int64_t m_plus, m_minus, bins = 0

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The encoder's level-loop engine: §3.7 (NNC-CABAC-QUANT.md) with a 64-bit low register and
+"""The encoder's level-loop engine: CABAC §3.7 with a 64-bit low register and
 deferred byte output, for the level loops of ``_enc_levels.pyx``.
 
 ``LoopEngine`` keeps the bits of L that are not written yet in 64 bits: the 9 bits aligned with
@@ -10,8 +10,8 @@ buffer (the codeword is the same integer whatever the moment its bytes are writt
 decoder's WinEngine it renormalises lazily: after an MPS, R = rMPS (128..510) and L unshifted,
 the one shift owed (R < 256) is applied at the start of the next bin, off the R -> rLPS -> R
 chain.  Bins take no jump on MPS / LPS: per-(bin, state) tables (``LT``, filled once by
-``loop_tables_init``).  ``loop_from`` / ``loop_to`` convert from and back to the §3.7 registers
-(``EncEngine``, ``_enc_engine.pxd``) around the level loop.
+``loop_tables_init``).  ``loop_from`` / ``loop_to`` convert from and back to the CABAC §3.7
+registers (``EncEngine``, ``_enc_engine.pxd``) around the level loop.
 """
 from libc.stdint cimport uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t
 from libc.string cimport memset
@@ -46,16 +46,16 @@ ctypedef struct LoopOut:            # the bytes: touched only when bytes are wri
     int oom
 
 
-# §3.7 for coding `bin` in a context of state S, with a range R that may still owe its MPS shift
-# (rLPS = nnr_rlps_r4 of nnr_cabac_tables.h): LT.step[bin][(S >> 7) + 32][R >> 4] = (radd, n, rl)
-# is (-rLPS, 0, 0) if bin is the MPS and (rLPS << n, n, rLPS) if it is the LPS, n its
+# CABAC §3.7 for coding `bin` in a context of state S, with a range R that may still owe its MPS
+# shift (rLPS = nnr_rlps_r4 of nnr_cabac_tables.h): LT.step[bin][(S >> 7) + 32][R >> 4] =
+# (radd, n, rl) is (-rLPS, 0, 0) if bin is the MPS and (rLPS << n, n, rLPS) if it is the LPS, n its
 # renormalisation.  With u = the normalised R for an LPS and 0 for an MPS, the new R is
 # R - u + radd and the new L (L + u - rl) << n.  A row is 128 bytes, so its offset is S & ~127.
 #
-# §4.4 as tables.  The fast estimator: LT.s0[bin][256 * (sh0 - 4) + 128 + S0] holds the new
+# CABAC §4.4 as tables.  The fast estimator: LT.s0[bin][256 * (sh0 - 4) + 128 + S0] holds the new
 # table index (low 16 bits) and 16 * (new S0 - S0) (high 16 bits); sh0 is 4..7 in every parameter
-# set and |S0| <= 123 (§4.5).  The slow estimator kept as S1 + 128 * c1 (c1 = 32 * sh1 + 16, the
-# row of the curve shifted by sh1, curve_sh): its step is LT.s1[(S1 + 128 * c1) >> 7] for bin 1
+# set and |S0| <= 123 (CABAC §4.5).  The slow estimator kept as S1 + 128 * c1 (c1 = 32 * sh1 + 16,
+# the row of the curve shifted by sh1, curve_sh): its step is LT.s1[(S1 + 128 * c1) >> 7] for bin 1
 # and LT.s1[256 + ((S1 + 128 * c1 + 127) >> 7)] for bin 0 ((-S1) >> 7 = -((S1 + 127) >> 7)).
 # All in one struct (C storage, include/nnr_enc_loop.h), so that the level loop reaches them
 # from one base register.
@@ -115,7 +115,7 @@ cdef inline int loop_tables_init() noexcept nogil:
     return 0
 
 
-# One context in the level loop (§4.1): S = S1 + 16*S0, and both estimators as their table
+# One context in the level loop (CABAC §4.1): S = S1 + 16*S0, and both estimators as their table
 # indices above.
 ctypedef struct LCtx:
     int16_t S
@@ -137,7 +137,7 @@ cdef inline void lctx_get(CabacCtx* d, const LCtx* c) noexcept nogil:
 
 
 cdef inline void lctx_update(LCtx* c, int bin) noexcept nogil:
-    """§4.4 from the tables, without a branch on the bin (m = bin - 1, (x ^ m) - m = g*x)."""
+    """CABAC §4.4 from the tables, without a branch on the bin (m = bin - 1, (x ^ m) - m = g*x)."""
     cdef int m = bin - 1
     cdef int32_t e0 = LT.s0[bin][c.S0t]
     cdef int64_t S1c = c.S1c
@@ -158,7 +158,7 @@ cdef inline int loop_grow(LoopOut* o) noexcept nogil:
 
 cdef inline void loop_carry(LoopOut* o) noexcept nogil:
     # +1 on the bytes written: 0xFF bytes become 0x00 and pass it on (never past the first byte,
-    # which the interval invariant of §3.7 keeps below 0xFF)
+    # which the interval invariant of CABAC §3.7 keeps below 0xFF)
     cdef int64_t x = o.size - 1
     while o.buf[x] == 0xFF:
         o.buf[x] = 0
@@ -197,7 +197,7 @@ cdef inline void loop_norm(LoopEngine* e) noexcept nogil:
 
 
 cdef inline void loop_bin(LoopEngine* e, LoopOut* o, LCtx* c, int bin) noexcept nogil:
-    """Regular bin (§3.7) and context update (§4.4), without a branch on MPS / LPS (LT.step)."""
+    """Regular bin (CABAC §3.7) and context update (CABAC §4.4), no branch on MPS/LPS (LT.step)."""
     cdef uint64_t R = e.R
     cdef uint64_t n0 = (R >> 8) ^ 1
     cdef int64_t S = c.S
@@ -217,7 +217,7 @@ cdef inline void loop_bin(LoopEngine* e, LoopOut* o, LCtx* c, int bin) noexcept 
 
 
 cdef inline void loop_bypass(LoopEngine* e, LoopOut* o, uint32_t value, int n) noexcept nogil:
-    """n (0..31) bypass bins, first bin most significant: L = 2^n L + value R (§3.7)."""
+    """n (0..31) bypass bins, first bin most significant: L = 2^n L + value R (CABAC §3.7)."""
     loop_norm(e)
     if loop_pend(e) + n > LOOP_BYPASS_MAX:
         loop_flush(e, o)
@@ -227,12 +227,12 @@ cdef inline void loop_bypass(LoopEngine* e, LoopOut* o, uint32_t value, int n) n
 
 
 cdef inline int64_t loop_bit_position(const LoopEngine* e, const LoopOut* o) noexcept nogil:
-    """§3.8 P (on a normalised engine): every shift of L so far."""
+    """CABAC §3.8 P (on a normalised engine): every shift of L so far."""
     return 8 * o.size + loop_pend(e)
 
 
 cdef inline int loop_from(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
-    """Take over the §3.7 registers and buffer, the pending bytes written as they stand."""
+    """Take over the CABAC §3.7 registers and buffer, the pending bytes written as they stand."""
     # a carry still in L reaches them through loop_carry; returns -1 if out of memory
     cdef int64_t x
     if enc_reserve(e, e.NB + 16) != 0:
@@ -251,7 +251,7 @@ cdef inline int loop_from(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogi
 
 
 cdef inline void loop_to(LoopEngine* f, LoopOut* o, EncEngine* e) noexcept nogil:
-    """Hand back as §3.7 registers, in the form CabacEncoder._settle of the twin leaves."""
+    """Hand back as CABAC §3.7 registers, in the form CabacEncoder._settle of the twin leaves."""
     # carry absorbed, BL where a write-out leaves it (12..19 once a byte was written), pending the
     # last byte below 0xFF and the 0xFF bytes after it
     cdef int64_t nff = 0
@@ -305,7 +305,7 @@ cdef inline int enc_settle(EncEngine* e) noexcept nogil:
 
 cdef inline void lctx_load(LCtx* lctx, LCtx* initial, const CabacCtx* ctx, Py_ssize_t n) noexcept nogil:
     """The level loop's copies of contexts 0..n-1: their state now and, unless initial is NULL,
-    the state a block-row reset (§6.3) gives them (their parameter set's)."""
+    the state a block-row reset (CABAC §6.3) gives them (their parameter set's)."""
     cdef Py_ssize_t a
     for a in range(n):
         lctx_set(&lctx[a], ctx[a].S0, ctx[a].S - 16 * ctx[a].S0, &ctx[a])

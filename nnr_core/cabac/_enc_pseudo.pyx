@@ -1,10 +1,10 @@
 # cython: language_level=3
 """The encoder's parameter-set pass: NNCodec's choice of the context parameter sets
-(NNC-CABAC-QUANT.md §6.5).  A pseudo pass over the tensor, the scan of §7 with row skipping and
+(CABAC §6.5).  A pseudo pass over the tensor, the scan of CABAC §7 with row skipping and
 block-row resets, binarizes every position (REF-QUIRK: the reconstruction index i, unbounded,
 without the bypass suffix) and charges its bins to nine shadow estimators per context, one per
-parameter set of §4.2, with the bit estimates of §4.6; the per-tensor procedure then signals
-each context's cheapest set (``shadow_best`` of ``_shadow.pxd``).
+parameter set of CABAC §4.2, with the bit estimates of CABAC §4.6; the per-tensor procedure then
+signals each context's cheapest set (``shadow_best`` of ``_shadow.pxd``).
 
 The pass puts each context's bins into a bucket of its own (``_shadow.pxd``); a flush runs the
 buckets through the C kernel of ``include/nnr_shadow.c`` (compiled into this module), which
@@ -26,7 +26,7 @@ from nnr_core.cabac._shadow cimport (
     nnr_shadow_run, shadow_emit, shadow_flush)
 
 
-# §4.6 bit estimates, from nnr_core.cabac.bitcost (built from the formula), for the kernel.
+# CABAC §4.6 bit estimates, from nnr_core.cabac.bitcost (built from the formula), for the kernel.
 cdef uint32_t BITCOST[1024][2]
 cdef Py_ssize_t _x
 for _x in range(1024):
@@ -96,8 +96,8 @@ def shadow_costs(const uint8_t[::1] bins):
 
 cdef inline void _pseudo_level(Shadow* sh, int64_t i, int s, int cls, int64_t b, int h,
                                int N) noexcept nogil:
-    """Pseudo-code one position (§6.5).  REF-QUIRK: NNCodec binarizes the reconstruction index i,
-    always unbounded (§5.1), without the bypass suffix."""
+    """Pseudo-code one position (CABAC §6.5).  REF-QUIRK: NNCodec binarizes the reconstruction index
+    i, always unbounded (CABAC §5.1), without the bypass suffix."""
     cdef int ci, j, t, x, neg
     cdef int64_t a
     shadow_emit(sh, ctx_sig(s, cls, b, h), 1 if i != 0 else 0)
@@ -136,8 +136,8 @@ cdef inline void _pseudo_level_listed(Shadow* sh, int64_t i, int s, int cls) noe
 
 
 cdef void pseudo_pass(Shadow* sh, const EncJob* j) noexcept nogil:
-    """§6.5's pseudo pass: the scan of §7 with row skipping and block-row resets, charging every
-    position's pseudo bins to the estimators (_pseudo_level)."""
+    """CABAC §6.5's pseudo pass: the scan of CABAC §7 with row skipping and block-row resets,
+    charging every position's pseudo bins to the estimators (_pseudo_level)."""
     cdef int N = j.N, dq = j.dq
     cdef int64_t rows = j.rows, W = j.W
     cdef int64_t r, c, r0, r1, c0, c1, bh, bw, br, base
@@ -165,7 +165,7 @@ cdef void pseudo_pass(Shadow* sh, const EncJob* j) noexcept nogil:
             c1 = scan_end(c0, bw, W)
             for r in range(r0, r1):
                 if rowskip and j.skip[r]:
-                    # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (§7.3)
+                    # REF-QUIRK: RowWidth parity-0 transitions for a skipped segment (CABAC §7.3)
                     if dq:
                         s = adv0[s]
                     continue
@@ -182,8 +182,9 @@ cdef void pseudo_pass(Shadow* sh, const EncJob* j) noexcept nogil:
                         _pseudo_level_listed(sh, i, s, cls)
                     else:
                         _pseudo_level(sh, i, s, cls, b, h, N)
-                    # REF-QUIRK: the pseudo pass's neighbour is i (§6.5), its DQ state moves with
-                    # the level k of §8.2 (an index of the wrong parity rounded, as in the coding)
+                    # REF-QUIRK: the pseudo pass's neighbour is i (CABAC §6.5), its DQ state moves
+                    # with the level k of CABAC §8.2 (an index of the wrong parity rounded, as in
+                    # the coding)
                     cls = neighbour_class(i)
                     if dq:
                         s = NNR_DQ_NEXT[s][dq_level(i, s) & 1]

@@ -1,15 +1,15 @@
 # cython: language_level=3
 """DeepCABAC payload encoder, bit-exact with NNCodec 2.1.3 (variant 2) and NNCodec 1.x
-(variant 1): the mirror of procedure B of NNC-CABAC-QUANT.md §12 (§13) and the Python class.
+(variant 1): the mirror of procedure B of CABAC §12 (CABAC §13) and the Python class.
 API contract: ``nnr_core/cabac/README.md``; pure-Python twin: ``pytwin_enc.py`` (which also holds
 the argument checks both use).
 
 Arguments are checked with the GIL; the per-tensor procedure then runs ``with nogil`` on C
 pointers and reports a status code that is turned into an exception afterwards.  It is put
-together from one module per job: the §3.7 engine (``_enc_engine.pxd``) codes qp_offset, the
-edition-2 flags, the row-skip list and the parameter-set signalling (§6.4) of this module; the
-parameter-set pass (``_enc_pseudo.pyx``) chooses the sets as NNCodec does (§6.5); the level loops
-(``_enc_levels.pyx``, on the level-loop engine of ``_enc_loop.pxd``) code the levels.
+together from one module per job: the CABAC §3.7 engine (``_enc_engine.pxd``) codes qp_offset, the
+edition-2 flags, the row-skip list and the parameter-set signalling (CABAC §6.4) of this module; the
+parameter-set pass (``_enc_pseudo.pyx``) chooses the sets as NNCodec does (CABAC §6.5); the level
+loops (``_enc_levels.pyx``, on the level-loop engine of ``_enc_loop.pxd``) code the levels.
 """
 from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport free
@@ -51,7 +51,7 @@ def regular_bins_coded():
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-tensor procedure (§12 procedure B, mirrored).
+# The per-tensor procedure (CABAC §12 procedure B, mirrored).
 
 cdef inline void _signal_one(EncEngine* e, CabacCtx* ctx, const Shadow* sh, int idx,
                              bint coded, int flag_ctx) noexcept nogil:
@@ -66,7 +66,7 @@ cdef inline void _signal_one(EncEngine* e, CabacCtx* ctx, const Shadow* sh, int 
 
 
 cdef void _signal_params(EncEngine* e, CabacCtx* ctx, const Shadow* sh, EncJob* j) noexcept nogil:
-    """Context parameter-set signalling (§6.4), both variants: the decoder's list, in order."""
+    """Context parameter-set signalling (CABAC §6.4), both variants: the decoder's list in order."""
     cdef int32_t idx[SIGNAL_MAX]
     cdef uint8_t coded[SIGNAL_MAX]
     cdef int a, n = signalled_contexts(idx, coded, j.N, j.dq, j.tca_on, j.hdsp_flag, j.cbsize, j.cbzero,
@@ -77,7 +77,7 @@ cdef void _signal_params(EncEngine* e, CabacCtx* ctx, const Shadow* sh, EncJob* 
 
 
 cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, Shadow* sh, EncJob* j) noexcept nogil:
-    """Procedure B of §12, mirrored (§13 step 3).  Returns a status code (ST_*)."""
+    """Procedure B of CABAC §12, mirrored (CABAC §13 step 3).  Returns a status code (ST_*)."""
     cdef int N = j.N
     cdef int64_t r
     cdef int status
@@ -95,12 +95,12 @@ cdef int _encode_tensor_c(EncEngine* e, CabacCtx* ctx, Shadow* sh, EncJob* j) no
         if j.rowskip_flag:
             for r in range(j.rows):
                 enc_bin(e, &ctx[ctx_row_skip(N)], j.skip[r])
-    # 5. parameter sets: NNCodec's pseudo pass (§6.5), then the signalling (§6.4).
+    # 5. parameter sets: NNCodec's pseudo pass (CABAC §6.5), then the signalling (CABAC §6.4).
     if sh != NULL:
         pseudo_pass(sh, j)
     _signal_params(e, ctx, sh, j)
     j.P0 = enc_bit_position(e)
-    # 6. range reset; REF-QUIRK: NNCodec-1 resets also for a single block row (§11).
+    # 6. range reset; REF-QUIRK: NNCodec-1 resets also for a single block row (CABAC §11).
     if j.eff_scan > 0 and (j.n_brows > 1 or j.variant == 1):
         e.R = 256
     # 7. levels.
@@ -163,8 +163,8 @@ cdef class CabacEncoder(ContextMemory):
         self.eng.R = 256
 
     def encode_level(self, k, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
-        """One level k with the contexts of §6.2, coded on the level-loop engine; the engine is
-        left in the form every tensor ends in (the twin's _settle)."""
+        """One level k with the contexts of CABAC §6.2, coded on the level-loop engine; the engine
+        is left in the form every tensor ends in (the twin's _settle)."""
         cdef int64_t k_ = operator.index(k)
         cdef int s = operator.index(dq_state)
         cdef int n_ = operator.index(N)
@@ -197,7 +197,7 @@ cdef class CabacEncoder(ContextMemory):
 
     # -- payload-level API ------------------------------------------------------------------
     def encode_tensor(self, t, variant=2):
-        """Code one tensor (§12 procedure B, mirrored)."""
+        """Code one tensor (CABAC §12 procedure B, mirrored)."""
         cdef EncJob job
         cdef int status
         cdef Shadow* sh = NULL
@@ -255,7 +255,7 @@ cdef class CabacEncoder(ContextMemory):
         self.entry_raw.append((job.P0, epw[:max(p.n_brows - 1, 0) * 3]) if _has_entry_points(t) else None)
 
     def finish(self):
-        """Terminating bin 1 and flush (§3.7); returns the payload."""
+        """Terminating bin 1 and flush (CABAC §3.7); returns the payload."""
         global _regular_bins_total
         self._check_open()
         enc_terminate(&self.eng, 1)
@@ -268,10 +268,10 @@ cdef class CabacEncoder(ContextMemory):
 
 
 def entry_points_from(bytes payload, int64_t P0, cnp.ndarray raw):
-    """The entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) of one tensor (§3.8) from
-    what the encoder recorded at each block-row start (bit position P, low register L, DQ state)
-    and the finished payload: the decoder's value V >> 7 there is the codeword's 9 bits at P minus
-    the low register's 9 least significant bits (which sit at P .. P + 8), modulo 512 (the
+    """The entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) of one tensor (CABAC §3.8)
+    from what the encoder recorded at each block-row start (bit position P, low register L, DQ
+    state) and the finished payload: the decoder's value V >> 7 there is the codeword's 9 bits at P
+    minus the low register's 9 least significant bits (which sit at P .. P + 8), modulo 512 (the
     difference is below R = 256, so no carry from further down matters)."""
     cdef const uint8_t* data = <const uint8_t*>payload
     cdef Py_ssize_t size = len(payload)
@@ -290,10 +290,11 @@ def entry_points_from(bytes payload, int64_t P0, cnp.ndarray raw):
 
 
 def encode_payload(tensors, variant=2, stats=None):
-    """Code the tensors of one NDU payload back to back (§13); returns the payload and, per tensor,
-    the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) (§13.5), derived while coding
-    (no decode of the payload).  stats: a dict that receives "rounded", the number of DQ indices
-    of the wrong parity that were rounded to a level (the decoder then returns other indices)."""
+    """Code the tensors of one NDU payload back to back (CABAC §13); returns the payload and, per
+    tensor, the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) (CABAC §13.5), derived
+    while coding (no decode of the payload).  stats: a dict that receives "rounded", the number of
+    DQ indices of the wrong parity that were rounded to a level (the decoder then returns other
+    indices)."""
     tensors = list(tensors)
     enc = CabacEncoder()
     for t in tensors:

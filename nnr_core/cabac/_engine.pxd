@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""DeepCABAC arithmetic decoding engine and probability model (NNC-CABAC-QUANT.md §3, §4).
+"""DeepCABAC arithmetic decoding engine and probability model (CABAC §3, CABAC §4).
 
 Everything here is ``cdef inline ... noexcept nogil`` so that every module cimporting this file gets
 the bin functions inlined into its own hot loop.  The engine follows dav1d's habit: reading past the
@@ -14,7 +14,7 @@ from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t,
 
 
 cdef extern from "nnr_cabac_tables.h":
-    # Appendix A.1 / A.2, §4.2, §8.1 (the C header holds the values)
+    # Appendix A.1 / A.2, CABAC §4.2, CABAC §8.1 (the C header holds the values)
     const uint8_t NNR_RLPS_TABLE[8][32]
     const int16_t NNR_CURVE[32]
     enum:
@@ -26,7 +26,8 @@ cdef extern from "nnr_cabac_tables.h":
     int nnr_renorm_shift(unsigned int r) noexcept nogil
 
 
-# Engine state (§3.1).  V < R*128 between bins for every valid codeword; B is -8..-1 between bins.
+# Engine state (CABAC §3.1).  V < R*128 between bins for every valid codeword; B is -8..-1
+# between bins.
 ctypedef struct CabacEngine:
     uint32_t R              # range, 256..510 between bins
     uint32_t V              # value window: 9-bit offset + 7 bits look-ahead
@@ -37,13 +38,13 @@ ctypedef struct CabacEngine:
     int64_t overread        # zero bytes fed past `end` (any > 0 is an error, checked by the caller)
 
 
-# One context model (§4.1): S = S1 + 16*S0 is stored combined (what rLPS needs), S1 derived.
+# One context model (CABAC §4.1): S = S1 + 16*S0 is stored combined (what rLPS needs), S1 derived.
 ctypedef struct CabacCtx:
     int16_t S
     int16_t S0
     uint8_t sh0
     uint8_t sh1
-    uint8_t k               # parameter set, for block-row resets (§6.3)
+    uint8_t k               # parameter set, for block-row resets (CABAC §6.3)
     uint8_t pad
 
 
@@ -59,7 +60,7 @@ cdef inline uint32_t cabac_next_byte(CabacEngine* e) noexcept nogil:
 
 
 cdef inline void cabac_init(CabacEngine* e, const uint8_t* data, Py_ssize_t size) noexcept nogil:
-    """§3.1: R = 510, V = first two bytes, B = -8."""
+    """CABAC §3.1: R = 510, V = first two bytes, B = -8."""
     e.start = data
     e.ptr = data
     e.end = data + size
@@ -76,12 +77,12 @@ cdef inline int64_t cabac_bytes_read(const CabacEngine* e) noexcept nogil:
 
 
 cdef inline int64_t cabac_bit_position(const CabacEngine* e) noexcept nogil:
-    """§3.8 P: single-bit left shifts of V since initialisation."""
+    """CABAC §3.8 P: single-bit left shifts of V since initialisation."""
     return 8 * cabac_bytes_read(e) - 16 + (e.B + 8)
 
 
 cdef inline void ctx_set(CabacCtx* c, int k) noexcept nogil:
-    """(Re)initialise a context with parameter set k (§4.2): shifts and state."""
+    """(Re)initialise a context with parameter set k (CABAC §4.2): shifts and state."""
     c.sh0 = <uint8_t>NNR_PARAM_SETS[k][0]
     c.sh1 = <uint8_t>NNR_PARAM_SETS[k][1]
     c.S0 = NNR_PARAM_SETS[k][2]
@@ -91,7 +92,7 @@ cdef inline void ctx_set(CabacCtx* c, int k) noexcept nogil:
 
 
 cdef inline void ctx_reset(CabacCtx* c) noexcept nogil:
-    """Block-row reset (§6.3): state back to the context's own set, shifts unchanged."""
+    """Block-row reset (CABAC §6.3): state back to the context's own set, shifts unchanged."""
     c.S0 = NNR_PARAM_SETS[c.k][2]
     c.S = <int16_t>(NNR_PARAM_SETS[c.k][3] + 16 * NNR_PARAM_SETS[c.k][2])
 
@@ -109,7 +110,7 @@ cdef inline void ctx_reset_all(CabacCtx* ctx, Py_ssize_t count) noexcept nogil:
 
 
 cdef inline void ctx_update(CabacCtx* c, int bin) noexcept nogil:
-    """§4.4: both estimators move towards the bin; S1 is derived from the OLD S0."""
+    """CABAC §4.4: both estimators move towards the bin; S1 is derived from the OLD S0."""
     cdef int S0 = c.S0
     cdef int S1 = c.S - 16 * S0
     if bin:
@@ -123,7 +124,7 @@ cdef inline void ctx_update(CabacCtx* c, int bin) noexcept nogil:
 
 
 cdef inline int cabac_decode_bin(CabacEngine* e, CabacCtx* c) noexcept nogil:
-    """Regular bin (§3.2, §3.3) followed by the context update (§4.4)."""
+    """Regular bin (CABAC §3.2, CABAC §3.3) followed by the context update (CABAC §4.4)."""
     cdef int S = c.S
     cdef int p = S >> 7                 # arithmetic shift: S = -1 gives p = 1
     cdef uint32_t rlps, rmps, scaled
@@ -158,7 +159,7 @@ cdef inline int cabac_decode_bin(CabacEngine* e, CabacCtx* c) noexcept nogil:
 
 
 cdef inline int cabac_decode_bypass(CabacEngine* e) noexcept nogil:
-    """One bypass bin (§3.4)."""
+    """One bypass bin (CABAC §3.4)."""
     cdef uint32_t scaled
     e.V <<= 1
     e.B += 1
@@ -182,7 +183,7 @@ cdef inline uint64_t cabac_decode_bypass_bits(CabacEngine* e, int n) noexcept no
 
 
 cdef inline int cabac_decode_terminate(CabacEngine* e) noexcept nogil:
-    """Terminating bin (§3.5)."""
+    """Terminating bin (CABAC §3.5)."""
     e.R -= 2
     if e.V >= (e.R << 7):
         return 1
@@ -197,12 +198,12 @@ cdef inline int cabac_decode_terminate(CabacEngine* e) noexcept nogil:
 
 
 cdef inline void cabac_reset_range(CabacEngine* e) noexcept nogil:
-    """Range reset at block-row starts (§3.6); V and B untouched."""
+    """Range reset at block-row starts (CABAC §3.6); V and B untouched."""
     e.R = 256
 
 
 # ---------------------------------------------------------------------------------------------
-# Context index layout, NNCodec-2 (§6.1).  N-dependent offsets are computed per tensor.
+# Context index layout, NNCodec-2 (CABAC §6.1).  N-dependent offsets are computed per tensor.
 cdef enum:
     CTX_SIG = 0             # 3*s + c
     CTX_SIG_TCA = 24        # 24 + 2*s + (abs(b) > 1)
@@ -212,7 +213,7 @@ cdef enum:
     CTX_SIGN_TCA_POS = 52
     CTX_GTX = 53            # 53 + 2j + (k < 0); TCA: ctx_gtx_tca(N) + 2j + (abs(b) >= j ? 0 : 1)
     CTX_REM_COUNT = 32      # remainder prefix bins from ctx_rem(N) (only i <= 30 is used)
-    SIGNAL_MAX = 84 + 4 * 256   # longest signalling list (§6.4): variant 2 with TCA, HDSP, N = 256
+    SIGNAL_MAX = 84 + 4 * 256   # longest CABAC §6.4 signalling list: variant 2, TCA, HDSP, N = 256
 
 
 # The N-dependent part of the layout (N = cabac_unary_length_minus1 + 1): after the 2N regular and
@@ -244,8 +245,8 @@ cdef inline int num_contexts(int N) noexcept nogil:
     return ctx_rem(N) + CTX_REM_COUNT + 5
 
 
-# Context selection of the level bins (§6.2), one definition for the decoder, the encoder and the
-# encoder's parameter-set pass.  s: DQ state, cls: neighbour class, b: TCA reference level
+# Context selection of the level bins (CABAC §6.2), one definition for the decoder, the encoder and
+# the encoder's parameter-set pass.  s: DQ state, cls: neighbour class, b: TCA reference level
 # (0 without TCA), h: HDSP history flag.
 
 cdef inline int ctx_sig(int s, int cls, int64_t b, int h) noexcept nogil:
@@ -272,13 +273,13 @@ cdef inline int ctx_gtx(int N, int j, int sign, int64_t b) noexcept nogil:
 
 
 cdef inline int neighbour_class(int64_t v) noexcept nogil:
-    """Neighbour class c of §6.1 for the previous coded level v: 0 zero, 1 negative, 2 positive."""
+    """Neighbour class c of CABAC §6.1 for the previous level v: 0 zero, 1 negative, 2 positive."""
     return 0 if v == 0 else (1 if v < 0 else 2)
 
 
 cdef inline int64_t dq_level(int64_t i, int s) noexcept nogil:
-    """§8.2 for the encoder: the level k of reconstruction index i in DQ state s.  REF-QUIRK: an
-    index of the wrong parity for Q(s & 1) is rounded by the same formula, as NNCodec does."""
+    """CABAC §8.2 for the encoder: the level k of reconstruction index i in DQ state s.  REF-QUIRK:
+    an index of the wrong parity for Q(s & 1) is rounded by the same formula, as NNCodec does."""
     if i > 0:
         return (i + (s & 1)) >> 1
     if i < 0:
@@ -288,8 +289,8 @@ cdef inline int64_t dq_level(int64_t i, int s) noexcept nogil:
 
 cdef inline int codebook_bounds(int64_t cbsize, int64_t cbzero, int64_t* m_plus,
                                 int64_t* m_minus) noexcept nogil:
-    """§5.2: the largest |k| of each sign (unbounded without a codebook) into m_plus / m_minus;
-    returns the sign mode: 0 sign coded, 1 / 2 inferred positive / negative."""
+    """CABAC §5.2: the largest |k| of each sign (unbounded without a codebook) into
+    m_plus / m_minus; returns the sign mode: 0 sign coded, 1 / 2 inferred positive / negative."""
     if cbsize <= 0:
         m_plus[0] = INT64_MAX
         m_minus[0] = INT64_MAX
@@ -300,13 +301,13 @@ cdef inline int codebook_bounds(int64_t cbsize, int64_t cbzero, int64_t* m_plus,
 
 
 cdef inline int64_t block_dim(int eff_scan) noexcept nogil:
-    """§7.2 BlockDim of a block scan (eff_scan 1..4): 2^(eff_scan + 2)."""
+    """CABAC §7.2 BlockDim of a block scan (eff_scan 1..4): 2^(eff_scan + 2)."""
     return 4 << eff_scan
 
 
 cdef inline void scan_block(int64_t rows, int64_t W, int eff_scan, int64_t* bh,
                             int64_t* bw) noexcept nogil:
-    """§7.2 block height and width: the whole matrix for the matrix scan, else BlockDim."""
+    """CABAC §7.2 block height and width: the whole matrix for the matrix scan, else BlockDim."""
     if eff_scan == 0:
         bh[0] = rows
         bw[0] = W
@@ -317,7 +318,7 @@ cdef inline void scan_block(int64_t rows, int64_t W, int eff_scan, int64_t* bh,
 
 cdef inline int64_t scan_end(int64_t start, int64_t size, int64_t limit) noexcept nogil:
     """One past the last row (column) of the block row (block) from `start`: clipped to the
-    matrix's `limit` rows (columns), §7.2."""
+    matrix's `limit` rows (columns), CABAC §7.2."""
     cdef int64_t end = start + size
     if end > limit:
         end = limit
@@ -325,7 +326,7 @@ cdef inline int64_t scan_end(int64_t start, int64_t size, int64_t limit) noexcep
 
 
 cdef inline int64_t num_block_rows(int64_t rows, int eff_scan) noexcept nogil:
-    """§7.2 block rows: ceil(Rows / BlockDim); 1 for the matrix scan."""
+    """CABAC §7.2 block rows: ceil(Rows / BlockDim); 1 for the matrix scan."""
     cdef int64_t bd
     if eff_scan == 0:
         return 1
@@ -341,9 +342,9 @@ cdef inline int _signal_add(int32_t* idx, uint8_t* coded, int n, int ctx, bint c
 
 cdef inline int signalled_contexts(int32_t* idx, uint8_t* coded, int N, int dq, int tca, int hdsp,
                                    int64_t cbsize, int64_t cbzero, int variant) noexcept nogil:
-    """The context parameter-set signalling list of §6.4, in order: fills idx[] (context index) and
-    coded[] (whether its param_set_flag is in the payload); returns the length (<= SIGNAL_MAX).
-    The one definition the decoder and the encoder both walk."""
+    """The context parameter-set signalling list of CABAC §6.4, in order: fills idx[] (context
+    index) and coded[] (whether its param_set_flag is in the payload); returns the length
+    (<= SIGNAL_MAX). The one definition the decoder and the encoder both walk."""
     cdef int rem0 = ctx_rem(N)
     cdef int a, n = 0
     cdef int nsig = 24 if dq else 3

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Shadow estimators of the encoder's parameter-set choice (NNC-CABAC-QUANT.md §6.5): the C kernel
+"""Shadow estimators of the encoder's parameter-set choice (CABAC §6.5): the C kernel
 of include/nnr_shadow.h (nine estimators per context in registers, table lookups) and the pseudo
 pass's buckets of bins, one per context, which a flush runs through it."""
 from libc.stdint cimport uint8_t, int16_t, uint32_t, int64_t, uint64_t
@@ -25,8 +25,8 @@ cdef extern from "nnr_bits.h":
 ctypedef struct Shadow:
     NnrShadowCtx* m         # nctx estimators
     int nctx
-    int N                   # greater-than flags (§5.1)
-    int ctx_gtx             # context of abs_level_greater_x[0], sign 0 (§6.1)
+    int N                   # greater-than flags (CABAC §5.1)
+    int ctx_gtx             # context of abs_level_greater_x[0], sign 0 (CABAC §6.1)
     int ctx_rem             # context of the remainder prefix bin 0
     uint8_t* bins           # nctx buckets of SHADOW_CHUNK bins each
     uint8_t** wp            # per context: where its next bin goes
@@ -40,11 +40,11 @@ ctypedef struct Shadow:
 
 cdef enum:
     SHADOW_CHUNK = 1 << 13
-    SET_PENALTY = 3 * 32768     # §6.5 step 4: sets 1..8 pay for their three bypass bins
+    SET_PENALTY = 3 * 32768     # CABAC §6.5 step 4: sets 1..8 pay for their three bypass bins
 
 
 cdef inline int shadow_best(const NnrShadowCtx* m) noexcept nogil:
-    """Cheapest set; sets 1..8 charged 3 bits extra; the first minimum wins (§6.5.4)."""
+    """Cheapest set; sets 1..8 charged 3 bits extra; the first minimum wins (CABAC §6.5.4)."""
     cdef int k, best = 0
     cdef uint64_t best_cost = m.cost[0]
     for k in range(1, NNR_NUM_PARAM_SETS):
@@ -60,10 +60,11 @@ cdef inline void shadow_emit(Shadow* sh, int ci, int bin) noexcept nogil:
 
 
 cdef inline void shadow_flags(Shadow* sh) noexcept nogil:
-    """The greater-than flags and the remainder prefix of the listed positions (§5.1, as the pseudo
-    pass binarizes): flag j's bins are, in order, (|i| > j + 1) of the positions with |i| >= j + 1,
-    split by sign; the remainder prefix bin x's are (t > x) of those with t >= x, t = floor(log2(
-    |i| - N)).  Each flag's survivors are compacted for the next one, without a branch per bin."""
+    """The greater-than flags and the remainder prefix of the listed positions (CABAC §5.1, as the
+    pseudo pass binarizes): flag j's bins are, in order, (|i| > j + 1) of the positions with
+    |i| >= j + 1, split by sign; the remainder prefix bin x's are (t > x) of those with t >= x,
+    t = floor(log2(|i| - N)).  Each flag's survivors are compacted for the next one, without a
+    branch per bin."""
     cdef int64_t* cur = sh.mag
     cdef int64_t* nxt = sh.mag2
     cdef int64_t* tmp

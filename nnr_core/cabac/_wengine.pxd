@@ -1,11 +1,11 @@
 # cython: language_level=3
-"""The decoder's level-loop engine: the §3 engine of ``_engine.pxd`` with a 64-bit value window.
+"""The decoder's level-loop engine: the CABAC §3 engine of ``_engine.pxd`` on a 64-bit value window.
 
 ``CabacEngine`` keeps V as 9 offset bits plus 7 look-ahead bits and fetches one byte whenever the
 look-ahead runs out (a data-dependent branch every eight shifts).  ``WinEngine`` keeps the offset in
 bits 63..55 of a 64-bit V and up to 55 look-ahead bits below it, refilled 7 bytes at a time; it is
 converted from and back to a ``CabacEngine`` around the level loop, so everything outside the loop
-(entry points, error offsets, over-read checks, the low-level API) sees the §3.1 registers.
+(entry points, error offsets, over-read checks, the low-level API) sees the CABAC §3.1 registers.
 
 Lazy MPS renormalisation: after an MPS, ``win_bin`` leaves R = rMPS (128..510) and V unshifted; the
 one shift it may owe (R < 256) is applied at the start of the next bin, off the R -> rLPS -> R
@@ -13,7 +13,7 @@ dependency chain (the rLPS table is indexed by the unnormalised R).  ``win_norm`
 shift; ``win_bypass_bits``, ``win_to`` and the caller's checks expect a normalised engine.  Bytes are
 fetched exactly when the eager engine fetches them, so the over-read count is the same.
 
-``DCtx`` is the level loop's copy of a context (§4.1): S, S0 and S1 all stored, and the shifts
+``DCtx`` is the level loop's copy of a context (CABAC §4.1): S, S0 and S1 all stored, and the shifts
 sh0, sh1 as offsets into pre-shifted CURVE rows, so the update has no variable shift.
 """
 from libc.stdint cimport uint8_t, int16_t, int32_t, uint32_t, int64_t, uint64_t
@@ -66,12 +66,12 @@ cdef inline void win_from(WinEngine* w, const CabacEngine* e) noexcept nogil:
 
 
 cdef inline int64_t win_bit_position(const WinEngine* w) noexcept nogil:
-    """§3.8 P: bits shifted out of the offset since initialisation."""
+    """CABAC §3.8 P: bits shifted out of the offset since initialisation."""
     return 8 * (<int64_t>(w.ptr - w.start) + w.overread) - 9 - w.c
 
 
 cdef inline void win_to(const WinEngine* w, CabacEngine* e) noexcept nogil:
-    """The §3.1 registers at the same position: the bytes read ahead are given back."""
+    """The CABAC §3.1 registers at the same position: the bytes read ahead are given back."""
     cdef int64_t P = win_bit_position(w)
     cdef int64_t nread = P // 8 + 2
     cdef int64_t size = w.end - w.start
@@ -121,7 +121,7 @@ cdef inline void dctx_from(DCtx* d, const CabacCtx* c) noexcept nogil:
 
 
 cdef inline void dctx_initial(DCtx* d, const CabacCtx* c) noexcept nogil:
-    """The state a block-row reset (§6.3) gives context c: its own set's initial S0, S1."""
+    """The state a block-row reset (CABAC §6.3) gives context c: its own set's initial S0, S1."""
     d.S0 = NNR_PARAM_SETS[c.k][2]
     d.S1 = NNR_PARAM_SETS[c.k][3]
     d.S = <int16_t>(d.S1 + 16 * d.S0)
@@ -135,7 +135,7 @@ cdef inline void dctx_to(CabacCtx* c, const DCtx* d) noexcept nogil:
 
 
 cdef inline void dctx_update(DCtx* c, int bin) noexcept nogil:
-    """§4.4 on stored S0, S1."""
+    """CABAC §4.4 on stored S0, S1."""
     cdef int S0 = c.S0
     cdef int S1 = c.S1
     if bin:
@@ -160,8 +160,8 @@ cdef inline void win_norm(WinEngine* e) noexcept nogil:
 
 
 cdef inline int win_bin(WinEngine* e, DCtx* c) noexcept nogil:
-    """Regular bin (§3.2, §3.3) and context update (§4.4), renormalising lazily: an MPS leaves
-    R = rMPS, the shift it may owe is applied at the start of the next bin (module docstring)."""
+    """Regular bin (CABAC §3.2-3.3) and context update (CABAC §4.4), renormalising lazily: an MPS
+    leaves R = rMPS, the shift it may owe is applied when the next bin starts (module docstring)."""
     cdef int S = c.S
     cdef int p = S >> 7
     cdef uint32_t rlps, rmps, R = e.R
@@ -233,8 +233,8 @@ cdef inline int win_bin_nb(WinEngine* e, DCtx* c) noexcept nogil:
 
 
 cdef inline uint32_t win_bypass_bits(WinEngine* e, int n) noexcept nogil:
-    """n (0..31) bypass bins (§3.4), first bin most significant, on a normalised engine: n steps
-    of the binary long division of the offset (followed by the next n bits) by R, done as one
+    """n (0..31) bypass bins (CABAC §3.4), first bin most significant, on a normalised engine: n
+    steps of the binary long division of the offset (followed by the next n bits) by R, done as one
     division."""
     cdef uint64_t x, q
     if n == 0:

@@ -1,10 +1,10 @@
-"""Bit estimates of a regular bin from its context state (NNC-CABAC-QUANT.md §4.6).
+"""Bit estimates of a regular bin from its context state (CABAC §4.6).
 
 NNCodec's encoder prices a regular bin with a 1024-entry table of scaled bit counts (1 bit =
 32768), indexed by ``x = S >> 3`` (−512 … 511) of the context's combined state S.  The table is
-built here from the closed formula of §4.6 (which reproduces all 1024 entries of NNCodec's table)
-and is shared by the parameter-set optimisation of the entropy encoder (§6.5) and the rate terms
-of the quantizers (§8.3, §9.3).
+built here from the closed formula of CABAC §4.6 (which reproduces all 1024 entries of NNCodec's
+table) and is shared by the parameter-set optimisation of the entropy encoder (CABAC §6.5) and the
+rate terms of the quantizers (CABAC §8.3, CABAC §9.3).
 
 Use ``BIT_COST[512 + (S >> 3), bin]`` (numpy, uint32) or ``bin_cost(S, bin)``.
 """
@@ -23,9 +23,9 @@ OFFSET = 512
 
 
 def _entry(x):
-    """(cost of bin 0, cost of bin 1) for x = S >> 3 (§4.6)."""
+    """(cost of bin 0, cost of bin 1) for x = S >> 3 (CABAC §4.6)."""
     m = min(abs(x), 511)
-    lps_bits = 32968.4 + 400.79895 * m                 # double precision, as in §4.6
+    lps_bits = 32968.4 + 400.79895 * m                 # double precision, as in CABAC §4.6
     cost_lps = round(lps_bits)
     cost_mps = round(-math.log2(1.0 - 2.0 ** (-lps_bits / SCALE)) * SCALE)
     if x >= 0:                                          # MPS = 1

@@ -1,4 +1,4 @@
-"""Hand-over record between the NDU header and the entropy decoder (NNC-CABAC-QUANT.md §2, §12)."""
+"""Hand-over record between the NDU header and the entropy decoder (CABAC §2, CABAC §12)."""
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -8,7 +8,7 @@ VARIANT_NNCODEC2 = 2
 """Edition-2 behaviour (NNCodec 2.x); the only variant for general_profile_idc 1."""
 VARIANT_NNCODEC1 = 1
 """Edition-1 behaviour of NNCodec 1.x: 32 signalled remainder contexts, range reset for a
-single block row (NNC-CABAC-QUANT.md §11). Valid only with general_profile_idc 0."""
+single block row (CABAC §11). Valid only with general_profile_idc 0."""
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TensorResult:
     row_skip_enabled_flag: int = 0
     row_skip_list: Optional[np.ndarray] = None   # uint8[rows] when row_skip_enabled_flag = 1
     # One (BitOffsetDelta, ep_arith_value, ep_dq_state) per block row after the first, measured
-    # while decoding (NNC-HLS.md §8.5); empty unless the effective scan has > 1 block row.
+    # while decoding (HLS §8.5); empty unless the effective scan has > 1 block row.
     entry_points: list = field(default_factory=list)
 
 
@@ -59,6 +59,6 @@ class TensorEncoding:
                                         # return as TensorResult.levels (DQ reconstruction indices,
                                         # plain levels, integers, or codebook symbols k)
     qp_offset: Optional[int] = None     # required iff coding.has_qp_offset
-    row_skip_enabled_flag: int = 0      # used only where the flag is coded (§2 step 3b)
-    hist_dep_sig_prob_enabled_flag: int = 0   # used only where the flag is coded (§2 step 3a)
-    param_opt: bool = True              # choose context parameter sets as NNCodec does (§6.5)
+    row_skip_enabled_flag: int = 0      # used only where the flag is coded (CABAC §2 step 3b)
+    hist_dep_sig_prob_enabled_flag: int = 0   # used only where the flag is coded (CABAC §2 step 3a)
+    param_opt: bool = True              # choose context parameter sets as NNCodec does (CABAC §6.5)

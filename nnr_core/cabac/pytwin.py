@@ -1,9 +1,9 @@
 """Pure-Python twin of the DeepCABAC decoder: engine and probability model.
 
-Implements NNC-CABAC-QUANT.md §3.1–3.6 (binary arithmetic decoding engine) and §4 (context
-model); the tensor procedure (§5–8, §12) lives in `pytwin_levels`. Written for clarity: the
-differential tests run it in lockstep with the Cython decoder `_decoder.pyx`, comparing the whole
-state after every call (API contract: README.md next to this file).
+Implements CABAC §3.1–3.6 (binary arithmetic decoding engine) and CABAC §4 (context
+model); the tensor procedure (CABAC §5–8, CABAC §12) lives in `pytwin_levels`. Written for clarity:
+the differential tests run it in lockstep with the Cython decoder `_decoder.pyx`, comparing the
+whole state after every call (API contract: README.md next to this file).
 """
 import numpy as np
 
@@ -35,7 +35,7 @@ RLPS_TABLE = (
 CURVE = (2512, 2288, 2064, 1840, 1616, 1392, 1168, 944, 720, 560, 464, 368, 272, 208,
          144, 80, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 0)
 
-# §4.2: parameter set k -> (sh0, sh1, initial S0, initial S1).
+# CABAC §4.2: parameter set k -> (sh0, sh1, initial S0, initial S1).
 PARAM_SETS = (
     (5, 4, 0, 0),
     (5, 4, -41, -654),
@@ -50,7 +50,7 @@ PARAM_SETS = (
 
 
 class Context:
-    """One probability model (§4.1): two estimators S0, S1, shifts sh0, sh1, parameter set k."""
+    """One probability model (CABAC §4.1): estimators S0, S1, shifts sh0, sh1, parameter set k."""
 
     __slots__ = ("S0", "S1", "sh0", "sh1", "k")
 
@@ -58,31 +58,31 @@ class Context:
         self.init(k)
 
     def init(self, k):
-        """(Re)initialise state and shifts with parameter set k (§4.2)."""
+        """(Re)initialise state and shifts with parameter set k (CABAC §4.2)."""
         self.sh0, self.sh1, self.S0, self.S1 = PARAM_SETS[k]
         self.k = k
 
     def reset(self):
-        """Block-row reset (§6.3): S0, S1 back to the initial values of the context's own set."""
+        """Block-row reset (CABAC §6.3): S0, S1 to the initial values of the context's own set."""
         _, _, self.S0, self.S1 = PARAM_SETS[self.k]
 
     @property
     def S(self):
-        """Combined estimate S = S1 + 16·S0 (§4.1)."""
+        """Combined estimate S = S1 + 16·S0 (CABAC §4.1)."""
         return self.S1 + 16 * self.S0
 
     def update(self, bin_val):
-        """Adapt both estimators to the coded bin (§4.4)."""
+        """Adapt both estimators to the coded bin (CABAC §4.4)."""
         g = 1 if bin_val else -1
         self.S0 += g * (CURVE[16 + ((g * self.S0) >> 3)] >> self.sh0)
         self.S1 += g * (CURVE[16 + ((g * self.S1) >> 7)] >> self.sh1)
 
 
 class CabacDecoder:
-    """DeepCABAC decoder: arithmetic engine (§3) plus the context memory of one tensor (§6.3)."""
+    """DeepCABAC decoder: engine (CABAC §3) plus one tensor's context memory (CABAC §6.3)."""
 
     def __init__(self, payload):
-        """Initialise on the first two payload bytes (§3.1)."""
+        """Initialise on the first two payload bytes (CABAC §3.1)."""
         self.payload = bytes(payload)
         self.bytes_read = 0
         self.overread = 0           # bytes fed as zero past the payload end
@@ -90,14 +90,14 @@ class CabacDecoder:
         self.R = 510
         self.V = (self._read_byte() << 8) | self._read_byte()
         self.B = -8
-        # §3.1: V < R·128; an initial offset of 510/511 is no codeword (HEVC forbids it too).
+        # CABAC §3.1: V < R·128; an initial offset of 510/511 is no codeword (HEVC forbids it too).
         # Reported when decoding starts (decode_tensor, finish), never by the constructor.
         self.bad_start = self.V >= self.R << 7
 
-    # --- engine (§3) -----------------------------------------------------------------------
+    # --- engine (CABAC §3) -----------------------------------------------------------------
 
     def _read_byte(self):
-        """Next payload byte; past the end a zero byte, counted as over-read (§3.5)."""
+        """Next payload byte; past the end a zero byte, counted as over-read (CABAC §3.5)."""
         pos = self.bytes_read
         self.bytes_read += 1
         if pos < len(self.payload):
@@ -106,12 +106,12 @@ class CabacDecoder:
         return 0
 
     def check_start(self):
-        """Raise if the codeword starts with an offset outside the initial range (§3.1)."""
+        """Raise if the codeword starts with an offset outside the initial range (CABAC §3.1)."""
         if self.bad_start:
             raise self.error("arithmetic offset outside the initial range", "arithmetic codeword")
 
     def _renorm(self, n):
-        """§3.1 refill rule after shifting R and V left by n bits."""
+        """CABAC §3.1 refill rule after shifting R and V left by n bits."""
         self.R <<= n
         self.V <<= n
         self.B += n
@@ -121,7 +121,7 @@ class CabacDecoder:
 
     @property
     def P(self):
-        """Bit position: single-bit left shifts of V since initialisation (§3.8)."""
+        """Bit position: single-bit left shifts of V since initialisation (CABAC §3.8)."""
         return 8 * self.bytes_read - 16 + (self.B + 8)
 
     def error(self, message, element):
@@ -129,7 +129,7 @@ class CabacDecoder:
         return EntropyDecodingError(message, element=element, bit_offset=self.P + 9)
 
     def decode_bin(self, ctx):
-        """Regular bin (§3.2, §3.3) followed by the context update (§4.4)."""
+        """Regular bin (CABAC §3.2, CABAC §3.3) followed by the context update (CABAC §4.4)."""
         c = self.ctx[ctx]
         S = c.S
         r_lps = RLPS_TABLE[(self.R >> 5) & 7][abs(S >> 7)]
@@ -150,7 +150,7 @@ class CabacDecoder:
         return bin_val
 
     def _decode_bypass_bin(self):
-        """One equiprobable bin (§3.4)."""
+        """One equiprobable bin (CABAC §3.4)."""
         self.V <<= 1
         self.B += 1
         if self.B >= 0:
@@ -162,7 +162,7 @@ class CabacDecoder:
         return 0
 
     def decode_bypass(self, n):
-        """n bypass bins as an unsigned value, first bin most significant (§3.4)."""
+        """n bypass bins as an unsigned value, first bin most significant (CABAC §3.4)."""
         if not 1 <= n <= 32:
             raise SyntaxValueError("bypass bin count out of range", value=n, allowed="1..32")
         value = 0
@@ -171,7 +171,7 @@ class CabacDecoder:
         return value
 
     def decode_terminate(self):
-        """Terminating bin (§3.5)."""
+        """Terminating bin (CABAC §3.5)."""
         self.R -= 2
         if self.V >= self.R << 7:
             return 1
@@ -180,15 +180,16 @@ class CabacDecoder:
         return 0
 
     def reset_range(self):
-        """Range reset at a block-row start (§3.6); V and B are untouched."""
+        """Range reset at a block-row start (CABAC §3.6); V and B are untouched."""
         self.R = 256
-        # V < R·128 holds between bins (§3.1) and ep_arith_value = V >> 7 has 8 bits (§3.8):
-        # a corrupt codeword can break it only here, after which V would grow without bound.
+        # V < R·128 holds between bins (CABAC §3.1) and ep_arith_value = V >> 7 has 8 bits
+        # (CABAC §3.8): a corrupt codeword can break it only here, after which V would grow without
+        # bound.
         if self.V >= self.R << 7:
             raise self.error("arithmetic offset outside the reset range", "arithmetic codeword")
 
     def finish(self):
-        """Terminating bin and the end-of-payload checks (§3.5)."""
+        """Terminating bin and the end-of-payload checks (CABAC §3.5)."""
         terminating_bin = self.decode_terminate()
         self.check_start()
         if self.overread:                       # the root cause of whatever follows
@@ -204,32 +205,32 @@ class CabacDecoder:
         if tail != 1 << (free_bits - 1):
             raise self.error("no stop bit 1 followed by zero bits", "stop bit")
 
-    # --- context memory (§4, §6.3) -----------------------------------------------------------
+    # --- context memory (CABAC §4, CABAC §6.3) -----------------------------------------------
 
     def init_contexts(self, count):
-        """Allocate `count` contexts, all with parameter set 0 (§6.3)."""
+        """Allocate `count` contexts, all with parameter set 0 (CABAC §6.3)."""
         self.ctx = [Context(0) for _ in range(count)]
 
     def set_context_param_set(self, ctx, k):
-        """(Re)initialise context ctx with parameter set k (§4.2, §6.4)."""
+        """(Re)initialise context ctx with parameter set k (CABAC §4.2, CABAC §6.4)."""
         if not 0 <= k <= 8:
             raise SyntaxValueError("parameter set out of range", value=k, allowed="0..8")
         self.ctx[ctx].init(k)
 
     def reset_contexts(self):
-        """Block-row reset of every context to its own parameter set (§6.3)."""
+        """Block-row reset of every context to its own parameter set (CABAC §6.3)."""
         for c in self.ctx:
             c.reset()
 
-    # --- levels and tensors (§5–8, §12) -----------------------------------------------------
+    # --- levels and tensors (CABAC §5–8, CABAC §12) -----------------------------------------
 
     def decode_level(self, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
-        """One level k (§5.1/5.2) with the context selection of §6.2."""
+        """One level k (CABAC §5.1/5.2) with the context selection of CABAC §6.2."""
         return pytwin_levels.decode_level(self, dq_state, neighbour, b, h, N,
                                           codebook_size, cb_zero_offset)
 
     def decode_tensor(self, t, variant=2):
-        """Procedure B of §12 for one tensor."""
+        """Procedure B of CABAC §12 for one tensor."""
         return pytwin_levels.decode_tensor(self, t, variant)
 
     # --- inspection ------------------------------------------------------------------------
@@ -248,7 +249,7 @@ class CabacDecoder:
 
 
 def decode_payload(payload, tensors, variant=2, jobs=1, entry_points=None):
-    """Decode every tensor of one NDU payload and check its end (§12 procedure A, 1–3).
+    """Decode every tensor of one NDU payload and check its end (CABAC §12 procedure A, 1–3).
     jobs / entry_points (block-row parallel decoding in the Cython module) are accepted and
     ignored: the twin decodes sequentially, with the same results."""
     d = CabacDecoder(payload)

@@ -1,5 +1,5 @@
-"""Pure-Python twin of the DeepCABAC entropy encoder (NNC-CABAC-QUANT.md §3.7, §5, §6, §7, §8.2,
-§13), bit-exact with NNCodec 2.1.3 (variant 2) and NNCodec 1.x (variant 1).
+"""Pure-Python twin of the DeepCABAC entropy encoder (CABAC §3.7, CABAC §5, CABAC §6, CABAC §7,
+CABAC §8.2, CABAC §13), bit-exact with NNCodec 2.1.3 (variant 2) and NNCodec 1.x (variant 1).
 
 The exact mirror of the decoder twin (`pytwin`, `pytwin_levels`): same context layout, same
 signalling lists, same scans, row skipping, DQ, TCA, HDSP and codebook rules.  Written for
@@ -22,7 +22,7 @@ from nnr_core.cabac.pytwin_levels import (NEXT, ctx_gtx, ctx_param_set_flag, ctx
                                           signalled_contexts)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-PARAM_SET_PENALTY = 3 * SCALE       # §6.5 step 4: sets 1..8 pay for their 3 bypass bins
+PARAM_SET_PENALTY = 3 * SCALE       # CABAC §6.5 step 4: sets 1..8 pay for their 3 bypass bins
 NUM_PARAM_SETS = 9
 
 
@@ -30,19 +30,19 @@ NUM_PARAM_SETS = 9
 
 @dataclass
 class Prepared:
-    """A validated TensorEncoding with everything the coding loops need (§12 procedure B)."""
+    """A validated TensorEncoding with everything the coding loops need (CABAC §12 procedure B)."""
 
     t: TensorEncoding
     N: int
     rows: int
     W: int                          # RowWidth
     dq: int
-    eff_scan: int                   # effective scan order (§2)
+    eff_scan: int                   # effective scan order (CABAC §2)
     n_brows: int                    # block rows (1 for the matrix scan)
     levels: np.ndarray              # int32[rows*W], C-contiguous
     tca: Optional[np.ndarray]       # int32[rows*W] or None
     hist: Optional[np.ndarray]      # uint8[rows*W] iff hist_dep_sig_prob_enabled_flag = 1
-    edition2_flags: bool            # §2 steps 3a/3b present
+    edition2_flags: bool            # CABAC §2 steps 3a/3b present
     parent: int
     hdsp_flag: int
     rowskip_flag: int
@@ -90,7 +90,7 @@ def prepare(t, variant):
         raise EncoderConfigError(f"level {int(wide[pos])} at position {pos} "
                                  f"(row {pos // W}, column {pos % W}) outside {lo}..{hi}")
     levels = np.ascontiguousarray(wide.astype(np.int32))
-    # qp_offset: 6 + QpDensity bits, two's complement; never wrapped (§2 step 1).
+    # qp_offset: 6 + QpDensity bits, two's complement; never wrapped (CABAC §2 step 1).
     qp_bits = qp_offset = 0
     if c.has_qp_offset:
         qp_bits = 6 + c.qp_density
@@ -103,7 +103,7 @@ def prepare(t, variant):
         qp_offset = int(q)
     elif t.qp_offset is not None:
         raise EncoderConfigError("qp_offset given for a payload type without qp_offset")
-    # §2 steps 3a/3b: the edition-2 flags, used only where they are coded.
+    # CABAC §2 steps 3a/3b: the edition-2 flags, used only where they are coded.
     edition2 = gpi == 1 and W > 1 and rows > 1 and cbsize != 1
     parent = 1 if c.parent_node_id_present_flag else 0
     hdsp = _flag(t.hist_dep_sig_prob_enabled_flag, "hist_dep_sig_prob_enabled_flag")
@@ -118,7 +118,7 @@ def prepare(t, variant):
         hist = np.ascontiguousarray(c.hdsp_history.reshape(-1)).view(np.uint8)
     skip = None
     if rowskip:
-        # NNCodec: row_skip_list[r] = 1 exactly for the all-zero rows (§7.3).
+        # NNCodec: row_skip_list[r] = 1 exactly for the all-zero rows (CABAC §7.3).
         skip = (~levels.reshape(rows, W).any(axis=1)).astype(np.uint8)
     tca = None
     if c.tca_reference is not None:
@@ -132,15 +132,15 @@ def prepare(t, variant):
 
 
 def index_to_level(i, s):
-    """§8.2 encoder mapping i -> k with the coding-time state s. REF-QUIRK: an index of the wrong
-    parity for Q(s & 1) is rounded by the same formula, as NNCodec does (bit-depth clipping of
-    TCQ output, row skipping with block scans: NNC-CABAC-QUANT.md §15.2)."""
+    """CABAC §8.2 encoder mapping i -> k with the coding-time state s. REF-QUIRK: an index of the
+    wrong parity for Q(s & 1) is rounded by the same formula, as NNCodec does (bit-depth clipping of
+    TCQ output, row skipping with block scans: CABAC §15.2)."""
     if i == 0:
         return 0
     return (i + (s & 1)) >> 1 if i > 0 else (i - (s & 1)) >> 1
 
 
-# --- shadow models of the parameter-set optimisation (§6.5) --------------------------------------
+# --- shadow models of the parameter-set optimisation (CABAC §6.5) --------------------------------
 
 class Shadow:
     """Nine models of one context, one per parameter set, and their accumulated bit estimates."""
@@ -152,12 +152,12 @@ class Shadow:
         self.reset()
 
     def reset(self):
-        """Back to the initial states of the nine sets; the costs keep accumulating (§6.5.2)."""
+        """Back to the nine sets' initial states; the costs keep accumulating (CABAC §6.5.2)."""
         self.S0 = [p[2] for p in PARAM_SETS]
         self.S1 = [p[3] for p in PARAM_SETS]
 
     def code(self, bin_val):
-        """Charge every set the estimate of §4.6 for this bin, then update every model (§4.4)."""
+        """Charge every set the bin's CABAC §4.6 estimate, then update every model (CABAC §4.4)."""
         g = 1 if bin_val else -1
         for k, (sh0, sh1, _, _) in enumerate(PARAM_SETS):
             S0, S1 = self.S0[k], self.S1[k]
@@ -166,7 +166,7 @@ class Shadow:
             self.S1[k] = S1 + g * (CURVE[16 + ((g * S1) >> 7)] >> sh1)
 
     def best(self):
-        """Cheapest set, sets 1..8 charged 3 bits extra; first minimum wins (§6.5.4)."""
+        """Cheapest set, sets 1..8 charged 3 bits extra; first minimum wins (CABAC §6.5.4)."""
         best, best_cost = 0, self.cost[0]
         for k in range(1, NUM_PARAM_SETS):
             if self.cost[k] + PARAM_SET_PENALTY < best_cost:
@@ -175,9 +175,9 @@ class Shadow:
 
 
 def pseudo_level(shadow, i, s, neighbour, b, h, N):
-    """Pseudo-code one position for the optimisation.  REF-QUIRK (§6.5.3): NNCodec binarizes the
-    reconstruction index i (not k), always with the unbounded binarization of §5.1 and without the
-    bypass suffix."""
+    """Pseudo-code one position for the optimisation.  REF-QUIRK (CABAC §6.5.3): NNCodec binarizes
+    the reconstruction index i (not k), always with the unbounded binarization of CABAC §5.1 and
+    without the bypass suffix."""
     c = neighbour_class(neighbour)
     shadow[ctx_sig(s, c, b, h)].code(i != 0)
     if i == 0:
@@ -199,17 +199,17 @@ def pseudo_level(shadow, i, s, neighbour, b, h, N):
 # --- the encoder ----------------------------------------------------------------------------------
 
 class CabacEncoder:
-    """DeepCABAC encoder: arithmetic engine (§3.7) plus the context memory of one tensor (§6.3)."""
+    """DeepCABAC encoder: engine (CABAC §3.7) plus one tensor's context memory (CABAC §6.3)."""
 
     def __init__(self):
-        """§3.7 initialisation, once per NDU payload."""
+        """CABAC §3.7 initialisation, once per NDU payload."""
         self.L, self.R, self.BL, self.NB, self.buffered = 0, 510, 23, 0, 0
         self.out = bytearray()
         self.ctx = []
         self.finished = False
         self.rounded = 0        # DQ indices of the wrong parity coded so far (rounded to a level)
 
-    # --- engine (§3.7) -----------------------------------------------------------------------
+    # --- engine (CABAC §3.7) -----------------------------------------------------------------
 
     def _write_out(self):
         """Byte output with carry handling: 0xFF bytes stay pending until the carry is known."""
@@ -234,7 +234,7 @@ class CabacEncoder:
             self._write_out()
 
     def encode_bin(self, ctx, bin_val):
-        """Regular bin (§3.7) followed by the context update (§4.4)."""
+        """Regular bin (CABAC §3.7) followed by the context update (CABAC §4.4)."""
         c = self.ctx[ctx]
         S = c.S
         r_lps = RLPS_TABLE[(self.R >> 5) & 7][abs(S >> 7)]
@@ -254,7 +254,7 @@ class CabacEncoder:
         c.update(bin_val)
 
     def encode_bypass(self, value, n):
-        """n bypass bins carrying the unsigned value, most significant first (§3.7)."""
+        """n bypass bins carrying the unsigned value, most significant first (CABAC §3.7)."""
         if not 1 <= n <= 32 or not 0 <= value < 1 << n:
             raise EncoderConfigError(f"bypass value {value} does not fit {n} bins (n 1..32)")
         for x in range(n - 1, -1, -1):
@@ -266,7 +266,7 @@ class CabacEncoder:
                 self._write_out()
 
     def encode_terminate(self, bin_val):
-        """Terminating bin (§3.7)."""
+        """Terminating bin (CABAC §3.7)."""
         self.R -= 2
         if bin_val:
             self.L = (self.L + self.R) & 0xFFFFFFFF
@@ -277,11 +277,11 @@ class CabacEncoder:
             self._shift(1)
 
     def reset_range(self):
-        """Range reset at a block-row start (§3.6)."""
+        """Range reset at a block-row start (CABAC §3.6)."""
         self.R = 256
 
     def _flush(self):
-        """§3.7 flush: resolve the pending bytes, then the low register, the stop bit and zeros."""
+        """CABAC §3.7 flush: resolve pending bytes, then the low register, stop bit and zeros."""
         if self.L >> (32 - self.BL):            # pending carry
             self.out.append((self.buffered + 1) & 0xFF)
             self.out.extend(b"\x00" * (self.NB - 1))
@@ -317,7 +317,7 @@ class CabacEncoder:
         del self.out[len(self.out) - nff - 1:]
 
     def finish(self):
-        """Terminating bin 1 and flush (§3.7); returns the payload."""
+        """Terminating bin 1 and flush (CABAC §3.7); returns the payload."""
         if self.finished:
             raise EncoderConfigError("the encoder has already been finished")
         self.encode_terminate(1)
@@ -325,29 +325,29 @@ class CabacEncoder:
         self.finished = True
         return bytes(self.out)
 
-    # --- context memory (§4, §6.3) -------------------------------------------------------------
+    # --- context memory (CABAC §4, CABAC §6.3) -------------------------------------------------
 
     def init_contexts(self, count):
-        """Allocate `count` contexts, all with parameter set 0 (§6.3)."""
+        """Allocate `count` contexts, all with parameter set 0 (CABAC §6.3)."""
         self.ctx = [Context(0) for _ in range(count)]
 
     def set_context_param_set(self, ctx, k):
-        """(Re)initialise context ctx with parameter set k (§4.2)."""
+        """(Re)initialise context ctx with parameter set k (CABAC §4.2)."""
         if not 0 <= k <= 8:
             raise EncoderConfigError(f"parameter set {k} outside 0..8")
         self.ctx[ctx].init(k)
 
     def reset_contexts(self):
-        """Block-row reset of every context to its own parameter set (§6.3)."""
+        """Block-row reset of every context to its own parameter set (CABAC §6.3)."""
         for c in self.ctx:
             c.reset()
 
-    # --- levels (§5, §6.2) ---------------------------------------------------------------------
+    # --- levels (CABAC §5, CABAC §6.2) ---------------------------------------------------------
 
     def encode_level(self, k, dq_state, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
-        """One level k (§5.1/5.2) with the contexts of §6.2: a bin is written iff the decoder
-        reads it (pytwin_levels.decode_level).  The engine is left in the form every tensor ends
-        in (_settle), as the Cython encoder, which codes the level on its level-loop engine."""
+        """One level k (CABAC §5.1/5.2) with the contexts of CABAC §6.2: a bin is written iff the
+        decoder reads it (pytwin_levels.decode_level).  The engine is left in the form every tensor
+        ends in (_settle), as the Cython encoder, which codes the level on its level-loop engine."""
         pytwin_levels.check_codebook(codebook_size, cb_zero_offset)
         if not INT32_MIN <= k <= INT32_MAX:
             raise EncoderConfigError(f"level {k} does not fit int32")
@@ -360,7 +360,7 @@ class CabacEncoder:
         """encode_level's bins, without its range checks (tests write invalid streams with it)."""
         bounded = codebook_size > 0
         if codebook_size == 1:
-            return                              # §5.2: no bins at all
+            return                              # CABAC §5.2: no bins at all
         s = dq_state
         c = neighbour_class(neighbour)
         self.encode_bin(ctx_sig(s, c, b, h), k != 0)        # sig_flag
@@ -399,7 +399,7 @@ class CabacEncoder:
             if t:
                 self.encode_bypass(a - v, t)
 
-    # --- tensors (§12 procedure B, mirrored; §13) ------------------------------------------------
+    # --- tensors (CABAC §12 procedure B, mirrored; CABAC §13) ------------------------------------
 
     def encode_tensor(self, t, variant=2):
         """Code one tensor: qp_offset, edition-2 flags, signalling, levels."""
@@ -417,7 +417,7 @@ class CabacEncoder:
             if p.rowskip_flag:
                 for r in range(p.rows):
                     self.encode_bin(ctx_row_skip(N), int(p.skip[r]))
-        # B.5 context parameter sets: NNCodec's choice (§6.5) or all 0
+        # B.5 context parameter sets: NNCodec's choice (CABAC §6.5) or all 0
         shadow = None
         if p.param_opt:
             shadow = [Shadow() for _ in range(num_contexts(N))]
@@ -431,7 +431,7 @@ class CabacEncoder:
                 if k:
                     self.encode_bypass(k - 1, 3)
             self.set_context_param_set(ctx, k)
-        # B.6 range reset; REF-QUIRK: NNCodec-1 also for a single block row (§11)
+        # B.6 range reset; REF-QUIRK: NNCodec-1 also for a single block row (CABAC §11)
         if p.eff_scan and (p.n_brows > 1 or variant == VARIANT_NNCODEC1):
             self.reset_range()
         _code_levels(self, p, variant, None)                    # B.7
@@ -453,8 +453,8 @@ class CabacEncoder:
 
 
 def _code_levels(enc, p, variant, shadow):
-    """B.7: walk the scan (§7) with row skipping and block-row resets.  With `shadow` this is the
-    pseudo pass of §6.5 (bit estimates only), otherwise the real coding of the levels."""
+    """B.7: walk the scan (CABAC §7) with row skipping and block-row resets.  With `shadow` this is
+    the pseudo pass of CABAC §6.5 (bit estimates only), otherwise the real coding of the levels."""
     N, W = p.N, p.W
     s = neighbour = 0
     block_row = 0
@@ -465,13 +465,13 @@ def _code_levels(enc, p, variant, shadow):
                 for m in shadow:
                     m.reset()
                 if variant == VARIANT_NNCODEC1:
-                    neighbour = 0       # REF-QUIRK: only NNCodec-1 resets it here (§11.4)
+                    neighbour = 0       # REF-QUIRK: only NNCodec-1 resets it here (CABAC §11.4)
             else:
                 enc.reset_contexts()
                 neighbour = 0
                 enc.reset_range()
         if p.rowskip_flag and p.skip[r]:
-            if p.dq:                    # REF-QUIRK: RowWidth parity-0 transitions (§7.3)
+            if p.dq:                    # REF-QUIRK: RowWidth parity-0 transitions (CABAC §7.3)
                 for _ in range(W % 4):
                     s = NEXT[s][0]
             continue
@@ -487,7 +487,7 @@ def _code_levels(enc, p, variant, shadow):
             h = 1 if p.hist is not None and p.hist[pos] else 0
             if shadow is not None:
                 pseudo_level(shadow, i, s, neighbour, b, h, N)
-                neighbour = i           # REF-QUIRK: the reconstruction index (§6.5.3)
+                neighbour = i           # REF-QUIRK: the reconstruction index (CABAC §6.5.3)
             else:
                 if not p.no_bins:
                     enc._binarize_level(k, s, neighbour, b, h, N, p.cbsize, p.cbzero)
@@ -497,10 +497,10 @@ def _code_levels(enc, p, variant, shadow):
 
 
 def encode_payload(tensors, variant=2, stats=None):
-    """Code the tensors of one NDU payload back to back (§13); returns the payload and, per tensor,
-    the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) found by decoding it (§13.5).
-    stats: a dict that receives "rounded", the number of DQ indices of the wrong parity that were
-    rounded to a level (the decoder then returns other indices)."""
+    """Code the tensors of one NDU payload back to back (CABAC §13); returns the payload and, per
+    tensor, the entry points (BitOffsetDelta, ep_arith_value, ep_dq_state) found by decoding it
+    (CABAC §13.5). stats: a dict that receives "rounded", the number of DQ indices of the wrong
+    parity that were rounded to a level (the decoder then returns other indices)."""
     tensors = list(tensors)
     enc = CabacEncoder()
     for t in tensors:

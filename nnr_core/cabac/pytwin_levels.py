@@ -1,8 +1,8 @@
 """Pure-Python twin of the DeepCABAC decoder: levels and the per-tensor procedure.
 
-Implements NNC-CABAC-QUANT.md §5 (binarization), §6 (context layout, selection, signalling),
-§7 (scans, row skipping), §8.1/8.2 (dependent quantization) and procedure B of §12, on top of the
-engine of `pytwin.CabacDecoder` (passed in as `dec`).
+Implements CABAC §5 (binarization), CABAC §6 (context layout, selection, signalling),
+CABAC §7 (scans, row skipping), CABAC §8.1/8.2 (dependent quantization) and procedure B of
+CABAC §12, on top of the engine of `pytwin.CabacDecoder` (passed in as `dec`).
 """
 import math
 
@@ -14,12 +14,12 @@ from nnr_core.cabac.params import TensorResult
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 OVERREAD_BAIL_OUT = 4           # bytes fed past the payload end before decoding stops
 # A level takes at least one regular bin, a regular bin at least log2(351/349) > 1/128 bit
-# (rLPS 2 at R = 351, Appendix A.1); slack for P's rounding (§3.8).
+# (rLPS 2 at R = 351, Appendix A.1); slack for P's rounding (CABAC §3.8).
 BINS_PER_BIT = 128
 CAPACITY_SLACK_BITS = 16
 
-# §6.1, NNCodec-2 layout (offsets; those after the greater-than flags depend on N).  The Cython
-# modules have the same names in _engine.pxd.
+# CABAC §6.1, NNCodec-2 layout (offsets; those after the greater-than flags depend on N).  The
+# Cython modules have the same names in _engine.pxd.
 CTX_SIG = 0                     # 3·s + c
 CTX_SIG_TCA = 24                # 24 + 2·s + (abs(b) > 1)
 CTX_SIG_HDSP = 40               # 40 + s
@@ -31,41 +31,41 @@ CTX_REM_COUNT = 32              # remainder prefix bins from ctx_rem(N) (only i 
 
 
 def ctx_gtx_tca(N):
-    """First TCA greater-than context, 53 + 2N (§6.1)."""
+    """First TCA greater-than context, 53 + 2N (CABAC §6.1)."""
     return CTX_GTX + 2 * N
 
 
 def ctx_rem(N):
-    """First remainder-prefix context, 53 + 4N (§6.1)."""
+    """First remainder-prefix context, 53 + 4N (CABAC §6.1)."""
     return CTX_GTX + 4 * N
 
 
 def ctx_param_set_flag(N):
-    """Context of param_set_flag, 87 + 4N (§6.1): after the remainder contexts and 2 unused."""
+    """Context of param_set_flag, 87 + 4N (CABAC §6.1): after remainder contexts and 2 unused."""
     return ctx_rem(N) + CTX_REM_COUNT + 2
 
 
 def ctx_row_skip(N):
-    """Context of row_skip_list, 89 + 4N (§6.1)."""
+    """Context of row_skip_list, 89 + 4N (CABAC §6.1)."""
     return ctx_rem(N) + CTX_REM_COUNT + 4
 
 
 def num_contexts(N):
-    """Size of the context memory, 90 + 4N (§6.1)."""
+    """Size of the context memory, 90 + 4N (CABAC §6.1)."""
     return ctx_rem(N) + CTX_REM_COUNT + 5
 
 
-# §8.1: NEXT[s][parity].
+# CABAC §8.1: NEXT[s][parity].
 NEXT = ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6))
 
 
 def neighbour_class(neighbour):
-    """Neighbour class c of §6.1: 0 zero, 1 negative, 2 positive."""
+    """Neighbour class c of CABAC §6.1: 0 zero, 1 negative, 2 positive."""
     return 0 if neighbour == 0 else (1 if neighbour < 0 else 2)
 
 
 def ctx_sig(s, c, b, h):
-    """Context of sig_flag (§6.2): HDSP history first, then the TCA reference, then state and neighbour."""
+    """Context of sig_flag (CABAC §6.2): HDSP history first, then TCA reference, then state, neighbour."""
     if h:
         return CTX_SIG_HDSP + s
     if b != 0:
@@ -74,34 +74,34 @@ def ctx_sig(s, c, b, h):
 
 
 def ctx_sign(c, b):
-    """Context of sign_flag (§6.2)."""
+    """Context of sign_flag (CABAC §6.2)."""
     if b != 0:
         return CTX_SIGN_TCA_NEG if b < 0 else CTX_SIGN_TCA_POS
     return CTX_SIGN + c
 
 
 def ctx_gtx(N, j, sign, b):
-    """Context of abs_level_greater_x[j] (§6.2)."""
+    """Context of abs_level_greater_x[j] (CABAC §6.2)."""
     if b != 0:
         return ctx_gtx_tca(N) + 2 * j + (0 if abs(b) >= j else 1)
     return CTX_GTX + 2 * j + sign
 
 
 def block_dim(scan_order):
-    """§7.2 BlockDim of a block scan (scan order 1..4): 2^(scan_order + 2)."""
+    """CABAC §7.2 BlockDim of a block scan (scan order 1..4): 2^(scan_order + 2)."""
     return 4 << scan_order
 
 
 def num_block_rows(rows, scan_order):
-    """§7.2 block rows: ceil(Rows / BlockDim); 1 for the matrix scan (effective scan order 0)."""
+    """CABAC §7.2 block rows: ceil(Rows / BlockDim); 1 for the matrix scan (effective order 0)."""
     return -(-rows // block_dim(scan_order)) if scan_order else 1
 
 
 def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
-    """One level k: binarization §5.1 / codebook-bounded §5.2, contexts §6.2 (NNCodec-2)."""
+    """One level k: binarization CABAC §5.1/5.2, contexts CABAC §6.2 (NNCodec-2)."""
     check_codebook(codebook_size, cb_zero_offset)
     if codebook_size == 1:
-        return 0                            # §5.2: no bins at all
+        return 0                            # CABAC §5.2: no bins at all
     bounded = codebook_size > 0
     c = neighbour_class(neighbour)
     if not dec.decode_bin(ctx_sig(s, c, b, h)):         # sig_flag
@@ -149,7 +149,7 @@ def decode_level(dec, s, neighbour, b, h, N, codebook_size=0, cb_zero_offset=0):
 
 
 def signalled_contexts(N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset, variant):
-    """List of (context, coded) of the parameter-set signalling, in order (§6.4)."""
+    """List of (context, coded) of the parameter-set signalling, in order (CABAC §6.4)."""
     if variant == 1:
         # NNCodec-1: sig, sign, greater-than and all 32 remainder contexts, every one coded.
         sig = range(24) if dq_flag else range(3)
@@ -178,8 +178,8 @@ def signalled_contexts(N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset, var
 
 
 def decode_param_sets(dec, N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset, variant):
-    """Context parameter-set signalling (§6.4): param_set_flag, param_set_idx_minus1; stops once
-    it has read past the payload end by more than OVERREAD_BAIL_OUT bytes."""
+    """Context parameter-set signalling (CABAC §6.4): param_set_flag, param_set_idx_minus1; stops
+    once it has read past the payload end by more than OVERREAD_BAIL_OUT bytes."""
     for ctx, coded in signalled_contexts(N, dq_flag, tca, hdsp, codebook_size,
                                          cb_zero_offset, variant):
         k = 0
@@ -191,7 +191,7 @@ def decode_param_sets(dec, N, dq_flag, tca, hdsp, codebook_size, cb_zero_offset,
 
 
 def _check_array(a, dtypes, size, name):
-    """Application state array (§10) of an allowed dtype and the tensor's size."""
+    """Application state array (CABAC §10) of an allowed dtype and the tensor's size."""
     dtypes = tuple(np.dtype(d) for d in dtypes)
     if not isinstance(a, np.ndarray) or a.dtype not in dtypes or a.size != size:
         raise ConstraintViolationError(f"{name} must be {dtypes[0].name}[{size}]",
@@ -199,7 +199,7 @@ def _check_array(a, dtypes, size, name):
 
 
 def check_codebook(codebook_size, cb_zero_offset):
-    """CbZeroOffset inside the codebook, or both 0 without one (§9.5)."""
+    """CbZeroOffset inside the codebook, or both 0 without one (CABAC §9.5)."""
     if not (0 <= cb_zero_offset < codebook_size if codebook_size > 0
             else codebook_size == 0 and cb_zero_offset == 0):
         raise SyntaxValueError("codebook bounds inconsistent", element="cb_zero_offset",
@@ -237,7 +237,7 @@ def validate(t, variant):
                                value=t.scan_order, allowed="0..4")
     check_codebook(t.codebook_size, t.cb_zero_offset)
     if t.codebook_size and (t.general_profile_idc == 0 or t.dq_flag):
-        # §1: CodebookSize is 0 for gpi 0; §9.5: codebook tensors have dq_flag 0.
+        # CABAC §1: CodebookSize is 0 for gpi 0; CABAC §9.5: codebook tensors have dq_flag 0.
         raise ConstraintViolationError("codebook with general_profile_idc 0 or dq_flag 1",
                                        element="codebook_size", value=t.codebook_size)
     if t.tca_reference is not None:
@@ -250,7 +250,7 @@ def validate(t, variant):
 
 
 def scan_segments(rows, row_width, scan_order):
-    """Row segments in coding order (§7.1/7.2): yields (block_row, r, c_first, c_last)."""
+    """Row segments in coding order (CABAC §7.1/7.2): yields (block_row, r, c_first, c_last)."""
     if scan_order == 0:
         for r in range(rows):
             yield 0, r, 0, row_width - 1
@@ -263,7 +263,7 @@ def scan_segments(rows, row_width, scan_order):
 
 
 def decode_tensor(dec, t, variant=2):
-    """Procedure B of §12 for one tensor (NNCodec-2, or NNCodec-1 with variant 1, §11)."""
+    """Procedure B of CABAC §12 for one tensor (NNCodec-2; NNCodec-1 as variant 1, CABAC §11)."""
     validate(t, variant)
     dec.check_start()
     N = t.cabac_unary_length_minus1 + 1
@@ -296,7 +296,7 @@ def decode_tensor(dec, t, variant=2):
                 if dec.overread > OVERREAD_BAIL_OUT:
                     raise dec.error("payload ends inside the row-skip list", "row_skip_list")
     if hdsp and t.hdsp_history is None:
-        # §10.2: NNCodec would silently decode without history and desynchronise.
+        # CABAC §10.2: NNCodec would silently decode without history and desynchronise.
         raise ConstraintViolationError("hist_dep_sig_prob_enabled_flag = 1 but no history",
                                        element="hist_dep_sig_prob_enabled_flag",
                                        bit_offset=dec.P + 9)
@@ -316,7 +316,7 @@ def decode_tensor(dec, t, variant=2):
     if scan_order and (block_rows > 1 or variant == 1):
         dec.reset_range()
     entry_points = []
-    p_block_row = dec.P                     # block row 0 starts after the signalling (§3.8)
+    p_block_row = dec.P                     # block row 0 starts after the signalling (CABAC §3.8)
     levels = np.zeros(rows * row_width, dtype=np.int32)
     current_block_row = 0
     # B.7 scan positions, one row segment at a time
@@ -324,7 +324,7 @@ def decode_tensor(dec, t, variant=2):
         if dec.overread > OVERREAD_BAIL_OUT:
             raise dec.error("payload ends too early", "payload length")
         if block_row != current_block_row:
-            # B.7e block-row reset (§6.3, §3.6) and its entry point (§3.8)
+            # B.7e block-row reset (CABAC §6.3, CABAC §3.6) and its entry point (CABAC §3.8)
             current_block_row = block_row
             dec.reset_contexts()
             neighbour = 0
@@ -332,7 +332,7 @@ def decode_tensor(dec, t, variant=2):
             entry_points.append((dec.P - p_block_row, dec.V >> 7, s))
             p_block_row = dec.P
         if row_skip and row_skip_list[r]:
-            # B.7a §7.3: RowWidth parity-0 DQ transitions; NEXT[.][0] has order 4
+            # B.7a CABAC §7.3: RowWidth parity-0 DQ transitions; NEXT[.][0] has order 4
             if dq:
                 for _ in range(row_width % 4):
                     s = NEXT[s][0]
@@ -345,7 +345,7 @@ def decode_tensor(dec, t, variant=2):
             h = 1 if history is not None and history[pos] else 0
             k = 0 if no_bins else decode_level(dec, s, neighbour, b, h, N, codebook_size,
                                                cb_zero_offset)
-            if dq:                          # §8.2 reconstruction index, then §8.1 transition
+            if dq:                          # index i (CABAC §8.2), then the transition (CABAC §8.1)
                 i = 2 * k - (0 if k == 0 else (1 if k > 0 else -1)) * (s & 1)
                 if not INT32_MIN <= i <= INT32_MAX:
                     raise dec.error("reconstruction index exceeds int32", "abs_remainder")

@@ -1,4 +1,4 @@
-"""Blocks: the tensors of one layer coded together (NNR_PT_BLOCK, NNC-HLS.md §8, §9.3, §14 items 6
+"""Blocks: the tensors of one layer coded together (NNR_PT_BLOCK, HLS §8, HLS §9.3, HLS §14 items 6
 and 9), as the reference groups them from its option ``block_id_and_param_type``.
 
 The option (the reference's format, NNCodec 2.1.3 ``nnc.compress``)::
@@ -15,7 +15,7 @@ A block is written at the position of its weight. It is one NNR_PT_BLOCK unit un
 cannot share one (an integer member, a codebook on a non-weight member, or different dq flags);
 then each member gets its own unit, in payload order LS, BI, BN beta/gamma/mean/var, W, each
 carrying the block's compressed_parameter_types. With parent signalling (incremental coding) the
-units of a block leave tensor_dimensions out (tensor_dimensions_flag 0, NNC-HLS.md §11): the
+units of a block leave tensor_dimensions out (tensor_dimensions_flag 0, HLS §11): the
 decoder needs the dimensions out of band.
 
 Not supported (rejected): low-rank decomposition (NNR_CPT_DC, ``<weight>_G``/``<weight>_H``
@@ -31,8 +31,8 @@ from nnr_core.syntax.constants import NNR_CPT_BI, NNR_CPT_BN, NNR_CPT_LS, NNR_PT
 
 PARAM_TYPES = ("weight", "weight.ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "unspecified")
 BN_TYPES = ("bn.beta", "bn.gamma", "bn.mean", "bn.var")
-PAYLOAD_ORDER = ("weight.ls", "bias") + BN_TYPES + ("weight",)     # §9.3, payload order
-NAME_ORDER = ("weight", "weight.ls") + BN_TYPES + ("bias",)         # §9.3, topology_elem_id_list
+PAYLOAD_ORDER = ("weight.ls", "bias") + BN_TYPES + ("weight",)     # HLS §9.3, payload order
+NAME_ORDER = ("weight", "weight.ls") + BN_TYPES + ("bias",)         # HLS §9.3, topology_elem_id_list
 
 
 @dataclass
@@ -189,7 +189,7 @@ def block_units(ndu, block: Block, planned: dict, base_qp: int, oob_dims: bool) 
         return [(ndu.unit_parts(planned[n], base_qp, cpt, oob_dims), [planned[n]]) for n in block.payload_order()]
     members = [planned[n] for n in block.payload_order()]
     if ndu.parent and not any(np.any(p.levels) for p in members):
-        return [(None, members)]       # an update of all zeros is omitted (§13.5)
+        return [(None, members)]       # an update of all zeros is omitted (HLS §13.5)
     fields = ndu.header_fields(planned[block.weight], cpt, oob_dims)
     if fields.get("temporal_context_modeling_flag"):
         # the reference looks at the weight only (and crashes when another member has no usable

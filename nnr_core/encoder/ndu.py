@@ -1,5 +1,5 @@
-"""One NDU per tensor: quantize, entropy-code, write the unit (NNC-HLS.md §8, §14; the reference's
-choices of NNC-CABAC-QUANT.md §13)."""
+"""One NDU per tensor: quantize, entropy-code, write the unit (HLS §8, HLS §14; the reference's
+choices of CABAC §13)."""
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -75,7 +75,7 @@ class NduEncoder:
 
     def expected_qp(self, t: InputTensor) -> Optional[int]:
         """The QP plan(t) will give t (None for integer and raw tensors), from its value range alone:
-        the configured QP, raised by the overflow guard where the values need it (§9.3). Errors are
+        the configured QP, raised by the overflow guard where the values need it (CABAC §9.3). Errors are
         left to plan(), so they are raised in tensor order."""
         if t.is_int or t.name in self.cfg.raw_float:
             return None
@@ -88,8 +88,10 @@ class NduEncoder:
         except EncoderConfigError:
             return qp
 
-    def plan(self, t: InputTensor) -> Planned:
-        """Quantize one tensor as the reference would."""
+    def plan(self, t: InputTensor, qp: Optional[int] = None, importance=None) -> Planned:
+        """Quantize one tensor as the reference would (the rate allocation's trials: at QP `qp`
+        instead of the configured one, and with `importance` instead of the configured one when
+        given: a sample of the tensor's rows)."""
         cfg = self.cfg
         if t.name in cfg.raw_float:
             if t.is_int:
@@ -98,13 +100,13 @@ class NduEncoder:
         if t.is_int:
             return Planned(t, NNR_PT_INT, t.data.reshape(-1))
         try:
-            return self._quantized(t)
+            return self._quantized(t, qp, importance)
         except EncoderConfigError as err:
             if repr(t.name) in str(err):
                 raise
             raise EncoderConfigError(f"tensor {t.name!r}: {err}") from None
 
-    def _quantized(self, t: InputTensor) -> Planned:
+    def _quantized(self, t: InputTensor, qp_trial: Optional[int] = None, imp_trial=None) -> Planned:
         from nnr_core.quant import quantize as q
         cfg = self.cfg
         w = t.data.reshape(-1)
@@ -113,7 +115,7 @@ class NduEncoder:
         if cfg.bitdepth is not None:
             qp, clip = q.bitdepth_qp(w, cfg.bitdepth, cfg.qp_density, t.is_weight)
         else:
-            qp, clip = self.tensor_qp(t), None
+            qp, clip = (self.tensor_qp(t) if qp_trial is None else qp_trial), None
         if cfg.codebook:
             cb = q.codebook_quantize(w, qp, cfg.qp_density, cfg.dq, self._trial_encoder(t),
                                      mode2_encode=self._mode2_encoder(t, scan), clip=clip,
@@ -124,12 +126,14 @@ class NduEncoder:
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
             return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
-        if cfg.importance and t.name in cfg.importance:     # off by default: nnr_core/quant/weighted.py
+        imp = imp_trial if imp_trial is not None else (cfg.importance or {}).get(t.name)
+        if imp is not None or cfg.sparsity is not None:      # off by default: nnr_core/quant/weighted.py
             from nnr_core.quant.weighted import quantize_weighted
-            levels, qp = quantize_weighted(w, cfg.importance[t.name], qp, cfg.qp_density, dq=cfg.dq,
+            levels, qp = quantize_weighted(w, imp, qp, cfg.qp_density, dq=cfg.dq,
                                            lambda_scale=cfg.lambda_scale, name=t.name, rows=rows, row_width=width,
                                            scan_order=scan, cabac_unary_length_minus1=cfg.cabac_unary_length_minus1,
-                                           mix=cfg.importance_mix, power=cfg.importance_power)
+                                           mix=cfg.importance_mix, power=cfg.importance_power,
+                                           pin_zeros=cfg.sparsity is not None)
         elif cfg.dq:
             levels, qp = q.quantize_tcq(w, qp, cfg.qp_density, rows, width, scan, lambda_scale=cfg.lambda_scale,
                                         cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
@@ -143,7 +147,7 @@ class NduEncoder:
 
     def _trial_coding(self, t, scan, dq_flag, gpi, parent):
         # REF-QUIRK: the reference's trial encoders get cabac_unary_length_minus1 where the coder
-        # gets minus1 + 1, so they count one greater-than flag less (NNC-CABAC-QUANT.md §15 item 4)
+        # gets minus1 + 1, so they count one greater-than flag less (CABAC §15 item 4)
         rows, width = rows_and_width(t.data.shape)
         return TensorCoding(rows=rows, row_width=width, ndim=t.data.ndim, has_qp_offset=False, qp_density=0,
                             dq_flag=dq_flag, cabac_unary_length_minus1=max(self.cfg.cabac_unary_length_minus1 - 1, 0),
@@ -151,7 +155,7 @@ class NduEncoder:
 
     def _trial_encoder(self, t):
         """Payload size of a codebook zero-offset candidate, as the reference's trial measures it
-        (gpi-0 rules, matrix scan, no DQ, param-opt on; NNC-CABAC-QUANT.md §9.5)."""
+        (gpi-0 rules, matrix scan, no DQ, param-opt on; CABAC §9.5)."""
         coding = self._trial_coding(t, 0, 0, 0, 0)
 
         def trial(symbols, codebook_size, cb_zero_offset):
@@ -170,11 +174,11 @@ class NduEncoder:
 
     # -- units ----------------------------------------------------------------------------------
     def unit_parts(self, p: Planned, base_qp: int, cpt: int = 0, oob_dims: bool = False) -> Optional[UnitParts]:
-        """The NDU of a planned tensor, or None when an update of all zeros is omitted (§13.5);
+        """The NDU of a planned tensor, or None when an update of all zeros is omitted (HLS §13.5);
         reads but never changes the shared state, so tensors can be coded by worker threads (the
         units are then written in order by `write`). cpt: compressed_parameter_types (a block's,
         for a block member coded on its own); oob_dims: leave tensor_dimensions out
-        (tensor_dimensions_flag 0, §11)."""
+        (tensor_dimensions_flag 0, HLS §11)."""
         t = p.tensor
         if self.parent and p.levels is not None and not np.any(p.levels):
             return None
@@ -256,7 +260,7 @@ class NduEncoder:
 
     def _held_levels(self, members, codings, payload, stats) -> list:
         """The levels a decoder returns for each member: the coded ones, unless DQ indices of the
-        wrong parity were rounded (REF-QUIRK, §8.2; the engines count them: without any, the
+        wrong parity were rounded (REF-QUIRK, CABAC §8.2; the engines count them: without any, the
         decoder returns the levels as given), then those the payload decodes to."""
         decoded = None
         held = []
@@ -307,7 +311,7 @@ class NduEncoder:
             rows, width = rows_and_width(shape)
             scan = cfg.scan_order
             # REF-QUIRK avoided: the reference crashes on RowWidth 1 with more rows than one block
-            # row (NNC-HLS.md §17 item 21); such a tensor is coded row-major and says so.
+            # row (HLS §17 item 21); such a tensor is coded row-major and says so.
             if scan and width == 1 and block_rows_minus1(rows, scan) > 0:
                 scan = 0
             f["scan_order"] = scan
@@ -315,7 +319,7 @@ class NduEncoder:
 
     def has_reference(self, name, parameter_id) -> bool:
         """A TCA reference for the tensor that a decoder accepts: the parent's parameter_id must be this
-        unit's (NNC-HLS.md §13.3). REF-QUIRK avoided: NNCodec asserts (crashes) when a block member
+        unit's (HLS §13.3). REF-QUIRK avoided: NNCodec asserts (crashes) when a block member
         is coded in its own unit after having been coded in its block (or the other way round) --
         the unit's parameter_id changes; nnr codes such a unit without TCA."""
         if self.state is None or name not in self.state.tensors:

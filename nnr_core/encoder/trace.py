@@ -10,7 +10,7 @@ from nnr_core.cabac.pytwin_enc import prepare
 
 
 def coder_position(encoder) -> int:
-    """The bit position P (NNC-HLS.md §8.5) of a CabacEncoder: shifts of its low register since
+    """The bit position P (HLS §8.5) of a CabacEncoder: shifts of its low register since
     the start, 23 - BL + 8 * (bytes written + pending bytes) (nnr_core/cabac/README.md)."""
     s = encoder.state()
     return 23 - s["BL"] + 8 * (s["bytes_written"] + s["NB"])

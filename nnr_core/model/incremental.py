@@ -1,5 +1,5 @@
 """Cross-bitstream state for incremental coding: PUT depths, TCA references, HDSP history
-(NNC-HLS.md §12.3, §13.2–13.4; NNC-CABAC-QUANT.md §10.1, §10.2)."""
+(HLS §12.3, HLS §13.2–13.4; CABAC §10.1, CABAC §10.2)."""
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,7 +28,7 @@ class IncrementalState:
     tensors: dict = field(default_factory=dict)
 
     def tca_reference(self, name, shape, fields, unit_index) -> np.ndarray:
-        """The reference levels for a TCA-coded tensor, after NNCodec's consistency checks (§13.3)."""
+        """The reference levels for a TCA-coded tensor, after NNCodec's consistency checks (HLS §13.3)."""
         hist = self.tensors.get(name)
         if hist is None:
             raise ConstraintViolationError(
@@ -64,7 +64,7 @@ class IncrementalState:
 
     def record(self, name, levels: np.ndarray, fields, parent_signalling: bool, shape=None, dtype=None) -> None:
         """Store a decoded tensor's levels as the next TCA reference; extend its HDSP history when
-        the bitstream has parent signalling (NNCodec's decoder rule, NNC-HLS.md §13.4)."""
+        the bitstream has parent signalling (NNCodec's decoder rule, HLS §13.4)."""
         if not self.device_id and fields.get("node_id_present_flag"):   # REF-QUIRK: 0 counts as unset
             self.device_id = fields.get("device_id", 0)
         levels = levels.reshape(-1).copy()

@@ -1,4 +1,4 @@
-"""Tensors carried by one NDU: names, components, shapes, payload order (NNC-HLS.md §9.3, §9.4)."""
+"""Tensors carried by one NDU: names, components, shapes, payload order (HLS §9.3, HLS §9.4)."""
 from dataclasses import dataclass
 from typing import Optional
 
@@ -56,7 +56,7 @@ def _dc_shapes(fields, unit_index):
 
 
 def ndu_components(fields, unit_index, pending_h: bool) -> list:
-    """The components of an NDU in payload order (§9.3), with shapes and codebooks."""
+    """The components of an NDU in payload order (HLS §9.3), with shapes and codebooks."""
     pt = fields["nnr_compressed_data_unit_payload_type"]
     cpt = fields.get("compressed_parameter_types", 0)
     dims = tuple(fields["tensor_dimensions"])

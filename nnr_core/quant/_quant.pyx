@@ -1,7 +1,7 @@
 # distutils: extra_compile_args = -O3 -ffp-contract=off
-"""Encoder quantization kernels: uniform (§9.3) and trellis-coded (§8.3) quantization.
+"""Encoder quantization kernels: uniform (CABAC §9.3) and trellis-coded (CABAC §8.3) quantization.
 
-NNC-CABAC-QUANT.md §8.3, §9.3, §7.1-7.2 (scan order). Every loop runs without the GIL over typed
+CABAC §8.3, CABAC §9.3, CABAC §7.1-7.2 (scan order). Every loop runs without the GIL over typed
 memoryviews; the Python front (quantize.py) checks the arguments and owns the error reporting.
 The floating-point steps follow NNCodec 2.1.3's Quant.cpp operation by operation (float32 where it
 uses float32, double where it uses double); -ffp-contract=off keeps the compiler from fusing them.
@@ -20,14 +20,14 @@ import os
 
 import numpy as np
 
-# §8.3 step 3 branch order into every state c (class 4 = the zero candidate)
+# CABAC §8.3 step 3 branch order into every state c (class 4 = the zero candidate)
 cdef int32_t BRANCH_PREV[8][3]
 cdef int32_t BRANCH_CLASS[8][3]
 trellis_branches(BRANCH_PREV, BRANCH_CLASS)
 
 
 cdef void _fill_scan(int64_t* out, int64_t rows, int64_t row_width, int64_t bd) noexcept nogil:
-    """Row-major positions in coding scan order: block rows, blocks, rows, columns (§7.2)."""
+    """Row-major positions in coding scan order: block rows, blocks, rows, columns (CABAC §7.2)."""
     cdef int64_t n = 0, r0, c0, r, c, r1, c1
     r0 = 0
     while r0 < rows:
@@ -44,7 +44,7 @@ cdef void _fill_scan(int64_t* out, int64_t rows, int64_t row_width, int64_t bd) 
 
 
 def scan_positions(int64_t rows, int64_t row_width, int scan_order):
-    """Row-major index of every scan position of a [rows, row_width] matrix (§7.1, §7.2)."""
+    """Row-major index of every scan position of a [rows, row_width] matrix (CABAC §7.1-7.2)."""
     cdef int64_t n = rows * row_width
     pos = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] out = pos
@@ -62,7 +62,7 @@ def scan_positions(int64_t rows, int64_t row_width, int scan_order):
 
 
 def uniform_plain(const float[::1] w, int32_t[::1] out, float qstep):
-    """§9.3 without rate term: round(fl32(fl32(1/Delta) * w)); False on int32 overflow."""
+    """CABAC §9.3 without rate term: round(fl32(fl32(1/Delta) * w)); False on int32 overflow."""
     cdef Py_ssize_t i, n = w.shape[0]
     cdef float scale = <float>1.0 / qstep
     cdef float prod
@@ -80,7 +80,7 @@ def uniform_plain(const float[::1] w, int32_t[::1] out, float qstep):
 
 
 def branch_table():
-    """The §8.3 branch order as built from NEXT: [(prev, class) x 3] for every state (for tests)."""
+    """The CABAC §8.3 branch order as built from NEXT: [(prev, class) x 3] per state (for tests)."""
     return [[(BRANCH_PREV[c][b], BRANCH_CLASS[c][b]) for b in range(3)] for c in range(8)]
 
 
@@ -125,7 +125,7 @@ if os.environ.get("NNR_TCQ_KERNEL"):
 
 def tcq_plain(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
               uint8_t[::1] decisions, const double[::1] importance=None):
-    """§8.3 without rate term: Viterbi over the 8 DQ states along `scan`; writes indices i to `out`.
+    """CABAC §8.3 without rate term: Viterbi over the 8 DQ states along `scan`; indices i to `out`.
 
     `scan` is a permutation of the positions, None the identity (matrix scan). `decisions` is
     scratch of 2 bytes per position.

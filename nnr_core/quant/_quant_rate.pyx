@@ -1,12 +1,13 @@
 # distutils: extra_compile_args = -O3 -ffp-contract=off
-"""Rate-term quantizers (lambda_scale > 0): uniform (§9.3) and trellis-coded (§8.3).
+"""Rate-term quantizers (lambda_scale > 0): uniform (CABAC §9.3) and trellis-coded (CABAC §8.3).
 
-NNC-CABAC-QUANT.md §8.3 "Rate term", §9.3 "With rate term", §15 items 4 and 6. Both price a level
-with the bit estimates of §4.6 from a private context memory (parameter set 0 everywhere, NNCodec-2
-index layout compacted to the contexts the estimator can touch, N' = cabac_unary_length_minus1
-greater-than flags, gpi-0 rules: no TCA, no HDSP, no codebook bounds, never reset) and update that
-memory with the bins of the chosen level. The floating-point steps follow NNCodec 2.1.3's Quant.cpp
-operation by operation (double throughout; -ffp-contract=off keeps the compiler from fusing them).
+CABAC §8.3 "Rate term", CABAC §9.3 "With rate term", CABAC §15 items 4 and 6. Both price a level
+with the bit estimates of CABAC §4.6 from a private context memory (parameter set 0 everywhere,
+NNCodec-2 index layout compacted to the contexts the estimator can touch,
+N' = cabac_unary_length_minus1 greater-than flags, gpi-0 rules: no TCA, no HDSP, no codebook bounds,
+never reset) and update that memory with the bins of the chosen level. The floating-point steps
+follow NNCodec 2.1.3's Quant.cpp operation by operation (double throughout; -ffp-contract=off keeps
+the compiler from fusing them).
 
 Compact context layout of one estimator memory (the original NNCodec-2 index in brackets):
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from nnr_core.cabac.bitcost import BIT_COST
 
-# §4.6 bit estimates, BITS[512 + (S >> 3)][bin]
+# CABAC §4.6 bit estimates, BITS[512 + (S >> 3)][bin]
 cdef uint32_t BITS[1024][2]
 
 
@@ -49,7 +50,7 @@ cdef void _init_bits():
 
 _init_bits()
 
-# §8.3 step 3 branch order into every state c (class 4 = the zero candidate)
+# CABAC §8.3 step 3 branch order into every state c (class 4 = the zero candidate)
 cdef int32_t BRANCH_PREV[8][3]
 cdef int32_t BRANCH_CLASS[8][3]
 trellis_branches(BRANCH_PREV, BRANCH_CLASS)
@@ -59,7 +60,7 @@ cdef enum:
     GTX_BASE = 27
     REM_CTX = 34          # remainder prefix bins 0..31 are reachable for 32-bit levels; 2 spare
 
-# One context of an estimator: combined state S = S1 + 16*S0 and the fast estimator S0 (§4.1);
+# One context of an estimator: combined state S = S1 + 16*S0 and the fast estimator S0 (CABAC §4.1);
 # every estimator context uses parameter set 0 and is never reset.  Its initial state is all
 # zeros, so a memory starts from memset 0:
 if NNR_PARAM_SETS[0][2] != 0 or NNR_PARAM_SETS[0][3] != 0:
@@ -86,7 +87,7 @@ cdef inline uint32_t _bits(const RCtx* m, int idx, int b) noexcept nogil:
 
 
 cdef inline void _upd(RCtx* c, int b) noexcept nogil:
-    """§4.4 with parameter set 0 (its shifts are constants the compiler folds)."""
+    """CABAC §4.4 with parameter set 0 (its shifts are constants the compiler folds)."""
     cdef int S0 = c.S0
     cdef int S1 = c.S - 16 * S0
     if b:
@@ -120,7 +121,7 @@ cdef inline uint32_t _rem_rate(const RCtx* m, int rem_base, int64_t a) noexcept 
 
 cdef inline uint32_t _rate(const RCtx* m, int32_t v, int sig_base, int32_t nb, int nflags,
                            int rem_base) noexcept nogil:
-    """Scaled bits of all bins of v in the unbounded binarization (§5.1 with N' flags)."""
+    """Scaled bits of all bins of v in the unbounded binarization (CABAC §5.1 with N' flags)."""
     cdef int c = _nb_class(nb)
     cdef uint32_t cost
     cdef int64_t a
@@ -213,7 +214,7 @@ cdef inline int _update(RCtx* m, int32_t v, int sig_base, int32_t nb, int nflags
 
 def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
                  double lambda_scale, int nflags, int16_t[::1] scratch, const double[::1] importance=None):
-    """§9.3 with rate term along `scan`; False on the int32 overflow of the guard.
+    """CABAC §9.3 with rate term along `scan`; False on the int32 overflow of the guard.
 
     lambda_scale is NNCodec's float32 value widened to double; `scratch` holds at least
     2 * context_count(nflags) int16. `importance` (one weight per element of w, or None) multiplies
@@ -256,7 +257,7 @@ def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, 
             q = qlo
             while q <= qmax:
                 diff = absw - <double>q
-                # REF-QUIRK: the rate of the positive level, the sign is ignored (§9.3)
+                # REF-QUIRK: the rate of the positive level, the sign is ignored (CABAC §9.3)
                 cost = (dscale * (diff * diff)) * f + <double>_rate(m, <int32_t>q, 0, nb, nflags, rem_base)
                 if cost < min_cost:
                     best = q
@@ -272,7 +273,7 @@ def uniform_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, 
 def tcq_rate(const float[::1] w, const int64_t[::1] scan, int32_t[::1] out, float qstep,
              double lambda_scale, int nflags, uint8_t[::1] decisions, int16_t[::1] scratch,
              const double[::1] importance=None):
-    """§8.3 with rate term: Viterbi over the 8 DQ states along `scan`; writes indices i to `out`.
+    """CABAC §8.3 with rate term: Viterbi over the 8 DQ states along `scan`; indices i to `out`.
 
     `decisions` is scratch of 8 bytes per position, `scratch` at least 16 * context_count(nflags)
     int16 (8 estimator memories). `importance` (one weight per element of w, or None) multiplies

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Uniform reconstruction value = fl32(Delta) * fl32(i) (NNC-CABAC-QUANT.md §9.2) without the GIL,
+"""Uniform reconstruction value = fl32(Delta) * fl32(i) (CABAC §9.2) without the GIL,
 so that worker threads reconstructing decoded tensors do not queue for it."""
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy

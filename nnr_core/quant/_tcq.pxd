@@ -1,4 +1,4 @@
-"""The trellis-coded quantization kernels without rate term (§8.3): declarations of the C in
+"""The trellis-coded quantization kernels without rate term (CABAC §8.3): declarations of the C in
 include/nnr_tcq.h (forward search, traceback, AVX-512 / AVX2 / scalar kernels)."""
 from libc.stdint cimport int32_t, int64_t, uint8_t
 

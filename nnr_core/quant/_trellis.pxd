@@ -1,4 +1,4 @@
-"""Tables and helpers shared by the quantizers (NNC-CABAC-QUANT.md §8.1, §8.3, §9.3)."""
+"""Tables and helpers shared by the quantizers (CABAC §8.1, CABAC §8.3, CABAC §9.3)."""
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from nnr_core.cabac._engine cimport NNR_DQ_NEXT
@@ -11,8 +11,8 @@ cdef extern from "nnr_quant_limits.h":
 
 
 cdef inline void trellis_branches(int32_t prev[8][3], int32_t cls[8][3]) noexcept nogil:
-    """§8.3 step 3: the three branches (previous state, candidate class) into every state c, in
-    NNCodec's order. Class 0..3 is q mod 4 of the candidate q; class 4 is the zero candidate."""
+    """CABAC §8.3 step 3: the three branches (previous state, candidate class) into every state c,
+    in NNCodec's order. Class 0..3 is q mod 4 of the candidate q; class 4 is the zero candidate."""
     cdef int32_t count[8]
     cdef int32_t p, c
     for c in range(8):
@@ -41,7 +41,7 @@ cdef inline const double* importance_ptr(const double[::1] importance, Py_ssize_
 
 
 cdef inline int32_t first_candidate(double org) noexcept nogil:
-    """q0 = max(1, trunc(t) - 1) (§8.3 step 2)."""
+    """q0 = max(1, trunc(t) - 1) (CABAC §8.3 step 2)."""
     cdef int32_t q0 = <int32_t>org - 1
     return q0 if q0 > 1 else 1
 
@@ -55,7 +55,7 @@ cdef inline double scaled_abs(float wv, double qscale) noexcept nogil:
 cdef inline void trellis_traceback(const double* J, const uint8_t* decisions, const float* w,
                                    const int64_t* scan, int32_t* out, Py_ssize_t n,
                                    double qscale) noexcept nogil:
-    """§8.3 step 5: from the cheapest final state (the first on ties) back along the decisions
+    """CABAC §8.3 step 5: from the cheapest final state (the first on ties) back along the decisions
     (prev state | class << 3 per position and state), writing the indices i to out."""
     cdef int32_t s = 0, p, cls, q0, q, level, i
     cdef Py_ssize_t k
@@ -75,7 +75,7 @@ cdef inline void trellis_traceback(const double* J, const uint8_t* decisions, co
             # the candidate of class cls among q0 .. q0+3
             q = q0 + ((cls - q0) & 3)
             level = (q + 1) >> 1
-            # i = 2k - sgn(k)(p & 1) (§8.2); level > 0 here, sign from w
+            # i = 2k - sgn(k)(p & 1) (CABAC §8.2); level > 0 here, sign from w
             i = 2 * level - (p & 1)
             if wv < 0:
                 i = -i

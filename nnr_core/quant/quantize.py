@@ -1,7 +1,8 @@
-"""Encoder quantizers: uniform (§9.3), trellis-coded (§8.3), bit depth (§9.4), codebook (§9.5).
+"""Encoder quantizers: uniform (CABAC §9.3), trellis-coded (CABAC §8.3), bit depth (CABAC §9.4),
+codebook (CABAC §9.5).
 
-NNC-CABAC-QUANT.md. None of this is normative: it reproduces NNCodec 2.1.3's encoder decisions
-level for level, so that our bitstreams equal the reference's.
+None of this is normative: it reproduces NNCodec 2.1.3's encoder decisions level for level, so
+that our bitstreams equal the reference's.
 """
 import math
 
@@ -11,7 +12,7 @@ from nnr_core.errors import EncoderConfigError, SyntaxValueError
 from nnr_core.quant import _quant, _quant_rate
 from nnr_core.quant.reconstruct import QP_DENSITY_MAX, step_size
 
-INT32_GUARD = (1 << 31) - 3   # §9.3 overflow guard: Delta_min = max|w| / (2^31 - 3)
+INT32_GUARD = (1 << 31) - 3   # CABAC §9.3 overflow guard: Delta_min = max|w| / (2^31 - 3)
 EGK_MAX = 15                  # codebook_egk is u(4)
 
 
@@ -36,7 +37,7 @@ def _check_qp(qp, qp_density):
 
 
 def _qstep32(qp, qp_density):
-    """Delta rounded once to float32, as NNCodec's quantLayer passes it (§9.1)."""
+    """Delta rounded once to float32, as NNCodec's quantLayer passes it (CABAC §9.1)."""
     try:
         delta = step_size(qp, qp_density)
     except SyntaxValueError:            # beyond double, let alone float32 (QP >= 1024 << qp_density)
@@ -49,7 +50,7 @@ def _qstep32(qp, qp_density):
 
 
 def _coding_shape(shape):
-    """[Rows, RowWidth] of §7: first dimension by the product of the rest; 1-D is [n, 1]."""
+    """[Rows, RowWidth] of CABAC §7: first dimension by the product of the rest; 1-D is [n, 1]."""
     if len(shape) == 0:
         return 1, 1
     rows = int(shape[0])
@@ -60,7 +61,7 @@ def _coding_shape(shape):
 
 
 def _effective_scan_order(rows, row_width, scan_order):
-    """NNCodec forces the matrix scan for one column or one row (§7)."""
+    """NNCodec forces the matrix scan for one column or one row (CABAC §7)."""
     if scan_order not in (0, 1, 2, 3, 4):
         raise EncoderConfigError(f"scan_order must be 0..4, got {scan_order!r}")
     if row_width == 1 or rows <= 1:
@@ -76,7 +77,7 @@ def _check_lambda(lambda_scale):
         raise EncoderConfigError(f"lambda_scale must be a number, got {lambda_scale!r}") from None
     if not math.isfinite(lam):
         raise EncoderConfigError(f"lambda_scale must be finite, got {lambda_scale!r}")
-    # REF-QUIRK: NNCodec receives lambda_scale as float32 (§8.3)
+    # REF-QUIRK: NNCodec receives lambda_scale as float32 (CABAC §8.3)
     with np.errstate(over="ignore"):
         lam = float(np.float32(lam))
     if not math.isfinite(lam):
@@ -85,7 +86,7 @@ def _check_lambda(lambda_scale):
 
 
 def _check_flags(cabac_unary_length_minus1):
-    """N' of the rate estimators: cabac_unary_length_minus1 greater-than flags (§15 item 4)."""
+    """N' of the rate estimators: cabac_unary_length_minus1 greater-than flags (CABAC §15 item 4)."""
     if not isinstance(cabac_unary_length_minus1, (int, np.integer)) or \
             not 0 <= cabac_unary_length_minus1 <= 255:
         raise EncoderConfigError("cabac_unary_length_minus1 must be 0..255, "
@@ -108,11 +109,11 @@ def _rate_scratch(nflags, memories):
 
 
 # ---------------------------------------------------------------------------------------------
-# §9.3 overflow guard
+# CABAC §9.3 overflow guard
 
 
 def overflow_guard_qp(w32, qp_density):
-    """The raised QP of the overflow guard: ceil(QP') for Delta_min = max|w| / (2^31 - 3) (§9.3)."""
+    """The raised QP of the overflow guard: ceil(QP') for Delta_min = max|w| / (2^31 - 3) (CABAC §9.3)."""
     k = 1 << qp_density
     max_abs = float(np.max(np.abs(w32))) if w32.size else 0.0   # float32 maximum, exact in double
     min_step = max_abs / float(INT32_GUARD)
@@ -123,7 +124,7 @@ def overflow_guard_qp(w32, qp_density):
 
 
 def _run_guarded(kernel, w32, qp, qp_density):
-    """Quantize; on int32 overflow raise QP once by the guard and quantize again (§9.3)."""
+    """Quantize; on int32 overflow raise QP once by the guard and quantize again (CABAC §9.3)."""
     if kernel(_qstep32(qp, qp_density)):
         return qp
     qp = overflow_guard_qp(w32, qp_density)
@@ -139,7 +140,7 @@ def _run_guarded(kernel, w32, qp, qp_density):
 def guarded_qp(value_range, qp, qp_density, dq_flag, lambda_scale=0.0):
     """The QP that quantize_tcq (dq_flag) or quantize_uniform will return for a tensor whose values
     span value_range = (min, max), without quantizing it: every kernel's overflow test is monotone
-    in |w| and the raised QP depends on max|w| only, so the two extremes decide (§9.3)."""
+    in |w| and the raised QP depends on max|w| only, so the two extremes decide (CABAC §9.3)."""
     max_abs = max(abs(float(value_range[0])), abs(float(value_range[1])))
     try:
         if max_abs < step_size(qp, qp_density) * 2.0 ** 30:     # levels far inside int32: no guard
@@ -153,7 +154,7 @@ def guarded_qp(value_range, qp, qp_density, dq_flag, lambda_scale=0.0):
 
 
 # ---------------------------------------------------------------------------------------------
-# §9.3 uniform, §8.3 trellis
+# CABAC §9.3 uniform, CABAC §8.3 trellis
 
 
 def _checked_inputs(w, qp, qp_density, lambda_scale, importance):
@@ -167,7 +168,7 @@ def _checked_inputs(w, qp, qp_density, lambda_scale, importance):
 
 def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, row_width=None,
                      scan_order=0, cabac_unary_length_minus1=10, importance=None):
-    """Uniform quantization (§9.3) -> (levels int32 in w's shape, QP after the overflow guard).
+    """Uniform quantization (CABAC §9.3) -> (levels int32 in w's shape, QP after the overflow guard).
 
     importance: None (the reference), or a weight >= 0 per element multiplying its distortion.
     """
@@ -181,7 +182,7 @@ def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, 
         if imp is not None:
             levels[imp == 0.0] = 0
         return levels.reshape(w32.shape), qp
-    # §9.3 with rate term: one estimator walks the coding scan order
+    # CABAC §9.3 with rate term: one estimator walks the coding scan order
     if scan is not None:
         rows, row_width, scan_order = scan
     nflags = _check_flags(cabac_unary_length_minus1)
@@ -193,7 +194,7 @@ def quantize_uniform(w, qp, qp_density, lambda_scale=0.0, scan=None, rows=None, 
 
 
 def _scan_for(shape, n, rows, row_width, scan_order, identity_none=False):
-    """Coding scan positions of the §7 [rows, row_width] view (rows/row_width default: shape);
+    """Coding scan positions of the CABAC §7 [rows, row_width] view (rows/row_width default: shape);
     None for the matrix scan (the identity) if identity_none."""
     if rows is None or row_width is None:
         rows, row_width = _coding_shape(shape)
@@ -207,7 +208,7 @@ def _scan_for(shape, n, rows, row_width, scan_order, identity_none=False):
 
 def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lambda_scale=0.0,
                  cabac_unary_length_minus1=10, importance=None):
-    """Trellis-coded quantization (§8.3) -> (reconstruction indices int32, QP after the guard).
+    """Trellis-coded quantization (CABAC §8.3) -> (reconstruction indices int32, QP after the guard).
 
     importance: None (the reference), or a weight >= 0 per element multiplying its distortion.
     """
@@ -220,7 +221,7 @@ def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lam
         qp = _run_guarded(lambda q32: _quant.tcq_plain(flat, scan, out, q32, decisions, imp), flat, qp,
                           qp_density)
         return out.reshape(w32.shape), qp
-    # §8.3 with rate term: 8 estimator memories, one per trellis state
+    # CABAC §8.3 with rate term: 8 estimator memories, one per trellis state
     scan = _scan_for(w32.shape, flat.shape[0], rows, row_width, scan_order)
     decisions = np.empty(8 * flat.shape[0], dtype=np.uint8)
     nflags = _check_flags(cabac_unary_length_minus1)
@@ -232,7 +233,7 @@ def quantize_tcq(w, qp, qp_density, rows=None, row_width=None, scan_order=0, lam
 
 def quantize(w, qp, qp_density, dq_flag, scan_order=0, lambda_scale=0.0,
              cabac_unary_length_minus1=10):
-    """NNCodec's quantLayer: TCQ when dq_flag else uniform, on the §7 coding shape of w."""
+    """NNCodec's quantLayer: TCQ when dq_flag else uniform, on the CABAC §7 coding shape of w."""
     if dq_flag:
         return quantize_tcq(w, qp, qp_density, scan_order=scan_order, lambda_scale=lambda_scale,
                             cabac_unary_length_minus1=cabac_unary_length_minus1)
@@ -241,7 +242,7 @@ def quantize(w, qp, qp_density, dq_flag, scan_order=0, lambda_scale=0.0,
 
 
 # ---------------------------------------------------------------------------------------------
-# §9.4 integer-aligned bit depth
+# CABAC §9.4 integer-aligned bit depth
 
 
 def _is_all_zero_or_scalar(w):
@@ -252,7 +253,7 @@ def _is_all_zero_or_scalar(w):
 
 
 def effective_bitdepth(bitdepth, is_weight=True):
-    """NNCodec codes non-weight tensors with at least 8 bits (§9.4)."""
+    """NNCodec codes non-weight tensors with at least 8 bits (CABAC §9.4)."""
     if not isinstance(bitdepth, (int, np.integer)) or not 1 <= bitdepth <= 31:
         raise EncoderConfigError(f"bitdepth must be 1..31, got {bitdepth!r}")
     return int(bitdepth) if (bitdepth > 7 or is_weight) else 8
@@ -263,7 +264,7 @@ def _is_unsigned(w, unsigned_support):
 
 
 def bitdepth_qp(w, bitdepth, qp_density, is_weight=True, unsigned_support=True):
-    """(QP, (lo, hi) level clip) of the integer-aligned bit depth (§9.4).
+    """(QP, (lo, hi) level clip) of the integer-aligned bit depth (CABAC §9.4).
 
     The QP maps the 99.95th percentile of |w| to the largest level of the bit depth; all-zero
     tensors get QP 0.
@@ -298,7 +299,7 @@ def bitdepth_qp(w, bitdepth, qp_density, is_weight=True, unsigned_support=True):
 
 
 def bitdepth_range(w, bitdepth, is_weight=True, unsigned_support=True):
-    """(lo, hi) of the levels: unsigned when w has no negative value (§9.4)."""
+    """(lo, hi) of the levels: unsigned when w has no negative value (CABAC §9.4)."""
     bw = effective_bitdepth(bitdepth, is_weight)
     if _is_unsigned(w, unsigned_support):
         return 0, (1 << bw) - 1
@@ -306,17 +307,17 @@ def bitdepth_range(w, bitdepth, is_weight=True, unsigned_support=True):
 
 
 def clip_to_bitdepth(levels, w, bitdepth, is_weight=True, unsigned_support=True):
-    """Clip levels (or DQ reconstruction indices) to the bit depth's range (§9.4)."""
+    """Clip levels (or DQ reconstruction indices) to the bit depth's range (CABAC §9.4)."""
     lo, hi = bitdepth_range(w, bitdepth, is_weight, unsigned_support)
     return np.clip(levels, lo, hi).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
-# §9.5 codebook
+# CABAC §9.5 codebook
 
 
 def codebook_header_bits(codebook, cb_zero_offset, codebook_egk):
-    """Bits of codebook() (§8.3) for these entries, measured by writing it from the syntax tables."""
+    """Bits of codebook() (HLS §8.3) for these entries, measured by writing it from the syntax tables."""
     from nnr_core.bitstream.writer import BitWriter
     from nnr_core.syntax.walker import Walker
     writer = BitWriter()
@@ -326,7 +327,7 @@ def codebook_header_bits(codebook, cb_zero_offset, codebook_egk):
 
 
 def best_codebook_egk(codebook, cb_zero_offset):
-    """codebook_egk 0..15 with the fewest header bits, first minimum (§9.5)."""
+    """codebook_egk 0..15 with the fewest header bits, first minimum (CABAC §9.5)."""
     best_egk, best_bits = 0, None
     for egk in range(EGK_MAX + 1):
         bits = codebook_header_bits(codebook, cb_zero_offset, egk)
@@ -344,14 +345,14 @@ def codebook_quantize(w, qp, qp_density, dq_requested, trial_encode, bitdepth=No
                       is_weight=True, unsigned_support=True, mode2_encode=None, scan_order=0,
                       clip=None, rows=None, row_width=None, lambda_scale=0.0,
                       cabac_unary_length_minus1=10):
-    """NNCodec's codebook quantization (§9.5) -> dict(symbols, codebook, cb_zero_offset, codebook_egk, qp).
+    """NNCodec's codebook quantization (CABAC §9.5) -> dict(symbols, codebook, cb_zero_offset, codebook_egk, qp).
 
     trial_encode(symbols_k, codebook_size, cb_zero_offset) -> payload bytes; NNCodec's offset
     trial encodes with gpi-0 rules (unbounded binarization), matrix scan, no DQ, N' greater-than
     flags and parameter-set optimisation on. With mode2_encode(values, dq_flag) -> payload bytes
     (the real encoder settings, no row skipping), "codebook mode 2" also tries the uniform
     alternative and returns approx_method 'uniform' with its levels when that is smaller.
-    The levels are clipped to `clip` (lo, hi), or to the range of `bitdepth` if given (§9.4).
+    The levels are clipped to `clip` (lo, hi), or to the range of `bitdepth` if given (CABAC §9.4).
     """
     qp, qp_density = _check_qp(qp, qp_density)
     w32 = _as_float32(w)

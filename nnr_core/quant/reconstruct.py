@@ -1,4 +1,4 @@
-"""Reconstruction of decoded levels: step size and dequantization (NNC-CABAC-QUANT.md §9.1, §9.2)."""
+"""Reconstruction of decoded levels: step size and dequantization (CABAC §9.1, CABAC §9.2)."""
 import math
 
 import numpy as np
@@ -9,7 +9,7 @@ QP_DENSITY_MAX = 7
 
 
 def step_size(qp: int, qp_density: int) -> float:
-    """Exact quantization step Delta = mul * 2^(shift - qp_density) as a Python float (§9.1)."""
+    """Exact step size Delta = mul * 2^(shift - qp_density) as a Python float (CABAC §9.1)."""
     if not 0 <= qp_density <= QP_DENSITY_MAX:
         raise SyntaxValueError("qp_density out of range", element="qp_density", value=qp_density,
                                allowed="0..7")
@@ -23,7 +23,7 @@ def step_size(qp: int, qp_density: int) -> float:
 
 
 def step_size_f32(qp: int, qp_density: int) -> np.float32:
-    """The step size rounded once to float32, as the reconstruction uses it (§9.1)."""
+    """The step size rounded once to float32, as the reconstruction uses it (CABAC §9.1)."""
     delta = step_size(qp, qp_density)
     with np.errstate(over="ignore"):
         delta32 = np.float32(delta)
@@ -33,7 +33,7 @@ def step_size_f32(qp: int, qp_density: int) -> np.float32:
 
 
 def reconstruct_uniform(levels: np.ndarray, qp: int, qp_density: int, inplace: bool = False) -> np.ndarray:
-    """value = fl32(Delta) * fl32(i), evaluated in float32 (§9.2).
+    """value = fl32(Delta) * fl32(i), evaluated in float32 (CABAC §9.2).
 
     inplace: `levels` (int32, contiguous) is not needed afterwards; the values are written over
     it (one pass, no second tensor-sized allocation)."""
@@ -53,7 +53,8 @@ def reconstruct_uniform(levels: np.ndarray, qp: int, qp_density: int, inplace: b
 
 def reconstruct_codebook(symbols: np.ndarray, codebook, cb_zero_offset: int, qp: int,
                          qp_density: int, dtype=np.float64) -> np.ndarray:
-    """value = Codebook[k + CbZeroOffset] * Delta, the exact product rounded once to `dtype` (§9.2).
+    """value = Codebook[k + CbZeroOffset] * Delta, the exact product rounded once to `dtype`
+    (CABAC §9.2).
 
     REF-QUIRK: NNCodec outputs codebook tensors in float64; float64 holds the exact product for
     codebook entries below 2^44, so it is the default here too.

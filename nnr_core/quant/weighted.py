@@ -1,7 +1,7 @@
 """Importance-weighted rate-distortion quantization (DeepCABAC's weighted RD quantization; an encoder
 choice beyond the reference, off by default).
 
-The reference's quantizers (NNC-CABAC-QUANT.md §9.3 uniform, §8.3 trellis) pick each level by
+The reference's quantizers (CABAC §9.3 uniform, CABAC §8.3 trellis) pick each level by
 distortion·D + rate. Here the distortion of parameter i is multiplied by a weight g_i derived from a
 per-parameter importance F_i (a diagonal Fisher estimate, squared gradients, ...) the user supplies:
 
@@ -47,8 +47,8 @@ def check_power(power) -> float:
     return float(power)
 
 
-def check_importance(name, w, importance) -> np.ndarray:
-    """The importance of tensor `name` as flat float64 of w's size, normalised to mean 1."""
+def importance_array(name, w, importance) -> np.ndarray:
+    """The importance of tensor `name` as flat float64 of w's size, checked (finite, >= 0)."""
     imp = np.asarray(importance)
     n = np.asarray(w).size
     if imp.size != n:
@@ -59,6 +59,12 @@ def check_importance(name, w, importance) -> np.ndarray:
         raise EncoderConfigError(f"importance[{name!r}] must be numeric, not {imp.dtype}") from None
     if not np.all(np.isfinite(imp)) or np.any(imp < 0):
         raise EncoderConfigError(f"importance[{name!r}] must be finite and >= 0")
+    return imp
+
+
+def check_importance(name, w, importance) -> np.ndarray:
+    """The importance of tensor `name` as flat float64 of w's size, normalised to mean 1."""
+    imp = importance_array(name, w, importance)
     mean = float(imp.mean()) if imp.size else 0.0
     if not mean > 0.0:
         raise EncoderConfigError(f"importance[{name!r}] is all zero")
@@ -77,12 +83,28 @@ def distortion_weights(name, w, importance, mix=DEFAULT_MIX, power=DEFAULT_POWER
     return (1.0 - mix) + mix * imp
 
 
+PIN = 1e12     # the distortion weight of a parameter pinned at 0: no rate term outweighs it
+
+
+def pinned_zeros(w, weights=None) -> np.ndarray:
+    """Distortion weights (unit weights if None) with PIN where w is exactly 0, so that neither
+    quantizer codes a zero parameter as +-Delta: the trellis (dependent quantization) otherwise does
+    where the next parameters' states gain from it (sparsified tensors keep their zeros)."""
+    flat = np.asarray(w).reshape(-1)
+    out = np.ones(flat.size) if weights is None else np.array(weights, dtype=np.float64)
+    out[flat == 0] = PIN
+    return out
+
+
 def quantize_weighted(w, importance, qp, qp_density, *, dq=False, lambda_scale=0.0, name="tensor",
                       rows=None, row_width=None, scan_order=0, cabac_unary_length_minus1=10,
-                      mix=DEFAULT_MIX, power=DEFAULT_POWER):
-    """Levels (dq=False) or reconstruction indices (dq=True), int32 in w's shape, and the QP used."""
+                      mix=DEFAULT_MIX, power=DEFAULT_POWER, pin_zeros=False):
+    """Levels (dq=False) or reconstruction indices (dq=True), int32 in w's shape, and the QP used.
+    importance None: unit weights. pin_zeros: parameters that are exactly 0 decode as exactly 0."""
     from nnr_core.quant import quantize as q
-    weights = distortion_weights(name, w, importance, mix, power)
+    weights = None if importance is None else distortion_weights(name, w, importance, mix, power)
+    if pin_zeros:
+        weights = pinned_zeros(w, weights)
     if dq:
         return q.quantize_tcq(w, qp, qp_density, rows, row_width, scan_order, lambda_scale=lambda_scale,
                               cabac_unary_length_minus1=cabac_unary_length_minus1, importance=weights)

@@ -1,6 +1,7 @@
 """The standard's named values, read from the syntax tables' ``const`` lines (spec/syntax/*.syntax):
-NNR unit types (NNC-HLS.md §2.4), topology storage and compression formats (§6), NDU payload types
-and compressed parameter types (§8.1). They are written once, in the tables; code takes them from here."""
+NNR unit types (HLS §2.4), topology storage and compression formats (HLS §6), NDU payload types
+and compressed parameter types (HLS §8.1). They are written once, in the tables; code takes them
+from here."""
 from nnr_core.syntax.lang import load_tables
 
 _TABLES = load_tables().constants

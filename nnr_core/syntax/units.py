@@ -1,4 +1,4 @@
-"""NNR unit framing and the public parse/write API (NNC-HLS.md §2, §12.1, §14.8).
+"""NNR unit framing and the public parse/write API (HLS §2, HLS §12.1, HLS §14.8).
 
 ``split_units`` walks nnr_unit_size() only; ``parse_unit`` reads one unit's size, header and
 payload structure (for an NDU: the header up to its byte_alignment(); the payload bytes are handed
@@ -67,12 +67,12 @@ class ParsedUnit:
 
 
 class SyntaxState:
-    """Cross-unit state the syntax depends on (§12.3).
+    """Cross-unit state the syntax depends on (HLS §12.3).
 
-    ``resolve_out_of_band(fields)`` is called at the NDU header's resolution point (§11); it may
+    ``resolve_out_of_band(fields)`` is called at the NDU header's resolution point (HLS §11); it may
     fill in count_tensor_dimensions / tensor_dimensions / decomposition_rank / g_number_of_rows.
     Pass ``resolve_out_of_band=callable`` or subclass and override. ``dc_pending_h`` (set by the
-    decoder after a separately coded G unit) selects H's entry-point count (§8.5). ``strict``
+    decoder after a separately coded G unit) selects H's entry-point count (HLS §8.5). ``strict``
     checks reserved bits and byte_alignment() bits when reading.
     """
 
@@ -97,7 +97,7 @@ class SyntaxState:
         if missing:
             raise UnsupportedFeatureError(
                 f"NDU header needs {', '.join(missing)} from out-of-band information, and none "
-                f"was supplied (§11)")
+                f"was supplied (HLS §11)")
 
     def _env(self, unit_type, unit_index):
         env = {"dc_pending_h": self.dc_pending_h}
@@ -130,7 +130,7 @@ def _peek_type(data, offset, size_field_bytes, end):
 
 def unit_type_of(data, span: UnitSpan) -> int:
     """nnr_unit_type of a unit found by split_units, without parsing it: the first six bits after
-    nnr_unit_size() (§2.2)."""
+    nnr_unit_size() (HLS §2.2)."""
     return _peek_type(data, span.offset, span.size_field_bytes, span.offset + span.size)
 
 
@@ -201,7 +201,7 @@ def parse_unit(data, span: UnitSpan, state: SyntaxState, trace=None) -> ParsedUn
         if reader.pos != end * 8:
             raise UnitSizeMismatchError(
                 f"{UNIT_TYPE_NAMES[utype]} content ends at byte {pos_byte - span.offset} of a "
-                f"{span.size}-byte unit (units must be consumed exactly, §2.2)",
+                f"{span.size}-byte unit (units must be consumed exactly, HLS §2.2)",
                 unit_index=span.index, element=UNIT_TYPE_NAMES[utype], bit_offset=reader.pos,
                 value=span.size, allowed=pos_byte - span.offset)
         payload_offset = payload_end = end

@@ -23,13 +23,13 @@ _MISSING = object()
 
 # -- helper functions available to expressions ------------------------------------------------
 def block_rows_minus1(rows, scan_order):
-    """NumBlockRowsMinus1(r) = ceil(r / BlockDim) - 1, BlockDim = 4 << scan_order (§8.5)."""
+    """NumBlockRowsMinus1(r) = ceil(r / BlockDim) - 1, BlockDim = 4 << scan_order (HLS §8.5)."""
     shift = 2 + scan_order
     return ((rows + (1 << shift) - 1) >> shift) - 1
 
 
 def codebook_values(size, zero_offset, zero_value, delta_left, delta_right):
-    """Codebook[] of §8.3 from the zero value and the left/right deltas."""
+    """Codebook[] of HLS §8.3 from the zero value and the left/right deltas."""
     cb = [0] * size
     cb[zero_offset] = zero_value
     for j in range(zero_offset - 1, -1, -1):
@@ -40,7 +40,7 @@ def codebook_values(size, zero_offset, zero_value, delta_left, delta_right):
 
 
 def bit_offset_deltas(n, first, diffs):
-    """BitOffsetDelta[] of §8.5: [0] = ep_bit_offset_delta, [j] = [j-1] + diff[j]."""
+    """BitOffsetDelta[] of HLS §8.5: [0] = ep_bit_offset_delta, [j] = [j-1] + diff[j]."""
     out = []
     for j in range(n):
         out.append(first if j == 0 else out[j - 1] + diffs[j])

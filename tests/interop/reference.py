@@ -69,6 +69,14 @@ def run_interop(jobs, make_case, n_cases, reference_options):
     return cases
 
 
+def reference_decodes(streams: dict, jobs_dir) -> dict:
+    """{name: ("decoded", tensors) or ("error", text)}: the reference decodes each bitstream."""
+    for name, data in streams.items():
+        write_job(str(jobs_dir), name, "decode", bitstream=data)
+    run_jobs(_reference(), str(jobs_dir))
+    return {name: read_result(os.path.join(str(jobs_dir), name)) for name in streams}
+
+
 def _reference():
     ref, why = find_reference()
     if ref is None:

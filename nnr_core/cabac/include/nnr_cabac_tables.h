@@ -1,6 +1,6 @@
-/* The DeepCABAC tables of NNC-CABAC-QUANT.md, written once for every Cython module and header:
-   Appendix A.1 (rLPS), Appendix A.2 (the adaptation curve), the parameter sets of §4.2 and the
-   DQ state transitions of §8.1.  Tables derived from these are computed from them
+/* The DeepCABAC tables of spec/CABAC.md, written once for every Cython module and header:
+   Appendix A.1 (rLPS), Appendix A.2 (the adaptation curve), the parameter sets of CABAC §4.2 and
+   the DQ state transitions of CABAC §8.1.  Tables derived from these are computed from them
    (nnr_wengine.h, nnr_shadow.h, the encoder's level-loop tables), never typed again. */
 #ifndef NNR_CABAC_TABLES_H
 #define NNR_CABAC_TABLES_H
@@ -25,7 +25,7 @@ static const int16_t NNR_CURVE[32] = {
     144, 80, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 0
 };
 
-/* §4.2 parameter sets k = 0..8: sh0, sh1, initial S0, initial S1. */
+/* CABAC §4.2 parameter sets k = 0..8: sh0, sh1, initial S0, initial S1. */
 enum { NNR_NUM_PARAM_SETS = 9 };
 static const int16_t NNR_PARAM_SETS[NNR_NUM_PARAM_SETS][4] = {
     {5, 4, 0, 0}, {5, 4, -41, -654}, {5, 4, 95, 1519},
@@ -33,7 +33,7 @@ static const int16_t NNR_PARAM_SETS[NNR_NUM_PARAM_SETS][4] = {
     {6, 6, -21, -337}, {7, 5, 0, 0}, {7, 5, 30, 482}
 };
 
-/* §8.1 DQ state transitions NEXT[s][parity]. */
+/* CABAC §8.1 DQ state transitions NEXT[s][parity]. */
 static const uint8_t NNR_DQ_NEXT[8][2] = {
     {0, 2}, {7, 5}, {1, 3}, {6, 4}, {2, 0}, {5, 7}, {3, 1}, {4, 6}
 };

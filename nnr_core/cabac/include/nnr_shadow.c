@@ -1,4 +1,4 @@
-/* The parameter-set kernel of nnr_shadow.h (NNC-CABAC-QUANT.md §6.5), compiled into
+/* The parameter-set kernel of nnr_shadow.h (CABAC §6.5), compiled into
    nnr_core.cabac._enc_pseudo. */
 #include <string.h>
 
@@ -8,20 +8,20 @@
 
 /* The tables of one bin value, so the kernel addresses all of them from one base register. */
 typedef struct {
-    uint64_t cost[1024];              /* §4.6 estimate of the bin, 512 + (S >> 3) */
+    uint64_t cost[1024];              /* CABAC §4.6 estimate of the bin, 512 + (S >> 3) */
     uint16_t t0[4][256];              /* sh0 = 4..7: S0 + 128 -> 2 (S0' + 128) */
     uint16_t t1[3][4096];             /* sh1 = 4..6: S1 + 2048 -> S1' + 2048 */
 } NnrShadowHalf;
 static NnrShadowHalf NNR_SH[2];
 
-/* The shifts and the constant 1-bin steps (§4.4: curve[16..30] = 64) of set k. */
+/* The shifts and the constant 1-bin steps (CABAC §4.4: curve[16..30] = 64) of set k. */
 #define NNR_SH_A(k) NNR_PARAM_SETS[k][0]
 #define NNR_SH_B(k) NNR_PARAM_SETS[k][1]
 #define NNR_SH_D0(k) (NNR_CURVE[16] >> NNR_SH_A(k))
 #define NNR_SH_D1(k) (NNR_CURVE[16] >> NNR_SH_B(k))
 
 /* Runs of 1-bins from states S0, S1 >= 0: every step adds 64 >> shift until S0 >= 120 or
-   S1 >= 1920 stops it (§4.4: curve[16..30] = 64, curve[31] = 0), so S = S1 + 16 S0 moves by a
+   S1 >= 1920 stops it (CABAC §4.4: curve[16..30] = 64, curve[31] = 0), so S = S1 + 16 S0 moves by a
    constant D between those points: d1 + 16 d0 while both move, d1 or 16 d0 while one does.
    NNR_SH_LIN[D][S] = the bin-1 estimates of S, S + D, S + 2D, ... below 4096, for the slopes of
    the nine sets (at most three each), so that a stretch of a run costs two lookups (D = 0
@@ -31,7 +31,7 @@ enum { NNR_SH_MAXSLOPE = (64 >> 4) * 17, NNR_SH_MAXTABLES = 3 * NNR_NUM_PARAM_SE
 static uint32_t NNR_SH_LINTAB[NNR_SH_MAXTABLES][4096];
 static const uint32_t* NNR_SH_LIN[NNR_SH_MAXSLOPE + 1];
 
-/* One §4.4 step of an estimator with `shift` and index divisor 2^div; a state outside the
+/* One CABAC §4.4 step of an estimator with `shift` and index divisor 2^div; a state outside the
    curve's domain (unreachable) stays put. */
 static int nnr_sh_next(int s, int bin, int shift, int div) {
     int i = bin ? 16 + (s >> div) : 16 + ((-s) >> div);

@@ -1,12 +1,12 @@
-/* Shadow estimators of the encoder's parameter-set choice (NNC-CABAC-QUANT.md §6.5).
+/* Shadow estimators of the encoder's parameter-set choice (CABAC §6.5).
 
-   NNCodec charges every context's bins to nine probability models (the parameter sets of §4.2)
-   and keeps the cheapest.  The pseudo pass (_enc_pseudo.pyx) puts each context's bins into a
-   bucket of its own; nnr_shadow_run takes one bucket through the context's nine estimators in
-   registers, with the §4.4 update and the §4.6 estimate as table lookups.  The sums are the same
-   integers in another order, so the chosen sets are exactly NNCodec's.
+   NNCodec charges every context's bins to nine probability models (the parameter sets of
+   CABAC §4.2) and keeps the cheapest.  The pseudo pass (_enc_pseudo.pyx) puts each context's bins
+   into a bucket of its own; nnr_shadow_run takes one bucket through the context's nine estimators
+   in registers, with the CABAC §4.4 update and the CABAC §4.6 estimate as table lookups.  The sums
+   are the same integers in another order, so the chosen sets are exactly NNCodec's.
 
-   The two estimators of a set are independent (§4.4: S0 moves with sh0, S1 with sh1; only the
+   The two estimators of a set are independent (CABAC §4.4: S0 moves with sh0, S1 with sh1; only the
    estimate reads S = S1 + 16*S0), so each has its own transition table: S0 reaches -123..123 and
    S1 -1923..1923 from every set's initial state, inside the tables' -128..127 and -2048..2047.
    The kernel keeps o0 = 2 (S0 + 128) (a byte offset into the S0 table) and o1 = S1 + 2048, so
@@ -25,16 +25,16 @@
 
 #include "nnr_cabac_tables.h"
 
-/* The nine estimators of one context and their accumulated §4.6 estimates (one per set). */
+/* The nine estimators of one context and their accumulated CABAC §4.6 estimates (one per set). */
 typedef struct {
     int16_t S0[NNR_NUM_PARAM_SETS];
     int16_t S1[NNR_NUM_PARAM_SETS];
     uint64_t cost[NNR_NUM_PARAM_SETS];
 } NnrShadowCtx;
 
-/* Fills the kernel's tables from the §4.6 estimates bitcost[1024][2] (BIT_COST of bitcost.py);
-   returns 0, or -1 if the parameter sets or the curve are not what the kernel's layout (the
-   tables' shift ranges, set 7's shortcut, the closed-form runs) assumes.  Call once before the
+/* Fills the kernel's tables from the CABAC §4.6 estimates bitcost[1024][2] (BIT_COST of
+   bitcost.py); returns 0, or -1 if the parameter sets or the curve are not what the kernel's layout
+   (the tables' shift ranges, set 7's shortcut, the closed-form runs) assumes.  Call once before the
    others. */
 int nnr_shadow_init(const uint32_t* bitcost);
 

@@ -10,7 +10,7 @@
 /* rLPS for a range R = 128..511 that may still owe its MPS renormalisation (R < 256 stands for
    2R): NNR_RLPS_R4[32 * p + (R >> 4)] = nnr_rlps_r4(p, R >> 4). */
 static uint8_t NNR_RLPS_R4[32 * 32];
-/* NNR_CURVE[i] >> sh for sh = 0..7: NNR_CURVE_SH[32*sh + 16 + x] is the §4.4 step. */
+/* NNR_CURVE[i] >> sh for sh = 0..7: NNR_CURVE_SH[32*sh + 16 + x] is the CABAC §4.4 step. */
 static int16_t NNR_CURVE_SH[8 * 32];
 
 static inline void nnr_wengine_init(void) {

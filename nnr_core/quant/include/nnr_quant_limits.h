@@ -1,5 +1,5 @@
 /* Overflow limits of the quantizers as NNCodec's (1 << 31) arithmetic wraps them
-   (NNC-CABAC-QUANT.md §9.3, §8.3). */
+   (CABAC §9.3, CABAC §8.3). */
 #ifndef NNR_QUANT_LIMITS_H
 #define NNR_QUANT_LIMITS_H
 

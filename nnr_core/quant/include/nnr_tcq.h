@@ -1,5 +1,5 @@
 /* Trellis-coded quantization without rate term: the forward search and traceback
-   (NNC-CABAC-QUANT.md §8.3), for nnr_core/quant/_quant.pyx (declarations in _tcq.pxd).
+   (CABAC §8.3), for nnr_core/quant/_quant.pyx (declarations in _tcq.pxd).
 
    The search keeps the 8 state costs J side by side and picks every state's cheapest of its three
    branches with min/compare instead of branches; with AVX-512 or AVX2 (chosen at run time) the 8
@@ -24,7 +24,7 @@
 
 enum { NNR_TCQ_SCALAR = 0, NNR_TCQ_AVX2 = 1, NNR_TCQ_AVX512 = 2 };
 
-/* §8.3 step 3: branch b into state c comes from state NNR_TCQ_PREV[b][c] with a candidate of
+/* CABAC §8.3 step 3: branch b into state c comes from state NNR_TCQ_PREV[b][c] with a candidate of
    class NNR_TCQ_CLS[b][c] (0..3: q mod 4, 4: the zero candidate). */
 static const int NNR_TCQ_PREV[3][8] = {{0, 2, 0, 2, 3, 1, 3, 1}, {0, 2, 4, 6, 7, 5, 3, 1},
                                        {4, 6, 4, 6, 7, 5, 7, 5}};
@@ -63,7 +63,7 @@ static inline int32_t nnr_tcq_q0(double org) {
     return q0 > 1 ? q0 : 1;
 }
 
-/* 1 if round(fl32(w * scale)) stays inside the trellis' int32 range for every w (§8.3):
+/* 1 if round(fl32(w * scale)) stays inside the trellis' int32 range for every w (CABAC §8.3):
    round(x) > 2^31 - 3 or < -(2^31 - 2) means x >= 2^31 - 2.5 or x <= -(2^31 - 1.5), for a
    float32 x the same as |x| >= 2^31 (float32 has no value in between). */
 static int nnr_tcq_guard(const float* w, ptrdiff_t n, float scale) {
@@ -76,7 +76,7 @@ static int nnr_tcq_guard(const float* w, ptrdiff_t n, float scale) {
 
 #define NNR_TCQ_IDX(k) (scan ? (ptrdiff_t)scan[k] : (k))
 
-/* The forward search (§8.3 steps 4-5): m1, m2 per position into dec, final costs into J. */
+/* The forward search (CABAC §8.3 steps 4-5): m1, m2 per position into dec, final costs into J. */
 static inline __attribute__((always_inline)) void nnr_tcq_fwd_scalar(
         const float* w, const int64_t* scan, const double* imp, ptrdiff_t n, double qscale,
         uint8_t* dec, double* J) {
@@ -247,7 +247,7 @@ __attribute__((target("avx2"), always_inline)) static inline void nnr_tcq_fwd_av
 }
 #endif
 
-/* §8.3 step 5: from the cheapest final state (the first on ties) back along the decisions;
+/* CABAC §8.3 step 5: from the cheapest final state (the first on ties) back along the decisions;
    writes the chosen branch's prev | class << 3 to out (nnr_tcq_indices finishes out). */
 static inline __attribute__((always_inline)) void nnr_tcq_back(
         const double* J, const uint8_t* dec, const int64_t* scan, int32_t* out, ptrdiff_t n) {
@@ -278,7 +278,7 @@ static inline __attribute__((always_inline)) void nnr_tcq_indices(
         q0 = nnr_tcq_q0(nnr_tcq_org(w[j], qscale));
         cls = out[j] >> 3;
         q = q0 + ((cls - q0) & 3);
-        /* i = 2k - sgn(k)(p & 1) (§8.2) with k = (q + 1) >> 1 and the sign of w, 0 for the
+        /* i = 2k - sgn(k)(p & 1) (CABAC §8.2) with k = (q + 1) >> 1 and the sign of w, 0 for the
            zero candidate; masks, as branches on sign or class would mispredict */
         i = ((q + 1) & ~1) - (out[j] & 1);
         neg = -(int32_t)(w[j] < 0);
