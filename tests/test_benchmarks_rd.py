@@ -98,22 +98,20 @@ def test_quick_run(tmp_path):
         assert "unavailable" not in mode or mode["unavailable"].startswith("n/a (not available)")
 
 
-# -- the modes written against APIs that are coming (issue 13) ---------------------------------
+# -- the issue 13 modes against nnr's APIs ---------------------------------------------------
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is needed (python -m nnr.testenv)")
-def test_coming_modes_run_against_the_announced_apis(monkeypatch):
-    """nnr.encode(target_bpp=, sparsity=), nnr.importance and nnr.rd.sparsify as issue 13 announces them
-    (stand-ins here, mapping onto today's encoder): the modes find them and produce scored points."""
-    import numpy as np
+def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
+    """nnr.encode(target_bpp=, importance=, sparsity=, sparsity_structured=) and nnr.importance, spied on
+    (the calls go through): the modes find them, call them as documented and score every budget."""
     import torch
 
     import nnr
     import nnr.encoder
-    import nnr.rd
     from benchmarks.rd import modes, run
     from benchmarks.rd.models.spec import ModelSpec, float_tensors, loaded
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).eval()
     x = torch.randn(64, 32)
     with torch.no_grad():
         y = net(x)
@@ -124,42 +122,31 @@ def test_coming_modes_run_against_the_announced_apis(monkeypatch):
 
     spec = ModelSpec("toy", "toy", net, float_tensors(net.state_dict()), metric, [x[:32], x[32:]], False, "mse", "toy")
     calls = []
-    real = nnr.encoder.encode
+    real_encode, real_importance = nnr.encoder.encode, nnr.importance
 
     def encode(tensors, **options):
-        bpp, sparsity = options.pop("target_bpp", None), options.pop("sparsity", None)
-        calls.append(("encode", bpp, sparsity, "importance" in options))
-        if bpp is not None:
-            options["qp"] = -16 - 2 * int(bpp)
-        return real(tensors, **options)
+        calls.append(("encode", options.get("target_bpp"), options.get("sparsity"),
+                      options.get("sparsity_structured", False), "importance" in options))
+        return real_encode(tensors, **options)
 
-    def importance(module, inputs, *, method="gauss-newton", loss=None, probes=1, seed=0):
-        calls.append(("importance", method, len(list(inputs))))
-        return {n: np.ones(tuple(p.shape)) for n, p in module.named_parameters()}
-
-    def sparsify(tensors, sparsity, *, structured=False, importance=None):
-        calls.append(("sparsify", sparsity, structured, importance is not None))
-        return {n: np.where(np.abs(v) < np.quantile(np.abs(v), sparsity), 0, v).astype(np.float32)
-                for n, v in tensors.items()}
+    def importance(module, inputs, **options):
+        calls.append(("importance", options.get("method"), len(list(inputs))))
+        return real_importance(module, inputs, **options)
 
     monkeypatch.setattr(nnr.encoder, "encode", encode)
-    monkeypatch.setattr(nnr, "importance", importance, raising=False)
-    monkeypatch.setattr(nnr.rd, "sparsify", sparsify, raising=False)
-    modes._encode_option.cache_clear()
-    try:
-        ctx = run.Context(spec, 1, True, 0.3, lambda msg: None)
-        ctx.budgets = [(-24, 2.0), (-30, 4.0), (-36, 6.0)]
-        score = run.Scorer(spec, 1)
-        for key in ("target", "target+imp", "target+imp+sparse", "target+imp+rows"):
-            mode = modes.BY_KEY[key]
-            assert mode.unavailable() is None, key
-            pts = run.mode_curve(mode, ctx, score, lambda msg: None)
-            assert [p["setting"] for p in pts] == [2.0, 4.0, 6.0] and all("metric" in p for p in pts), pts
-    finally:
-        modes._encode_option.cache_clear()
+    monkeypatch.setattr(nnr, "importance", importance)
+    ctx = run.Context(spec, 1, True, 0.3, lambda msg: None, row_sparsity=0.1)
+    ctx.budgets = [(-24, 2.0), (-30, 4.0), (-36, 6.0)]
+    score = run.Scorer(spec, 1)
+    for key in ("target", "target+imp", "target+imp+sparse", "target+imp+rows"):
+        mode = modes.BY_KEY[key]
+        assert mode.unavailable() is None, key
+        pts = run.mode_curve(mode, ctx, score, lambda msg: None)
+        assert [p["setting"] for p in pts] == [2.0, 4.0, 6.0] and all("metric" in p for p in pts), pts
+        assert all(p["bpp"] <= p["setting"] for p in pts)                   # within the budget
     assert ctx.importance_info["source"] == "nnr.importance"
     assert ("importance", "gauss-newton", 2) in calls
-    assert ("encode", 4.0, None, False) in calls                      # target_bpp alone
-    assert ("encode", 4.0, None, True) in calls                       # with importance
-    assert ("encode", 4.0, 0.3, True) in calls                        # the encoder's own sparsity option
-    assert ("sparsify", 0.3, True, True) in calls                     # structured: nnr.rd.sparsify first
+    assert ("encode", 4.0, None, False, False) in calls                   # target_bpp alone
+    assert ("encode", 4.0, None, False, True) in calls                    # with importance
+    assert ("encode", 4.0, 0.3, False, True) in calls                     # the encoder's sparsity
+    assert ("encode", 4.0, 0.1, True, True) in calls                      # whole rows

@@ -35,7 +35,8 @@ def main(argv=None):
     p.add_argument("--plots", help="write one PNG per model into this folder")
     p.add_argument("--no-reference", action="store_true", help="do not run the reference")
     p.add_argument("--jobs", type=int, default=2, help="threads for torch and the codec (default 2)")
-    p.add_argument("--sparsity", type=float, default=0.3, help="sparsity of the sparsification modes (default 0.3)")
+    p.add_argument("--sparsity", type=float, default=0.3, help="sparsity of the unstructured mode (default 0.3)")
+    p.add_argument("--row-sparsity", type=float, default=0.1, help="share of rows zeroed by the row mode (default 0.1)")
     p.add_argument("--from-json", help="measure nothing: write the Markdown (and --plots) of earlier --json results")
     args = p.parse_args(argv)
     if args.from_json:
@@ -60,7 +61,7 @@ def main(argv=None):
     results = []
     meta = {"started": started, "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "jobs": args.jobs,
-            "quick": args.quick, "sparsity": args.sparsity, "load_before": os.getloadavg(),
+            "quick": args.quick, "sparsity": args.sparsity, "row_sparsity": args.row_sparsity, "load_before": os.getloadavg(),
             "reference": None if reference is None else reference[0], "note": note}
     with tempfile.TemporaryDirectory(prefix="nnr-rd-") as workdir:
         for name in names:

@@ -109,7 +109,8 @@ def _sparsified(ctx, structured):
     key = ("sparse", structured)
     if key not in ctx.cache:
         import nnr.rd
-        out = nnr.rd.sparsify(ctx.tensors, ctx.sparsity, structured=structured, importance=ctx.importance())
+        out = nnr.rd.sparsify(ctx.tensors, ctx.row_sparsity if structured else ctx.sparsity, structured=structured,
+                              importance=ctx.importance())
         ctx.cache[key] = out[0] if isinstance(out, tuple) else out
     return ctx.cache[key]
 
@@ -124,6 +125,9 @@ def _target_sparse(ctx, bpp):
 
 def _target_structured(ctx, bpp):
     import nnr
+    if _sparsity_missing() is None:                     # the encoder's own, zeros pinned through quantization
+        return nnr.encode(ctx.tensors, target_bpp=float(bpp), importance=ctx.importance(),
+                          sparsity=ctx.row_sparsity, sparsity_structured=True, jobs=ctx.jobs)
     return nnr.encode(_sparsified(ctx, True), target_bpp=float(bpp), importance=ctx.importance(), jobs=ctx.jobs)
 
 
@@ -147,8 +151,9 @@ MODES = [
          "nnr.encode(tensors, target_bpp=b, importance=imp, sparsity=s), or nnr.rd.sparsify(tensors, s, "
          "structured=False, importance=imp) first where the encoder has no sparsity option",
          needs=(_target_bpp_missing, _any_sparsification_missing), importance=True),
-    Mode("target+imp+rows", "target_bpp + importance + structured sparsity", "bpp", _target_structured,
-         "nnr.rd.sparsify(tensors, s, structured=True, importance=imp) (whole rows), then "
-         "nnr.encode(target_bpp=b, importance=imp)", needs=(_target_bpp_missing, _sparsify_missing), importance=True),
+    Mode("target+imp+rows", "target_bpp + importance + row sparsity", "bpp", _target_structured,
+         "nnr.encode(tensors, target_bpp=b, importance=imp, sparsity=s, sparsity_structured=True) (whole rows), or "
+         "nnr.rd.sparsify(tensors, s, structured=True, importance=imp) first where the encoder has no sparsity "
+         "option", needs=(_target_bpp_missing, _any_sparsification_missing), importance=True),
 ]
 BY_KEY = {m.key: m for m in MODES}

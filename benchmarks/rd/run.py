@@ -27,8 +27,9 @@ SUMMARY_QPS = (-30, -36)
 class Context:
     """What a mode codes with: the model, the settings, the importance (computed once, timed)."""
 
-    def __init__(self, spec, jobs, quick, sparsity, log):
-        self.spec, self.tensors, self.jobs, self.log, self.sparsity = spec, spec.tensors, jobs, log, sparsity
+    def __init__(self, spec, jobs, quick, sparsity, log, row_sparsity=0.1):
+        self.spec, self.tensors, self.jobs, self.log = spec, spec.tensors, jobs, log
+        self.sparsity, self.row_sparsity = sparsity, row_sparsity
         self.qps = QUICK_QPS if quick else list(spec.qps or FULL_QPS)
         self.budget_qps = QUICK_QPS if quick else tuple(spec.budget_qps or BUDGET_QPS)
         self.few_budget_qps = QUICK_QPS if quick else tuple(spec.few_budget_qps or FEW_BUDGET_QPS)
@@ -158,7 +159,7 @@ def summarise(result, higher):
 def run_model(spec, reference, args, workdir, log):
     """Everything measured on one model (a JSON-able dict)."""
     t_model = time.perf_counter()
-    ctx = Context(spec, args.jobs, args.quick, args.sparsity, log)
+    ctx = Context(spec, args.jobs, args.quick, args.sparsity, log, args.row_sparsity)
     score = Scorer(spec, args.jobs)
     t0 = time.perf_counter()
     float_metric = float(spec.metric(spec.tensors))
