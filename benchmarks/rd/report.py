@@ -126,6 +126,13 @@ def model_section(r, plot=None):
             na.setdefault(m["unavailable"], []).append(m["label"])
     for reason, labels in na.items():
         md.append(f"Not run ({reason}): {', '.join(labels)}.\n")
+    fits = []
+    for m in r["modes"].values():
+        f = [p["fit_pct"] for p in m.get("points", []) if "fit_pct" in p]
+        if f:
+            fits.append(f"{m['label']} {min(f):+.2f} to {max(f):+.2f} %")
+    if fits:
+        md.append("Budget fit (stream size against the budget, over the mode's budgets): " + "; ".join(fits) + ".\n")
     if plot:
         md.append(f"![{r['title']}]({plot})\n")
     t = r["timings"]
