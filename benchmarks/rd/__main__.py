@@ -61,8 +61,8 @@ def main(argv=None):
     results = []
     meta = {"started": started, "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "jobs": args.jobs,
-            "quick": args.quick, "sparsity": args.sparsity, "row_sparsity": args.row_sparsity, "load_before": os.getloadavg(),
-            "reference": None if reference is None else reference[0], "note": note}
+            "quick": args.quick, "sparsity": args.sparsity, "row_sparsity": args.row_sparsity,
+            "load_before": os.getloadavg(), "reference": None if reference is None else reference[0], "note": note}
     with tempfile.TemporaryDirectory(prefix="nnr-rd-") as workdir:
         for name in names:
             spec = LOADERS[name](args.quick, log)
