@@ -96,9 +96,19 @@ def find_reference():
     return find()
 
 
-def run_peer(job_dir, mode, options, repeats, jobs=None, reference=None, timeout=7200):
-    """Run one job in a fresh process; returns the result dict (or {"error": ...})."""
-    job = {"mode": mode, "options": options, "repeats": repeats}
+def reference_or_note(skip, prefix):
+    """(reference, None), or (None, a note saying why the reference is not run)."""
+    if skip:
+        return None, f"{prefix}: --no-reference"
+    reference, reason = find_reference()
+    return reference, None if reference is not None else f"{prefix}: {reason}"
+
+
+def run_peer(job_dir, mode, options, repeats, jobs=None, reference=None, timeout=7200, extra=None,
+             script=None):
+    """Run one job in a fresh process; returns the result dict (or {"error": ...}). extra: more job
+    fields; script: another reference peer (default: peer_nncodec.py beside this file)."""
+    job = {"mode": mode, "options": options, "repeats": repeats, **(extra or {})}
     if jobs:
         job["jobs"] = jobs
     with open(os.path.join(job_dir, "job.json"), "w") as f:
@@ -109,7 +119,7 @@ def run_peer(job_dir, mode, options, repeats, jobs=None, reference=None, timeout
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     else:
         py, stubs = reference
-        cmd = [py, os.path.join(HERE, "peer_nncodec.py"), job_dir]
+        cmd = [py, script or os.path.join(HERE, "peer_nncodec.py"), job_dir]
         env["PYTHONPATH"] = stubs
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     try:
@@ -242,14 +252,7 @@ def main(argv=None):
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    note = None
-    reference = None
-    if args.no_reference:
-        note = "reference columns skipped: --no-reference"
-    else:
-        reference, reason = find_reference()
-        if reference is None:
-            note = f"reference columns skipped: {reason}"
+    reference, note = reference_or_note(args.no_reference, "reference columns skipped")
     if note:
         log(f"NOTE: {note}")
     cases = [c for c in CASES if args.full or not c["full"]]

