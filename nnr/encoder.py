@@ -238,7 +238,7 @@ class Encoder:
         from dataclasses import replace
         from nnr.rd.sparsify import sparsify
         cfg = self.config
-        chosen = [t.name for t in inputs if not t.is_int and t.data.ndim >= 2 and t.name not in cfg.raw_float]
+        chosen = {t.name for t in inputs if not t.is_int and t.data.ndim >= 2 and t.name not in cfg.raw_float}
         if not chosen:
             return inputs
         data = {t.name: t.data for t in inputs if t.name in chosen}
@@ -292,7 +292,7 @@ class Encoder:
             return 0 if parts is None else 8 * len(ndu.write(parts, 0))
         fixed = [t for t in inputs if t.name not in names]
         fixed_bits = 8 * len(head) + sum(call.pool.map(unit_bits, fixed) if call.pool else map(unit_bits, fixed))
-        if fixed_bits > 8 * budget or (not free and fixed_bits > 8 * budget):
+        if fixed_bits > 8 * budget:
             raise EncoderConfigError(
                 f"target_bpp {cfg.target_bpp}: the tensors whose QP is not allocated (headers, integer, "
                 f"non-weight, raw tensors) already take {fixed_bits / 8:.0f} bytes of the {budget}-byte budget")

@@ -11,6 +11,7 @@ import pytest
 import nnr
 from nnr.cli import common, modes, nnr_decode, nnr_encode
 from nnr.rd import relative_rmse
+from tests.test_rd_relative import assert_coarsest, decoded_relative
 
 BOUND = modes.DEFAULT_BOUND
 R = 0.01                # the --quality of these tests
@@ -50,21 +51,6 @@ def encode(capsys, *args):
 
 def stream_qps(data):
     return {t.name: t.qp for t in nnr.Decoder().decode_tensors(data)}
-
-
-def decoded_relative(tensors, data, **options):
-    dec = nnr.decode(data)
-    return {n: relative_rmse(a, dec[n]) for n, a in tensors.items()}
-
-
-def assert_coarsest(tensors, qps, target, **options):
-    """On decoded streams: every tensor of `qps` meets `target` at its QP, and misses it at QP + 1."""
-    rel = decoded_relative(tensors, nnr.encode(tensors, qp_per_tensor=qps, **options))
-    for name, qp in qps.items():
-        assert rel[name] <= target, (name, qp, rel[name])
-        coarser = decoded_relative(tensors, nnr.encode(tensors, qp_per_tensor=dict(qps, **{name: qp + 1}),
-                                                       **options))
-        assert coarser[name] > target, (name, qp + 1, coarser[name])
 
 
 def warned(err):

@@ -79,12 +79,7 @@ def build_parser():
 def _fraction(text):
     """argparse type of --quality and --max-relative-error: a relative RMSE strictly between 0 and 1
     (1 is what a tensor decoded to all zeros has)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text}")
+    value = _positive(text, "a number")
     if not value < 1:
         raise argparse.ArgumentTypeError(f"must be below 1 (a tensor of zeros has relative RMSE 1), not {text}")
     return value
@@ -95,14 +90,14 @@ def main(argv=None):
     return run("nnr_encode", _encode, args, subject=args.input)
 
 
-def _positive(text):
+def _positive(text, what="a number of bits per parameter"):
     """argparse type of --bpp: a finite number > 0."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of bits per parameter > 0, not {text}")
+        raise argparse.ArgumentTypeError(f"must be {what} > 0, not {text}")
     return value
 
 

@@ -98,8 +98,10 @@ def _select(work, names, exclude, structured):
     if names is None:
         chosen = [n for n, a in work.items() if a.dtype.kind == "f" and a.ndim >= 2]
     else:
-        chosen = [n for n in work if n in set(names)]
-    chosen = [n for n in chosen if n not in set(exclude or ())]
+        listed = set(names)
+        chosen = [n for n in work if n in listed]
+    excluded = set(exclude or ())
+    chosen = [n for n in chosen if n not in excluded]
     if not chosen:
         raise EncoderConfigError("no tensor to sparsify (by default: floating-point tensors of two or "
                                  "more dimensions; see names= and exclude=)")

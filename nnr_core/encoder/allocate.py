@@ -101,13 +101,12 @@ def _sample(t, sens):
 class Allocator:
     """Chooses {name: QP} for the weight tensors of one model so that the stream fits a budget."""
 
-    def __init__(self, ndu, sample_ndu, qp_density, qp_limits, pool=None, progress=None):
+    def __init__(self, ndu, sample_ndu, qp_density, qp_limits, pool=None):
         self.ndu = ndu                      # an NduEncoder of the stream's configuration (probe: no state change)
         self.sample_ndu = sample_ndu        # the same without incremental state: a sample has no TCA reference
         self.qp_density = qp_density
         self.lo, self.hi = qp_limits        # QPs the stream can carry
         self.pool = pool
-        self.progress = progress
         self.plans = {}                     # name -> {QP: Planned} of the whole-tensor measurements
         self.chosen = {}                    # name -> the Planned of the QP allocate() chose (the encode reuses it)
 
@@ -246,8 +245,6 @@ class Allocator:
             if not todo:
                 break
             self._map(lambda ci: self._exact(*ci), todo)
-            if self.progress is not None:
-                self.progress(rnd + 1, _MAX_ROUNDS + 1, "allocation", 0)
             exact = sum(c.exact[int(c.qps[i])][0] for c, i in zip(curves, ix))
             if rnd + 1 >= _EXACT_ROUNDS and exact <= avail:
                 break       # fits: the single steps of _fit fill the rest
