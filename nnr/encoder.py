@@ -267,10 +267,11 @@ class Encoder:
                         100.0 * (budget - size) / budget, budget)
 
     def _allocated(self, inputs, call) -> EncoderConfig:
-        """The call's configuration with the weight tensors' QPs chosen for cfg.target_bpp: the
-        least (importance-weighted) distortion whose stream fits the budget. Tensors that are not
-        weights, carry no importance (when importance is given) or have a qp_per_tensor entry keep
-        their configured QP; their units count inside the budget."""
+        """The call's configuration with the tensors' QPs chosen for cfg.target_bpp: the least
+        (importance-weighted) distortion whose stream fits the budget. Allocated: the weight tensors
+        (without importance) or the tensors with an importance entry (with it, non-weights too);
+        the others and those with a qp_per_tensor entry keep their configured QP; their units count
+        inside the budget."""
         from dataclasses import replace
         from nnr_core.encoder.allocate import Allocator, budget_bytes
         from nnr_core.quant.weighted import importance_array
@@ -279,8 +280,10 @@ class Encoder:
         budget = budget_bytes(inputs, cfg.target_bpp)
         ndu, head = self._start(call, 0)
         user, imp = cfg.qp_per_tensor or {}, cfg.importance or {}
-        free = [t for t in inputs if not t.is_int and t.is_weight and t.name not in cfg.raw_float
-                and t.name not in user and (not imp or t.name in imp)]
+        # without importance only weights (plain squared error says nothing of a bias's or a batch-norm
+        # statistic's effect); with importance every tensor that has an entry
+        free = [t for t in inputs if not t.is_int and t.name not in cfg.raw_float and t.name not in user
+                and (t.name in imp if imp else t.is_weight)]
         names = {t.name for t in free}
         unweighted = [t.name for t in inputs if t.is_weight and not t.is_int and imp and t.name not in imp]
         if unweighted:

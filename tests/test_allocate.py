@@ -99,6 +99,21 @@ def test_qp_density_given_is_kept_and_nonweight_step_is_unchanged():
             assert np.array_equal(out4[k], ref[k]) and np.array_equal(out2[k], ref[k])
 
 
+def test_non_weights_with_importance_are_allocated_too():
+    # with importance, a tensor with an entry gets an allocated QP whatever its kind (a bias, a
+    # batch-norm statistic: nnr.importance derives those); one without keeps nonweight_qp's step
+    tensors, imp = model()
+    imp = {**imp, "l0.bias": np.full(SHAPES[0][0], 1e4, np.float32), "l1.bias": np.full(SHAPES[1][0], 1e-2, np.float32)}
+    data = nnr.encode(tensors, target_bpp=3.0, importance=imp)
+    assert (1 - allocate.FILL) * int(3.0 * params(tensors) / 8) <= len(data) <= int(3.0 * params(tensors) / 8)
+    dec = nnr.Decoder()
+    dec.decode(data)
+    qp = {t.name: t.qp for t in dec.tensors}
+    assert qp["l2.bias"] == qp["l3.bias"] == -300
+    assert qp["l1.bias"] != -300 and qp["l0.bias"] != -300
+    assert qp["l0.bias"] < qp["l1.bias"] - 40, qp      # a million times as important: ~10 octaves finer
+
+
 def test_encoder_allocates_each_update_of_a_sequence():
     tensors, imp = model()
     enc = nnr.Encoder(target_bpp=1.5, importance=imp)

@@ -82,7 +82,7 @@ def test_fisher_equals_per_sample_backward_loop():
     got = nnr.importance(m, [(x[:4], y[:4]), (x[4:], y[4:])], method="fisher", loss=ce, unseen="zero")
     m.eval()
     ref = fisher_loop(m, x, y, ce)
-    assert set(got) == set(ref)
+    assert set(got) == set(ref) | {"1.running_mean", "1.running_var"}
     for n in ref:
         np.testing.assert_allclose(got[n], ref[n], rtol=1e-5, atol=1e-12 * ref[n].max(), err_msg=n)
     assert got.method == "fisher" and got.batches == 2
@@ -119,11 +119,12 @@ def test_module_state_is_restored():
         np.testing.assert_array_equal(nnr.importance(m, x, seed=1)["2.bias"], a["2.bias"])
 
 
-def test_buffers_get_no_entry_names_restrict_and_tied_weights_share():
+def test_buffers_names_restrict_and_tied_weights_share():
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 4 * 4, 2 * 4 * 4))
     x = torch.randn(2, 1, 6, 6)
-    imp = nnr.importance(m, x)
+    imp = nnr.importance(m, x, batch_norm=False)
     assert set(imp) == {"0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"}
+    assert set(nnr.importance(m, x)) == set(imp) | {"1.running_mean", "1.running_var"}
     sub = nnr.importance(m, x, names=["3.bias", "0.weight"])
     assert set(sub) == {"3.bias", "0.weight"}
     np.testing.assert_array_equal(sub["3.bias"], imp["3.bias"])     # same probes, same gradients
@@ -161,6 +162,50 @@ class Bag(nn.Module):
 
     def forward(self, ids):
         return self.fc(self.emb(ids).mean(1))
+
+
+class ExplicitBatchNorm(nn.Module):
+    """Eval-mode batch norm written out, its running statistics as parameters (the oracle's autograd)."""
+
+    def __init__(self, bn):
+        super().__init__()
+        self.eps, shape = bn.eps, (1, -1) + (1,) * (2 if isinstance(bn, nn.BatchNorm2d) else 0)
+        self.shape = shape
+        self.weight, self.bias = nn.Parameter(bn.weight.detach().clone()), nn.Parameter(bn.bias.detach().clone())
+        self.running_mean = nn.Parameter(bn.running_mean.detach().clone())
+        self.running_var = nn.Parameter(bn.running_var.detach().clone())
+
+    def forward(self, x):
+        r = lambda t: t.reshape(self.shape)
+        return r(self.weight) * (x - r(self.running_mean)) / torch.sqrt(r(self.running_var) + self.eps) + r(self.bias)
+
+
+@pytest.mark.parametrize("method", ["gauss-newton", "fisher"])
+def test_batch_norm_statistics_equal_autograd_of_an_explicit_batch_norm(method):
+    torch.manual_seed(3)
+    real = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5),
+                         nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2), nn.BatchNorm1d(2, affine=False))
+    with torch.no_grad():
+        for bn in (real[1], real[5]):
+            bn.running_mean.normal_(0.0, 0.5)
+            bn.running_var.uniform_(0.3, 3.0)
+            bn.weight.normal_(1.0, 0.5)
+    explicit = nn.Sequential(*[ExplicitBatchNorm(m) if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine
+                               else m for m in real])
+    x = [torch.randn(4, 2, 6, 6) for _ in range(3)]
+    kw = {"probes": 2, "seed": 5}
+    if method == "fisher":
+        x = [(b, torch.randint(0, 2, (4,))) for b in x]
+        kw = {"loss": lambda out, y: nn.functional.cross_entropy(out, y)}
+    got = nnr.importance(real, x, method=method, **kw)
+    want = nnr.importance(explicit, x, method=method, **kw)        # the statistics are parameters there
+    assert "8.running_mean" not in got and "8.running_var" not in got      # not affine: no derivative to take
+    for name in ("1.running_mean", "1.running_var", "5.running_mean", "5.running_var"):
+        assert got[name].dtype == np.float32 and got[name].shape == want[name].shape
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4)
+        assert np.all(want[name] > 0)
+    assert not {"1.running_mean", "5.running_var"} & set(nnr.importance(real, x, method=method, batch_norm=False,
+                                                                         **kw))
 
 
 def test_unseen_rows_are_floored_zeroed_or_scaled(caplog):
@@ -303,6 +348,7 @@ def test_progress_is_called_per_batch():
     (dict(unseen=float("nan")), None, "unseen"),
     (dict(progress=3), None, "progress"),
     (dict(names="0.weight"), None, "names"),
+    (dict(batch_norm="yes"), None, "batch_norm must be True or False"),
     ({}, [], "no batch"),
     ({}, iter(()), "no batch"),
     ({}, 5, "inputs must be"),

@@ -32,6 +32,7 @@ SAMPLE_ELEMENTS = 4096      # parameters per estimated point of a large tensor
 FILL = 0.005                # the promise: the stream ends within 0.5 % below the budget (the fill aims at a
                             # quarter of it, where single steps allow)
 MAX_OCTAVES = 40
+SMALL_STOP_BITS = 24.0      # bits per parameter to which the curve of a tensor coded whole is measured
 _EXACT_ROUNDS = 2           # whole-tensor codings of the chosen QPs: the second corrects the first; more rounds
 _MAX_ROUNDS = 6             # (a model each) only while the exact total is still over the budget (they changed
                             # the weighted error by < 0.2 % on a 22.6 M-parameter model)
@@ -139,6 +140,8 @@ class Allocator:
         """c.est every octave from c.top down, until the sample costs well over the target rate."""
         step = 1 << self.qp_density
         stop_bits = max(2.0 * target_bpp, target_bpp + 6.0)
+        if c.scale == 1.0:      # a small tensor (a bias, a batch-norm statistic) may deserve many bits per
+            stop_bits = max(stop_bits, SMALL_STOP_BITS)     # parameter, and its points cost little
         qp = min(c.top, self.hi)
         for _ in range(MAX_OCTAVES):
             if qp < self.lo:
