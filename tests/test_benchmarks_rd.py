@@ -133,12 +133,20 @@ def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
         calls.append(("importance", options.get("method"), len(list(inputs))))
         return real_importance(module, inputs, **options)
 
+    import nnr.rd
+    real_corrected = nnr.rd.encode_corrected
+
+    def encode_corrected(module, tensors, inputs, **options):
+        calls.append(("corrected", module is net, len(list(inputs)), options.get("target_bpp")))
+        return real_corrected(module, tensors, inputs, **options)
+
     monkeypatch.setattr(nnr.encoder, "encode", encode)
     monkeypatch.setattr(nnr, "importance", importance)
+    monkeypatch.setattr(nnr.rd, "encode_corrected", encode_corrected)
     ctx = run.Context(spec, 1, True, 0.3, lambda msg: None, row_sparsity=0.1)
     ctx.budgets = [(-24, 2.0), (-30, 4.0), (-36, 6.0)]
     score = run.Scorer(spec, 1)
-    for key in ("target", "target+imp", "target+imp+sparse", "target+imp+rows"):
+    for key in ("target", "target+imp", "target+imp+bias", "target+imp+sparse", "target+imp+rows"):
         mode = modes.BY_KEY[key]
         assert mode.unavailable() is None, key
         pts = run.mode_curve(mode, ctx, score, lambda msg: None)
@@ -150,3 +158,4 @@ def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
     assert ("encode", 4.0, None, False, True) in calls                    # with importance
     assert ("encode", 4.0, 0.3, False, True) in calls                     # the encoder's sparsity
     assert ("encode", 4.0, 0.1, True, True) in calls                      # whole rows
+    assert ("corrected", True, 2, 4.0) in calls                           # bias correction on the calibration

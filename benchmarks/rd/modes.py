@@ -104,6 +104,19 @@ def _target_importance(ctx, bpp):
     return nnr.encode(ctx.tensors, target_bpp=float(bpp), importance=ctx.importance(), jobs=ctx.jobs)
 
 
+def _target_corrected(ctx, bpp):
+    from nnr.rd import encode_corrected
+    return encode_corrected(ctx.spec.module, ctx.tensors, ctx.spec.calibration, target_bpp=float(bpp),
+                            importance=ctx.importance(), jobs=ctx.jobs)
+
+
+def _correction_missing():
+    import nnr.rd
+    if callable(getattr(nnr.rd, "encode_corrected", None)):
+        return None
+    return "n/a (not available): nnr.rd.encode_corrected"
+
+
 def _sparsified(ctx, structured):
     """The tensors after nnr.rd.sparsify at ctx.sparsity (computed once per model and kind)."""
     key = ("sparse", structured)
@@ -147,6 +160,11 @@ MODES = [
     Mode("target+imp", "nnr.encode(target_bpp, importance)", "bpp", _target_importance,
          "nnr.encode(tensors, target_bpp=b, importance=imp): allocation by importance-weighted distortion "
          "and importance-weighted levels", needs=(_target_bpp_missing,), importance=True),
+    Mode("target+imp+bias", "target_bpp + importance + bias correction", "bpp", _target_corrected,
+         "nnr.rd.encode_corrected(module, tensors, calibration, target_bpp=b, importance=imp): the same, then each "
+         "layer's mean output shift on the calibration data undone in its bias or the next batch norm's running "
+         "mean, and those tensors coded again inside the budget", needs=(_target_bpp_missing, _correction_missing),
+         importance=True),
     Mode("target+imp+sparse", "target_bpp + importance + sparsity", "bpp", _target_sparse,
          "nnr.encode(tensors, target_bpp=b, importance=imp, sparsity=s), or nnr.rd.sparsify(tensors, s, "
          "structured=False, importance=imp) first where the encoder has no sparsity option",

@@ -74,9 +74,9 @@ def importance(module, inputs, *, method="gauss-newton", loss=None, probes=1, se
     backward per sample). Every floating parameter that requires grad gets an entry (`names`
     restricts them); batch_norm=True adds running_mean and running_var of every affine batch-norm
     layer whose weight and bias have entries (derived exactly from theirs, see the module's
-    docstring); other buffers get none, and nnr.encode codes a tensor without an entry unweighted. Entries exactly 0 (never reached by the data) get
-    unseen="floor": 0.1 x the mean of the tensor's nonzero entries, a number c: c x that mean,
-    "zero": 0. progress: a callable(batches_done) or an nnr.progress.Progress. The module runs
+    docstring); other buffers get none, and nnr.encode codes a tensor without an entry unweighted.
+    Entries exactly 0 (never reached by the data) get unseen="floor": 0.1 x the mean of the
+    tensor's nonzero entries, a number c: c x that mean, "zero": 0. progress: a callable(batches_done) or an nnr.progress.Progress. The module runs
     in eval() mode; its training flags, requires_grad flags and .grad are left as they were.
     """
     torch = import_optional("torch", "nnr.importance needs torch (pip install -e \".[torch]\")")
