@@ -7,6 +7,7 @@ import pytest
 import nnr
 from nnr.errors import EncoderConfigError
 from nnr.rd.bias_correction import correct_bias, encode_corrected
+from tests.interop.reference import assert_same_tensors, find_reference, reference_decodes
 
 torch = pytest.importorskip("torch", reason="bias correction needs torch: pip install torch==2.13.0")
 nn = torch.nn
@@ -113,3 +114,22 @@ def test_encode_corrected_keeps_levels_fits_and_lowers_the_mean_error(budget):
         with torch.no_grad():
             return float(((net(x).double().mean(0) - want) ** 2).sum())
     assert mean_error(b) < 0.5 * mean_error(a)
+
+
+REFERENCE, WHY = find_reference()
+
+
+@pytest.mark.skipif(REFERENCE is None, reason=f"interop: {WHY}")
+def test_the_reference_decodes_corrected_streams(tmp_path):
+    # batch-norm statistics allocated with the weights (their importance derived by nnr.importance),
+    # then corrected and allocated again: ordinary streams the reference decodes alike
+    m = cnn(1)
+    tensors = state(m)
+    cal = [torch.randn(8, 3, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    imp = nnr.importance(m, cal)
+    assert "1.running_var" in imp and "4.running_mean" in imp
+    streams = {"budget": encode_corrected(m, tensors, cal, target_bpp=2.5, importance=imp),
+               "qp": encode_corrected(m, tensors, cal, qp=-24, dq=False)}
+    for name, (kind, out) in reference_decodes(streams, tmp_path).items():
+        assert kind == "decoded", out
+        assert_same_tensors(nnr.decode(streams[name]), out)
