@@ -101,7 +101,7 @@ def test_qp_density_given_is_kept_and_nonweight_step_is_unchanged():
 
 def test_non_weights_with_importance_are_allocated_too():
     # with importance, a tensor with an entry gets an allocated QP whatever its kind (a bias, a
-    # batch-norm statistic: nnr.importance derives those); one without keeps nonweight_qp's step
+    # batch-norm running mean: nnr.importance derives it); one without keeps nonweight_qp's step
     tensors, imp = model()
     imp = {**imp, "l0.bias": np.full(SHAPES[0][0], 1e4, np.float32), "l1.bias": np.full(SHAPES[1][0], 1e-2, np.float32)}
     data = nnr.encode(tensors, target_bpp=3.0, importance=imp)
