@@ -22,9 +22,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 120           # seconds a tool may take to start working on a loaded machine
 
 
+def _default_sigint():
+    # a shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler: the tool gets Ctrl-C's default disposition, as it has in a terminal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tool, *args):
     return subprocess.Popen([sys.executable, "-m", f"nnr.cli.{tool}", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def finish(proc):
