@@ -116,6 +116,27 @@ def test_encode_corrected_keeps_levels_fits_and_lowers_the_mean_error(budget):
     assert mean_error(b) < 0.5 * mean_error(a)
 
 
+
+def test_encode_corrected_with_a_budget_and_no_importance_keeps_every_qp():
+    # without importance nothing is allocated again: every tensor keeps its first-pass QP and the
+    # encoder's own budget check holds the corrected stream to the budget
+    m = cnn(2)
+    tensors = state(m)
+    cal = [torch.randn(8, 3, 12, 12, generator=torch.Generator().manual_seed(i)) + 0.5 for i in range(3)]
+    plain = nnr.encode(tensors, target_bpp=2.0)
+    data = encode_corrected(m, tensors, cal, target_bpp=2.0)
+    assert data != plain and len(data) <= int(2.0 * sum(v.size for v in tensors.values()) / 8)
+    qps = []
+    for stream in (plain, data):
+        dec = nnr.Decoder()
+        dec.decode(stream)
+        qps.append({t.name: t.qp for t in dec.tensors})
+    assert qps[0] == qps[1]
+    a, b = nnr.decode(plain), nnr.decode(data)
+    for k in ("0.weight", "3.weight", "7.weight"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["7.bias"], b["7.bias"])
+
 REFERENCE, WHY = find_reference()
 
 

@@ -59,9 +59,14 @@ def _encode_option(name, value) -> Optional[str]:
     return None
 
 
-def _sparsify_missing() -> Optional[str]:
+def _rd_missing(name) -> Optional[str]:
+    """None when nnr.rd has the function `name`, else the reason."""
     import nnr.rd
-    return None if callable(getattr(nnr.rd, "sparsify", None)) else "n/a (not available): nnr.rd.sparsify"
+    return None if callable(getattr(nnr.rd, name, None)) else f"n/a (not available): nnr.rd.{name}"
+
+
+def _sparsify_missing() -> Optional[str]:
+    return _rd_missing("sparsify")
 
 
 def _target_bpp_missing():
@@ -111,10 +116,7 @@ def _target_corrected(ctx, bpp):
 
 
 def _correction_missing():
-    import nnr.rd
-    if callable(getattr(nnr.rd, "encode_corrected", None)):
-        return None
-    return "n/a (not available): nnr.rd.encode_corrected"
+    return _rd_missing("encode_corrected")
 
 
 def _sparsified(ctx, structured):

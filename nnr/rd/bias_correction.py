@@ -168,22 +168,9 @@ def encode_corrected(module, tensors, inputs, **options) -> bytes:
         opts["qp_per_tensor"] = {t.name: int(t.qp) for t in dec.tensors if t.qp is not None and t.name not in free}
         if density is not None:
             opts["qp_density"] = density
-        if not free:
-            opts.pop("target_bpp")
-    try:
-        second = nnr.encode({**tensors, **corrected}, jobs=options.get("jobs"), **opts)
+    try:        # with target_bpp the encoder refuses a stream over the budget (every QP fixed or not)
+        return nnr.encode({**tensors, **corrected}, jobs=options.get("jobs"), **opts)
     except NNRError as err:
         log.warning("nnr.rd.encode_corrected: the corrected stream was not coded (%s); the uncorrected one is "
                     "returned", err)
         return first
-    if options.get("target_bpp") is not None and len(second) > len(first) and "target_bpp" not in opts:
-        limit = int(np.floor(float(options["target_bpp"]) * _float_params(tensors) / 8.0))
-        if len(second) > limit:
-            log.warning("nnr.rd.encode_corrected: the corrected stream (%d bytes) is over the %d-byte budget; the "
-                        "uncorrected one is returned", len(second), limit)
-            return first
-    return second
-
-
-def _float_params(tensors):
-    return sum(np.size(v) for v in tensors.values() if np.issubdtype(np.asarray(v).dtype, np.floating))

@@ -79,13 +79,12 @@ def importance(module, inputs, *, method="gauss-newton", loss=None, probes=1, se
     bias has an entry (derived exactly from it, see the module's docstring); other buffers (the
     running variance among them) get none, and nnr.encode codes a tensor without an entry unweighted.
     Entries exactly 0 (never reached by the data) get unseen="floor": 0.1 x the mean of the
-    tensor's nonzero entries, a number c: c x that mean, "zero": 0. progress: a callable(batches_done) or an nnr.progress.Progress. The module runs
-    in eval() mode; its training flags, requires_grad flags and .grad are left as they were.
+    tensor's nonzero entries, a number c: c x that mean, "zero": 0. progress: a
+    callable(batches_done) or an nnr.progress.Progress. The module runs in eval() mode; its
+    training flags, requires_grad flags and .grad are left as they were.
     """
     torch = import_optional("torch", "nnr.importance needs torch (pip install -e \".[torch]\")")
-    _check_args(torch, module, method, loss, probes, seed, unseen, progress)
-    if not isinstance(batch_norm, bool):
-        raise EncoderConfigError(f"nnr.importance: batch_norm must be True or False, not {batch_norm!r}")
+    _check_args(torch, module, method, loss, probes, seed, unseen, batch_norm, progress)
     params = _select(module, names)              # {id: (names, parameter)}, unique parameters
     if not params:
         raise EncoderConfigError("nnr.importance: the module has no floating parameter that requires grad"
@@ -139,7 +138,8 @@ def _batch_norm_statistics(torch, module, imp) -> dict:
                         "overflows float32)", mean)
     return out
 
-def _check_args(torch, module, method, loss, probes, seed, unseen, progress):
+
+def _check_args(torch, module, method, loss, probes, seed, unseen, batch_norm, progress):
     if not isinstance(module, torch.nn.Module):
         raise EncoderConfigError(f"nnr.importance: module must be a torch.nn.Module, not {type(module).__name__}")
     if method not in METHODS:
@@ -159,6 +159,8 @@ def _check_args(torch, module, method, loss, probes, seed, unseen, progress):
                 and math.isfinite(unseen) and unseen >= 0)):
         raise EncoderConfigError(f"nnr.importance: unseen must be 'floor', 'zero' or a finite number >= 0 "
                                  f"(a fraction of the mean of the tensor's nonzero entries), not {unseen!r}")
+    if not isinstance(batch_norm, bool):
+        raise EncoderConfigError(f"nnr.importance: batch_norm must be True or False, not {batch_norm!r}")
     if progress is not None and not callable(progress) and not callable(getattr(progress, "update", None)):
         raise EncoderConfigError("nnr.importance: progress must be a callable(batches_done) or an "
                                  f"nnr.progress.Progress, not {type(progress).__name__}")
