@@ -60,6 +60,9 @@ class EncoderConfig:
     # sparsity_structured); zeros, pruned or not, then decode as exactly 0
     sparsity: Optional[float] = None
     sparsity_structured: bool = False
+    # {weight name: H = sum x x^T of the layer's inputs (d, d) or (groups, d, d)}: those tensors'
+    # levels rounded output-aware (nnr_core/quant/gptq.py; nnr.rd.layer_hessians computes H), dq_flag 0
+    hessians: Optional[dict] = None
 
     def validate(self):
         """Reject options the syntax cannot carry or the codec does not know."""
@@ -108,6 +111,12 @@ class EncoderConfig:
             need(not self.codebook and self.bitdepth is None,
                  "sparsity pins zeros in the uniform / trellis quantizers: it needs codebook=False and no bitdepth")
         need(isinstance(self.sparsity_structured, bool), "sparsity_structured must be True or False")
+        if self.hessians is not None:
+            need(isinstance(self.hessians, dict), "hessians must be a dict {weight name: ndarray}")
+            if self.hessians:
+                need(not self.codebook and self.bitdepth is None and self.sparsity is None,
+                     "hessians round levels on a QP's uniform step: they need codebook=False, no bitdepth and "
+                     "no sparsity")
         if self.target_bpp is not None:
             from nnr_core.encoder.allocate import check_target_bpp
             check_target_bpp(self.target_bpp)
@@ -143,6 +152,7 @@ class _Call:
     trace: Optional[Trace]      # receives what is written; a fresh one for each way of coding
     cfg: Optional[EncoderConfig] = None     # the configuration of this call (QPs allocated for target_bpp)
     preplanned: Optional[dict] = None       # {name: Planned} the allocation quantized at the QP it chose
+    factors: Optional[dict] = None          # {name: nnr_core.quant.gptq.Factor} of cfg.hessians
 
 
 class Encoder:
@@ -204,6 +214,7 @@ class Encoder:
             "topology_storage_format": FRAMEWORKS[cfg.framework], "topology_compression_format": 0,
             "topology_data": topology_data}
         call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None, cfg)
+        call.factors = self._factors(inputs)
         if self.jobs > 1 and len(inputs) > 1:
             from concurrent.futures import ThreadPoolExecutor
             call.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
@@ -256,6 +267,21 @@ class Encoder:
             out.append(t)
         return out
 
+    def _factors(self, inputs) -> dict:
+        """What output-aware rounding needs for each tensor of cfg.hessians (names that are not among
+        the tensors are ignored, as importance's are)."""
+        from nnr_core.quant.gptq import Factor, check_hessian
+        hessians = self.config.hessians or {}
+        out = {}
+        for t in inputs:
+            if t.name not in hessians:
+                continue
+            if t.is_int or t.name in self.config.raw_float:
+                raise EncoderConfigError(f"hessians[{t.name!r}]: tensor {t.name!r} is not quantized "
+                                         "(an integer or raw_float tensor)")
+            out[t.name] = Factor(t.name, check_hessian(t.name, t.data.shape, hessians[t.name]), t.data.shape[0])
+        return out
+
     def _check_budget(self, size, inputs):
         from nnr_core.encoder.allocate import FILL, budget_bytes
         budget = budget_bytes(inputs, self.config.target_bpp)
@@ -300,7 +326,7 @@ class Encoder:
                 f"target_bpp {cfg.target_bpp}: the tensors whose QP is not allocated (headers, integer, "
                 f"non-weight, raw tensors) already take {fixed_bits / 8:.0f} bytes of the {budget}-byte budget")
         sens = {t.name: importance_array(t.name, t.data, imp[t.name]) if imp else None for t in free}
-        sample_ndu = NduEncoder(cfg, None, ndu.syntax, call.parent, False, False)
+        sample_ndu = NduEncoder(cfg, None, ndu.syntax, call.parent, False, False, factors=call.factors)
         alloc = Allocator(ndu, sample_ndu, cfg.qp_density, _qp_range(cfg.qp_density), pool=call.pool)
         qps = alloc.allocate(free, sens, fixed_bits, 8 * budget, float(cfg.target_bpp)) if free else {}
         call.preplanned = alloc.chosen
@@ -312,7 +338,7 @@ class Encoder:
         cfg = self.config
         syntax = SyntaxState()
         ndu = NduEncoder(call.cfg, self.state if self.stateful else None, syntax, call.parent, call.tca,
-                         call.hdsp, trace=trace is not None)
+                         call.hdsp, trace=trace is not None, factors=call.factors)
         if call.preplanned:
             ndu.preplanned = call.preplanned
         out = bytearray()
@@ -330,7 +356,7 @@ class Encoder:
         after all (then the caller codes the model the planned way, which rebases the QPs), else
         (bytes, NduEncoder, coded names)."""
         from nnr_core.encoder.ndu import NduEncoder
-        probe = NduEncoder(call.cfg, None, SyntaxState(), call.parent, False, False)
+        probe = NduEncoder(call.cfg, None, SyntaxState(), call.parent, False, False, factors=call.factors)
         try:
             base_qp = self._base_qp_of([(t.name, probe.expected_qp(t), probe.tensor_qp(t)) for t in inputs])
         except EncoderConfigError:
@@ -477,7 +503,10 @@ def encode(tensors, **options) -> bytes:
     `importance` when given, that fits it; qp_density 4 unless given; see
     nnr_core/encoder/allocate.py), sparsity=None (a fraction of the weight tensors' parameters
     zeroed first, as nnr.rd.sparsify chooses them; sparsity_structured=True: whole rows; every zero
-    then decodes as exactly 0); jobs and streaming as nnr.Encoder's.
+    then decodes as exactly 0), hessians=None ({weight name: the layer's input second moments sum
+    x x^T, (d, d) or (groups, d, d)}: those tensors' levels rounded to keep the layer's output error
+    small, GPTQ, without dependent quantization; nnr.rd.layer_hessians computes them; see
+    nnr_core/quant/gptq.py); jobs and streaming as nnr.Encoder's.
     """
     if "stateful" in options:
         raise EncoderConfigError("nnr.encode writes one self-contained bitstream and keeps nothing; "

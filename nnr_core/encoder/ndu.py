@@ -49,7 +49,7 @@ def rows_and_width(shape):
 class NduEncoder:
     """Encodes the NDUs of one bitstream with one configuration and (optionally) incremental state."""
 
-    def __init__(self, cfg, state, syntax, parent, tca, hdsp, trace=False):
+    def __init__(self, cfg, state, syntax, parent, tca, hdsp, trace=False, factors=None):
         self.cfg = cfg
         self.state = state                  # IncrementalState, or None for a stateless encode
         self.syntax = syntax
@@ -63,6 +63,7 @@ class NduEncoder:
         self.last_fields = {}
         self.coded_levels = {}              # what a decoder will hold for each coded tensor
         self.preplanned = {}                # name -> Planned at the configured QP, quantized already (allocation)
+        self.factors = factors or {}        # name -> nnr_core.quant.gptq.Factor: output-aware rounding
 
     # -- quantization ---------------------------------------------------------------------------
     def tensor_qp(self, t: InputTensor) -> int:
@@ -85,7 +86,7 @@ class NduEncoder:
             return qp
         from nnr_core.quant.quantize import guarded_qp
         try:
-            return guarded_qp(t.value_range, qp, self.cfg.qp_density, self.cfg.dq, self.cfg.lambda_scale)
+            return guarded_qp(t.value_range, qp, self.cfg.qp_density, self._dq(t), self.cfg.lambda_scale)
         except EncoderConfigError:
             return qp
 
@@ -129,6 +130,8 @@ class NduEncoder:
                 return Planned(t, NNR_PT_FLOAT, cb["symbols"], cb["qp"], 0, cb["codebook"],
                                cb["cb_zero_offset"], cb["codebook_egk"])
             return Planned(t, NNR_PT_FLOAT, cb["levels"], int(cb["qp"]), cb["dq_flag"])
+        if t.name in self.factors:
+            return self._rounded(t, qp)
         imp = imp_trial if imp_trial is not None else (cfg.importance or {}).get(t.name)
         if imp is not None or cfg.sparsity is not None:      # off by default: nnr_core/quant/weighted.py
             from nnr_core.quant.weighted import quantize_weighted
@@ -147,6 +150,25 @@ class NduEncoder:
         if clip is not None:
             levels = np.clip(levels, clip[0], clip[1]).astype(np.int32)
         return Planned(t, NNR_PT_FLOAT, levels, int(qp), 1 if cfg.dq else 0)
+
+    def _dq(self, t) -> bool:
+        return bool(self.cfg.dq) and t.name not in self.factors
+
+    def _rounded(self, t: InputTensor, qp) -> Planned:
+        """Output-aware rounding (nnr_core/quant/gptq.py), without dependent quantization; plain rounding
+        for a sample of the rows the tensor's H cannot take (a cut row; some rows of a grouped layer)."""
+        from nnr_core.quant import quantize as q
+        from nnr_core.quant.gptq import gptq_levels
+        cfg = self.cfg
+        f = self.factors[t.name]
+        qp = q.guarded_qp(t.value_range, qp, cfg.qp_density, False) if t.value_range is not None else qp
+        if f.fits(t.data.shape):
+            return Planned(t, NNR_PT_FLOAT, gptq_levels(t.data, qp, cfg.qp_density, f), int(qp), 0)
+        rows, width = rows_and_width(t.data.shape)
+        levels, qp = q.quantize_uniform(t.data.reshape(-1), qp, cfg.qp_density, rows=rows, row_width=width,
+                                        scan_order=cfg.scan_order if t.data.ndim > 1 else 0,
+                                        cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
+        return Planned(t, NNR_PT_FLOAT, levels, int(qp), 0)
 
     def _trial_coding(self, t, scan, dq_flag, gpi, parent):
         # REF-QUIRK: the reference's trial encoders get cabac_unary_length_minus1 where the coder
