@@ -126,7 +126,8 @@ def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
 
     def encode(tensors, **options):
         calls.append(("encode", options.get("target_bpp"), options.get("sparsity"),
-                      options.get("sparsity_structured", False), "importance" in options))
+                      options.get("sparsity_structured", False), "importance" in options,
+                      sorted(options.get("hessians") or ())))
         return real_encode(tensors, **options)
 
     def importance(module, inputs, **options):
@@ -137,7 +138,8 @@ def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
     real_corrected = nnr.rd.encode_corrected
 
     def encode_corrected(module, tensors, inputs, **options):
-        calls.append(("corrected", module is net, len(list(inputs)), options.get("target_bpp")))
+        calls.append(("corrected", module is net, len(list(inputs)), options.get("target_bpp"),
+                      "hessians" in options))
         return real_corrected(module, tensors, inputs, **options)
 
     monkeypatch.setattr(nnr.encoder, "encode", encode)
@@ -146,7 +148,8 @@ def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
     ctx = run.Context(spec, 1, True, 0.3, lambda msg: None, row_sparsity=0.1)
     ctx.budgets = [(-24, 2.0), (-30, 4.0), (-36, 6.0)]
     score = run.Scorer(spec, 1)
-    for key in ("target", "target+imp", "target+imp+bias", "target+imp+sparse", "target+imp+rows"):
+    for key in ("target", "target+imp", "target+imp+bias", "target+imp+gptq", "target+imp+gptq+bias",
+                "target+imp+sparse", "target+imp+rows"):
         mode = modes.BY_KEY[key]
         assert mode.unavailable() is None, key
         pts = run.mode_curve(mode, ctx, score, lambda msg: None)
@@ -154,8 +157,12 @@ def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
         assert all(p["bpp"] <= p["setting"] for p in pts)                   # within the budget
     assert ctx.importance_info["source"] == "nnr.importance"
     assert ("importance", "gauss-newton", 2) in calls
-    assert ("encode", 4.0, None, False, False) in calls                   # target_bpp alone
-    assert ("encode", 4.0, None, False, True) in calls                    # with importance
-    assert ("encode", 4.0, 0.3, False, True) in calls                     # the encoder's sparsity
-    assert ("encode", 4.0, 0.1, True, True) in calls                      # whole rows
-    assert ("corrected", True, 2, 4.0) in calls                           # bias correction on the calibration
+    layers = sorted(k for k in spec.tensors if k.endswith("weight") and spec.tensors[k].ndim == 2)
+    assert ("encode", 4.0, None, False, False, []) in calls               # target_bpp alone
+    assert ("encode", 4.0, None, False, True, []) in calls                # with importance
+    assert ("encode", 4.0, None, False, True, layers) in calls            # output-aware rounding of every layer
+    assert ("encode", 4.0, 0.3, False, True, []) in calls                 # the encoder's sparsity
+    assert ("encode", 4.0, 0.1, True, True, []) in calls                  # whole rows
+    assert ("corrected", True, 2, 4.0, False) in calls                    # bias correction on the calibration
+    assert ("corrected", True, 2, 4.0, True) in calls                     # ... after output-aware rounding
+    assert ctx.hessians_info["tensors"] == len(layers)

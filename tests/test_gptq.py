@@ -199,16 +199,25 @@ def test_layer_hessians_are_the_sums_of_patch_products():
             h3 = m[4](m[3](torch.from_numpy(h1).float())).double().numpy()
         ins1.append(h1)
         ins3.append(h3)
-    np.testing.assert_allclose(got["0.weight"], want, rtol=1e-9)
+    # off-diagonal entries shrunk by n / (n + d): 45 patches of 18 inputs per group
+    np.testing.assert_allclose(got["0.weight"], by_hand_shrunk(want, 45), rtol=1e-9)
     w3 = np.zeros((12, 12))
     for h1 in ins1:
         for n in range(len(h1)):
             for t in range(8):
                 p = h1[n, :, t:t + 2].reshape(-1)
                 w3 += np.outer(p, p)
-    np.testing.assert_allclose(got["3.weight"], w3, rtol=1e-5)
+    np.testing.assert_allclose(got["3.weight"], by_hand_shrunk(w3, 40), rtol=1e-5)       # 5 x 8 patches of 12
     x5 = np.concatenate(ins3)
-    np.testing.assert_allclose(got["5.weight"], x5.T @ x5, rtol=1e-5)
+    np.testing.assert_allclose(got["5.weight"], by_hand_shrunk(x5.T @ x5, 5), rtol=1e-5)  # 5 vectors of 40
+
+
+def by_hand_shrunk(h, n):
+    d = h.shape[-1]
+    off = ~np.eye(d, dtype=bool)
+    out = h.copy()
+    out[..., off] *= n / (n + d)
+    return out
 
 
 def test_layer_hessians_errors():

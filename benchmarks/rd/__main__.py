@@ -37,12 +37,20 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="threads for torch and the codec (default 2)")
     p.add_argument("--sparsity", type=float, default=0.3, help="sparsity of the unstructured mode (default 0.3)")
     p.add_argument("--row-sparsity", type=float, default=0.1, help="share of rows zeroed by the row mode (default 0.1)")
+    p.add_argument("--modes", default=None, help="comma-separated mode keys to run (default: all; nnr's default, "
+                   "whose sizes are the budgets, always runs)")
     p.add_argument("--from-json", help="measure nothing: write the Markdown (and --plots) of earlier --json results")
     args = p.parse_args(argv)
     if args.from_json:
         with open(args.from_json) as f:
             saved = json.load(f)
         return write_report(saved["meta"], saved["models"], args)
+    if args.modes:
+        from benchmarks.rd.modes import BY_KEY
+        args.modes = args.modes.split(",")
+        bad = [m for m in args.modes if m not in BY_KEY]
+        if bad:
+            p.error(f"unknown mode(s) {', '.join(bad)}; known: {', '.join(BY_KEY)}")
     names = (args.models or ("fmnist" if args.quick else ",".join(DEFAULT))).split(",")
     unknown = [n for n in names if n not in LOADERS]
     if unknown:

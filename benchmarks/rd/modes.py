@@ -115,6 +115,22 @@ def _target_corrected(ctx, bpp):
                             importance=ctx.importance(), jobs=ctx.jobs)
 
 
+def _target_rounded(ctx, bpp):
+    import nnr
+    return nnr.encode(ctx.tensors, target_bpp=float(bpp), importance=ctx.importance(), hessians=ctx.hessians(),
+                      jobs=ctx.jobs)
+
+
+def _target_rounded_corrected(ctx, bpp):
+    from nnr.rd import encode_corrected
+    return encode_corrected(ctx.spec.module, ctx.tensors, ctx.spec.calibration, target_bpp=float(bpp),
+                            importance=ctx.importance(), hessians=ctx.hessians(), jobs=ctx.jobs)
+
+
+def _rounding_missing():
+    return _rd_missing("layer_hessians") or _encode_option("hessians", None)
+
+
 def _correction_missing():
     return _rd_missing("encode_corrected")
 
@@ -167,6 +183,15 @@ MODES = [
          "layer's mean output shift on the calibration data undone in its bias or the next batch norm's running "
          "mean, and those tensors coded again inside the budget", needs=(_target_bpp_missing, _correction_missing),
          importance=True),
+    Mode("target+imp+gptq", "target_bpp + importance + output-aware rounding", "bpp", _target_rounded,
+         "nnr.encode(tensors, target_bpp=b, importance=imp, hessians=nnr.rd.layer_hessians(module, calibration)): "
+         "the allocation, with the Linear and Conv layers' levels rounded for the least output error (GPTQ, "
+         "nnr_core/quant/gptq.py; no dependent quantization on them)", needs=(_target_bpp_missing, _rounding_missing),
+         importance=True),
+    Mode("target+imp+gptq+bias", "target_bpp + importance + output-aware rounding + bias correction", "bpp",
+         _target_rounded_corrected,
+         "nnr.rd.encode_corrected(module, tensors, calibration, target_bpp=b, importance=imp, hessians=...)",
+         needs=(_target_bpp_missing, _rounding_missing, _correction_missing), importance=True),
     Mode("target+imp+sparse", "target_bpp + importance + sparsity", "bpp", _target_sparse,
          "nnr.encode(tensors, target_bpp=b, importance=imp, sparsity=s), or nnr.rd.sparsify(tensors, s, "
          "structured=False, importance=imp) first where the encoder has no sparsity option",

@@ -37,6 +37,7 @@ class Context:
         self.budgets = []               # [(qp, bits/param)] of the reference curve, set before the "bpp" modes
         self.cache = {}
         self.importance_info = None
+        self.hessians_info = None
 
     def importance(self):
         if "importance" not in self.cache:
@@ -46,6 +47,17 @@ class Context:
                                     "batches": len(self.spec.calibration)}
             self.log(f"  importance ({src}, gauss-newton): {len(imp)} tensors in {secs:.1f} s")
         return self.cache["importance"]
+
+    def hessians(self):
+        """nnr.rd.layer_hessians on the calibration data (computed once, timed)."""
+        if "hessians" not in self.cache:
+            import nnr.rd
+            t0 = time.perf_counter()
+            self.cache["hessians"] = nnr.rd.layer_hessians(self.spec.module, self.spec.calibration)
+            secs = time.perf_counter() - t0
+            self.hessians_info = {"seconds": secs, "tensors": len(self.cache["hessians"])}
+            self.log(f"  layer hessians: {len(self.cache['hessians'])} tensors in {secs:.1f} s")
+        return self.cache["hessians"]
 
 
 class Scorer:
@@ -175,7 +187,10 @@ def run_model(spec, reference, args, workdir, log):
         result["timings"]["reference_s"] = time.perf_counter() - t0
     if any(m.importance and not m.unavailable() for m in MODES):
         ctx.importance()                # once, timed on its own
+    chosen = getattr(args, "modes", None)
     for mode in MODES:
+        if chosen and mode.key != "reference" and mode.key not in chosen:
+            continue
         entry = {"label": mode.label, "axis": mode.axis, "note": mode.note}
         reason = mode.unavailable()
         if reason:
@@ -194,6 +209,7 @@ def run_model(spec, reference, args, workdir, log):
             ctx.budgets = [(p["setting"], p["bpp"]) for p in entry["points"] if "bpp" in p]
         result["modes"][mode.key] = entry
     result["importance"] = ctx.importance_info
+    result["hessians"] = ctx.hessians_info
     result["summary"] = summarise(result, spec.higher_is_better)
     result["timings"]["total_s"] = time.perf_counter() - t_model
     return result

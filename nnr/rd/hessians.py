@@ -23,7 +23,8 @@ CHUNK = 4096        # patch positions per accumulation step
 def layer_hessians(module, inputs) -> dict:
     """{weight name: float64 H}: sum of x x^T over every input x that each Linear, Conv1d and Conv2d
     layer of `module` sees on the calibration `inputs` (as nnr.importance takes them: a tensor,
-    dict, tuple or an iterable of them); (d, d), or (groups, d, d) for a grouped convolution. A
+    dict, tuple or an iterable of them), off-diagonal entries shrunk by n / (n + d) for n inputs
+    (`shrunk`); (d, d), or (groups, d, d) for a grouped convolution. A
     convolution's patches include its own `padding`; a module that pads inside its own forward has
     H without the border patches. Layers not reached by the inputs get no entry; Conv3d and
     transposed convolutions are left out (logged). The module's training flags are restored."""
@@ -63,11 +64,27 @@ def layer_hessians(module, inputs) -> dict:
     if not batches:
         raise EncoderConfigError("nnr.rd.layer_hessians: inputs has no batch")
     out = {}
-    for w, h in acc.items():
+    for w, (h, n) in acc.items():
         h = h.cpu().numpy()
         if not np.all(np.isfinite(h)):
             raise EncoderConfigError(f"nnr.rd.layer_hessians: the inputs of {w!r} hold NaN or inf values")
-        out[w] = h[0] if h.shape[0] == 1 else h
+        out[w] = shrunk(h[0] if h.shape[0] == 1 else h, n)
+    return out
+
+
+def shrunk(h, n):
+    """h summed from n input vectors with its off-diagonal entries scaled by n / (n + d): from few
+    samples (n not far above d, or below it) the sum is a poor, often singular estimate of the inputs'
+    correlations, and rounding against it moves the error into directions the calibration inputs
+    happen not to span (n -> 0: plain rounding; n >> d: H as summed). EfficientNet-Lite0's classifier
+    (d = 1280) sees one vector per image: 180 calibration images give H of rank 180.
+    """
+    d = h.shape[-1]
+    keep = n / (n + d)
+    diag = np.diagonal(h, axis1=-2, axis2=-1).copy()
+    out = h * keep
+    idx = np.arange(d)
+    out[..., idx, idx] = diag
     return out
 
 
@@ -79,15 +96,16 @@ def _hook(torch, acc, weight_name):
         x = x.detach()
         if isinstance(mod, torch.nn.Linear):
             cols = x.reshape(-1, x.shape[-1]).double()
-            h = (cols.T @ cols)[None]
+            h, n = (cols.T @ cols)[None], cols.shape[0]
         else:
-            h = _conv_moments(torch, mod, x)
-        acc[weight_name] = acc.get(weight_name, 0) + h
+            h, n = _conv_moments(torch, mod, x)
+        h0, n0 = acc.get(weight_name, (0, 0))
+        acc[weight_name] = (h0 + h, n0 + n)
     return hook
 
 
 def _conv_moments(torch, mod, x):
-    """(groups, d, d): the sum of patch x patch^T over positions and samples, per group."""
+    """((groups, d, d) sum of patch x patch^T over positions and samples per group, patches per group)."""
     import torch.nn.functional as F
     if isinstance(mod, torch.nn.Conv1d):
         x = x.unsqueeze(-2)
@@ -100,15 +118,16 @@ def _conv_moments(torch, mod, x):
         x = F.pad(x, pads, mode=mod.padding_mode)
         padding = (0,) * len(padding)
     g = mod.groups
-    h = 0
+    h = n = 0
     for sample in x:
         patches = F.unfold(sample[None], kernel, dilation=dilation, padding=padding, stride=stride)[0]
         d = patches.shape[0] // g
         patches = patches.reshape(g, d, -1)
+        n += patches.shape[-1]
         for i in range(0, patches.shape[-1], CHUNK):
             c = patches[:, :, i:i + CHUNK].double()
             h = h + c @ c.transpose(1, 2)
-    return h
+    return h, n
 
 
 def _padding(mod, kernel, dilation):

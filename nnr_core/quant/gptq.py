@@ -117,3 +117,4 @@ def gptq_levels(w, qp, qp_density, factor: Factor) -> np.ndarray:
     if factor.perm is not None:
         L = L[:, np.argsort(factor.perm)]
     return np.ascontiguousarray(L.reshape(-1)).astype(np.int32)
+
