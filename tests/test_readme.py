@@ -142,20 +142,36 @@ def nnr_decode(data):
 
 def test_importance_block_runs():
     _need_torch()
-    code, _ = section_blocks("Compressing a model", "python")
+    code = section_blocks("Compressing a model", "python")[0]
     namespace = {}
     exec(compile("\n".join(code), "README.md", "exec"), namespace)
     assert set(namespace["imp"]) == set(namespace["weights"]) == set(namespace["decoded"])
 
 
 def test_rate_budget_block_runs(capsys):
-    _, code = section_blocks("Compressing a model", "python")
+    code = section_blocks("Compressing a model", "python")[1]
     namespace = {}
     exec(compile("\n".join(code), "README.md", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
     size, budget = int(printed[0].split()[0]), int(printed[0].split()[-3])
     assert 0.995 * budget <= size <= budget == int(2.0 * 35328 / 8)
     assert namespace["value"] >= 20.0 and namespace["snr_db"](nnr_decode(namespace["data"])) == namespace["value"]
+
+
+def test_output_aware_rounding_block_runs():
+    _need_torch()
+    assert len(section_blocks("Compressing a model", "python")) == 3
+    code = section_blocks("Compressing a model", "python")[2]
+    namespace = {}
+    exec(compile("\n".join(code), "README.md", "exec"), namespace)
+    tensors, data = namespace["tensors"], namespace["data"]
+    params = sum(v.size for v in tensors.values())
+    assert 0.98 * 4.0 * params / 8 <= len(data) <= 4.0 * params / 8
+    import nnr
+    dec = nnr.Decoder()
+    assert set(dec.decode(data)) == set(tensors)
+    dq = {u.fields["topology_elem_id"]: u.fields["dq_flag"] for u in dec.units if "dq_flag" in u.fields}
+    assert dq == {"0.weight": 0, "0.bias": 1, "3.weight": 0, "3.bias": 1}     # the rounded layers: no trellis
 
 
 def test_conformance_block_runs():
