@@ -1,5 +1,6 @@
-"""nnr_encode --bpp B [--importance FILE]: the stream fits the budget, the summary says the mode, the
-importance file moves the allocation, and meaningless combinations are usage errors."""
+"""nnr_encode --bpp B [--importance FILE] [--hessians FILE]: the stream fits the budget, the summary says
+the mode, the importance file moves the allocation, the hessians file rounds its layers, and
+meaningless combinations are usage errors."""
 import subprocess
 import sys
 
@@ -73,3 +74,30 @@ def test_unreadable_importance_file(files):
     (tmp / "bad.npz").write_bytes(b"not a zip")
     r = run("m.npz", "-o", "m.nnr", "--bpp", "3", "--importance", "bad.npz", cwd=tmp)
     assert r.returncode in (1, 2) and "bad.npz" in r.stderr and not (tmp / "m.nnr").exists()
+
+
+def test_hessians_file_rounds_those_layers(files):
+    tmp, model = files
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (2000, 256)) @ (np.eye(256) + rng.normal(0, 0.1, (256, 256)))
+    h = {"a.weight": x.T @ x}
+    np.savez(tmp / "h.npz", **h)
+    r = run("m.npz", "-o", "m.nnr", "--qp", "-30", "--hessians", "h.npz", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    dec = nnr.Decoder()
+    out = dec.decode((tmp / "m.nnr").read_bytes())
+    h32 = {k: v.astype(np.float32) for k, v in h.items()}        # model files carry float32: so does the tool
+    want = nnr.decode(nnr.encode(model, qp=-30, hessians=h32))
+    for k in model:
+        np.testing.assert_array_equal(out[k], want[k])
+    assert not np.array_equal(out["a.weight"], nnr.decode(nnr.encode(model, qp=-30, dq=False))["a.weight"])
+    dq = {u.fields["topology_elem_id"]: u.fields["dq_flag"] for u in dec.units if "dq_flag" in u.fields}
+    assert dq == {"a.weight": 0, "a.bias": 1, "b.weight": 1}
+
+
+def test_a_hessian_of_the_wrong_shape_is_refused(files):
+    tmp, _ = files
+    np.savez(tmp / "h.npz", **{"a.weight": np.eye(128)})
+    r = run("m.npz", "-o", "m.nnr", "--hessians", "h.npz", cwd=tmp)
+    assert r.returncode == 1 and "hessians['a.weight']" in r.stderr and "(256, 256)" in r.stderr
+    assert not (tmp / "m.nnr").exists()

@@ -39,6 +39,10 @@ def build_parser():
                    help="per-parameter importance (.safetensors or .npz, the model's tensor names; e.g. "
                         "nnr.importance's result): importance-weighted levels, and with --bpp the allocation "
                         "minimises the importance-weighted error")
+    p.add_argument("--hessians", metavar="FILE",
+                   help="layers' input second moments (.safetensors or .npz under the weights' names; e.g. "
+                        "nnr.rd.layer_hessians' result): those tensors' levels rounded for the least output "
+                        "error (GPTQ), without dependent quantization")
     p.add_argument("--qp-density", type=int_in(0, 7), default=None,
                    help="qp_density 0..7 (default 2; with --bpp 4)")
     p.add_argument("--nonweight-qp", type=int_in(-4096, 4095), default=-75,
@@ -192,17 +196,19 @@ def _encoder_options(args, framework):
     if args.bpp is not None:
         options["target_bpp"] = args.bpp
     if args.importance:
-        options["importance"] = _read_importance(args.importance)
+        options["importance"] = _read_arrays(args.importance, "--importance", np.float32)
+    if args.hessians:
+        options["hessians"] = _read_arrays(args.hessians, "--hessians", np.float64)
     return options
 
 
-def _read_importance(path):
-    """{name: float32 array} from a .safetensors or .npz file; a ToolError (status 1) otherwise."""
+def _read_arrays(path, option, dtype):
+    """{name: array} from a .safetensors or .npz file; a ToolError (status 1) otherwise."""
     from nnr.modelio import load_model
     try:
-        return {n: np.asarray(a, dtype=np.float32) for n, a in load_model(path).tensors.items()}
+        return {n: np.asarray(a, dtype=dtype) for n, a in load_model(path, allow_float64=True).tensors.items()}
     except (NNRError, OSError, ValueError) as err:
-        raise ToolError(f"--importance {path}: {err}", EXIT_FAILED) from None
+        raise ToolError(f"{option} {path}: {err}", EXIT_FAILED) from None
 
 
 def _decode_back(args, data):
