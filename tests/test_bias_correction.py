@@ -7,6 +7,7 @@ import pytest
 import nnr
 from nnr.errors import EncoderConfigError
 from nnr.rd.bias_correction import correct_bias, encode_corrected
+from nnr.rd.hessians import layer_hessians
 from tests.interop.reference import assert_same_tensors, find_reference, reference_decodes
 
 torch = pytest.importorskip("torch", reason="bias correction needs torch: pip install torch==2.13.0")
@@ -85,14 +86,16 @@ def cnn(seed=0):
     return m.eval()
 
 
-@pytest.mark.parametrize("budget", [True, False])
-def test_encode_corrected_keeps_levels_fits_and_lowers_the_mean_error(budget):
+@pytest.mark.parametrize("budget, rounded", [(True, False), (False, False), (True, True)])
+def test_encode_corrected_keeps_levels_fits_and_lowers_the_mean_error(budget, rounded):
     m = cnn()
     tensors = state(m)
     gen = torch.Generator().manual_seed(4)
     cal = [torch.randn(8, 3, 12, 12, generator=gen) + 0.5 for _ in range(4)]
     imp = nnr.importance(m, cal)
     opts = dict(target_bpp=2.0, importance=imp) if budget else dict(qp=-20)
+    if rounded:                                            # output-aware rounding: the same levels again
+        opts["hessians"] = layer_hessians(m, cal)
     plain = nnr.encode(tensors, **opts)
     data = encode_corrected(m, tensors, cal, **opts)
     assert data != plain
