@@ -10,6 +10,9 @@ the step of the tensor's QP (CABAC §9.2) and are coded as any others, without d
 H is (d, d) for a weight whose rows all see the same inputs (d = parameters per row: a linear
 layer's inputs, a convolution's C_in * kernel patch), or (g, d, d) for a grouped convolution: rows
 r * g // rows use H[r * g // rows] (a depthwise convolution: one H per channel).
+
+The loop runs over the d columns (Python), each step one vector operation over all rows and groups,
+and every BLOCK columns one matrix product updates the rest (numpy, BLAS).
 """
 import numpy as np
 
