@@ -213,8 +213,7 @@ class Encoder:
         tpl = topology if topology is not None else {
             "topology_storage_format": FRAMEWORKS[cfg.framework], "topology_compression_format": 0,
             "topology_data": topology_data}
-        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None, cfg)
-        call.factors = self._factors(inputs)
+        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None, cfg, factors=self._factors(inputs))
         if self.jobs > 1 and len(inputs) > 1:
             from concurrent.futures import ThreadPoolExecutor
             call.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")

@@ -34,7 +34,7 @@ def correct_bias(module, tensors, decoded, inputs) -> dict:
     calibration batches as nnr.importance takes them (a tensor, dict, tuple or an iterable of
     them). The module's state and training flags are left as they were."""
     torch = import_optional("torch", "nnr.rd.correct_bias needs torch (pip install -e \".[torch]\")")
-    from nnr.rd.importance import _batches, _call_args, _run
+    from nnr.rd.importance import _forward_all
     if not isinstance(module, torch.nn.Module):
         raise EncoderConfigError(f"nnr.rd.correct_bias: module must be a torch.nn.Module, not {type(module).__name__}")
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -83,30 +83,19 @@ def correct_bias(module, tensors, decoded, inputs) -> dict:
                 consumers.setdefault(entry[1], set()).add(name)
         return hook
 
-    flags = [(m, m.training) for m in module.modules()]
     hooks = []
     try:
-        module.eval()
         module.load_state_dict({k: _as_torch(torch, decoded[k], v) if k in decoded else v for k, v in state.items()})
         for name, m in layers.items():
             hooks.append(m.register_forward_hook(layer_hook(name, m)))
         for name, m in module.named_modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 hooks.append(m.register_forward_pre_hook(norm_hook(name)))
-        p = next(iter(module.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
-        dtype = p.dtype if p is not None else torch.float32
-        with torch.no_grad():
-            for index, batch in enumerate(_batches(inputs)):
-                args, kwargs = _call_args(torch, batch, index, device, dtype)
-                _run(module, args, kwargs, index)
-                outputs.clear()
+        _forward_all(torch, module, inputs, after_batch=outputs.clear)
     finally:
         for h in hooks:
             h.remove()
         module.load_state_dict(state)
-        for m, training in flags:
-            m.training = training
     return _corrections(tensors, layers, sums, counts, consumers)
 
 

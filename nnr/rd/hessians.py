@@ -29,7 +29,7 @@ def layer_hessians(module, inputs) -> dict:
     H without the border patches. Layers not reached by the inputs get no entry; Conv3d and
     transposed convolutions are left out (logged). The module's training flags are restored."""
     torch = import_optional("torch", "nnr.rd.layer_hessians needs torch (pip install -e \".[torch]\")")
-    from nnr.rd.importance import _batches, _call_args, _run
+    from nnr.rd.importance import _forward_all
     if not isinstance(module, torch.nn.Module):
         raise EncoderConfigError(f"nnr.rd.layer_hessians: module must be a torch.nn.Module, not "
                                  f"{type(module).__name__}")
@@ -44,23 +44,11 @@ def layer_hessians(module, inputs) -> dict:
     if skipped:
         log.info("nnr.rd.layer_hessians: %d layer(s) not supported (Conv3d, transposed): %s", len(skipped),
                  ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
-    flags = [(m, m.training) for m in module.modules()]
-    p = next(iter(module.parameters()), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None else torch.float32
-    batches = 0
     try:
-        module.eval()
-        with torch.no_grad():
-            for index, batch in enumerate(_batches(inputs)):
-                args, kwargs = _call_args(torch, batch, index, device, dtype)
-                _run(module, args, kwargs, index)
-                batches += 1
+        batches = _forward_all(torch, module, inputs)
     finally:
         for h in hooks:
             h.remove()
-        for m, training in flags:
-            m.training = training
     if not batches:
         raise EncoderConfigError("nnr.rd.layer_hessians: inputs has no batch")
     out = {}

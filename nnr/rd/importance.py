@@ -286,6 +286,30 @@ def _accumulate(torch, module, inputs, params, method, loss, probes, seed, progr
     return acc, batches
 
 
+def _forward_all(torch, module, inputs, after_batch=None) -> int:
+    """Call `module` in eval() mode, without gradients, on every batch of `inputs` (on the device and
+    floating dtype of its first parameter), after_batch() after each; the training flags are
+    restored. Returns the number of batches."""
+    p = next(iter(module.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None else torch.float32
+    flags = [(m, m.training) for m in module.modules()]
+    batches = 0
+    try:
+        module.eval()
+        with torch.no_grad():
+            for index, batch in enumerate(_batches(inputs)):
+                args, kwargs = _call_args(torch, batch, index, device, dtype)
+                _run(module, args, kwargs, index)
+                batches += 1
+                if after_batch is not None:
+                    after_batch()
+    finally:
+        for m, training in flags:
+            m.training = training
+    return batches
+
+
 def _run(fn, args, kwargs, index, what="the module"):
     """fn(*args, **kwargs), its failure an EncoderConfigError that names the batch (chained to the cause)."""
     try:
