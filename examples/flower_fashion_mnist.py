@@ -19,7 +19,6 @@ Down = the model sent to the clients before they train in that round (round 1: t
 counted once per receiving client. Evaluation is centralised (the server evaluates the global
 model on a held-out test subset): in the NNC run that is exactly the model the clients decode."""
 import argparse
-import gzip
 import logging
 import os
 import sys
@@ -35,34 +34,13 @@ HERE = Path(__file__).resolve().parent
 
 
 # -- data -------------------------------------------------------------------------------------
-def read_idx(path):
-    """An idx file (optionally gzipped): magic 0x0000 08 nd, then nd big-endian uint32 dims, uint8 data."""
-    raw = gzip.open(path, "rb").read() if str(path).endswith(".gz") else Path(path).read_bytes()
-    nd = raw[3]
-    dims = np.frombuffer(raw[4:4 + 4 * nd], dtype=">u4").astype(int)
-    return np.frombuffer(raw[4 + 4 * nd:], dtype=np.uint8).reshape(dims)
-
-
 def load_fashion_mnist(data_dir=None):
     """(x_train, y_train, x_test, y_test) from `data_dir`, else where nnr.testenv.fashion_mnist finds it."""
-    if data_dir is None:
-        from nnr.testenv import fashion_mnist
-        data_dir = fashion_mnist.find()
-        if data_dir is None:
-            raise SystemExit("Fashion-MNIST not found: python -m nnr.testenv.fashion_mnist fetches it "
-                             "(or set FASHION_MNIST_DIR to a folder holding its four idx files)")
-    data_dir = Path(data_dir)
-
-    def f(stem):
-        for name in (stem + ".gz", stem):
-            if (data_dir / name).exists():
-                return data_dir / name
-        raise FileNotFoundError(f"{data_dir / stem}(.gz) not found")
-    xtr = read_idx(f("train-images-idx3-ubyte")).astype(np.float32) / 255.0
-    ytr = read_idx(f("train-labels-idx1-ubyte")).astype(np.int64)
-    xte = read_idx(f("t10k-images-idx3-ubyte")).astype(np.float32) / 255.0
-    yte = read_idx(f("t10k-labels-idx1-ubyte")).astype(np.int64)
-    return xtr[:, None], ytr, xte[:, None], yte
+    from nnr.testenv import fashion_mnist
+    try:
+        return fashion_mnist.load(data_dir)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
 
 
 class Data:

@@ -189,6 +189,17 @@ class Encoder:
         self.stateful = bool(stateful)
         self.streaming = bool(streaming)
 
+    def reconfigure(self, **options):
+        """Change options (qp, qp_per_tensor, dq, ...) for the bitstreams that follow; the incremental
+        state (parent signalling, TCA, HDSP) is kept. Values are taken as given (no qp_density scaling)."""
+        from dataclasses import replace
+        unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
+        if unknown:
+            raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
+        config = replace(self.config, **options)
+        config.validate()
+        self.config = config
+
     def encode(self, tensors, *, incremental=True, tca=True, hdsp=False, progress=None,
                topology_data="", topology=None, trace=None) -> bytes:
         """Encode one bitstream. With incremental=True the tensors are an update (differences

@@ -15,6 +15,8 @@ import tarfile
 import tempfile
 import urllib.request
 
+import numpy as np
+
 from nnr.testenv.nncodec import cache_dir
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -43,6 +45,36 @@ def find():
         if folder and _complete(folder):
             return folder
     return None
+
+
+def read_idx(path):
+    """An idx file (optionally gzipped): magic 0x0000 08 nd, then nd big-endian uint32 dims, uint8 data."""
+    import gzip
+    from pathlib import Path
+    raw = gzip.open(path, "rb").read() if str(path).endswith(".gz") else Path(path).read_bytes()
+    nd = raw[3]
+    dims = [int(d) for d in np.frombuffer(raw[4:4 + 4 * nd], dtype=">u4")]
+    return np.frombuffer(raw[4 + 4 * nd:], dtype=np.uint8).reshape(dims)
+
+
+def load(data_dir=None):
+    """(x_train, y_train, x_test, y_test): images float32 in [0, 1] of shape (n, 1, 28, 28), labels
+    int64; from `data_dir`, else where find() finds them (FileNotFoundError naming the fetch command)."""
+    data_dir = data_dir or find()
+    if data_dir is None:
+        raise FileNotFoundError("Fashion-MNIST not found: python -m nnr.testenv.fashion_mnist fetches it "
+                                "(or set FASHION_MNIST_DIR to a folder holding its four idx files)")
+
+    def f(stem):
+        for name in (stem + ".gz", stem):
+            if os.path.exists(os.path.join(data_dir, name)):
+                return os.path.join(data_dir, name)
+        raise FileNotFoundError(f"{os.path.join(data_dir, stem)}(.gz) not found")
+    xtr = read_idx(f("train-images-idx3-ubyte")).astype(np.float32) / 255.0
+    ytr = read_idx(f("train-labels-idx1-ubyte")).astype(np.int64)
+    xte = read_idx(f("t10k-images-idx3-ubyte")).astype(np.float32) / 255.0
+    yte = read_idx(f("t10k-labels-idx1-ubyte")).astype(np.int64)
+    return xtr[:, None], ytr, xte[:, None], yte
 
 
 def _ar_members(data):

@@ -1,0 +1,73 @@
+"""Sparsification of model updates for federated training: top-k per tensor and Sparse Binary
+Compression's binarisation (Sattler et al., "Sparse Binary Compression: Towards Distributed Deep
+Learning with minimal Communication", IJCNN 2019). Numpy in, numpy out; what a method drops is the
+caller's error-feedback residual (nnr.fl.feedback)."""
+import math
+
+import numpy as np
+
+from nnr.errors import EncoderConfigError
+
+
+def check_fraction(fraction, what="fraction") -> float:
+    """fraction as a float in (0, 1]."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(fraction) or not 0 < fraction <= 1:
+        raise EncoderConfigError(f"{what} must be a number in (0, 1], not {fraction!r}")
+    return float(fraction)
+
+
+def kept_count(size, fraction) -> int:
+    """How many entries a tensor of `size` keeps: ceil(fraction * size), at least 1."""
+    return min(size, max(1, int(math.ceil(fraction * size))))
+
+
+def topk_indices(a, k) -> np.ndarray:
+    """Flat indices (ascending) of the k largest |a|; ties broken towards the lower index."""
+    flat = np.abs(np.asarray(a, dtype=np.float32).reshape(-1))
+    if k >= flat.size:
+        return np.arange(flat.size, dtype=np.int64)
+    # a stable sort of -|a| ranks equal magnitudes by position, so the choice is reproducible
+    order = np.argsort(-flat, kind="stable")[:k]
+    return np.sort(order).astype(np.int64)
+
+
+def topk(a, fraction) -> np.ndarray:
+    """a with all but its kept_count(fraction) largest-magnitude entries set to 0 (float32)."""
+    a = np.asarray(a, dtype=np.float32)
+    out = np.zeros(a.size, np.float32)
+    idx = topk_indices(a, kept_count(a.size, check_fraction(fraction)))
+    out[idx] = a.reshape(-1)[idx]
+    return out.reshape(a.shape)
+
+
+def sbc(a, fraction):
+    """Sparse Binary Compression of one tensor: of the k = kept_count(fraction) largest positive and
+    the k most negative entries, the set with the larger mean magnitude is kept, every kept entry
+    set to that set's mean. Returns (flat indices ascending, mean as float32 with its sign)."""
+    flat = np.asarray(a, dtype=np.float32).reshape(-1)
+    k = kept_count(flat.size, check_fraction(fraction))
+    pos = np.flatnonzero(flat > 0)
+    neg = np.flatnonzero(flat < 0)
+    sets = []
+    for idx, sign in ((pos, 1.0), (neg, -1.0)):
+        if idx.size == 0:
+            continue
+        if idx.size > k:
+            top = np.argsort(-sign * flat[idx], kind="stable")[:k]
+            idx = np.sort(idx[top])
+        sets.append((float(np.mean(np.abs(flat[idx].astype(np.float64)))), sign, idx))
+    if not sets:
+        return np.zeros(0, np.int64), np.float32(0)
+    # the larger mean magnitude wins; on a tie the positive set (listed first)
+    mean, sign, idx = max(sets, key=lambda s: s[0])
+    return idx.astype(np.int64), np.float32(sign * mean)
+
+
+def sbc_dense(a, fraction) -> np.ndarray:
+    """The tensor SBC sends, as a dense float32 array of a's shape."""
+    a = np.asarray(a, dtype=np.float32)
+    idx, mean = sbc(a, fraction)
+    out = np.zeros(a.size, np.float32)
+    out[idx] = mean
+    return out.reshape(a.shape)
