@@ -6,6 +6,7 @@ import pytest
 
 import nnr
 import nnr.fl as fl
+import nnr.fl.sparsify
 from nnr.errors import BitstreamError, EncoderConfigError, NNRError
 from nnr.fl import golomb
 from nnr.fl.sparsify import kept_count, sbc, topk, topk_indices
@@ -87,7 +88,8 @@ def test_golomb_short_or_out_of_range_data_raises():
 # -- coders -----------------------------------------------------------------------------------------
 def coders():
     return [fl.Float32Coder(LAYOUT), fl.DgcCoder(LAYOUT, 0.02), fl.SbcCoder(LAYOUT, 0.02),
-            fl.NncCoder(LAYOUT, 0.02, device_id=3), fl.NncCoder(LAYOUT, 0.02, sparsify="topk", hdsp=True)]
+            fl.NncCoder(LAYOUT, 0.02, device_id=3), fl.NncCoder(LAYOUT, 0.02, sparsify="topk", hdsp=True),
+            fl.NncCoder(LAYOUT, 0.02, selection="global", element_names="index", hdsp=True)]
 
 
 @pytest.mark.parametrize("coder", coders(), ids=lambda c: f"{c.name}-{getattr(c, 'sparsify', '')}")
@@ -175,3 +177,31 @@ def test_bad_updates_and_corrupt_messages():
                 receiver.decode(data[:cut])
         with pytest.raises(NNRError):
             receiver.decode(data + b"\x00" * 9)
+
+
+def test_global_selection_omits_tensors_with_nothing_above_the_threshold():
+    rng = np.random.default_rng(6)
+    u = update(rng)
+    u["fc.weight"][3, :20] = 1.0                  # the 20 largest entries of the model, all in one row
+    coder = fl.NncCoder(LAYOUT, 20 / sum(math.prod(s) for _, s in LAYOUT), selection="global",
+                        element_names="index")
+    data, sent = coder.encode(u)
+    expect = np.zeros((64, 256), np.float32)
+    expect[3, :20] = np.float32(step_size(fl.qp_for_step(1.0, 7), 7))
+    np.testing.assert_array_equal(sent["fc.weight"], expect)
+    for n in ("c1.weight", "c1.bias", "fc.bias"):
+        assert not np.any(sent[n])
+    names = [t.name for t in nnr.Decoder().decode_tensors(data)]
+    assert names == ["2"]                         # one unit, named by its layout position
+    assert coder.decoder().decode(data)["fc.weight"][3, 0] == expect[3, 0]
+
+
+def test_global_sbc_takes_the_larger_sign_set_of_each_tensor():
+    a = np.array([0.9, -0.8, -0.85, 0.1, 0.05], np.float32)
+    idx, mean = fl.sparsify.sbc_of(a, [0, 1, 2])       # positives {0.9}: 0.9; negatives: 0.825
+    np.testing.assert_array_equal(idx, [0])
+    assert mean == np.float32(0.9)
+    idx, mean = fl.sparsify.sbc_of(a, [1, 2, 3])       # positives {0.1}; negatives 0.825
+    np.testing.assert_array_equal(idx, [1, 2])
+    assert mean == -np.float32((np.float64(np.float32(0.8)) + np.float64(np.float32(0.85))) / 2)
+    assert fl.sparsify.global_threshold([a, np.array([2.0, -0.01], np.float32)], 2 / 7) == np.float32(0.9)

@@ -20,7 +20,7 @@ import numpy as np
 
 from nnr.errors import BitstreamError, EncoderConfigError
 from nnr.fl import golomb
-from nnr.fl.sparsify import check_fraction, kept_count, sbc, topk_indices
+from nnr.fl.sparsify import check_fraction, global_threshold, kept_count, sbc, sbc_of, topk_indices
 
 METHODS = ("float32", "dgc", "sbc", "nnc")
 
@@ -191,15 +191,23 @@ def qp_for_step(step, qp_density) -> int:
 class NncCoder:
     """An NNC incremental stream of sparsified updates. sparsify: "sbc" (binarised as SbcCoder, each
     tensor's step the mean, so its levels are 0 and +-1) or "topk" (the kept values rounded on a step
-    equal to the smallest kept magnitude). tca / hdsp: Encoder.encode's flags; device_id: the
-    stream's device (parent signalling)."""
+    equal to the smallest kept magnitude). selection: "tensor" (each tensor keeps its fraction, as
+    SBC does) or "global" (one threshold over all tensors: a tensor with nothing above it is an
+    omitted zero update, HLS §13.5, and costs no unit). element_names: "model" (the tensors' names)
+    or "index" (their position in the layout, "0", "1", ...: shorter unit headers; both ends know
+    the layout). tca / hdsp: Encoder.encode's flags; device_id: the stream's device (parent
+    signalling)."""
     name = "nnc"
 
-    def __init__(self, layout, fraction, *, sparsify="sbc", qp_density=7, tca=True, hdsp=False, device_id=0,
-                 jobs=1):
+    def __init__(self, layout, fraction, *, sparsify="sbc", selection="tensor", element_names="model",
+                 qp_density=7, tca=True, hdsp=False, device_id=0, jobs=1):
         import nnr
-        if sparsify not in ("sbc", "topk"):
-            raise EncoderConfigError(f"nnc sparsify must be 'sbc' or 'topk', not {sparsify!r}")
+        for what, value, allowed in (("sparsify", sparsify, ("sbc", "topk")),
+                                     ("selection", selection, ("tensor", "global")),
+                                     ("element_names", element_names, ("model", "index"))):
+            if value not in allowed:
+                raise EncoderConfigError(f"nnc {what} must be one of {allowed}, not {value!r}")
+        self.selection, self.element_names = selection, element_names
         self.layout = _layout(layout)
         self.fraction = check_fraction(fraction, "nnc fraction")
         self.sparsify = sparsify
@@ -207,18 +215,21 @@ class NncCoder:
         self.flags = {"tca": tca, "hdsp": hdsp}
         self.jobs = jobs
         self.encoder = nnr.Encoder(qp_density=qp_density, dq=False, device_id=device_id, jobs=jobs)
-        self.mirror = _NncDecoder(self.layout, jobs)
+        self.mirror = self.decoder()
         self.qp_limits = (-(1 << (5 + qp_density)), (1 << (5 + qp_density)) - 1)
 
-    def _sparse(self, a):
-        """(dense float32 tensor to code, its step) of one tensor; step None: nothing to send."""
+    def _sparse(self, a, threshold=None):
+        """(dense float32 tensor to code, its step) of one tensor; step None: nothing to send.
+        threshold: the global selection's (None: the tensor's own top-k)."""
         flat = a.reshape(-1)
+        if threshold is not None:
+            cand = np.flatnonzero(np.abs(flat) >= threshold) if threshold > 0 else np.flatnonzero(flat)
         if self.sparsify == "sbc":
-            idx, mean = sbc(a, self.fraction)
+            idx, mean = sbc(a, self.fraction) if threshold is None else sbc_of(a, cand)
             step = abs(float(mean))
             vals = np.float32(mean)
         else:
-            idx = topk_indices(flat, kept_count(flat.size, self.fraction))
+            idx = topk_indices(flat, kept_count(flat.size, self.fraction)) if threshold is None else cand
             vals = flat[idx]
             step = float(np.min(np.abs(vals))) if idx.size else 0.0
         if idx.size == 0 or step == 0.0:
@@ -230,38 +241,45 @@ class NncCoder:
     def encode(self, update):
         u = _f32(update, self.layout)
         coded, qps = {}, {}
+        threshold = global_threshold(list(u.values()), self.fraction) if self.selection == "global" else None
         for n, _ in self.layout:
-            dense, step = self._sparse(u[n])
+            dense, step = self._sparse(u[n], threshold)
             qp = qp_for_step(step, self.qp_density) if step else 0
             lo, hi = self.qp_limits
             if step is None or not lo <= qp <= hi:       # nothing kept, or a step no QP can carry
                 dense, qp = np.zeros_like(u[n]), 0
             coded[n], qps[n] = dense, qp
+        if self.element_names == "index":
+            coded = {str(i): coded[n] for i, (n, _) in enumerate(self.layout)}
+            qps = {str(i): qps[n] for i, (n, _) in enumerate(self.layout)}
         self.encoder.reconfigure(qp_per_tensor=qps)
         data = self.encoder.encode(coded, incremental=True, **self.flags)
         return data, self.mirror.decode(data)
 
     def decoder(self):
-        return _NncDecoder(self.layout, self.jobs)
+        return _NncDecoder(self.layout, self.jobs, self.element_names == "index")
 
 
 class _NncDecoder:
     """The receiving end of one NNC incremental stream: tensors a bitstream omits are zero updates."""
 
-    def __init__(self, layout, jobs=1):
+    def __init__(self, layout, jobs=1, indexed=False):
         import nnr
         self.layout = layout
         self.decoder = nnr.Decoder(jobs=jobs)
+        # the stream's element names -> the layout's
+        self.names = {(str(i) if indexed else n): n for i, (n, _) in enumerate(layout)}
 
     def decode(self, data):
         out = {n: np.zeros(s, np.float32) for n, s in self.layout}
         for t in self.decoder.decode_tensors(data):
-            if t.name not in out:
+            name = self.names.get(t.name)
+            if name is None:
                 raise BitstreamError(f"nnc message: tensor {t.name!r} is not in the model's layout")
             v = np.asarray(t.values, dtype=np.float32)
-            if v.size != out[t.name].size:
+            if v.size != out[name].size:
                 raise BitstreamError(f"nnc message: tensor {t.name!r} has {v.size} values, the layout "
-                                     f"{out[t.name].size}")
-            out[t.name] = v.reshape(out[t.name].shape)
+                                     f"{out[name].size}")
+            out[name] = v.reshape(out[name].shape)
         self.decoder.units, self.decoder.tensors = [], []
         return out

@@ -71,3 +71,26 @@ def sbc_dense(a, fraction) -> np.ndarray:
     out = np.zeros(a.size, np.float32)
     out[idx] = mean
     return out.reshape(a.shape)
+
+
+def global_threshold(tensors, fraction) -> float:
+    """The magnitude of the kept_count(fraction)-th largest entry over all tensors together: a global
+    top-k keeps every entry at least this large (ties may keep a few more)."""
+    mags = np.concatenate([np.abs(np.asarray(a, dtype=np.float32)).reshape(-1) for a in tensors])
+    k = kept_count(mags.size, check_fraction(fraction))
+    return float(np.partition(mags, mags.size - k)[mags.size - k])
+
+
+def sbc_of(a, candidates):
+    """SBC's choice among the flat indices `candidates` of a: the sign set with the larger mean
+    magnitude (ties: the positive set), as (indices ascending, signed float32 mean)."""
+    flat = np.asarray(a, dtype=np.float32).reshape(-1)
+    cand = np.asarray(candidates, dtype=np.int64)
+    sets = []
+    for idx in (cand[flat[cand] > 0], cand[flat[cand] < 0]):
+        if idx.size:
+            sets.append((float(np.mean(np.abs(flat[idx].astype(np.float64)))), idx))
+    if not sets:
+        return np.zeros(0, np.int64), np.float32(0)
+    mean, idx = max(sets, key=lambda s: s[0])
+    return np.sort(idx), np.float32(np.sign(flat[idx[0]]) * mean)
