@@ -51,7 +51,7 @@ def test_table_has_every_method_with_counted_bytes(quick):
     for key in ("dgc", "sbc", "nnr"):
         assert rows[key]["bytes_total"] < rows["float32"]["bytes_total"] / 20
     assert os.path.getsize(out / "fl.png") > 1000
-    assert "| nnr: NNC incremental stream |" in (out / "fl.md").read_text()
+    assert "| nnr: NNC incremental stream" in (out / "fl.md").read_text()
 
 
 def _layout(result):
@@ -94,7 +94,7 @@ def test_saved_nnc_streams_decode_alike_in_the_reference(quick, tmp_path):
     for name, files in seqs.items():
         d = tmp_path / name
         d.mkdir()
-        (d / "job.json").write_text(json.dumps({"op": "decode_steps", "steps": len(files), "hdsp": False}))
+        (d / "job.json").write_text(json.dumps({"op": "decode_steps", "steps": len(files), "hdsp": True}))
         sub = "down" if name == "down" else "up"
         for k, f in enumerate(files):
             (d / f"step{k}_bitstream.nnc").write_bytes((out / "streams" / "nnr" / sub / f).read_bytes())

@@ -28,6 +28,8 @@ def build_parser():
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the split (default 0.5)")
     p.add_argument("--fraction", type=float, default=0.01,
                    help="share of each tensor's entries a sparse message keeps (default 0.01)")
+    p.add_argument("--nnr-fraction", type=float, default=None,
+                   help="nnr's kept share (default: --fraction): its configuration may choose its own rate")
     p.add_argument("--methods", default="float32,dgc,sbc,nnr", help="comma-separated (default all four)")
     p.add_argument("--eval-every", type=int, default=10, help="test accuracy every N rounds (default 10)")
     p.add_argument("--seed", type=int, default=0)
@@ -44,7 +46,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from nnr.fl.simulation import FedConfig, Federation
-    table = methods(args.fraction)
+    table = methods(args.fraction, None if args.nnr_fraction is None else {"fraction": args.nnr_fraction})
     keys = args.methods.split(",")
     unknown = [k for k in keys if k not in table]
     if unknown:

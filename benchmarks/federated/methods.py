@@ -31,19 +31,23 @@ def _coder(m, layout, fraction, device_id):
     if kind == "sbc":
         return fl.SbcCoder(layout, fraction)
     if kind == "nnc":
-        return fl.NncCoder(layout, fraction, sparsify=m.options.get("sparsify", "sbc"),
-                           tca=m.options.get("tca", True), hdsp=m.options.get("hdsp", False), device_id=device_id)
+        o = m.options
+        return fl.NncCoder(layout, fraction, sparsify=o.get("sparsify", "sbc"), selection=o.get("selection", "tensor"),
+                           element_names=o.get("element_names", "model"), tca=o.get("tca", True),
+                           hdsp=o.get("hdsp", False), device_id=device_id)
     raise ValueError(f"unknown coder {kind!r}")
 
 
 def methods(fraction, nnr_options=None) -> dict:
     """The benchmark's methods at a kept fraction per message; `nnr` is nnr's best configuration
     (nnr_options override it)."""
-    nnr_opts = {"coder": "nnc", "fraction": fraction, "sparsify": "sbc", "tca": True, "hdsp": False}
+    nnr_opts = {"coder": "nnc", "fraction": fraction, "sparsify": "sbc", "selection": "global",
+                "element_names": "index", "tca": True, "hdsp": True}
     nnr_opts.update(nnr_options or {})
     return {
         "float32": Method("float32", "float32 FedAvg"),
         "dgc": Method("dgc", f"top-k {fraction:g} + error feedback + zlib (DGC-like)", {"fraction": fraction}),
         "sbc": Method("sbc", f"SBC {fraction:g} (binarised, Golomb positions)", {"fraction": fraction}),
-        "nnr": Method("nnr", "nnr: NNC incremental stream", nnr_opts),
+        "nnr": Method("nnr", f"nnr: NNC incremental stream, SBC values, global {nnr_opts['fraction']:g}, HDSP",
+                      nnr_opts),
     }
