@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import nnr
-import nnr.fl as fl
 from nnr.testenv import fashion_mnist
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +66,8 @@ def test_saved_nnc_streams_rebuild_the_evaluated_model(quick):
     cfg = FedConfig(**{k: v for k, v in result["meta"]["config"].items()})
     layout = _layout(result)
     g = {n: a.astype(np.float32) for n, a in initial_model(cfg.seed).items()}
-    dec = fl.methods._NncDecoder(layout)
+    from benchmarks.federated.methods import methods
+    dec = methods(0.01)["nnr"].down(layout).decoder()      # the receiver the run's clients had
     down = sorted(os.listdir(out / "streams" / "nnr" / "down"))
     for f in down:
         step = dec.decode((out / "streams" / "nnr" / "down" / f).read_bytes())
@@ -108,6 +108,9 @@ def test_saved_nnc_streams_decode_alike_in_the_reference(quick, tmp_path):
             mine = ours.decode((out / "streams" / "nnr" / sub / f).read_bytes())
             with np.load(d / f"step{k}_decoded.npz") as z:
                 theirs = {n: z[n] for n in z.files}
-            assert set(theirs) == set(mine), f"{name} step {k}"
+            assert set(theirs) <= set(mine), f"{name} step {k}"
             for n in mine:
-                assert np.array_equal(np.asarray(mine[n]), theirs[n]), f"{name} step {k} {n}"
+                if n in theirs:
+                    assert np.array_equal(np.asarray(mine[n]), theirs[n]), f"{name} step {k} {n}"
+                else:                    # an omitted zero update (HLS §13.5): absent from the reference's output
+                    assert not np.any(mine[n]), f"{name} step {k} {n}: omitted but not zero"
