@@ -155,6 +155,12 @@ class _Call:
     factors: Optional[dict] = None          # {name: nnr_core.quant.gptq.Factor} of cfg.hessians
 
 
+def _check_option_names(options):
+    unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
+    if unknown:
+        raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
+
+
 class Encoder:
     """Encodes models and model updates; keeps the incremental-coding state between calls
     (parameter update tree depths, TCA references, HDSP history), as a decoder would.
@@ -170,9 +176,7 @@ class Encoder:
 
     def __init__(self, *, jobs=None, stateful=True, streaming=True, **options):
         self.jobs = resolve_jobs(jobs)
-        unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
-        if unknown:
-            raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
+        _check_option_names(options)
         if options.get("target_bpp") is not None and "qp_density" not in options:
             # finer QP steps for the allocation (2^(1/16) instead of 2^(1/4)); nonweight_qp scaled
             # with it keeps the same step (qp << 2 at qp_density + 2 is the same Delta, CABAC §9.1)
@@ -193,9 +197,7 @@ class Encoder:
         """Change options (qp, qp_per_tensor, dq, ...) for the bitstreams that follow; the incremental
         state (parent signalling, TCA, HDSP) is kept. Values are taken as given (no qp_density scaling)."""
         from dataclasses import replace
-        unknown = set(options) - {f.name for f in dc_fields(EncoderConfig)}
-        if unknown:
-            raise EncoderConfigError(f"unknown encoder option(s): {', '.join(sorted(unknown))}")
+        _check_option_names(options)
         config = replace(self.config, **options)
         config.validate()
         self.config = config

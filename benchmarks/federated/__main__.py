@@ -67,7 +67,6 @@ def main(argv=None):
             f"{cfg.rounds} rounds x {cfg.local_steps} local steps")
         for key in keys:
             m = table[key]
-            t0 = time.perf_counter()
 
             def on_round(run, s, key=key):
                 if s.accuracy is not None:
@@ -76,7 +75,6 @@ def main(argv=None):
             save = os.path.join(args.save_streams, key) if args.save_streams else None
             run = fed.run(key, m.label, lambda k, m=m: m.up(fed.layout, k), lambda m=m: m.down(fed.layout),
                           options=m.options, on_round=on_round, save_dir=save)
-            run.seconds = time.perf_counter() - t0
             runs.append(run)
     meta = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "seconds": time.perf_counter() - t_start, "parameters": params,
@@ -84,7 +82,7 @@ def main(argv=None):
     rows = report.rows(runs, params, cfg)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "methods": rows, "runs": [dict(r.as_dict(), seconds=r.seconds) for r in runs]},
+            json.dump({"meta": meta, "methods": rows, "runs": [r.as_dict() for r in runs]},
                       f, indent=1)
     md = report.markdown(rows, meta)
     if args.markdown:

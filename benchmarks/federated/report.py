@@ -18,7 +18,7 @@ def rows(runs, params, cfg) -> list:
                     "rounds": t["rounds"], "bytes_up": t["bytes_up"], "bytes_down": t["bytes_down"],
                     "bytes_total": total, "ratio_vs_float32": round(dense / total, 1) if total else None,
                     "accuracy_vs_float32": round(t["final_accuracy"] - ref_acc, 2) if ref_acc is not None else None,
-                    "seconds": round(getattr(r, "seconds", 0.0), 1), "options": r.options})
+                    "seconds": round(r.seconds, 1), "options": r.options})
     return out
 
 

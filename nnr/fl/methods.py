@@ -20,10 +20,7 @@ import numpy as np
 
 from nnr.errors import BitstreamError, EncoderConfigError
 from nnr.fl import golomb
-from nnr.fl.sparsify import check_fraction, global_threshold, kept_count, sbc, sbc_of, topk_indices
-
-METHODS = ("float32", "dgc", "sbc", "nnc")
-
+from nnr.fl.sparsify import check_fraction, dense, global_threshold, kept_count, sbc, sbc_of, topk_indices
 
 def _layout(layout):
     return [(str(n), tuple(int(s) for s in shape)) for n, shape in layout]
@@ -103,9 +100,7 @@ class DgcCoder:
             vals = flat[idx]
             parts += [struct.pack("<I", idx.size), np.diff(idx, prepend=0).astype("<u4").tobytes(),
                       vals.astype("<f4").tobytes()]
-            out = np.zeros(flat.size, np.float32)
-            out[idx] = vals
-            sent[n] = out.reshape(shape)
+            sent[n] = dense(shape, idx, vals)
         return zlib.compress(b"".join(parts), 9), sent
 
     def decoder(self):
@@ -131,9 +126,7 @@ class DgcCoder:
             vals = np.frombuffer(r.take(4 * k), "<f4")
             if k and idx[-1] >= size:
                 raise BitstreamError(f"dgc message: tensor {n!r} has position {int(idx[-1])} of {size}")
-            a = np.zeros(size, np.float32)
-            a[idx] = vals
-            out[n] = a.reshape(shape)
+            out[n] = dense(shape, idx, vals)
         r.done()
         return out
 
@@ -154,9 +147,7 @@ class SbcCoder:
             size = math.prod(shape)
             coded = golomb.encode_positions(idx, golomb.rice_parameter(idx.size, size))
             parts += [struct.pack("<If", idx.size, float(mean)), coded]
-            out = np.zeros(size, np.float32)
-            out[idx] = mean
-            sent[n] = out.reshape(shape)
+            sent[n] = dense(shape, idx, mean)
         return b"".join(parts), sent
 
     def decoder(self):
@@ -172,9 +163,7 @@ class SbcCoder:
                 raise BitstreamError(f"sbc message: tensor {n!r} claims {k} entries of {size}, mean {mean}")
             pos, nbytes = golomb.decode_positions(r.data[r.pos:], k, golomb.rice_parameter(k, size), size)
             r.take(nbytes)
-            a = np.zeros(size, np.float32)
-            a[pos] = np.float32(mean)
-            out[n] = a.reshape(shape)
+            out[n] = dense(shape, pos, np.float32(mean))
         r.done()
         return out
 
@@ -234,9 +223,7 @@ class NncCoder:
             step = float(np.min(np.abs(vals))) if idx.size else 0.0
         if idx.size == 0 or step == 0.0:
             return np.zeros_like(a), None
-        out = np.zeros(flat.size, np.float32)
-        out[idx] = vals
-        return out.reshape(a.shape), step
+        return dense(a.shape, idx, vals), step
 
     def encode(self, update):
         u = _f32(update, self.layout)

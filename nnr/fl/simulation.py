@@ -145,6 +145,7 @@ class MethodRun:
     label: str
     options: dict
     rounds: list = field(default_factory=list)        # RoundStats
+    seconds: float = 0.0                               # wall time of the run
 
     def totals(self) -> dict:
         return {"bytes_up": sum(r.bytes_up for r in self.rounds),
@@ -154,7 +155,7 @@ class MethodRun:
 
     def as_dict(self) -> dict:
         return {"method": self.method, "label": self.label, "options": self.options, **self.totals(),
-                "per_round": [asdict(r) for r in self.rounds]}
+                "seconds": self.seconds, "per_round": [asdict(r) for r in self.rounds]}
 
 
 class Federation:
@@ -198,6 +199,7 @@ class Federation:
                 os.makedirs(os.path.join(save_dir, sub), exist_ok=True)
         g = {n: a.astype(np.float32) for n, a in self.g0.items()}
         out = MethodRun(method, label, dict(options or {}))
+        t_run = time.perf_counter()
         for r in range(cfg.rounds):
             t0 = time.perf_counter()
             trained = list(self.pool.map(_train, [(g, k, r) for k in range(cfg.clients)]))
@@ -222,6 +224,7 @@ class Federation:
             out.rounds.append(stats)
             if on_round:
                 on_round(out, stats)
+        out.seconds = time.perf_counter() - t_run
         return out
 
 

@@ -32,13 +32,19 @@ def topk_indices(a, k) -> np.ndarray:
     return np.sort(order).astype(np.int64)
 
 
+def dense(shape, idx, values) -> np.ndarray:
+    """A float32 array of `shape`, zero but at the flat indices idx, which hold `values` (an array
+    or one value for all)."""
+    out = np.zeros(math.prod(shape), np.float32)
+    out[idx] = values
+    return out.reshape(shape)
+
+
 def topk(a, fraction) -> np.ndarray:
     """a with all but its kept_count(fraction) largest-magnitude entries set to 0 (float32)."""
     a = np.asarray(a, dtype=np.float32)
-    out = np.zeros(a.size, np.float32)
     idx = topk_indices(a, kept_count(a.size, check_fraction(fraction)))
-    out[idx] = a.reshape(-1)[idx]
-    return out.reshape(a.shape)
+    return dense(a.shape, idx, a.reshape(-1)[idx])
 
 
 def sbc(a, fraction):
@@ -47,30 +53,18 @@ def sbc(a, fraction):
     set to that set's mean. Returns (flat indices ascending, mean as float32 with its sign)."""
     flat = np.asarray(a, dtype=np.float32).reshape(-1)
     k = kept_count(flat.size, check_fraction(fraction))
-    pos = np.flatnonzero(flat > 0)
-    neg = np.flatnonzero(flat < 0)
-    sets = []
-    for idx, sign in ((pos, 1.0), (neg, -1.0)):
-        if idx.size == 0:
-            continue
+    candidates = []
+    for idx, sign in ((np.flatnonzero(flat > 0), 1.0), (np.flatnonzero(flat < 0), -1.0)):
         if idx.size > k:
-            top = np.argsort(-sign * flat[idx], kind="stable")[:k]
-            idx = np.sort(idx[top])
-        sets.append((float(np.mean(np.abs(flat[idx].astype(np.float64)))), sign, idx))
-    if not sets:
-        return np.zeros(0, np.int64), np.float32(0)
-    # the larger mean magnitude wins; on a tie the positive set (listed first)
-    mean, sign, idx = max(sets, key=lambda s: s[0])
-    return idx.astype(np.int64), np.float32(sign * mean)
+            idx = idx[np.argsort(-sign * flat[idx], kind="stable")[:k]]
+        candidates.append(idx)
+    return sbc_of(flat, np.concatenate(candidates))
 
 
 def sbc_dense(a, fraction) -> np.ndarray:
     """The tensor SBC sends, as a dense float32 array of a's shape."""
     a = np.asarray(a, dtype=np.float32)
-    idx, mean = sbc(a, fraction)
-    out = np.zeros(a.size, np.float32)
-    out[idx] = mean
-    return out.reshape(a.shape)
+    return dense(a.shape, *sbc(a, fraction))
 
 
 def global_threshold(tensors, fraction) -> float:
@@ -92,5 +86,5 @@ def sbc_of(a, candidates):
             sets.append((float(np.mean(np.abs(flat[idx].astype(np.float64)))), idx))
     if not sets:
         return np.zeros(0, np.int64), np.float32(0)
-    mean, idx = max(sets, key=lambda s: s[0])
+    mean, idx = max(sets, key=lambda s: s[0])          # ties: the positive set, listed first
     return np.sort(idx), np.float32(np.sign(flat[idx[0]]) * mean)
