@@ -47,6 +47,9 @@ class EncoderConfig:
     # the reference's {"block_identifier": {name: id or None}, "parameter_type": {name: type}}
     # (nnr_core/encoder/blocks.py): blocks coded as NNR_PT_BLOCK, parameter types choosing the QP
     block_id_and_param_type: Optional[dict] = None
+    # batch-norm folding (nnr_core/encoder/bnf.py): each block's bn.* members become its LS and bias
+    # before quantization, as the reference's compress(..., bnf=True); needs block_id_and_param_type
+    bnf: bool = False
     # {name: per-parameter importance}: importance-weighted RD quantization (nnr_core/quant/weighted.py),
     # distortion weights (1 - importance_mix) + importance_mix * F^importance_power / mean
     importance: Optional[dict] = None
@@ -98,6 +101,10 @@ class EncoderConfig:
         if self.block_id_and_param_type is not None:
             from nnr_core.encoder.blocks import check_option
             check_option(self.block_id_and_param_type)
+        need(isinstance(self.bnf, bool), f"bnf must be True or False, not {self.bnf!r}")
+        need(not self.bnf or self.block_id_and_param_type is not None,
+             "bnf folds the batch norms of blocks: it needs block_id_and_param_type (nnr.modelio.blocks."
+             "guess_block_id_and_param_type derives it from a PyTorch model)")
         if self.importance is not None:
             need(isinstance(self.importance, dict), "importance must be a dict {name: ndarray}")
             need(not self.codebook or not self.importance, "importance-weighted quantization needs codebook=False")
@@ -217,8 +224,10 @@ class Encoder:
         gpi = cfg.general_profile_idc
         if incremental and gpi != 1:
             raise EncoderConfigError("incremental coding needs general_profile_idc 1")
-        blocks_opt = cfg.block_id_and_param_type
-        inputs = prepare(tensors, cfg.framework, blocks_opt["parameter_type"] if blocks_opt else None)
+        blocks_opt, indices = cfg.block_id_and_param_type, None
+        if cfg.bnf:
+            tensors, blocks_opt, indices, cfg = self._folded(tensors, incremental)
+        inputs = prepare(tensors, cfg.framework, blocks_opt["parameter_type"] if blocks_opt else None, indices)
         if cfg.sparsity:
             inputs = self._sparsified(inputs)
         blocks = resolve_blocks(blocks_opt, inputs, cfg.raw_float)
@@ -254,6 +263,27 @@ class Encoder:
                 if name in ndu.coded_levels:
                     self.state.record(name, ndu.coded_levels[name], ndu.last_fields[name], parent == 1)
         return data
+
+    def _folded(self, tensors, incremental):
+        """(tensors, block option, parameter indices, configuration) after batch-norm folding. As in the
+        reference, the tensors keep their indices in the unfolded model (parameter_id), the vectors
+        folding creates take their weight's and the non-weight QP even where qp_per_tensor names them."""
+        from dataclasses import replace
+        from nnr_core.encoder.bnf import fold_bn
+        from nnr_core.encoder.prepare import as_tensor_dict
+        if incremental:
+            raise EncoderConfigError("bnf folds a model's batch norms; it does not apply to an incremental "
+                                     "update (encode with incremental=False)")
+        cfg = self.config
+        tensors = as_tensor_dict(tensors)
+        indices = {name: i for i, name in enumerate(tensors)}
+        tensors, option, created = fold_bn(tensors, cfg.block_id_and_param_type)
+        for name, weight in created.items():
+            indices[name] = indices[weight]
+        qps = cfg.qp_per_tensor
+        if qps is not None:
+            qps = {k: v for k, v in qps.items() if k not in created}
+        return tensors, option, indices, replace(cfg, qp_per_tensor=qps, block_id_and_param_type=option)
 
     def _sparsified(self, inputs):
         """The inputs with cfg.sparsity of the weight tensors' parameters set to 0 (nnr.rd.sparsify's

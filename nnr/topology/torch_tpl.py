@@ -60,10 +60,12 @@ def _carried(torch, name, t, lossless):
     return a.astype(np.int32, copy=False)
 
 
-def encode_module(module, *, lossless=False, compress=True, **options) -> bytes:
+def encode_module(module, *, lossless=False, compress=True, bnf=False, **options) -> bytes:
     """Encode an nn.Module (architecture and weights) into one NNC bitstream: NNR_TPL_PYT skeleton +
     NDUs named by the state_dict names. Options are the Encoder's (framework defaults to "pytorch",
-    the reference's PyTorch rules); `lossless=True` carries float tensors as NNR_PT_RAW_FLOAT."""
+    the reference's PyTorch rules); `lossless=True` carries float tensors as NNR_PT_RAW_FLOAT;
+    `bnf=True` folds each batch norm into its layer's LS and bias (blocks as the reference guesses
+    them, nnr.bnf), and decode_module unfolds them."""
     torch = _torch()
     import nnr
     if not isinstance(module, torch.nn.Module):
@@ -90,6 +92,12 @@ def encode_module(module, *, lossless=False, compress=True, **options) -> bytes:
     except Exception as exc:           # pickling a local class, a lambda, an open file, ...
         raise EncoderConfigError(f"the module cannot be saved with torch.save: {type(exc).__name__}: {exc}") from None
     options.setdefault("framework", "pytorch")
+    if bnf:
+        from nnr.bnf import bn_names_of_module, guess_block_id_and_param_type
+        if "block_id_and_param_type" not in options:
+            order = {n: tuple(t.shape) for n, t in module.state_dict(keep_vars=True).items() if n in tensors}
+            options["block_id_and_param_type"] = guess_block_id_and_param_type(order, bn_names_of_module(module))
+        options["bnf"] = True
     if raw:
         options["raw_float"] = tuple(options.get("raw_float", ())) + tuple(raw)
     return nnr.Encoder(**options).encode(
@@ -111,8 +119,19 @@ def decode_module(data, *, allow_pickle=False, safe_globals=(), map_location="cp
                                        f"{fmt}, {len(blob)} bytes of topology_data)", unit_index=index,
                                        element="topology_storage_format", value=fmt)
     module = _load_skeleton(torch, blob, index, allow_pickle, safe_globals, map_location)
-    _fill(torch, module, tensors)
+    _fill(torch, module, _unfolded(module, tensors))
     return module
+
+
+def _unfolded(module, tensors):
+    """The decoded tensors with folded batch norms (a stream of encode_module(bnf=True): the module's
+    batch-norm tensors absent, its layers' LS vectors present) unfolded as nnr.bnf.unfold_bn does."""
+    from nnr.bnf import bn_names_of_module, guess_block_id_and_param_type, unfold_bn
+    bn = bn_names_of_module(module)
+    if not bn or any(n in tensors for n in bn) or not any(n.endswith("_scaling") for n in tensors):
+        return tensors
+    shapes = {n: tuple(t.shape) for n, t in module.state_dict(keep_vars=True).items()}
+    return unfold_bn(tensors, guess_block_id_and_param_type(shapes, bn))
 
 
 def _load_skeleton(torch, blob, index, allow_pickle, safe_globals, map_location):

@@ -44,12 +44,14 @@ def as_tensor_dict(tensors) -> dict:
     raise EncoderConfigError(f"tensors must be a dict of arrays or one array, not {type(tensors).__name__}")
 
 
-def prepare(tensors, framework="generic", param_types=None) -> list:
+def prepare(tensors, framework="generic", param_types=None, indices=None) -> list:
     """Validate and convert the encoder's input; returns InputTensor records in coding order.
 
     param_types: {name: parameter type} as in the reference's block_id_and_param_type
     ("weight", "bias", "bn.beta", ...); a listed type decides the QP class (only "weight" is
-    coded with `qp`, every other type with `nonweight_qp`), overriding the shape-based rule."""
+    coded with `qp`, every other type with `nonweight_qp`), overriding the shape-based rule.
+    indices: {name: parameter index} where it is not the position in `tensors` (batch-norm folding
+    keeps the model's original indices, which become parameter_id)."""
     param_types = param_types or {}
     out = []
     for index, (name, value) in enumerate(as_tensor_dict(tensors).items()):
@@ -58,7 +60,7 @@ def prepare(tensors, framework="generic", param_types=None) -> list:
         if framework == "pytorch" and ".num_batches_tracked" in name:
             continue      # REF-QUIRK: the reference's PyTorch path drops these, but counts their index
         arr = _to_numpy(name, value)
-        t = _convert(name, arr, index, framework)
+        t = _convert(name, arr, indices.get(name, index) if indices else index, framework)
         if name in param_types:
             t.param_type = param_types[name]
             t.is_weight = param_types[name] == "weight"

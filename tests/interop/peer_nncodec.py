@@ -2,7 +2,9 @@
 
 Usage: python peer_nncodec.py JOBS_DIR. Each job is JOBS_DIR/<id>/job.json with
 {"op": "encode", "options": {...}} (reads input.npz, writes bitstream.nnc),
-{"op": "decode"} (reads bitstream.nnc, writes decoded.npz),
+{"op": "decode", "options": {...}} (reads bitstream.nnc, writes decoded.npz; options go to decompress),
+{"op": "encode_model", "options": {...}} (reads model.pt, a torch.save'd module, writes bitstream.nnc
+with compress_model),
 {"op": "encode_steps", "options": {...}, "steps": K, "tca": b, "hdsp": b} (reads stepK_input.npz,
 writes stepK_bitstream.nnc: incremental coding with one encoder state) or
 {"op": "decode_steps", "steps": K, "hdsp": b} (reads stepK_bitstream.nnc, writes stepK_decoded.npz);
@@ -26,11 +28,20 @@ def encode(job_dir, options):
         f.write(bytes(bs))
 
 
-def decode(job_dir):
+def encode_model(job_dir, options):
+    import torch
+    from nncodec import nnc
+    model = torch.load(os.path.join(job_dir, "model.pt"), weights_only=False)
+    bs = nnc.compress_model(model, bitstream_path=None, return_bitstream=True, verbose=False, **options)
+    with open(os.path.join(job_dir, "bitstream.nnc"), "wb") as f:
+        f.write(bytes(bs))
+
+
+def decode(job_dir, options):
     from nncodec import nnc
     with open(os.path.join(job_dir, "bitstream.nnc"), "rb") as f:
         bs = bytearray(f.read())
-    out = nnc.decompress(bs, verbose=False)
+    out = nnc.decompress(bs, verbose=False, **options)
     np.savez(os.path.join(job_dir, "decoded.npz"), **{k: np.asarray(v) for k, v in out.items()})
 
 
@@ -72,12 +83,14 @@ def main(jobs_dir):
         try:
             if job["op"] == "encode":
                 encode(job_dir, job["options"])
+            elif job["op"] == "encode_model":
+                encode_model(job_dir, job["options"])
             elif job["op"] == "encode_steps":
                 encode_steps(job_dir, job)
             elif job["op"] == "decode_steps":
                 decode_steps(job_dir, job)
             else:
-                decode(job_dir)
+                decode(job_dir, job.get("options") or {})
         except BaseException:          # the reference reports bad input with SystemExit/asserts
             with open(os.path.join(job_dir, "error.txt"), "w") as f:
                 f.write(traceback.format_exc())
