@@ -266,8 +266,9 @@ class Encoder:
 
     def _folded(self, tensors, incremental):
         """(tensors, block option, parameter indices, configuration) after batch-norm folding. As in the
-        reference, the tensors keep their indices in the unfolded model (parameter_id), the vectors
-        folding creates take their weight's and the non-weight QP even where qp_per_tensor names them."""
+        reference, the tensors keep their indices in the unfolded model (parameter_id) and the vectors
+        folding creates take their weight's index and the non-weight QP (qp_per_tensor may name them;
+        the reference ignores it for them)."""
         from dataclasses import replace
         from nnr_core.encoder.bnf import fold_bn
         from nnr_core.encoder.prepare import as_tensor_dict
@@ -280,10 +281,7 @@ class Encoder:
         tensors, option, created = fold_bn(tensors, cfg.block_id_and_param_type)
         for name, weight in created.items():
             indices[name] = indices[weight]
-        qps = cfg.qp_per_tensor
-        if qps is not None:
-            qps = {k: v for k, v in qps.items() if k not in created}
-        return tensors, option, indices, replace(cfg, qp_per_tensor=qps, block_id_and_param_type=option)
+        return tensors, option, indices, replace(cfg, block_id_and_param_type=option)
 
     def _sparsified(self, inputs):
         """The inputs with cfg.sparsity of the weight tensors' parameters set to 0 (nnr.rd.sparsify's

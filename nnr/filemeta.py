@@ -7,7 +7,8 @@ Not part of ISO/IEC 15938-17; the format, one JSON object with one key:
         "tensors": {NAME: {"dtype": DTYPE, "shape": [int, ...]}, ...},
         "extra":   {NAME: {"dtype": DTYPE, "shape": [int, ...], "values": [number, ...]}, ...},
         "order":   [NAME, ...],
-        "h5":      {...}}}
+        "h5":      {...},
+        "bnf":     {"block_identifier": {NAME: ID}, "parameter_type": {NAME: TYPE}}}}
 
 tensors: per coded tensor, its original dtype (left out when it is the coded float32 / int32) and
     shape (left out when it is the coded shape), only for tensors where one of them differs.
@@ -16,6 +17,8 @@ extra: tensors the codec does not code (PyTorch's num_batches_tracked), with the
 order: every tensor's name, coded and extra, in the file's order.
 h5: an HDF5 file's groups, attributes, links and storage options (nnr.modelio.h5meta documents
     it); present only when the file has any of them.
+bnf: the blocks whose batch norms nnr_encode --bnf folded (their members before folding, ID a
+    string): nnr_decode unfolds them (nnr.bnf.unfold_bn) so the file has the model's tensors again.
 DTYPE is one of nnr.modelio.dtypes' names (float32, float16, bfloat16, float64, int8 ... uint64,
 bool).
 
@@ -41,10 +44,10 @@ _DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32"
            "uint8", "uint16", "uint32", "uint64", "bool")
 
 
-def build(model, coded: dict, skipped: dict) -> str:
+def build(model, coded: dict, skipped: dict, bnf=None) -> str:
     """JSON for topology_data: per tensor the original dtype/shape where it differs from the coded
-    tensor, the values of small tensors the codec skips (e.g. num_batches_tracked) and an HDF5
-    file's tree."""
+    tensor, the values of small tensors the codec skips (e.g. num_batches_tracked), an HDF5 file's
+    tree and the folded blocks (`bnf`: a block_id_and_param_type of their members)."""
     tensors = {}
     for name, dtype in model.dtypes.items():
         entry = {}
@@ -64,11 +67,13 @@ def build(model, coded: dict, skipped: dict) -> str:
 
         from nnr.modelio import h5meta
         h5 = h5meta.to_json(h5py, model.extras, model.tensors)
-    if not tensors and not extra and not h5:
+    if not tensors and not extra and not h5 and not bnf:
         return ""
     meta = {"tensors": tensors, "extra": extra, "order": list(model.dtypes)}
     if h5:
         meta["h5"] = h5
+    if bnf:
+        meta["bnf"] = bnf
     return json.dumps({KEY: meta}, separators=(",", ":"), sort_keys=False)
 
 
@@ -106,7 +111,13 @@ def _object(value, what, keys):
 
 def _check(info):
     """`info` (the value under KEY) with every entry's type checked; raises SyntaxValueError."""
-    _object(info, KEY, ("tensors", "extra", "order", "h5"))
+    _object(info, KEY, ("tensors", "extra", "order", "h5", "bnf"))
+    if "bnf" in info:
+        _object(info["bnf"], "bnf", ("block_identifier", "parameter_type"))
+        for key in ("block_identifier", "parameter_type"):
+            table = info["bnf"].get(key)
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise _bad(f"bnf.{key} is not an object of strings")
     tensors = info.get("tensors", {})
     if not isinstance(tensors, dict):
         raise _bad("tensors is not an object")
@@ -174,6 +185,14 @@ def restore(decoded: dict, meta) -> tuple:
     names and shapes that contradict the decoded tensors raise ConstraintViolationError."""
     tensors, dtypes = {}, {}
     info = meta or {}
+    if "bnf" in info:
+        from nnr.bnf import unfold_bn
+        from nnr.errors import EncoderConfigError
+        option = {"block_identifier": {}, "parameter_type": {}, **info["bnf"]}
+        try:
+            decoded = unfold_bn(decoded, option)
+        except EncoderConfigError as err:
+            raise _bad(f"bnf: {err}", ConstraintViolationError) from None
     entries = info.get("tensors", {})
     extra = info.get("extra", {})
     for name in entries:

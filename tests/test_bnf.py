@@ -256,3 +256,68 @@ def test_encode_module_bnf_round_trip():
     assert torch.max(torch.abs(ref - got)).item() < 1e-3 * torch.max(torch.abs(ref)).item()
     plain = nnr.encode_module(m, qp=-32)
     assert len(nnr.encode_module(m, bnf=True, qp=-32)) < len(plain)
+
+
+# -- nnr_encode --bnf / nnr_decode ----------------------------------------------------------------
+
+def _run(tool, *args):
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-m", f"nnr.cli.{tool}", *map(str, args)], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bnf_round_trip(tmp_path):
+    """A state_dict file: --bnf writes the folded model (the reference's blocks), nnr_decode writes the
+    model's tensors again, and the module loads them and computes what it computed."""
+    torch = pytest.importorskip("torch")
+    m = _bn_model(torch, 5)
+    torch.save(m.state_dict(), tmp_path / "sd.pt")
+    r = _run("nnr_encode", tmp_path / "sd.pt", "-o", tmp_path / "sd.nnr", "--bnf", "--qp", "-48")
+    assert r.returncode == 0, r.stderr
+    assert "after batch-norm folding" in r.stdout
+    names = set(nnr.decode((tmp_path / "sd.nnr").read_bytes()))
+    assert "0.weight_scaling" in names and "3.weight.bias" in names and "1.running_var" not in names
+    r = _run("nnr_decode", tmp_path / "sd.nnr", "-o", tmp_path / "out.pt", "-q")
+    assert r.returncode == 0, r.stderr
+    sd = torch.load(tmp_path / "out.pt")
+    assert list(sd) == list(m.state_dict())
+    assert sd["1.num_batches_tracked"].dtype == torch.int64
+    d = _bn_model(torch, 6)
+    d.load_state_dict(sd)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        ref, got = m(x), d.eval()(x)
+    assert torch.max(torch.abs(ref - got)).item() < 1e-2 * torch.max(torch.abs(ref)).item()
+
+
+def test_cli_bnf_refusals(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save(_bn_model(torch, 0).state_dict(), tmp_path / "sd.pt")
+    for flag in (["--bpp", "4"], ["--lossless"]):
+        r = _run("nnr_encode", tmp_path / "sd.pt", "-o", tmp_path / "x.nnr", "--bnf", *flag)
+        assert r.returncode == 2 and "--bnf cannot be combined with" in r.stderr
+    np.savez(tmp_path / "plain.npz", w=np.ones((3, 3), np.float32), b=np.ones(3, np.float32))
+    r = _run("nnr_encode", tmp_path / "plain.npz", "-o", tmp_path / "x.nnr", "--bnf")
+    assert r.returncode == 1 and "has no batch norm" in r.stderr
+    assert not (tmp_path / "x.nnr").exists()
+
+
+def test_file_meta_bnf_is_checked():
+    import json
+
+    from nnr import filemeta
+    from nnr.errors import ConstraintViolationError, SyntaxValueError
+    bad = json.dumps({"nnr_file_meta": {"bnf": {"block_identifier": {"a": 3}, "parameter_type": {}}}})
+    with pytest.raises(SyntaxValueError, match="bnf.block_identifier is not an object of strings"):
+        filemeta.parse(bad)
+    meta = filemeta.parse(json.dumps({"nnr_file_meta": {"bnf": {
+        "block_identifier": {"w": "L", "g": "L", "b": "L", "m": "L", "v": "L"},
+        "parameter_type": {"w": "weight", "g": "bn.gamma", "b": "bn.beta", "m": "bn.mean", "v": "bn.var"}}}}))
+    with pytest.raises(ConstraintViolationError, match="bnf: unfold_bn: the decoded tensors have no 'w_scaling'"):
+        filemeta.restore({"w": np.ones((2, 2), np.float32)}, meta)
+    out, _ = filemeta.restore({"w": np.ones((2, 2), np.float32), "w_scaling": np.full(2, 3, np.float32),
+                               "w.bias": np.full(2, 0.5, np.float32)}, meta)
+    assert sorted(out) == ["b", "g", "m", "v", "w"]
+    assert np.array_equal(out["g"], [3, 3]) and np.array_equal(out["b"], [0.5, 0.5])

@@ -65,6 +65,10 @@ def build_parser():
     p.add_argument("--lossless", action="store_true",
                    help="float tensors as NNR_PT_RAW_FLOAT (uncompressed): float32/float16 weights decode "
                         "bit-identically (for .onnx input: the whole model)")
+    p.add_argument("--bnf", action="store_true",
+                   help="fold each batch norm into the layer before it (its LS and bias, as the reference's "
+                        "bnf): for state_dicts whose names show which batch norm follows which layer; "
+                        "nnr_decode unfolds them")
     p.add_argument("--trace", metavar="FILE",
                    help="write what the encoder wrote, one line per syntax element and per NDU payload tensor, "
                         "in nnr_decode --trace's format ('-' = stdout)")
@@ -114,15 +118,19 @@ def _encode(args):
     check_output(args.output)
     if args.trace and args.trace != "-":
         check_output(args.trace, "--trace")
+    if args.bnf and (onnx or args.bpp is not None or args.lossless):
+        flag = "an .onnx input" if onnx else "--bpp" if args.bpp is not None else "--lossless"
+        raise ToolError(f"--bnf cannot be combined with {flag}: the folded layers are coded as blocks, which "
+                        f"{'the ONNX path does not write' if onnx else 'it does not code'}", EXIT_USAGE)
     options = _encoder_options(args, "pytorch" if fmt == "pt" else "generic")
     _check_options(args, options)
     preload(fmt)
     if onnx:
         return encode_onnx_file(args, options)
-    data, (model, coded, raw, elapsed, outcome) = write_encoded(
+    data, (model, coded, raw, elapsed, outcome, params) = write_encoded(
         args, lambda trace: _encode_model(args, fmt, options, trace))
     if not args.quiet:
-        _summary(args, model, coded, raw, outcome, elapsed, options)
+        _summary(args, model, coded, raw, outcome, elapsed, options, params)
     return 0
 
 
@@ -164,13 +172,14 @@ def _encode_model(args, fmt, options, trace=None):
         options["raw_float"] = tuple(n for n, a in coded.items() if a.dtype.kind == "f")
     # what the tensors take in the input: at their own dtypes (float16 2 bytes, float64 8, ...)
     raw_sizes = {n: a.size * dtype_bytes(model.dtypes.get(n, a.dtype.name)) for n, a in coded.items()}
-    topology_data = filemeta.build(model, coded, skipped)
+    folded, bnf_meta = (_fold(args, coded, options) if args.bnf else (coded, None))
+    topology_data = filemeta.build(model, coded, skipped, bnf_meta)
 
     def code(opts, sink):
         done_raw = [0]
-        with Progress(len(coded), label="encoding", quiet=args.quiet, force=args.progress) as bar:
+        with Progress(len(folded), label="encoding", quiet=args.quiet, force=args.progress) as bar:
             def on_tensor(i, total, name, nbytes):
-                done_raw[0] += raw_sizes[name]
+                done_raw[0] += raw_sizes.get(name, 0)
                 bar.update(item=name, postfix=f"{format_bytes(nbytes)} ratio {done_raw[0] / max(nbytes, 1):.1f}x")
 
             enc = nnr.Encoder(jobs=args.jobs, stateful=False, **opts)
@@ -181,8 +190,34 @@ def _encode_model(args, fmt, options, trace=None):
         def on_search(done, total, name):
             bar.total = total
             bar.update(item=name)
-        outcome = modes.encode(args, coded, options, code, lambda d: _decode_back(args, d), trace, progress=on_search)
-    return outcome.data, (model, coded, sum(raw_sizes.values()), time.perf_counter() - t0, outcome)
+        outcome = modes.encode(args, folded, options, code, lambda d: _decode_back(args, d), trace, progress=on_search)
+    return outcome.data, (model, folded, sum(raw_sizes.values()), time.perf_counter() - t0, outcome,
+                          sum(a.size for a in coded.values()))
+
+
+def _fold(args, coded, options):
+    """--bnf: (the tensors as folded, which the checks and the summary compare with the decoded ones;
+    the folded blocks' members for the file meta). The encoder folds `coded` itself (bnf=True), so
+    the stream is the reference's compress(..., bnf=True) of the state_dict."""
+    from nnr.bnf import bn_names_of_state_dict, folded_blocks, guess_block_id_and_param_type
+    from nnr_core.encoder.bnf import fold_bn
+    bn = bn_names_of_state_dict(coded)
+    if not bn:
+        raise ToolError(f"--bnf: {args.input} has no batch norm (a prefix with 1-D weight, bias, running_mean "
+                        "and running_var of one length)", EXIT_FAILED)
+    option = guess_block_id_and_param_type(coded, bn)
+    blocks = folded_blocks(option)
+    if not blocks:
+        raise ToolError(f"--bnf: no batch norm of {args.input} follows a layer with as many output channels",
+                        EXIT_FAILED)
+    try:
+        folded, _, _ = fold_bn(coded, option)
+    except NNRError as err:
+        raise ToolError(f"--bnf: {err}", EXIT_FAILED) from None
+    options.update(block_id_and_param_type=option, bnf=True)
+    members = {n for w, b, _, bns in blocks for n in (w, b, w + "_scaling", *bns.values()) if n in option["block_identifier"]}
+    return folded, {key: {n: str(v) for n, v in option[key].items() if n in members}
+                    for key in ("block_identifier", "parameter_type")}
 
 
 def _encoder_options(args, framework):
@@ -217,14 +252,15 @@ def _decode_back(args, data):
     return nnr.Decoder(jobs=args.jobs, keep_state=False).decode_tensors(data)
 
 
-def _summary(args, model, coded, raw, outcome, elapsed, options):
+def _summary(args, model, coded, raw, outcome, elapsed, options, n):
+    """The summary: `coded` as the codec saw it (folded with --bnf), `n` parameters in the model."""
     from nnr.cli.summary import measure, report
     data = outcome.data
     decoded = _decode_back(args, data) if outcome.decoded is None else outcome.decoded
     rows = measure(coded, {t.name: t.values for t in decoded}, model.dtypes, {t.name: t.qp for t in decoded})
-    n = sum(a.size for a in coded.values())
+    folded = f" ({sum(a.size for a in coded.values())} after batch-norm folding)" if args.bnf else ""
     head = [f"tensors             {len(coded)} ({model.fmt})",
-            f"parameters          {n}",
+            f"parameters          {n}{folded}",
             f"mode                {modes.describe(args, args.mode, outcome)}",
             f"bytes               {raw} -> {len(data)}",
             f"bits per parameter  {8 * len(data) / n:.4f}",
