@@ -31,7 +31,8 @@ class EncoderConfig:
     qp_density: int = 2
     nonweight_qp: Optional[int] = -75
     dq: bool = True
-    codebook: bool = False
+    codebook: object = False         # True: codebook or uniform, the cheaper (the reference's codebook_mode 2);
+                                     # "always": codebook quantization for every quantized tensor (mode 1)
     bitdepth: Optional[int] = None
     scan_order: int = 0
     row_skipping: bool = True
@@ -86,6 +87,8 @@ class EncoderConfig:
              f"cabac_unary_length_minus1 must be 0..255, not {self.cabac_unary_length_minus1}")
         need(self.general_profile_idc in (0, 1), f"general_profile_idc must be 0 or 1, not {self.general_profile_idc}")
         need(self.profile0_variant in VARIANTS, f"profile0_variant must be one of {sorted(VARIANTS)}")
+        need(isinstance(self.codebook, bool) or (isinstance(self.codebook, str) and self.codebook == "always"),
+             f"codebook must be False, True (codebook or uniform, the cheaper) or 'always', not {self.codebook!r}")
         need(self.framework in FRAMEWORKS, f"framework must be one of {sorted(FRAMEWORKS)}")
         need(self.device_id >= 0, f"device_id must be >= 0, not {self.device_id}")
         if self.bitdepth is not None:

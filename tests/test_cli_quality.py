@@ -119,6 +119,8 @@ def test_qp_mode_writes_the_reference_bytes(tmp_path, capsys):
 @pytest.mark.parametrize("flags, options, line", [
     (["--codebook"], {"codebook": True}, r"qp -32 \(absolute, codebook; "),
     (["--codebook", "--qp", "-28"], {"codebook": True, "qp": -28}, r"qp -28 \(absolute, codebook; "),
+    (["--codebook", "always", "--qp", "-28"], {"codebook": "always", "qp": -28},
+     r"qp -28 \(absolute, codebook always; "),
     (["--bitdepth", "8"], {"bitdepth": 8}, r"bitdepth 8 \(each tensor's QP from its range\)"),
     (["--lossless"], {"raw_float": tuple(VGG)}, r"lossless \(floats uncoded\)")])
 def test_the_reference_modes_keep_their_bytes(tmp_path, capsys, flags, options, line):

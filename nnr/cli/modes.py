@@ -160,7 +160,7 @@ def describe(args, mode, outcome=None) -> str:
         return f"budget {args.bpp:g} bits/parameter (per-tensor QPs of least {weights}; 1-D / non-weight " \
                f"tensors at qp {args.nonweight_qp})"
     if mode == "qp":
-        what = ", codebook" if args.codebook else ""
+        what = {None: "", "cheaper": ", codebook", "always": ", codebook always"}[args.codebook]
         return f"qp {REFERENCE_QP if args.qp is None else args.qp} (absolute{what}; 1-D / non-weight tensors at " \
                f"qp {args.nonweight_qp})"
     if mode == "bitdepth":

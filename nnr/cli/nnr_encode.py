@@ -48,9 +48,10 @@ def build_parser():
     p.add_argument("--nonweight-qp", type=int_in(-4096, 4095), default=-75,
                    help="QP of 1-D / non-weight tensors (default -75)")
     p.add_argument("--no-dq", action="store_true", help="uniform quantization without dependent quantization")
-    p.add_argument("--codebook", action="store_true",
-                   help="codebook quantization where it is smaller (at the absolute --qp, default %d)"
-                        % modes.REFERENCE_QP)
+    p.add_argument("--codebook", nargs="?", const="cheaper", choices=["cheaper", "always"],
+                   help="codebook quantization (at the absolute --qp, default %d): where it is smaller than "
+                        "uniform (--codebook, the reference's codebook_mode 2) or for every tensor "
+                        "(--codebook always, mode 1)" % modes.REFERENCE_QP)
     p.add_argument("--bitdepth", type=int_in(1, 31), help="integer-aligned bit depth (QP derived per tensor "
                                                           "from its range, instead of --quality or --qp)")
     p.add_argument("--scan-order", type=int_in(0, 4), default=0,
@@ -222,7 +223,7 @@ def _fold(args, coded, options):
 
 def _encoder_options(args, framework):
     options = dict(qp=modes.REFERENCE_QP if args.qp is None else args.qp, nonweight_qp=args.nonweight_qp,
-                   dq=not args.no_dq, codebook=args.codebook, bitdepth=args.bitdepth,
+                   dq=not args.no_dq, codebook={None: False, "cheaper": True}.get(args.codebook, args.codebook), bitdepth=args.bitdepth,
                    scan_order=args.scan_order, row_skipping=not args.no_row_skipping, param_opt=not args.no_param_opt,
                    cabac_unary_length_minus1=args.cabac_unary_length_minus1,
                    general_profile_idc=args.profile, framework=framework)

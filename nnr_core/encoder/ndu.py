@@ -122,7 +122,8 @@ class NduEncoder:
             qp, clip = (self.tensor_qp(t) if qp_trial is None else qp_trial), None
         if cfg.codebook:
             cb = q.codebook_quantize(w, qp, cfg.qp_density, cfg.dq, self._trial_encoder(t),
-                                     mode2_encode=self._mode2_encoder(t, scan), clip=clip,
+                                     mode2_encode=None if cfg.codebook == "always" else self._mode2_encoder(t, scan),
+                                     clip=clip,
                                      rows=rows, row_width=width, scan_order=scan,
                                      lambda_scale=cfg.lambda_scale,
                                      cabac_unary_length_minus1=cfg.cabac_unary_length_minus1)
