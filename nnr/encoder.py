@@ -51,6 +51,9 @@ class EncoderConfig:
     # batch-norm folding (nnr_core/encoder/bnf.py): each block's bn.* members become its LS and bias
     # before quantization, as the reference's compress(..., bnf=True); needs block_id_and_param_type
     bnf: bool = False
+    # the reference's pre_signalling: the MPS enables parent signalling with nnr_pre_flag 1 in a
+    # stream that is not an update (NDUs without parents; all-zero tensors left out)
+    pre_signalling: bool = False
     # {name: per-parameter importance}: importance-weighted RD quantization (nnr_core/quant/weighted.py),
     # distortion weights (1 - importance_mix) + importance_mix * F^importance_power / mean
     importance: Optional[dict] = None
@@ -105,6 +108,9 @@ class EncoderConfig:
             from nnr_core.encoder.blocks import check_option
             check_option(self.block_id_and_param_type)
         need(isinstance(self.bnf, bool), f"bnf must be True or False, not {self.bnf!r}")
+        need(isinstance(self.pre_signalling, bool), f"pre_signalling must be True or False, not {self.pre_signalling!r}")
+        need(not self.pre_signalling or self.general_profile_idc == 1,
+             "pre_signalling writes nnr_pre_flag, which only general_profile_idc 1 (edition 2) has")
         need(not self.bnf or self.block_id_and_param_type is not None,
              "bnf folds the batch norms of blocks: it needs block_id_and_param_type (nnr.modelio.blocks."
              "guess_block_id_and_param_type derives it from a PyTorch model)")
@@ -523,9 +529,10 @@ class Encoder:
              "mps_qp_density": cfg.qp_density, "mps_quantization_parameter": base_qp}
         if cfg.general_profile_idc == 1:
             f.update(base_model_id_present_flag=0, validation_set_performance_present_flag=0,
-                     metric_type_performance_map_valid_flag=0, mps_parent_signalling_enabled_flag=parent)
-            if parent:
-                f["nnr_pre_flag"] = 0
+                     metric_type_performance_map_valid_flag=0,
+                     mps_parent_signalling_enabled_flag=1 if parent or cfg.pre_signalling else 0)
+            if parent or cfg.pre_signalling:
+                f["nnr_pre_flag"] = 1 if cfg.pre_signalling else 0
         return f
 
 

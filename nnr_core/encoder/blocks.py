@@ -188,7 +188,7 @@ def block_units(ndu, block: Block, planned: dict, base_qp: int, oob_dims: bool) 
     if not block_possible(block, planned):
         return [(ndu.unit_parts(planned[n], base_qp, cpt, oob_dims), [planned[n]]) for n in block.payload_order()]
     members = [planned[n] for n in block.payload_order()]
-    if ndu.parent and not any(np.any(p.levels) for p in members):
+    if ndu.omit_zeros and not any(np.any(p.levels) for p in members):
         return [(None, members)]       # an update of all zeros is omitted (HLS §13.5)
     fields = ndu.header_fields(planned[block.weight], cpt, oob_dims)
     if fields.get("temporal_context_modeling_flag"):

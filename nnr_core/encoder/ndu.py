@@ -54,6 +54,9 @@ class NduEncoder:
         self.state = state                  # IncrementalState, or None for a stateless encode
         self.syntax = syntax
         self.parent = parent
+        # all-zero tensors are left out wherever the MPS enables parent signalling (HLS §13.5): in an
+        # update, and with pre_signalling (REF-QUIRK: the reference omits them there too)
+        self.omit_zeros = bool(parent or getattr(cfg, "pre_signalling", False))
         self.tca = tca
         self.hdsp = hdsp
         self.trace = trace                  # keep each payload's trace records (UnitParts.tensors)
@@ -206,9 +209,9 @@ class NduEncoder:
         for a block member coded on its own); oob_dims: leave tensor_dimensions out
         (tensor_dimensions_flag 0, HLS §11)."""
         t = p.tensor
-        if self.parent and p.levels is not None and not np.any(p.levels):
+        if self.omit_zeros and p.levels is not None and not np.any(p.levels):
             return None
-        if self.parent and p.payload_type == NNR_PT_RAW_FLOAT and not np.any(t.data):
+        if self.omit_zeros and p.payload_type == NNR_PT_RAW_FLOAT and not np.any(t.data):
             return None
         fields = self.header_fields(p, cpt, oob_dims)
         if p.payload_type == NNR_PT_RAW_FLOAT:
