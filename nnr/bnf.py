@@ -165,25 +165,8 @@ def unfold_bn(tensors: dict, block_id_and_param_type: dict, eps: float = BNF_EPS
 
 
 def apply_lsa(decoded) -> dict:
-    """{name: array} with every local-scaling vector multiplied into its weight's rows and dropped,
-    as the reference's decompress(..., reconstruct_lsa=True). `decoded` is Decoder.decode_tensors'
-    list; a vector belongs to the W (or G) of its own unit, else to the tensor its name
-    (<weight>_scaling) points to."""
-    out = {t.name: t.values for t in decoded}
-    for t in decoded:
-        if t.role != "LS":
-            continue
-        same_unit = [u.name for u in decoded if u.unit_index == t.unit_index and u.role in ("W", "G")]
-        by_name = t.name[: -len("_scaling")] if t.name.endswith("_scaling") else None
-        target = same_unit[0] if same_unit else by_name
-        if target not in out:
-            raise EncoderConfigError(f"apply_lsa: no weight for the local-scaling vector {t.name!r}")
-        w = np.array(out[target], dtype=np.float32)
-        ls = np.asarray(t.values, dtype=np.float32)
-        if w.ndim == 0 or w.shape[0] != ls.shape[0]:
-            raise EncoderConfigError(f"apply_lsa: {t.name!r} has {ls.shape[0]} factors, {target!r} "
-                                     f"{w.shape[0] if w.ndim else 0} rows")
-        w *= ls.reshape((-1,) + (1,) * (w.ndim - 1))
-        out[target] = w
-        del out[t.name]
-    return out
+    """{name: array} with every local-scaling vector multiplied into its weight's rows and dropped, and
+    low-rank pairs recomposed, as the reference's decompress(..., reconstruct_lsa=True). `decoded` is
+    Decoder.decode_tensors' list (nnr.recompose.tensor_dict)."""
+    from nnr.recompose import tensor_dict
+    return tensor_dict(decoded, recompose=True, lsa=True)

@@ -51,6 +51,7 @@ class DecodedTensor:
     role: str
     qp: Optional[int] = None
     omitted: bool = False             # an all-zero update the bitstream left out (HLS §13.5)
+    full_shape: Optional[tuple] = None  # a decomposed member (role G or H): W's tensor_dimensions
 
 
 class Decoder:
@@ -98,10 +99,13 @@ class Decoder:
         self._data = None        # the bitstream being decoded (error locations)
         self.tensors = []        # DecodedTensor list of the last bitstream
 
-    def decode(self, data, *, trace=None, progress=None) -> dict:
-        """Decode one bitstream; returns {topology_elem_id: ndarray} in unit order."""
+    def decode(self, data, *, trace=None, progress=None, recompose=True, lsa=False) -> dict:
+        """Decode one bitstream; returns {topology_elem_id: ndarray} in unit order. `recompose`: each
+        low-rank pair G, H as its W = G·H (HLS §9.4; decode_tensors keeps the members); `lsa`: each
+        local-scaling vector multiplied into its weight's rows and dropped (nnr/recompose.py)."""
+        from nnr.recompose import tensor_dict
         decoded = self.decode_tensors(data, trace=trace, progress=progress)
-        return {t.name: t.values for t in decoded}
+        return tensor_dict(decoded, recompose=recompose, lsa=lsa)
 
     def decode_tensors(self, data, *, trace=None, progress=None) -> list:
         """Decode one bitstream into DecodedTensor records; the state advances only on success.
@@ -460,8 +464,10 @@ class Decoder:
                 raise err.located(unit_index=unit.index, bit_offset=(
                     self._bit(unit, "codebook_egk") if err.element == "codebook" else unit.payload_offset * 8)) from None
             # without incremental state the levels are not kept: one copy of the model in memory
+            full = unit.fields.get("tensor_dimensions") if comp.role in ("G", "H") else None
+            full = tuple(full) if full is not None else None
             out.append(DecodedTensor(comp.name, values, levels if self.keep_state else None, unit.index, pt,
-                                     comp.role, qp))
+                                     comp.role, qp, full_shape=full))
             del levels
         return out
 
@@ -518,7 +524,8 @@ def _limit(value, name):
     return int(value)
 
 
-def decode(data, **options) -> dict:
+def decode(data, *, recompose=True, lsa=False, **options) -> dict:
     """Decode one self-contained NNC bitstream into {name: ndarray} (float32, float64 for codebook
-    tensors, int32 for NNR_PT_INT)."""
-    return Decoder(keep_state=False, **options).decode(data)
+    tensors, int32 for NNR_PT_INT); low-rank pairs as W = G·H unless recompose=False, local scaling
+    multiplied into the weights with lsa=True (Decoder.decode)."""
+    return Decoder(keep_state=False, **options).decode(data, recompose=recompose, lsa=lsa)

@@ -30,6 +30,10 @@ def build_parser():
                    help="refuse a bitstream whose tensors total more than N elements (default 2^30; 0: no limit)")
     p.add_argument("--max-topology-bytes", type=int_in(0), default=None, metavar="N",
                    help="refuse an NNR_TPL topology larger than N bytes, inflated (default 2^28; 0: no limit)")
+    p.add_argument("--no-recompose", action="store_true",
+                   help="write a low-rank decomposed weight as its members <W>_G and <W>_H instead of W = G·H")
+    p.add_argument("--lsa", action="store_true",
+                   help="multiply each local-scaling vector into its weight's rows (and leave it out)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
@@ -63,7 +67,8 @@ def _decode(args):
     try:
         with Progress(total, label="decoding", quiet=args.quiet, force=args.progress) as bar:
             tensors = decoder.decode(data, trace=trace, progress=lambda unit, done: bar.update(
-                item=",".join(t.name for t in done) or f"unit {unit.index}"))
+                item=",".join(t.name for t in done) or f"unit {unit.index}"),
+                recompose=not args.no_recompose, lsa=args.lsa)
     finally:
         if trace is not None:
             write_trace(trace, args.trace)

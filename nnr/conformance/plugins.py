@@ -85,7 +85,8 @@ class NnrPlugin:
         for step in entry["steps"]:
             data = _read(root, step)
             try:
-                tensors = dec.decode(data)
+                # the members the standard fixes bit-exactly: a low-rank pair as G and H (HLS §9.4)
+                tensors = dec.decode(data, recompose=False)
             except Exception as err:          # classified by the runner; nnr raises NNRError only
                 out.append(StepOutcome(error_class=type(err).__name__,
                                        error_mro=tuple(c.__name__ for c in type(err).__mro__),
@@ -162,7 +163,7 @@ class NnrDecodePlugin(CommandPlugin):
         return {"profile0_variant"}
 
     def argv(self, entry, input_path, output_path):
-        argv = [sys.executable, "-m", "nnr.cli.nnr_decode", input_path, "-o", output_path, "-q"]
+        argv = [sys.executable, "-m", "nnr.cli.nnr_decode", input_path, "-o", output_path, "-q", "--no-recompose"]
         variant = entry.get("decoder_options", {}).get("profile0_variant")
         if variant:
             argv += ["--profile0-variant", variant]
