@@ -54,6 +54,9 @@ class EncoderConfig:
     # the reference's pre_signalling: the MPS enables parent signalling with nnr_pre_flag 1 in a
     # stream that is not an update (NDUs without parents; all-zero tensors left out)
     pre_signalling: bool = False
+    # float tensors whose values lie on an NNC step grid (a model decoded from NNC, power-of-two-like
+    # quantization) coded exactly on it, without DQ (nnr_core/quant/grid.py)
+    detect_grid: bool = False
     # {name: per-parameter importance}: importance-weighted RD quantization (nnr_core/quant/weighted.py),
     # distortion weights (1 - importance_mix) + importance_mix * F^importance_power / mean
     importance: Optional[dict] = None
@@ -108,6 +111,10 @@ class EncoderConfig:
             from nnr_core.encoder.blocks import check_option
             check_option(self.block_id_and_param_type)
         need(isinstance(self.bnf, bool), f"bnf must be True or False, not {self.bnf!r}")
+        need(isinstance(self.detect_grid, bool), f"detect_grid must be True or False, not {self.detect_grid!r}")
+        need(not self.detect_grid or (not self.codebook and self.bitdepth is None and self.target_bpp is None),
+             "detect_grid codes tensors on their own grid with the uniform quantizer: it needs codebook=False, "
+             "no bitdepth and no target_bpp")
         need(isinstance(self.pre_signalling, bool), f"pre_signalling must be True or False, not {self.pre_signalling!r}")
         need(not self.pre_signalling or self.general_profile_idc == 1,
              "pre_signalling writes nnr_pre_flag, which only general_profile_idc 1 (edition 2) has")

@@ -66,6 +66,9 @@ def build_parser():
     p.add_argument("--lossless", action="store_true",
                    help="float tensors as NNR_PT_RAW_FLOAT (uncompressed): float32/float16 weights decode "
                         "bit-identically (for .onnx input: the whole model)")
+    p.add_argument("--detect-grid", action="store_true",
+                   help="code float tensors whose values lie on an NNC step grid (a model decoded from NNC) "
+                        "exactly on that grid")
     p.add_argument("--bnf", action="store_true",
                    help="fold each batch norm into the layer before it (its LS and bias, as the reference's "
                         "bnf): for state_dicts whose names show which batch norm follows which layer; "
@@ -227,6 +230,8 @@ def _encoder_options(args, framework):
                    scan_order=args.scan_order, row_skipping=not args.no_row_skipping, param_opt=not args.no_param_opt,
                    cabac_unary_length_minus1=args.cabac_unary_length_minus1,
                    general_profile_idc=args.profile, framework=framework)
+    if args.detect_grid:
+        options["detect_grid"] = True
     if args.qp_density is not None or args.bpp is None:     # --bpp alone: the allocation's qp_density
         options["qp_density"] = 2 if args.qp_density is None else args.qp_density
     if args.bpp is not None:

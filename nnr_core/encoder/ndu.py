@@ -67,6 +67,7 @@ class NduEncoder:
         self.coded_levels = {}              # what a decoder will hold for each coded tensor
         self.preplanned = {}                # name -> Planned at the configured QP, quantized already (allocation)
         self.factors = factors or {}        # name -> nnr_core.quant.gptq.Factor: output-aware rounding
+        self._grids = {}                    # detect_grid: name -> the QP of its exact grid, or None
 
     # -- quantization ---------------------------------------------------------------------------
     def tensor_qp(self, t: InputTensor) -> int:
@@ -74,9 +75,22 @@ class NduEncoder:
         cfg = self.cfg
         other = cfg.nonweight_qp if cfg.nonweight_qp else cfg.qp - (2 << cfg.qp_density)
         qp = cfg.qp if t.is_weight else other
-        if cfg.qp_per_tensor:
-            qp = cfg.qp_per_tensor.get(t.name, qp)
-        return int(qp)
+        if cfg.qp_per_tensor and t.name in cfg.qp_per_tensor:
+            return int(cfg.qp_per_tensor[t.name])
+        grid = self.grid(t)
+        return int(qp if grid is None else grid)
+
+    def grid(self, t: InputTensor) -> Optional[int]:
+        """detect_grid: the QP on whose grid the tensor's values lie exactly (nnr_core/quant/grid.py),
+        or None (not asked for, no grid, or a QP the user chose)."""
+        cfg = self.cfg
+        if not getattr(cfg, "detect_grid", False) or t.is_int or t.name in cfg.raw_float \
+                or (cfg.qp_per_tensor and t.name in cfg.qp_per_tensor):
+            return None
+        if t.name not in self._grids:
+            from nnr_core.quant.grid import grid_qp
+            self._grids[t.name] = grid_qp(t.data, cfg.qp_density)
+        return self._grids[t.name]
 
     def expected_qp(self, t: InputTensor) -> Optional[int]:
         """The QP plan(t) will give t (None for integer and raw tensors), from its value range alone:
@@ -85,7 +99,8 @@ class NduEncoder:
         if t.is_int or t.name in self.cfg.raw_float:
             return None
         qp = self.tensor_qp(t)
-        if t.value_range is None or self.cfg.bitdepth is not None or self.cfg.codebook:
+        if t.value_range is None or self.cfg.bitdepth is not None or self.cfg.codebook \
+                or self.grid(t) is not None:
             return qp
         from nnr_core.quant.quantize import guarded_qp
         try:
@@ -119,6 +134,10 @@ class NduEncoder:
         w = t.data.reshape(-1)
         rows, width = rows_and_width(t.data.shape)
         scan = cfg.scan_order if t.data.ndim > 1 else 0
+        if qp_trial is None and imp_trial is None and self.grid(t) is not None:
+            from nnr_core.quant.grid import grid_levels
+            qp = self.grid(t)                # exact: the values' own grid, without dependent quantization
+            return Planned(t, NNR_PT_FLOAT, grid_levels(w, qp, cfg.qp_density), qp, 0)
         if cfg.bitdepth is not None:
             qp, clip = q.bitdepth_qp(w, cfg.bitdepth, cfg.qp_density, t.is_weight)
         else:
