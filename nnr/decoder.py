@@ -52,6 +52,29 @@ class DecodedTensor:
     qp: Optional[int] = None
     omitted: bool = False             # an all-zero update the bitstream left out (HLS §13.5)
     full_shape: Optional[tuple] = None  # a decomposed member (role G or H): W's tensor_dimensions
+    dq_flag: int = 0
+    qp_density: Optional[int] = None
+    codebook: bool = False
+
+    def integer(self):
+        """(levels, step) with values == levels * step exactly, the levels as the narrowest of int8,
+        int16 and int32 that holds them: for integer tensors (step 1) and uniform ones without DQ or
+        codebook (step = fl32(Δ), CABAC §9.2), e.g. for integer accelerators."""
+        from nnr.errors import UnsupportedFeatureError
+        if self.payload_type == NNR_PT_RAW_FLOAT or self.codebook or self.dq_flag:
+            kind = "uncoded (raw float)" if self.payload_type == NNR_PT_RAW_FLOAT else \
+                "codebook-quantized" if self.codebook else "coded with dependent quantization"
+            raise UnsupportedFeatureError(f"tensor {self.name!r} is {kind}: its values are not levels x one step")
+        if self.levels is None:
+            raise UnsupportedFeatureError(f"tensor {self.name!r}: the levels were not kept; decode with "
+                                          "nnr.Decoder() (keep_state=True)")
+        levels = np.asarray(self.levels)
+        lo, hi = (int(levels.min()), int(levels.max())) if levels.size else (0, 0)
+        dtype = next(d for d in (np.int8, np.int16, np.int32) if np.iinfo(d).min <= lo and hi <= np.iinfo(d).max)
+        if self.payload_type == NNR_PT_INT:
+            return levels.astype(dtype), 1.0
+        from nnr_core.quant.reconstruct import step_size_f32
+        return levels.astype(dtype), float(step_size_f32(self.qp, self.qp_density))
 
 
 class Decoder:
@@ -446,7 +469,8 @@ class Decoder:
                            for c, p, r in zip(comps, positions, results)])
 
         out = []
-        for comp, res in zip(comps, results):
+        for comp, coding, res in zip(comps, codings, results):
+            dq_used = coding.dq_flag
             levels = res.levels.reshape(comp.shape)
             if pt == NNR_PT_INT:
                 values = levels.astype(np.int32) if self.keep_state else levels
@@ -467,7 +491,8 @@ class Decoder:
             full = unit.fields.get("tensor_dimensions") if comp.role in ("G", "H") else None
             full = tuple(full) if full is not None else None
             out.append(DecodedTensor(comp.name, values, levels if self.keep_state else None, unit.index, pt,
-                                     comp.role, qp, full_shape=full))
+                                     comp.role, qp, full_shape=full, dq_flag=dq_used, qp_density=qp_density,
+                                     codebook=comp.codebook is not None))
             del levels
         return out
 

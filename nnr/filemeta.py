@@ -8,7 +8,8 @@ Not part of ISO/IEC 15938-17; the format, one JSON object with one key:
         "extra":   {NAME: {"dtype": DTYPE, "shape": [int, ...], "values": [number, ...]}, ...},
         "order":   [NAME, ...],
         "h5":      {...},
-        "bnf":     {"block_identifier": {NAME: ID}, "parameter_type": {NAME: TYPE}}}}
+        "bnf":     {"block_identifier": {NAME: ID}, "parameter_type": {NAME: TYPE}},
+        "quantized": {NAME: {"qscheme": Q, "dtype": DTYPE, "scale": S, "zero_point": Z, "axis": A}}}}
 
 tensors: per coded tensor, its original dtype (left out when it is the coded float32 / int32) and
     shape (left out when it is the coded shape), only for tensors where one of them differs.
@@ -19,6 +20,9 @@ h5: an HDF5 file's groups, attributes, links and storage options (nnr.modelio.h5
     it); present only when the file has any of them.
 bnf: the blocks whose batch norms nnr_encode --bnf folded (their members before folding, ID a
     string): nnr_decode unfolds them (nnr.bnf.unfold_bn) so the file has the model's tensors again.
+quantized: PyTorch quantized tensors, coded as their integer representation (NNR_PT_INT, exact):
+    Q per_tensor_affine (S a number, Z an int) or per_channel_affine (S and Z lists along axis A);
+    nnr_decode writes the quantized tensor back to a .pt file (other formats get the integers).
 DTYPE is one of nnr.modelio.dtypes' names (float32, float16, bfloat16, float64, int8 ... uint64,
 bool).
 
@@ -41,7 +45,9 @@ ELEMENT = "topology_data"
 MAX_EXTRA_VALUES = 1 << 20
 MAX_DIMS = 64              # numpy's own limit
 _DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
-           "uint8", "uint16", "uint32", "uint64", "bool")
+           "uint8", "uint16", "uint32", "uint64", "bool", "qint8", "quint8", "qint32")
+_QSCHEMES = ("per_tensor_affine", "per_channel_affine")
+MAX_QUANTIZER_VALUES = 1 << 20
 
 
 def build(model, coded: dict, skipped: dict, bnf=None) -> str:
@@ -67,13 +73,16 @@ def build(model, coded: dict, skipped: dict, bnf=None) -> str:
 
         from nnr.modelio import h5meta
         h5 = h5meta.to_json(h5py, model.extras, model.tensors)
-    if not tensors and not extra and not h5 and not bnf:
+    quantized = (model.extras or {}).get("quantized") if model.fmt == "pt" else None
+    if not tensors and not extra and not h5 and not bnf and not quantized:
         return ""
     meta = {"tensors": tensors, "extra": extra, "order": list(model.dtypes)}
     if h5:
         meta["h5"] = h5
     if bnf:
         meta["bnf"] = bnf
+    if quantized:
+        meta["quantized"] = quantized
     return json.dumps({KEY: meta}, separators=(",", ":"), sort_keys=False)
 
 
@@ -111,7 +120,8 @@ def _object(value, what, keys):
 
 def _check(info):
     """`info` (the value under KEY) with every entry's type checked; raises SyntaxValueError."""
-    _object(info, KEY, ("tensors", "extra", "order", "h5", "bnf"))
+    _object(info, KEY, ("tensors", "extra", "order", "h5", "bnf", "quantized"))
+    _check_quantized(info.get("quantized", {}))
     if "bnf" in info:
         _object(info["bnf"], "bnf", ("block_identifier", "parameter_type"))
         for key in ("block_identifier", "parameter_type"):
@@ -152,6 +162,30 @@ def _check(info):
     if len(set(order)) != len(order):
         raise _bad("order names a tensor twice")
     return info
+
+
+def _check_quantized(quantized):
+    if not isinstance(quantized, dict):
+        raise _bad("quantized is not an object")
+    count = 0
+    for name, q in quantized.items():
+        what = f"quantized[{name[:60]!r}]"
+        _object(q, what, ("qscheme", "dtype", "scale", "zero_point", "axis"))
+        if q.get("qscheme") not in _QSCHEMES or q.get("dtype") not in ("qint8", "quint8", "qint32"):
+            raise _bad(f"{what}: qscheme {str(q.get('qscheme'))[:40]!r} / dtype {str(q.get('dtype'))[:20]!r} "
+                       f"is not one of {_QSCHEMES} / qint8, quint8, qint32")
+        scale, zero = q.get("scale"), q.get("zero_point")
+        if q["qscheme"] == "per_tensor_affine":
+            ok = isinstance(scale, (int, float)) and not isinstance(scale, bool) and isinstance(zero, int)
+        else:
+            axis = q.get("axis")
+            ok = (isinstance(axis, int) and 0 <= axis < MAX_DIMS and isinstance(scale, list)
+                  and isinstance(zero, list) and len(scale) == len(zero)
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in zero))
+            count += len(scale) if isinstance(scale, list) else 0
+        if not ok or count > MAX_QUANTIZER_VALUES:
+            raise _bad(f"{what}: scale / zero_point / axis do not describe a {q['qscheme']} quantizer")
 
 
 def parse(topology_data: str):
@@ -238,6 +272,8 @@ def to_model(decoded: dict, meta, fmt):
     and the tree is not looked at)."""
     from nnr.modelio import Model
     tensors, dtypes = restore(decoded, meta)
+    if meta and meta.get("quantized") and fmt == "pt":
+        return Model(tensors, dtypes, "pt", {"quantized": meta["quantized"]})
     if meta and "h5" in meta and fmt == "h5":
         from nnr.modelio import h5meta
         from nnr.modelio.model import require

@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-_ITEMSIZE = {"bfloat16": 2}
+_ITEMSIZE = {"bfloat16": 2, "qint8": 1, "quint8": 1, "qint32": 4}
 
 
 def dtype_bytes(name) -> int:

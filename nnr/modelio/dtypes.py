@@ -56,6 +56,10 @@ def to_codec(name, array, *, allow_float64=False):
         f"(float64 with allow_float64), integer and bool tensors are supported")
 
 
+# PyTorch quantized dtypes: their integer representation is what the codec carries (NNR_PT_INT)
+QUANTIZED_DTYPES = {"qint8": "int8", "quint8": "uint8", "qint32": "int32"}
+
+
 def restore(name, array, dtype):
     """Return the codec-side `array` converted back to its original `dtype` (a name from to_codec).
 
@@ -65,6 +69,7 @@ def restore(name, array, dtype):
     array = np.asarray(array)
     if dtype is None:
         return array
+    dtype = QUANTIZED_DTYPES.get(dtype, dtype)       # the integer representation; its quantizer aside
     if dtype in ("float32", "float16", "float64"):
         if array.dtype.kind not in "fiub":
             raise EncoderConfigError(f"tensor {name!r}: cannot restore dtype {array.dtype} to {dtype}")

@@ -1,5 +1,7 @@
 """PyTorch model files (torch.save): a state_dict, a checkpoint dict holding one under
 "state_dict" / "model_state_dict" / "model", or a whole nn.Module (which needs allow_pickle).
+Quantized tensors (per-tensor / per-channel affine) load as their integer representation with dtype
+"qint8" / "quint8" / "qint32" and their quantizer in extras["quantized"]; save rebuilds them.
 
 extras:
   layout: "state_dict" (the file is the weights dict), "checkpoint" (a dict holding it under
@@ -10,6 +12,7 @@ extras:
   entries: the weights dict's keys in order, tensors and other entries alike; others: its
       non-tensor entries; dict_type: its class (dict or OrderedDict); metadata: its _metadata
       (module versions that load_state_dict reads).
+  quantized: {name: quantizer} of the quantized tensors (nnr.modelio.fmt_pt.quantizer).
 
 Before torch sees the file: it must be a zip archive (torch.save) or a legacy pickle, and the
 bytes torch.load would allocate (the zip members' declared sizes, or the legacy file's size) are
@@ -29,7 +32,7 @@ import numpy as np
 
 from nnr.errors import EncoderConfigError, ResourceLimitError
 from nnr.fileio import atomic_output
-from nnr.modelio.dtypes import option_error, restore, to_codec
+from nnr.modelio.dtypes import QUANTIZED_DTYPES, option_error, restore, to_codec
 from nnr.modelio.guard import Budget, head, one_line, reading, refuse, zip_or_refuse
 from nnr.modelio.model import Model, require
 
@@ -81,7 +84,40 @@ def _has_tensor(torch, mapping):
     return any(isinstance(v, torch.Tensor) for v in mapping.values())
 
 
+def quantizer(torch, name, t) -> dict:
+    """The affine quantizer of a quantized tensor as JSON-able numbers (exact: floats round-trip)."""
+    scheme = t.qscheme()
+    dtype = str(t.dtype).replace("torch.", "")
+    if scheme == torch.per_tensor_affine:
+        return {"qscheme": "per_tensor_affine", "dtype": dtype, "scale": float(t.q_scale()),
+                "zero_point": int(t.q_zero_point())}
+    if scheme == torch.per_channel_affine:
+        return {"qscheme": "per_channel_affine", "dtype": dtype, "axis": int(t.q_per_channel_axis()),
+                "scale": [float(v) for v in t.q_per_channel_scales().tolist()],
+                "zero_point": [int(v) for v in t.q_per_channel_zero_points().tolist()]}
+    raise EncoderConfigError(f"tensor {name!r} is quantized with {scheme}; NNR carries per-tensor and "
+                             "per-channel affine quantized tensors")
+
+
+def quantized_tensor(torch, name, levels, q):
+    """The torch quantized tensor of integer representation `levels` and quantizer `q`."""
+    ints = torch.from_numpy(np.ascontiguousarray(levels))
+    try:
+        if q["qscheme"] == "per_tensor_affine":
+            return torch._make_per_tensor_quantized_tensor(ints, q["scale"], q["zero_point"])
+        return torch._make_per_channel_quantized_tensor(
+            ints, torch.tensor(q["scale"], dtype=torch.float64), torch.tensor(q["zero_point"], dtype=torch.int64),
+            q["axis"])
+    except (RuntimeError, TypeError, IndexError) as err:
+        raise EncoderConfigError(f"tensor {name!r}: cannot rebuild the quantized tensor: {one_line(err)}") from None
+
+
 def _to_numpy(torch, name, t, allow_float64):
+    if t.is_quantized and t.layout == torch.strided and t.device.type != "meta":
+        q = quantizer(torch, name, t)
+        if q["dtype"] not in QUANTIZED_DTYPES:
+            raise EncoderConfigError(f"tensor {name!r} has dtype torch.{q['dtype']} which NNR cannot code")
+        return t.detach().cpu().int_repr().numpy(), q["dtype"]
     if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
         raise EncoderConfigError(f"tensor {name!r} is {t.layout}/{t.dtype} on {t.device}; "
                                  f"NNR codes dense tensors only")
@@ -135,23 +171,29 @@ def load(path, options):
             budget.take(name, value.shape, max(dt.itemsize, 4) if dt.is_floating_point else dt.itemsize)
         else:
             others[name] = value
+    quantized = {}
     for name, value in weights.items():
         if isinstance(value, torch.Tensor):
             tensors[name], dtypes[name] = _to_numpy(torch, name, value, allow_float64)
+            if dtypes[name] in QUANTIZED_DTYPES:
+                quantized[name] = quantizer(torch, name, value)
     extras.update(entries=list(weights), others=others, dict_type=type(weights),
-                  metadata=getattr(weights, "_metadata", None))
+                  metadata=getattr(weights, "_metadata", None), quantized=quantized)
     return Model(tensors, dtypes, "pt", extras)
 
 
-def _from_numpy(torch, name, array, dtype):
+def _from_numpy(torch, name, array, dtype, q=None):
     value = np.array(restore(name, array, dtype), copy=True, order="C")
+    if dtype in QUANTIZED_DTYPES and q is not None:
+        return quantized_tensor(torch, name, value, q)
     t = torch.from_numpy(value)
     return t.to(torch.bfloat16) if dtype == "bfloat16" else t
 
 
 def save(path, model, *, same_kind):
     torch = require("torch", "writing", "pt")
-    tensors = {n: _from_numpy(torch, n, a, model.dtypes.get(n)) for n, a in model.tensors.items()}
+    quantized = (model.extras or {}).get("quantized") or {}
+    tensors = {n: _from_numpy(torch, n, a, model.dtypes.get(n), quantized.get(n)) for n, a in model.tensors.items()}
     ex = model.extras if same_kind else {}
     dict_type = ex.get("dict_type") or OrderedDict
     weights = dict_type()

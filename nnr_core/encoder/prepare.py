@@ -72,6 +72,11 @@ def prepare(tensors, framework="generic", param_types=None, indices=None) -> lis
 
 def _to_numpy(name, value):
     if hasattr(value, "detach") and hasattr(value, "cpu"):         # a torch tensor, without importing torch
+        if getattr(value, "is_quantized", False):
+            raise EncoderConfigError(
+                f"tensor {name!r} is a quantized torch tensor; pass its int_repr() (coded exactly as "
+                "NNR_PT_INT) and keep its scale and zero point, or save the state_dict and use nnr_encode, "
+                "which carries them")
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
             value = value.float()
