@@ -74,7 +74,8 @@ def build(model, coded: dict, skipped: dict, bnf=None) -> str:
         from nnr.modelio import h5meta
         h5 = h5meta.to_json(h5py, model.extras, model.tensors)
     quantized = (model.extras or {}).get("quantized") if model.fmt == "pt" else None
-    if not tensors and not extra and not h5 and not bnf and not quantized:
+    torch_meta = _torch_meta(model)
+    if not tensors and not extra and not h5 and not bnf and not quantized and not torch_meta:
         return ""
     meta = {"tensors": tensors, "extra": extra, "order": list(model.dtypes)}
     if h5:
@@ -83,7 +84,62 @@ def build(model, coded: dict, skipped: dict, bnf=None) -> str:
         meta["bnf"] = bnf
     if quantized:
         meta["quantized"] = quantized
+    if torch_meta:
+        meta["torch"] = torch_meta
     return json.dumps({KEY: meta}, separators=(",", ":"), sort_keys=False)
+
+
+def _torch_meta(model):
+    """A .pt state_dict's packed tuples and simple non-tensor entries, with its key order; {} when
+    it has neither."""
+    ex = model.extras or {}
+    if model.fmt != "pt" or not (ex.get("packed") or ex.get("others") or ex.get("quantized")):
+        return {}
+    from nnr.modelio.fmt_pt import plain_value
+    from nnr.modelio.model import require
+    torch = require("torch", "reading", "pt")
+    values = {n: e for n, e in ((n, plain_value(torch, v)) for n, v in ex["others"].items()) if e is not None}
+    if not ex.get("packed") and not values and not ex.get("quantized"):
+        return {}
+    out = {"entries": [n for n in ex.get("entries", ()) if isinstance(n, str)],
+           "packed": ex.get("packed") or {}, "values": values}
+    # module versions (load_state_dict reads them: quantized layers change their keys by version)
+    metadata = ex.get("metadata")
+    if metadata and all(isinstance(k, str) and isinstance(v, dict) and all(
+            isinstance(a, str) and (b is None or isinstance(b, (int, str))) for a, b in v.items())
+            for k, v in metadata.items()):
+        out["metadata"] = {k: dict(v) for k, v in metadata.items()}
+    return out
+
+
+def _check_torch(t):
+    _object(t, "torch", ("entries", "packed", "values", "metadata"))
+    metadata = t.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(
+            isinstance(v, dict) and all(b is None or isinstance(b, (int, str)) for b in v.values())
+            for v in metadata.values()):
+        raise _bad("torch.metadata is not an object of objects of ints and strings")
+    if not isinstance(t.get("entries", []), list) or not all(isinstance(n, str) for n in t.get("entries", [])):
+        raise _bad("torch.entries is not a list of names")
+    packed = t.get("packed", {})
+    if not isinstance(packed, dict) or not all(
+            isinstance(v, list) and len(v) <= MAX_DIMS and all(x is None or isinstance(x, str) for x in v)
+            for v in packed.values()):
+        raise _bad("torch.packed is not an object of lists of names")
+    values = t.get("values", {})
+    if not isinstance(values, dict):
+        raise _bad("torch.values is not an object")
+    for name, e in values.items():
+        _object(e, f"torch.values[{name[:60]!r}]", ("torch_dtype", "value"))
+        if len(e) != 1 or ("torch_dtype" in e and not isinstance(e["torch_dtype"], str)) or (
+                "value" in e and not (e["value"] is None or isinstance(e["value"], (bool, int, float, str)))):
+            raise _bad(f"torch.values[{name[:60]!r}] is not one torch_dtype or one JSON scalar")
+
+
+def _metadata(m):
+    """A state_dict's _metadata (an OrderedDict of module versions) from the file meta."""
+    from collections import OrderedDict
+    return OrderedDict((k, dict(v)) for k, v in m.items()) if m else None
 
 
 def _bad(message, cls=SyntaxValueError, value=None):
@@ -120,8 +176,10 @@ def _object(value, what, keys):
 
 def _check(info):
     """`info` (the value under KEY) with every entry's type checked; raises SyntaxValueError."""
-    _object(info, KEY, ("tensors", "extra", "order", "h5", "bnf", "quantized"))
+    _object(info, KEY, ("tensors", "extra", "order", "h5", "bnf", "quantized", "torch"))
     _check_quantized(info.get("quantized", {}))
+    if "torch" in info:
+        _check_torch(info["torch"])
     if "bnf" in info:
         _object(info["bnf"], "bnf", ("block_identifier", "parameter_type"))
         for key in ("block_identifier", "parameter_type"):
@@ -272,8 +330,11 @@ def to_model(decoded: dict, meta, fmt):
     and the tree is not looked at)."""
     from nnr.modelio import Model
     tensors, dtypes = restore(decoded, meta)
-    if meta and meta.get("quantized") and fmt == "pt":
-        return Model(tensors, dtypes, "pt", {"quantized": meta["quantized"]})
+    if meta and (meta.get("quantized") or meta.get("torch")) and fmt == "pt":
+        t = meta.get("torch") or {}
+        return Model(tensors, dtypes, "pt", {"quantized": meta.get("quantized") or {}, "entries": t.get("entries"),
+                                             "packed": t.get("packed"), "values": t.get("values"),
+                                             "metadata": _metadata(t.get("metadata"))})
     if meta and "h5" in meta and fmt == "h5":
         from nnr.modelio import h5meta
         from nnr.modelio.model import require

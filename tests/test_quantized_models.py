@@ -109,3 +109,47 @@ def test_integer_levels_and_step():
     plain = nnr.Decoder(keep_state=False).decode_tensors(nnr.encode(t, dq=False))
     with pytest.raises(UnsupportedFeatureError, match="levels were not kept"):
         plain[0].integer()
+
+
+def _static_quantized(torch, seed):
+    torch.manual_seed(seed)
+    nn = torch.nn
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = torch.ao.quantization.QuantStub()
+            self.m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+            self.dq = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dq(self.m(self.q(x)))
+    w = Wrapped().eval()
+    w.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    p = torch.ao.quantization.prepare(w)
+    p(torch.randn(16, 3, 8, 8))
+    return torch.ao.quantization.convert(p)
+
+
+def _dynamic_quantized(torch, seed):
+    torch.manual_seed(seed)
+    nn = torch.nn
+    m = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3, bias=False))
+    return torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8)
+
+
+@pytest.mark.parametrize("make, shape", [(_static_quantized, (5, 3, 8, 8)), (_dynamic_quantized, (4, 16))])
+def test_quantized_modules_round_trip_exactly(tmp_path, torch, make, shape):
+    """A quantized model's state_dict (packed Linear parameters, quantizers, module versions) through
+    nnr_encode / nnr_decode loads into a fresh copy of the model, which computes the same outputs."""
+    model = make(torch, 0)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    r = _run("nnr_encode", tmp_path / "m.pt", "-o", tmp_path / "m.nnr", "-q")
+    assert r.returncode == 0, r.stderr
+    r = _run("nnr_decode", tmp_path / "m.nnr", "-o", tmp_path / "out.pt", "-q")
+    assert r.returncode == 0, r.stderr
+    fresh = make(torch, 1)
+    fresh.load_state_dict(torch.load(tmp_path / "out.pt", weights_only=False))
+    x = torch.randn(*shape)
+    assert torch.equal(fresh(x), model(x))
+    assert len(tmp_path.joinpath("m.nnr").read_bytes()) < os.path.getsize(tmp_path / "m.pt")

@@ -7,7 +7,9 @@ Every case is written by NNCodec 1.x itself (github.com/fraunhoferhhi/nncodec, c
 Build (once; about 2.5 minutes, it compiles the deepCABAC C++ extension). The interpreter is
 NNCodec 2.1.3's venv (CPython 3.11.7, numpy 1.26.4, torch CPU); 1.x goes into its own target folder
 and does not clash with 2.1.3's `nncodec` package. The tree holds one large file (the example
-squeezenet .pt) whose blob the mirror lacks, so the archive leaves out the *.pt files:
+squeezenet .pt) whose blob the mirror lacks, so the archive leaves out the *.pt files (git still
+prints `error: invalid object ... example/squeezenet1_1_pytorch_zoo.pt` once; it exits 0 and every
+other file is extracted):
 
     G=/work/.mirror/fraunhoferhhi+nncodec/repo C=0e3dcd2961701572d253f175754c09952a4b44c7
     mkdir -p /tmp/nncodec1-src

@@ -174,6 +174,8 @@ def _encode_model(args, fmt, options, trace=None):
         raise ToolError(f"{args.input}: no tensors to encode", EXIT_FAILED)
     if args.lossless:
         options["raw_float"] = tuple(n for n, a in coded.items() if a.dtype.kind == "f")
+    elif (model.extras or {}).get("quantized"):
+        options["raw_float"] = _quantized_layers_floats(model, coded)
     # what the tensors take in the input: at their own dtypes (float16 2 bytes, float64 8, ...)
     raw_sizes = {n: a.size * dtype_bytes(model.dtypes.get(n, a.dtype.name)) for n, a in coded.items()}
     folded, bnf_meta = (_fold(args, coded, options) if args.bnf else (coded, None))
@@ -197,6 +199,20 @@ def _encode_model(args, fmt, options, trace=None):
         outcome = modes.encode(args, folded, options, code, lambda d: _decode_back(args, d), trace, progress=on_search)
     return outcome.data, (model, folded, sum(raw_sizes.values()), time.perf_counter() - t0, outcome,
                           sum(a.size for a in coded.values()))
+
+
+def _quantized_layers_floats(model, coded):
+    """The float tensors of a quantized model's quantized layers (biases, scales), carried uncoded so
+    that the model round-trips exactly: the modules holding a quantized tensor or a scale and a
+    zero point (QuantStub, quantized activations)."""
+    def prefix(name):
+        return name.rsplit(".", 1)[0] if "." in name else ""
+    names = set(coded)
+    layers = {prefix(n) for n in model.extras["quantized"]}
+    layers |= {prefix(n) for n in names if n.endswith(".scale") and prefix(n) + ".zero_point" in names}
+    layers |= {prefix(prefix(n)) for n in model.extras["quantized"] if "._packed_params." in n}
+    return tuple(n for n, a in coded.items() if a.dtype.kind == "f"
+                 and any(n.startswith(p + ".") or n == p for p in layers if p))
 
 
 def _fold(args, coded, options):

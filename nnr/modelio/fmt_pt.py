@@ -112,6 +112,35 @@ def quantized_tensor(torch, name, levels, q):
         raise EncoderConfigError(f"tensor {name!r}: cannot rebuild the quantized tensor: {one_line(err)}") from None
 
 
+def _packed_members(torch, value):
+    """{<name>.<i>: tensor} of a tuple of tensors (and Nones), as quantized Linear layers keep their
+    packed weight and bias in the state_dict; None for anything else."""
+    if not isinstance(value, tuple) or not any(isinstance(v, torch.Tensor) for v in value) \
+            or not all(v is None or isinstance(v, torch.Tensor) for v in value):
+        return None
+    return {i: v for i, v in enumerate(value) if v is not None}
+
+
+def plain_value(torch, value):
+    """A non-tensor state_dict entry as JSON for the file meta ({"torch_dtype": name} or {"value": v}),
+    or None when it is not one of those simple kinds."""
+    if isinstance(value, torch.dtype):
+        return {"torch_dtype": str(value).replace("torch.", "")}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    return None
+
+
+def from_plain(torch, name, entry):
+    """The entry plain_value described."""
+    if "torch_dtype" in entry:
+        dtype = getattr(torch, entry["torch_dtype"], None)
+        if not isinstance(dtype, torch.dtype):
+            raise EncoderConfigError(f"entry {name!r}: {entry['torch_dtype']!r} is not a torch dtype")
+        return dtype
+    return entry["value"]
+
+
 def _to_numpy(torch, name, t, allow_float64):
     if t.is_quantized and t.layout == torch.strided and t.device.type != "meta":
         q = quantizer(torch, name, t)
@@ -162,23 +191,31 @@ def load(path, options):
             f"got {type(obj).__name__}")
     tensors, dtypes, others = {}, {}, {}
     budget = Budget(path, options.max_bytes)
+    flat, packed = {}, {}            # tensors by name (a packed tuple's members as <name>.<i>)
     for name, value in weights.items():
-        if isinstance(value, torch.Tensor):
+        members = _packed_members(torch, value)
+        if isinstance(value, torch.Tensor) or members is not None:
             if not isinstance(name, str):
                 raise EncoderConfigError(f"{path!s}: a tensor is stored under the key {name!r} "
                                          f"({type(name).__name__}); NNR names tensors by strings")
-            dt = value.dtype  # floats reach the codec as float32 (or wider)
-            budget.take(name, value.shape, max(dt.itemsize, 4) if dt.is_floating_point else dt.itemsize)
+            subs = {name: value} if members is None else {f"{name}.{i}": t for i, t in members.items()}
+            if members is not None:
+                packed[name] = [f"{name}.{i}" if i in members else None for i in range(len(value))]
+            for sub, t in subs.items():
+                if sub in flat or (sub != name and sub in weights):
+                    raise EncoderConfigError(f"{path!s}: the packed member {sub!r} clashes with another entry")
+                dt = t.dtype  # floats reach the codec as float32 (or wider)
+                budget.take(sub, t.shape, max(dt.itemsize, 4) if dt.is_floating_point else dt.itemsize)
+                flat[sub] = t
         else:
             others[name] = value
     quantized = {}
-    for name, value in weights.items():
-        if isinstance(value, torch.Tensor):
-            tensors[name], dtypes[name] = _to_numpy(torch, name, value, allow_float64)
-            if dtypes[name] in QUANTIZED_DTYPES:
-                quantized[name] = quantizer(torch, name, value)
+    for name, value in flat.items():
+        tensors[name], dtypes[name] = _to_numpy(torch, name, value, allow_float64)
+        if dtypes[name] in QUANTIZED_DTYPES:
+            quantized[name] = quantizer(torch, name, value)
     extras.update(entries=list(weights), others=others, dict_type=type(weights),
-                  metadata=getattr(weights, "_metadata", None), quantized=quantized)
+                  metadata=getattr(weights, "_metadata", None), quantized=quantized, packed=packed)
     return Model(tensors, dtypes, "pt", extras)
 
 
@@ -197,14 +234,20 @@ def save(path, model, *, same_kind):
     ex = model.extras if same_kind else {}
     dict_type = ex.get("dict_type") or OrderedDict
     weights = dict_type()
-    others = ex.get("others") or {}
+    others = dict(ex.get("others") or {})
+    others.update({n: from_plain(torch, n, e) for n, e in (ex.get("values") or {}).items()})
+    packed = ex.get("packed") or {}
+    used = set()
     for name in ex.get("entries") or ():
-        if name in tensors:
+        if name in packed and all(sub is None or sub in tensors for sub in packed[name]):
+            weights[name] = tuple(None if sub is None else tensors[sub] for sub in packed[name])
+            used.update(sub for sub in packed[name] if sub)
+        elif name in tensors:
             weights[name] = tensors[name]
         elif name in others:
             weights[name] = others[name]
     for name, t in tensors.items():  # tensors the original file did not have
-        if name not in weights:
+        if name not in weights and name not in used:
             weights[name] = t
     if ex.get("metadata") is not None:
         weights._metadata = copy.copy(ex["metadata"])
