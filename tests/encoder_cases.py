@@ -22,7 +22,7 @@ def _load_inputs(path, prefix=""):
 
 def _options(a, gpi):
     opts = dict(qp=int(a["qp"]), qp_density=int(a.get("qp_density", 2)), nonweight_qp=a.get("nonweight_qp", -75),
-                dq=bool(a["use_dq"]), codebook=bool(a.get("codebook_mode", 0)),
+                dq=bool(a["use_dq"]), codebook={0: False, 1: "always", 2: True}[int(a.get("codebook_mode", 0))],
                 bitdepth=a.get("int_quant_bw") or None, scan_order=int(a.get("scan_order", 0)),
                 row_skipping=bool(a.get("row_skipping", False)), param_opt=bool(a.get("param_opt", True)),
                 cabac_unary_length_minus1=int(a.get("cabac_unary_length_minus1", 10)),
@@ -40,7 +40,7 @@ def encoder_plan(set_name, case):
         c = json.load(f)
     api = c.get("api", "")
     ea = c.get("encoder_args") or {}
-    gpi = 0 if set_name == "nncodec-1.x" else 1
+    gpi = 0 if set_name.startswith("nncodec-1.x") else 1
     if api.startswith("nncodec.tensor.encode"):
         extra = c.get("compress_params_not_forwarded_by_tensor_api") or {}
         a = dict(COMPRESS_DEFAULTS, **{k: v for k, v in extra.items() if k != "codebook_mode"})

@@ -86,3 +86,28 @@ def test_codebook_always_matches_the_reference(interop_run, seed):
     kind, ref_out = read_result(str(jobs / f"{seed:03d}-ref-decodes-nnr"))
     assert kind == "decoded", ref_out
     assert_same_tensors(nnr.decode(data), ref_out)
+
+
+def test_edition1_mode2_on_the_codebook1_inputs():
+    """NNCodec 1.x's codebook_mode 2 on the inputs of bitstreams/nncodec-1.x-codebook1 (recorded by
+    generate.py: stream size and each tensor's choice): nnr's codebook=True makes the same choices and
+    the same number of bytes."""
+    import json
+    import os
+
+    from tests.encoder_cases import encoder_plan
+    from tests.vectors import ROOT, load_cases
+    cases = load_cases("nncodec-1.x-codebook1")
+    assert len(cases) == 8
+    for case in cases:
+        opts, steps, _ = encoder_plan(case.set_name, case.name)
+        with open(os.path.join(ROOT, case.set_name, case.name, "config.json")) as f:
+            mode2 = json.load(f)["codebook_mode2_same_settings"]
+        (inputs, _, _), = steps
+        data = nnr.encode(inputs, **dict(opts, codebook=True))
+        assert len(data) == mode2["bitstream_bytes"], case.name
+        dec = nnr.Decoder(profile0_variant="nncodec1")
+        dec.decode(data)
+        chosen = {u.fields["topology_elem_id"]: "codebook" if u.fields.get("codebook_present_flag") else "uniform"
+                  for u in dec.units if u.nnr_unit_type == 5 and u.fields["nnr_compressed_data_unit_payload_type"] != 0}
+        assert chosen == {k: v for k, v in mode2["approx_method_chosen"].items() if v != "skip"}, case.name

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitstreams")
-SETS = ("nncodec-2.1.3", "nncodec-1.x")
+SETS = ("nncodec-2.1.3", "nncodec-1.x", "nncodec-1.x-codebook1")
 
 
 @dataclass

@@ -194,11 +194,15 @@ class NduEncoder:
         return Planned(t, NNR_PT_FLOAT, levels, int(qp), 0)
 
     def _trial_coding(self, t, scan, dq_flag, gpi, parent):
-        # REF-QUIRK: the reference's trial encoders get cabac_unary_length_minus1 where the coder
-        # gets minus1 + 1, so they count one greater-than flag less (CABAC §15 item 4)
+        # REF-QUIRK: NNCodec 2.x's trial encoders get cabac_unary_length_minus1 where its coder gets
+        # minus1 + 1, so they count one greater-than flag less (CABAC §15 item 4); NNCodec 1.x's
+        # binding adds the 1 itself, so its trials count as its coder does
         rows, width = rows_and_width(t.data.shape)
+        minus1 = self.cfg.cabac_unary_length_minus1
+        if self.variant != VARIANT_NNCODEC1:
+            minus1 = max(minus1 - 1, 0)
         return TensorCoding(rows=rows, row_width=width, ndim=t.data.ndim, has_qp_offset=False, qp_density=0,
-                            dq_flag=dq_flag, cabac_unary_length_minus1=max(self.cfg.cabac_unary_length_minus1 - 1, 0),
+                            dq_flag=dq_flag, cabac_unary_length_minus1=minus1,
                             scan_order=scan, general_profile_idc=gpi, parent_node_id_present_flag=parent)
 
     def _trial_encoder(self, t):
