@@ -29,6 +29,17 @@ def bn_names_of_module(module) -> set:
     return out
 
 
+def bn_eps_of_module(module) -> float:
+    """The epsilon the module's batch norms share (BatchNorm's default 1e-5 when it has none); an
+    EncoderConfigError when they differ (folding takes one)."""
+    import torch
+    eps = {float(m.eps) for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    if len(eps) > 1:
+        raise EncoderConfigError(f"bnf: the module's batch norms have different eps {sorted(eps)}; folding "
+                                 "takes one (fold them with nnr.encode and bnf_eps per group)")
+    return eps.pop() if eps else BNF_EPS
+
+
 def bn_names_of_state_dict(tensors) -> set:
     """The names of the batch norms a state_dict shows by its structure: a prefix with 1-D weight,
     bias, running_mean and running_var of one length (what torch's batch norms store)."""

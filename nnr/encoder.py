@@ -51,6 +51,7 @@ class EncoderConfig:
     # batch-norm folding (nnr_core/encoder/bnf.py): each block's bn.* members become its LS and bias
     # before quantization, as the reference's compress(..., bnf=True); needs block_id_and_param_type
     bnf: bool = False
+    bnf_eps: float = 1e-5            # the batch norms' epsilon (the reference: 1e-5 for every non-TF model)
     # the reference's pre_signalling: the MPS enables parent signalling with nnr_pre_flag 1 in a
     # stream that is not an update (NDUs without parents; all-zero tensors left out)
     pre_signalling: bool = False
@@ -111,6 +112,8 @@ class EncoderConfig:
             from nnr_core.encoder.blocks import check_option
             check_option(self.block_id_and_param_type)
         need(isinstance(self.bnf, bool), f"bnf must be True or False, not {self.bnf!r}")
+        need(isinstance(self.bnf_eps, (int, float)) and not isinstance(self.bnf_eps, bool)
+             and 0 <= self.bnf_eps < 1, f"bnf_eps must be a number in [0, 1), not {self.bnf_eps!r}")
         need(isinstance(self.detect_grid, bool), f"detect_grid must be True or False, not {self.detect_grid!r}")
         need(not self.detect_grid or (not self.codebook and self.bitdepth is None and self.target_bpp is None),
              "detect_grid codes tensors on their own grid with the uniform quantizer: it needs codebook=False, "
@@ -294,7 +297,7 @@ class Encoder:
         cfg = self.config
         tensors = as_tensor_dict(tensors)
         indices = {name: i for i, name in enumerate(tensors)}
-        tensors, option, created = fold_bn(tensors, cfg.block_id_and_param_type)
+        tensors, option, created = fold_bn(tensors, cfg.block_id_and_param_type, float(cfg.bnf_eps))
         for name, weight in created.items():
             indices[name] = indices[weight]
         return tensors, option, indices, replace(cfg, block_id_and_param_type=option)

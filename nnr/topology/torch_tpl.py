@@ -65,7 +65,8 @@ def encode_module(module, *, lossless=False, compress=True, bnf=False, **options
     NDUs named by the state_dict names. Options are the Encoder's (framework defaults to "pytorch",
     the reference's PyTorch rules); `lossless=True` carries float tensors as NNR_PT_RAW_FLOAT;
     `bnf=True` folds each batch norm into its layer's LS and bias (blocks as the reference guesses
-    them, nnr.bnf), and decode_module unfolds them."""
+    them, nnr.bnf; with the module's own batch-norm eps, where the reference takes 1e-5), and
+    decode_module unfolds them."""
     torch = _torch()
     import nnr
     if not isinstance(module, torch.nn.Module):
@@ -93,11 +94,12 @@ def encode_module(module, *, lossless=False, compress=True, bnf=False, **options
         raise EncoderConfigError(f"the module cannot be saved with torch.save: {type(exc).__name__}: {exc}") from None
     options.setdefault("framework", "pytorch")
     if bnf:
-        from nnr.bnf import bn_names_of_module, guess_block_id_and_param_type
+        from nnr.bnf import bn_eps_of_module, bn_names_of_module, guess_block_id_and_param_type
         if "block_id_and_param_type" not in options:
             order = {n: tuple(t.shape) for n, t in module.state_dict(keep_vars=True).items() if n in tensors}
             options["block_id_and_param_type"] = guess_block_id_and_param_type(order, bn_names_of_module(module))
         options["bnf"] = True
+        options.setdefault("bnf_eps", bn_eps_of_module(module))     # the module's own, so folding is exact
     if raw:
         options["raw_float"] = tuple(options.get("raw_float", ())) + tuple(raw)
     return nnr.Encoder(**options).encode(
@@ -126,12 +128,12 @@ def decode_module(data, *, allow_pickle=False, safe_globals=(), map_location="cp
 def _unfolded(module, tensors):
     """The decoded tensors with folded batch norms (a stream of encode_module(bnf=True): the module's
     batch-norm tensors absent, its layers' LS vectors present) unfolded as nnr.bnf.unfold_bn does."""
-    from nnr.bnf import bn_names_of_module, guess_block_id_and_param_type, unfold_bn
+    from nnr.bnf import bn_eps_of_module, bn_names_of_module, guess_block_id_and_param_type, unfold_bn
     bn = bn_names_of_module(module)
     if not bn or any(n in tensors for n in bn) or not any(n.endswith("_scaling") for n in tensors):
         return tensors
     shapes = {n: tuple(t.shape) for n, t in module.state_dict(keep_vars=True).items()}
-    return unfold_bn(tensors, guess_block_id_and_param_type(shapes, bn))
+    return unfold_bn(tensors, guess_block_id_and_param_type(shapes, bn), bn_eps_of_module(module))
 
 
 def _load_skeleton(torch, blob, index, allow_pickle, safe_globals, map_location):
