@@ -1,10 +1,11 @@
 """Rate-distortion tools around the codec: QP sweeps, QP and budget searches, per-parameter importance
 of a torch module, its layers' input second moments (output-aware rounding), sparsification, bias
-correction, importance-weighted quantization and plots (nnr_rd). Encoder choices beyond the
+correction, local scaling adaptation, importance-weighted quantization and plots (nnr_rd). Encoder choices beyond the
 reference; nothing here changes default bytes."""
 from nnr.rd.bias_correction import correct_bias, encode_corrected
 from nnr.rd.hessians import layer_hessians
 from nnr.rd.importance import Importance
+from nnr.rd.lsa import encode_lsa, train_lsa
 from nnr.rd.search import search_target_bpp, search_target_metric, search_target_psnr, search_target_relative_error
 from nnr.rd.sparsify import sparsify
 from nnr.rd.sweep import RDPoint, TensorPoint, load_metric, measure, psnr, relative_rmse, snr, table_markdown
@@ -16,4 +17,4 @@ from nnr.rd.weighted import quantize_weighted, weighted_sse
 __all__ = ["measure", "psnr", "snr", "relative_rmse", "load_metric", "table_markdown", "RDPoint", "TensorPoint",
            "search_target_psnr", "search_target_relative_error", "search_target_bpp", "search_target_metric",
            "quantize_weighted", "weighted_sse", "Importance", "sparsify", "correct_bias", "encode_corrected",
-           "layer_hessians"]
+           "layer_hessians", "train_lsa", "encode_lsa"]
