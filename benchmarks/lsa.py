@@ -75,9 +75,10 @@ def markdown(spec, rows) -> str:
            "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         eq = r["plain_at_lsa_bpp"]
+        at = "" if eq is None else f"{eq:.4f}"
+        gain = "" if eq is None else f"{r['lsa_metric'] - eq:+.4f}"
         out.append(f"| {r['qp']} | {r['plain_bpp']:.3f} | {r['plain_metric']:.4f} | {r['lsa_bpp']:.3f} | "
-                   f"{r['lsa_metric']:.4f} | {'' if eq is None else f'{eq:.4f}'} | "
-                   f"{'' if eq is None else f'{r['lsa_metric'] - eq:+.4f}'} |")
+                   f"{r['lsa_metric']:.4f} | {at} | {gain} |")
     return "\n".join(out)
 
 

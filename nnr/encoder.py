@@ -55,6 +55,8 @@ class EncoderConfig:
     # the reference's pre_signalling: the MPS enables parent signalling with nnr_pre_flag 1 in a
     # stream that is not an update (NDUs without parents; all-zero tensors left out)
     pre_signalling: bool = False
+    # {weight name: rank}: those weights coded as low-rank factors G, H (NNR_CPT_DC, nnr_core/encoder/lowrank.py)
+    low_rank: Optional[dict] = None
     # float tensors whose values lie on an NNC step grid (a model decoded from NNC, power-of-two-like
     # quantization) coded exactly on it, without DQ (nnr_core/quant/grid.py)
     detect_grid: bool = False
@@ -114,6 +116,11 @@ class EncoderConfig:
         need(isinstance(self.bnf, bool), f"bnf must be True or False, not {self.bnf!r}")
         need(isinstance(self.bnf_eps, (int, float)) and not isinstance(self.bnf_eps, bool)
              and 0 <= self.bnf_eps < 1, f"bnf_eps must be a number in [0, 1), not {self.bnf_eps!r}")
+        if self.low_rank is not None:
+            from nnr_core.encoder.lowrank import check_option as check_low_rank
+            check_low_rank(self.low_rank)
+            need(self.target_bpp is None, "target_bpp allocates one NDU per tensor; it cannot be combined with low_rank")
+            need(not self.pre_signalling, "pre_signalling leaves all-zero units out; a decomposed pair needs both")
         need(isinstance(self.detect_grid, bool), f"detect_grid must be True or False, not {self.detect_grid!r}")
         need(not self.detect_grid or (not self.codebook and self.bitdepth is None and self.target_bpp is None),
              "detect_grid codes tensors on their own grid with the uniform quantizer: it needs codebook=False, "
@@ -179,6 +186,7 @@ class _Call:
     cfg: Optional[EncoderConfig] = None     # the configuration of this call (QPs allocated for target_bpp)
     preplanned: Optional[dict] = None       # {name: Planned} the allocation quantized at the QP it chose
     factors: Optional[dict] = None          # {name: nnr_core.quant.gptq.Factor} of cfg.hessians
+    dc: Optional[dict] = None               # {G name: (W shape, rank)}: the low-rank members (lowrank.split)
 
 
 def _check_option_names(options):
@@ -251,10 +259,19 @@ class Encoder:
             inputs = self._sparsified(inputs)
         blocks = resolve_blocks(blocks_opt, inputs, cfg.raw_float)
         parent = 1 if (incremental and gpi == 1) else 0
+        dc = {}
+        if cfg.low_rank:
+            from nnr_core.encoder.lowrank import split
+            if parent:
+                raise EncoderConfigError("low_rank decomposes a model's weights; it does not apply to an incremental "
+                                         "update (encode with incremental=False)")
+            in_block = {n for b in blocks.values() for n in b.members.values()}
+            inputs, dc = split(inputs, cfg.low_rank, cfg.raw_float, in_block)
         tpl = topology if topology is not None else {
             "topology_storage_format": FRAMEWORKS[cfg.framework], "topology_compression_format": 0,
             "topology_data": topology_data}
-        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None, cfg, factors=self._factors(inputs))
+        call = _Call(parent, tca and parent == 1, hdsp, tpl, progress, None, None, cfg, factors=self._factors(inputs),
+                     dc=dc)
         if self.jobs > 1 and len(inputs) > 1:
             from concurrent.futures import ThreadPoolExecutor
             call.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nnr-encode")
@@ -262,7 +279,7 @@ class Encoder:
             if cfg.target_bpp is not None:
                 call.cfg = self._allocated(inputs, call)
             out = None
-            if self.streaming and not blocks and cfg.bitdepth is None and not cfg.codebook:
+            if self.streaming and not blocks and not dc and cfg.bitdepth is None and not cfg.codebook:
                 call.trace = Trace() if trace is not None else None
                 out = self._encode_streaming(inputs, call)
             if out is None:
@@ -481,9 +498,15 @@ class Encoder:
                 continue
             else:
                 units = [(ndu.unit_parts(p, base_qp), [p])]
+                if call.dc and (name in call.dc or name[:-2] + "_G" in call.dc and name.endswith("_H")):
+                    from nnr_core.encoder.lowrank import dc_fields
+                    dc_fields(units[0][0].fields, *call.dc[name if name in call.dc else name[:-2] + "_G"])
+                    # the H unit's entry points count decomposition_rank rows (HLS §8.5), as a decoder reads it
+                    ndu.syntax.dc_pending_h = name not in call.dc
             for parts, members in units:
                 if parts is not None:
                     out += ndu.write(parts, len(out), call.trace)
+                    ndu.syntax.dc_pending_h = False
                     coded.extend(m.tensor.name for m in members)
                 for m in members:
                     done += 1

@@ -5,6 +5,7 @@ reference; nothing here changes default bytes."""
 from nnr.rd.bias_correction import correct_bias, encode_corrected
 from nnr.rd.hessians import layer_hessians
 from nnr.rd.importance import Importance
+from nnr.rd.lowrank import choose_ranks, encode_low_rank
 from nnr.rd.lsa import encode_lsa, train_lsa
 from nnr.rd.search import search_target_bpp, search_target_metric, search_target_psnr, search_target_relative_error
 from nnr.rd.sparsify import sparsify
@@ -17,4 +18,4 @@ from nnr.rd.weighted import quantize_weighted, weighted_sse
 __all__ = ["measure", "psnr", "snr", "relative_rmse", "load_metric", "table_markdown", "RDPoint", "TensorPoint",
            "search_target_psnr", "search_target_relative_error", "search_target_bpp", "search_target_metric",
            "quantize_weighted", "weighted_sse", "Importance", "sparsify", "correct_bias", "encode_corrected",
-           "layer_hessians", "train_lsa", "encode_lsa"]
+           "layer_hessians", "train_lsa", "encode_lsa", "choose_ranks", "encode_low_rank"]
