@@ -18,6 +18,8 @@ extra: tensors the codec does not code (PyTorch's num_batches_tracked), with the
 order: every tensor's name, coded and extra, in the file's order.
 h5: an HDF5 file's groups, attributes, links and storage options (nnr.modelio.h5meta documents
     it); present only when the file has any of them.
+scaled: {NAME: STEP}: float tensors on a uniform grid of a step that is no NNC step (--detect-grid),
+    coded as their integer levels; the values are fl32(level)·fl32(STEP).
 bnf: the blocks whose batch norms nnr_encode --bnf folded (their members before folding, ID a
     string): nnr_decode unfolds them (nnr.bnf.unfold_bn) so the file has the model's tensors again.
 quantized: PyTorch quantized tensors, coded as their integer representation (NNR_PT_INT, exact):
@@ -50,7 +52,7 @@ _QSCHEMES = ("per_tensor_affine", "per_channel_affine")
 MAX_QUANTIZER_VALUES = 1 << 20
 
 
-def build(model, coded: dict, skipped: dict, bnf=None) -> str:
+def build(model, coded: dict, skipped: dict, bnf=None, scaled=None) -> str:
     """JSON for topology_data: per tensor the original dtype/shape where it differs from the coded
     tensor, the values of small tensors the codec skips (e.g. num_batches_tracked), an HDF5 file's
     tree and the folded blocks (`bnf`: a block_id_and_param_type of their members)."""
@@ -75,7 +77,7 @@ def build(model, coded: dict, skipped: dict, bnf=None) -> str:
         h5 = h5meta.to_json(h5py, model.extras, model.tensors)
     quantized = (model.extras or {}).get("quantized") if model.fmt == "pt" else None
     torch_meta = _torch_meta(model)
-    if not tensors and not extra and not h5 and not bnf and not quantized and not torch_meta:
+    if not tensors and not extra and not h5 and not bnf and not quantized and not torch_meta and not scaled:
         return ""
     meta = {"tensors": tensors, "extra": extra, "order": list(model.dtypes)}
     if h5:
@@ -86,6 +88,8 @@ def build(model, coded: dict, skipped: dict, bnf=None) -> str:
         meta["quantized"] = quantized
     if torch_meta:
         meta["torch"] = torch_meta
+    if scaled:
+        meta["scaled"] = scaled
     return json.dumps({KEY: meta}, separators=(",", ":"), sort_keys=False)
 
 
@@ -176,7 +180,12 @@ def _object(value, what, keys):
 
 def _check(info):
     """`info` (the value under KEY) with every entry's type checked; raises SyntaxValueError."""
-    _object(info, KEY, ("tensors", "extra", "order", "h5", "bnf", "quantized", "torch"))
+    _object(info, KEY, ("tensors", "extra", "order", "h5", "bnf", "quantized", "torch", "scaled"))
+    scaled = info.get("scaled", {})
+    if not isinstance(scaled, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in scaled.values()):
+        raise _bad("scaled is not an object of positive finite steps")
     _check_quantized(info.get("quantized", {}))
     if "torch" in info:
         _check_torch(info["torch"])
@@ -277,6 +286,10 @@ def restore(decoded: dict, meta) -> tuple:
     names and shapes that contradict the decoded tensors raise ConstraintViolationError."""
     tensors, dtypes = {}, {}
     info = meta or {}
+    for name, step in info.get("scaled", {}).items():      # integer levels of a uniform grid -> values
+        if name not in decoded or decoded[name].dtype.kind not in "iu":
+            raise _bad(f"scaled tensor {name[:60]!r} is not a decoded integer tensor", ConstraintViolationError)
+        decoded = {**decoded, name: decoded[name].astype(np.float32) * np.float32(step)}
     if "bnf" in info:
         from nnr.bnf import unfold_bn
         from nnr.errors import EncoderConfigError

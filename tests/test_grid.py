@@ -65,3 +65,44 @@ def test_reference_decodes_grid_streams_alike(tmp_path):
     kind, out = reference_decodes({"grid": data}, tmp_path)["grid"]
     assert kind == "decoded", out
     assert_same_tensors(nnr.decode(data), out)
+
+
+def test_uniform_step_by_hand():
+    from nnr_core.quant.grid import uniform_step
+    rng = np.random.default_rng(5)
+    for s in (0.0123, 0.5, 3.3e-5, 1 / 3):
+        s = np.float32(s)
+        w = rng.integers(-100, 100, (30, 30)).astype(np.float32) * s
+        assert uniform_step(w) == s
+    assert uniform_step(rng.normal(0, 1, 10).astype(np.float32)) is None
+    assert uniform_step(np.full(4, 0.25, np.float32)) is None          # one value: no step to tell
+
+
+def test_cli_fake_quantized_tensors_round_trip(tmp_path):
+    """--detect-grid: a tensor on a 0.0123 grid (no NNC step) travels as its integer levels plus the
+    step in the file meta and comes back exactly; one on an NNC grid stays a float tensor, exact too."""
+    import subprocess
+    import sys
+
+    from nnr import filemeta
+    from nnr.errors import SyntaxValueError
+    repo = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+    rng = np.random.default_rng(6)
+    t = {"fq": rng.integers(-100, 100, (40, 30)).astype(np.float32) * np.float32(0.0123),
+         "nnc": rng.integers(-50, 50, (20, 10)).astype(np.float32) / 32, "g": rng.normal(0, 1, (8, 8)).astype(np.float32)}
+    np.savez(tmp_path / "m.npz", **t)
+
+    def run(tool, *args):
+        r = subprocess.run([sys.executable, "-m", f"nnr.cli.{tool}", *map(str, args)], cwd=repo, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    run("nnr_encode", tmp_path / "m.npz", "-o", tmp_path / "m.nnr", "--detect-grid", "-q")
+    run("nnr_decode", tmp_path / "m.nnr", "-o", tmp_path / "out.npz", "-q")
+    dec = nnr.Decoder()
+    dec.decode(tmp_path.joinpath("m.nnr").read_bytes())
+    assert {x.name: x.values.dtype.kind for x in dec.tensors} == {"fq": "i", "nnc": "f", "g": "f"}
+    with np.load(tmp_path / "out.npz") as z:
+        assert np.array_equal(z["fq"], t["fq"]) and z["fq"].dtype == np.float32
+        assert np.array_equal(z["nnc"], t["nnc"])
+    with pytest.raises(SyntaxValueError, match="positive finite steps"):
+        filemeta.parse('{"nnr_file_meta": {"scaled": {"fq": -1.0}}}')

@@ -178,8 +178,9 @@ def _encode_model(args, fmt, options, trace=None):
         options["raw_float"] = _quantized_layers_floats(model, coded)
     # what the tensors take in the input: at their own dtypes (float16 2 bytes, float64 8, ...)
     raw_sizes = {n: a.size * dtype_bytes(model.dtypes.get(n, a.dtype.name)) for n, a in coded.items()}
+    scaled = _scaled_grids(coded, options) if args.detect_grid else {}
     folded, bnf_meta = (_fold(args, coded, options) if args.bnf else (coded, None))
-    topology_data = filemeta.build(model, coded, skipped, bnf_meta)
+    topology_data = filemeta.build(model, coded, skipped, bnf_meta, scaled)
 
     def code(opts, sink):
         done_raw = [0]
@@ -199,6 +200,24 @@ def _encode_model(args, fmt, options, trace=None):
         outcome = modes.encode(args, folded, options, code, lambda d: _decode_back(args, d), trace, progress=on_search)
     return outcome.data, (model, folded, sum(raw_sizes.values()), time.perf_counter() - t0, outcome,
                           sum(a.size for a in coded.values()))
+
+
+def _scaled_grids(coded, options):
+    """--detect-grid: float tensors on a uniform grid whose step is no NNC step (fake-quantized weights)
+    become their integer levels (NNR_PT_INT, in `coded`); {name: step} for the file meta, from which
+    nnr_decode restores the values exactly. Tensors on an NNC step grid stay floats (the encoder's
+    detect_grid codes them exactly, readable by any decoder)."""
+    from nnr_core.quant.grid import grid_qp, uniform_step
+    density = options.get("qp_density", 2)
+    out = {}
+    for name, a in list(coded.items()):
+        if a.dtype != np.float32 or a.size < 2 or grid_qp(a, density) is not None:
+            continue
+        step = uniform_step(a)
+        if step is not None:
+            coded[name] = np.rint(a.astype(np.float64) / float(step)).astype(np.int32)
+            out[name] = float(step)
+    return out
 
 
 def _quantized_layers_floats(model, coded):

@@ -84,7 +84,10 @@ def encode_module(module, *, lossless=False, compress=True, bnf=False, **options
         meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
         memo[id(t)] = torch.nn.Parameter(meta, requires_grad=t.requires_grad) if is_param else meta
     if not tensors:
-        raise EncoderConfigError("the module has no parameter or buffer that NNC can carry")
+        packed = any("_packed_params" in k for k in module.state_dict())
+        raise EncoderConfigError("the module has no parameter or buffer that NNC can carry" + (
+            " (a quantized module keeps its weights in packed parameters: save its state_dict() and code the "
+            "file with nnr_encode, which carries them exactly)" if packed else ""))
     # deepcopy consults the memo first: the carried tensors are replaced, never copied.
     skeleton = copy.deepcopy(module, memo)
     buf = io.BytesIO()

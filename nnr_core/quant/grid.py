@@ -48,3 +48,28 @@ def grid_levels(w: np.ndarray, qp: int, qp_density: int) -> np.ndarray:
     """The int32 levels of a tensor that grid_qp accepted at `qp`."""
     delta32 = step_size_f32(qp, qp_density)
     return np.rint(np.asarray(w, np.float64).reshape(-1) / float(delta32)).astype(np.int32)
+
+
+def uniform_step(w: np.ndarray) -> Optional[np.float32]:
+    """The float32 step s of a float32 tensor whose values are all fl32(level)·s for integer levels
+    (|level| < 2^24), taken from the smallest gap between its distinct values; None if there is none
+    (fewer than two distinct values, or values off that grid)."""
+    w = np.ascontiguousarray(w, dtype=np.float32).reshape(-1)
+    values = np.unique(w)
+    if values.size < 2:
+        return None
+    gaps = np.diff(values.astype(np.float64))
+    rough = float(gaps.min())                  # one step, up to the float32 rounding of the values
+    if not np.isfinite(rough) or rough <= 0:
+        return None
+    levels = np.rint(w.astype(np.float64) / rough)
+    top = int(np.argmax(np.abs(levels)))
+    if levels[top] == 0 or abs(levels[top]) >= LEVEL_LIMIT:
+        return None
+    # the largest level pins the step most precisely; the float32 steps around that quotient are tried
+    guess = np.float32(float(w[top]) / levels[top])
+    for k in (0, 1, -1, 2, -2):
+        step = np.float32(guess + k * np.spacing(guess)) if k else guess
+        if step > 0 and np.array_equal(levels.astype(np.float32) * step, w):
+            return step
+    return None
