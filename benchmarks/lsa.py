@@ -3,7 +3,7 @@
     python -m benchmarks.lsa [--models fmnist,effnet] [--qps fmnist:-10,-12,...] [--markdown FILE]
 
 For each model and QP (the reference's defaults otherwise, DQ on): the plain stream, and
-nnr.rd.encode_lsa's stream (the same levels plus one factor per output channel at qp -48, trained
+nnr.rd.encode_lsa's stream (the same levels plus one factor per output channel at step 2^-12, trained
 after quantization with the default loss, the mean squared difference from the float network's
 outputs), decoded with lsa=True; and the plain curve's metric interpolated at the LSA stream's size
 (equal bits). LSA training data are disjoint from the evaluation data: Fashion-MNIST: 5,000 training

@@ -106,3 +106,15 @@ def test_reference_reconstructs_lsa_streams_as_nnr(tmp_path):
     assert_same_tensors(nnr.decode(data, lsa=True), out)
     kind, plain = reference_decodes({"plain": data}, tmp_path / "plain")["plain"]
     assert kind == "decoded" and json.dumps(sorted(plain)) == json.dumps(sorted(nnr.decode(data)))
+
+
+def test_factor_step_follows_qp_density():
+    """The factors' default step is 2^-12 at any qp_density (a budget's allocation codes at density 4):
+    QP -48 at density 2, -192 at density 4; the decoded factors are the trained ones within half a step."""
+    net = _net(5)
+    t = _tensors(net)
+    for density, qp in ((2, -48), (4, -192)):
+        data = encode_lsa(net, t, _data(4), qp=-16 << (density - 2), qp_density=density, epochs=2, lr=5e-2)
+        ls = [x for x in nnr.Decoder().decode_tensors(data) if x.role == "LS"]
+        assert {x.qp for x in ls} == {qp}
+        assert any(np.abs(x.values - 1).max() > 2 ** -8 for x in ls)       # trained, not rounded to 1

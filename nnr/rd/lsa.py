@@ -15,7 +15,7 @@ from nnr.errors import EncoderConfigError
 from nnr.optional import import_optional
 
 log = logging.getLogger("nnr")
-DEFAULT_LS_QP = -48         # at qp_density 2 a step of 2^-12: factors near 1 cost ~12 bits, err 1e-4
+LS_STEP_LOG2 = -12          # the factors' default step, 2^-12: near 1 they cost ~12 bits, err 1e-4
 
 
 def _layers(torch, module, decoded):
@@ -120,11 +120,12 @@ def lsa_blocks(tensors, factors) -> dict:
     return {"block_identifier": ids, "parameter_type": types}
 
 
-def encode_lsa(module, tensors, inputs, *, ls_qp=DEFAULT_LS_QP, epochs=1, lr=1e-3, loss=None, progress=None,
+def encode_lsa(module, tensors, inputs, *, ls_qp=None, epochs=1, lr=1e-3, loss=None, progress=None,
                **options) -> bytes:
     """nnr.encode(tensors, **options), then LSA: decode, train the factors (train_lsa), and encode
     again with every tensor at the QP it had (so its levels are the first stream's), each factor
-    vector at `ls_qp` in a block with its layer's weight and bias. Decode with lsa=True to get the
+    vector at `ls_qp` (default: the step 2^-12 at the stream's qp_density) in a block with its
+    layer's weight and bias. Decode with lsa=True to get the
     scaled weights. `options` may not hold block_id_and_param_type or bnf; with target_bpp the
     first stream fits the budget and the factors come on top."""
     import nnr
@@ -140,6 +141,8 @@ def encode_lsa(module, tensors, inputs, *, ls_qp=DEFAULT_LS_QP, epochs=1, lr=1e-
     if density is not None:
         opts["qp_density"] = density
     qps = {t.name: int(t.qp) for t in dec.tensors if t.qp is not None}
+    if ls_qp is None:
+        ls_qp = LS_STEP_LOG2 << (density if density is not None else 2)      # QP = log2(step) * 2^qp_density
     qps.update(dict.fromkeys(factors, int(ls_qp)))
     opts["qp_per_tensor"] = qps
     return nnr.encode({**tensors, **factors}, block_id_and_param_type=lsa_blocks(tensors, factors), **opts)
