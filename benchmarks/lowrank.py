@@ -10,11 +10,10 @@ decomposed stream's size (equal bits). No data are used for the choice (weight s
 the metrics are the RD benchmark's (Fashion-MNIST: the 10,000 test images; EfficientNet-Lite0: top-1
 agreement with the float model on 450 views of 15 photos).
 """
-import argparse
 import time
 
 
-from benchmarks.lsa import _at
+from benchmarks.lsa import _at, cli
 
 DEFAULT_QPS = {"fmnist": (-12, -14, -16, -18, -20, -22, -26), "effnet": (-30, -32, -34, -36)}
 
@@ -59,24 +58,7 @@ def markdown(spec, rows) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.lowrank", description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="fmnist,effnet")
-    p.add_argument("--qps", action="append", default=[], metavar="MODEL:QP,QP")
-    p.add_argument("--markdown", metavar="FILE")
-    args = p.parse_args(argv)
-    qps = dict(DEFAULT_QPS)
-    for item in args.qps:
-        model, _, values = item.partition(":")
-        qps[model] = tuple(int(v) for v in values.split(","))
-    parts = []
-    for name in args.models.split(","):
-        spec, rows = run(name, qps[name])
-        parts.append(markdown(spec, rows))
-        print(parts[-1], flush=True)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("\n\n".join(parts) + "\n")
-    return 0
+    return cli(argv, "python -m benchmarks.lowrank", __doc__, DEFAULT_QPS, run, markdown)
 
 
 if __name__ == "__main__":

@@ -82,26 +82,32 @@ def markdown(spec, rows) -> str:
     return "\n".join(out)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.lsa", description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="fmnist,effnet")
+def cli(argv, prog, doc, default_qps, run_model, table):
+    """The command line both comparison benchmarks share: --models, --qps MODEL:QP,QP, --markdown."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    p.add_argument("--models", default=",".join(default_qps))
     p.add_argument("--qps", action="append", default=[], metavar="MODEL:QP,QP",
-                   help="QPs of a model (default fmnist:-10..-22, effnet:-30..-36)")
+                   help="QPs of a model (defaults: " + "; ".join(f"{m}: {','.join(map(str, q))}"
+                                                          for m, q in default_qps.items()) + ")")
     p.add_argument("--markdown", metavar="FILE")
     args = p.parse_args(argv)
-    qps = dict(DEFAULT_QPS)
+    qps = dict(default_qps)
     for item in args.qps:
         model, _, values = item.partition(":")
         qps[model] = tuple(int(v) for v in values.split(","))
     parts = []
     for name in args.models.split(","):
-        spec, rows = run(name, qps[name])
-        parts.append(markdown(spec, rows))
+        spec, rows = run_model(name, qps[name])
+        parts.append(table(spec, rows))
         print(parts[-1], flush=True)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n\n".join(parts) + "\n")
     return 0
+
+
+def main(argv=None):
+    return cli(argv, "python -m benchmarks.lsa", __doc__, DEFAULT_QPS, run, markdown)
 
 
 if __name__ == "__main__":
