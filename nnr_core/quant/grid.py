@@ -1,4 +1,4 @@
-"""Tensors that already lie on an NNC quantization grid (CABAC §9.1, §9.2): the QP whose uniform
+"""Tensors that already lie on an NNC quantization grid (CABAC §9.1, CABAC §9.2): the QP whose uniform
 reconstruction fl32(Δ)·fl32(level) gives every value back exactly, so that a model decoded from NNC
 (or quantized to power-of-two-like steps) is coded again without a further loss."""
 import math
