@@ -26,18 +26,16 @@ Run (writes the case folders next to this file, or under --out DIR):
         /root/.cache/nnr/nncodec-2.1.3/bin/python /work/main/bitstreams/nncodec-1.x-codebook1/generate.py
 
 NNCodec 1.x's `framework` package imports tensorflow, pandas, torchvision, cv2 and sklearn at module
-level (for its model-zoo and dataset helpers, which dict coding never calls); the placeholders
-installed below make the missing ones importable (using one raises). The cross-check with NNCodec
+level (for its model-zoo and dataset helpers, which dict coding never calls); nnr's import
+placeholders (nnr/testenv/nncodec_stubs/sitecustomize.py), installed below for the missing ones,
+make them importable (using one raises). The cross-check with NNCodec
 2.1.3 runs `nncodec.nnc.decompress` in a subprocess of the same interpreter WITHOUT the 1.x lib on
 PYTHONPATH, with PYTHONPATH=/work/main/nnr/testenv/nncodec_stubs (--nncodec2-stubs); its result
 is recorded in config.json, never used to change a file here.
 """
 import argparse
 import contextlib
-import copy
 import hashlib
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import io
 import json
@@ -46,7 +44,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import types
 
 import numpy as np
 
@@ -55,59 +52,19 @@ PLACEHOLDER_PACKAGES = ("tensorflow", "pandas", "torchvision", "cv2", "sklearn",
 
 
 # ---------------------------------------------------------------- import placeholders (generation only)
-class _PlaceholderType(type):
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _placeholder(f"{cls.__module__}.{cls.__name__}", name)
-
-
-class _Unavailable(metaclass=_PlaceholderType):
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __call__(self, *args, **kwargs):
-        raise RuntimeError(f"{type(self).__module__}.{type(self).__name__} is an import placeholder")
-
-    def __getattr__(self, name):
-        self()
-
-
-class _PlaceholderModule(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = _placeholder(self.__name__, name)
-        setattr(self, name, value)
-        return value
-
-
-def _placeholder(module, name):
-    return _PlaceholderType(name, (_Unavailable,), {"__module__": module})
-
-
-class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def __init__(self, packages):
-        self.packages = packages
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".", 1)[0] not in self.packages:
-            return None
-        return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-
-    def create_module(self, spec):
-        module = _PlaceholderModule(spec.name)
-        module.__path__ = []
-        module.__version__ = "0+placeholder"
-        return module
-
-    def exec_module(self, module):
-        pass
+def _placeholder_finder(packages):
+    """nnr's NNCodec import placeholders (nnr/testenv/nncodec_stubs/sitecustomize.py) for `packages`."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "nnr", "testenv", "nncodec_stubs",
+                        "sitecustomize.py")
+    spec = importlib.util.spec_from_file_location("nnr_nncodec_stubs", path)
+    stubs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stubs)
+    return stubs.PlaceholderFinder(packages)
 
 
 MISSING_OPTIONAL = tuple(p for p in PLACEHOLDER_PACKAGES if importlib.util.find_spec(p) is None)
 if MISSING_OPTIONAL:
-    sys.meta_path.insert(0, _PlaceholderFinder(MISSING_OPTIONAL))
+    sys.meta_path.insert(0, _placeholder_finder(MISSING_OPTIONAL))
 
 import deepCABAC  # noqa: E402
 import nnc  # noqa: E402

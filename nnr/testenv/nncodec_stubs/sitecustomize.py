@@ -6,7 +6,8 @@ conformance runner drive never calls them. Installing those four (several hundre
 torchvision must match torch's build) would only slow the peer's set-up down, so this file, put on
 the peer's PYTHONPATH, makes them importable as placeholders: any attribute is a class that can be
 built (NNCodec builds `transforms.Compose([...])` at import time) and subclassed, but using one of
-its instances raises.
+its instances raises. Other scripts reuse the finder for their own package list
+(`PlaceholderFinder(packages)`, e.g. bitstreams/nncodec-1.x-codebook1/generate.py for NNCodec 1.x).
 """
 import importlib.abc
 import importlib.machinery
@@ -50,11 +51,14 @@ def _placeholder(module, name):
     return _PlaceholderType(name, (_Unavailable,), {"__module__": module})
 
 
-class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds the placeholder packages and every submodule below them."""
 
+    def __init__(self, packages=PLACEHOLDER_PACKAGES):
+        self.packages = tuple(packages)
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".", 1)[0] not in PLACEHOLDER_PACKAGES:
+        if fullname.split(".", 1)[0] not in self.packages:
             return None
         return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
 
@@ -68,4 +72,5 @@ class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-sys.meta_path.insert(0, _PlaceholderFinder())
+if __name__ == "sitecustomize":          # loaded by the interpreter from PYTHONPATH, not imported by a script
+    sys.meta_path.insert(0, PlaceholderFinder())
