@@ -40,6 +40,13 @@ def bn_eps_of_module(module) -> float:
     return eps.pop() if eps else BNF_EPS
 
 
+def module_option(module, names=None) -> dict:
+    """guess_block_id_and_param_type over the module's state_dict (shapes, in its order; only the
+    tensors in `names` when given), its batch norms from its modules."""
+    shapes = {n: tuple(t.shape) for n, t in module.state_dict(keep_vars=True).items() if names is None or n in names}
+    return guess_block_id_and_param_type(shapes, bn_names_of_module(module))
+
+
 def bn_names_of_state_dict(tensors) -> set:
     """The names of the batch norms a state_dict shows by its structure: a prefix with 1-D weight,
     bias, running_mean and running_var of one length (what torch's batch norms store)."""

@@ -470,7 +470,6 @@ class Decoder:
 
         out = []
         for comp, coding, res in zip(comps, codings, results):
-            dq_used = coding.dq_flag
             levels = res.levels.reshape(comp.shape)
             if pt == NNR_PT_INT:
                 values = levels.astype(np.int32) if self.keep_state else levels
@@ -491,7 +490,7 @@ class Decoder:
             full = unit.fields.get("tensor_dimensions") if comp.role in ("G", "H") else None
             full = tuple(full) if full is not None else None
             out.append(DecodedTensor(comp.name, values, levels if self.keep_state else None, unit.index, pt,
-                                     comp.role, qp, full_shape=full, dq_flag=dq_used, qp_density=qp_density,
+                                     comp.role, qp, full_shape=full, dq_flag=coding.dq_flag, qp_density=qp_density,
                                      codebook=comp.codebook is not None))
             del levels
         return out

@@ -129,7 +129,7 @@ class EncoderConfig:
         need(not self.pre_signalling or self.general_profile_idc == 1,
              "pre_signalling writes nnr_pre_flag, which only general_profile_idc 1 (edition 2) has")
         need(not self.bnf or self.block_id_and_param_type is not None,
-             "bnf folds the batch norms of blocks: it needs block_id_and_param_type (nnr.modelio.blocks."
+             "bnf folds the batch norms of blocks: it needs block_id_and_param_type (nnr.bnf."
              "guess_block_id_and_param_type derives it from a PyTorch model)")
         if self.importance is not None:
             need(isinstance(self.importance, dict), "importance must be a dict {name: ndarray}")
@@ -186,7 +186,7 @@ class _Call:
     cfg: Optional[EncoderConfig] = None     # the configuration of this call (QPs allocated for target_bpp)
     preplanned: Optional[dict] = None       # {name: Planned} the allocation quantized at the QP it chose
     factors: Optional[dict] = None          # {name: nnr_core.quant.gptq.Factor} of cfg.hessians
-    dc: Optional[dict] = None               # {G name: (W shape, rank)}: the low-rank members (lowrank.split)
+    dc: Optional[dict] = None               # {G or H name: (W shape, rank, is H)}: the low-rank members (lowrank.split)
 
 
 def _check_option_names(options):
@@ -481,6 +481,7 @@ class Encoder:
         """Quantize every tensor first (blocks, bit depths and codebooks need all of them, and
         the MPS's base QP all QPs), then code and write the units in order."""
         from nnr_core.encoder.blocks import block_units
+        from nnr_core.encoder.lowrank import dc_fields
         in_block = {n for b in blocks.values() for n in b.members.values()}
         probe_ndu, _ = self._start(call, 0)
         pool = call.pool
@@ -498,11 +499,11 @@ class Encoder:
                 continue
             else:
                 units = [(ndu.unit_parts(p, base_qp), [p])]
-                if call.dc and (name in call.dc or name[:-2] + "_G" in call.dc and name.endswith("_H")):
-                    from nnr_core.encoder.lowrank import dc_fields
-                    dc_fields(units[0][0].fields, *call.dc[name if name in call.dc else name[:-2] + "_G"])
+                if name in call.dc:
+                    w_shape, rank, is_h = call.dc[name]
+                    dc_fields(units[0][0].fields, w_shape, rank)
                     # the H unit's entry points count decomposition_rank rows (HLS §8.5), as a decoder reads it
-                    ndu.syntax.dc_pending_h = name not in call.dc
+                    ndu.syntax.dc_pending_h = is_h
             for parts, members in units:
                 if parts is not None:
                     out += ndu.write(parts, len(out), call.trace)

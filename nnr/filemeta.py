@@ -97,12 +97,14 @@ def _torch_meta(model):
     """A .pt state_dict's packed tuples and simple non-tensor entries, with its key order; {} when
     it has neither."""
     ex = model.extras or {}
-    if model.fmt != "pt" or not (ex.get("packed") or ex.get("others") or ex.get("quantized")):
+    if model.fmt != "pt":
         return {}
-    from nnr.modelio.fmt_pt import plain_value
-    from nnr.modelio.model import require
-    torch = require("torch", "reading", "pt")
-    values = {n: e for n, e in ((n, plain_value(torch, v)) for n, v in ex["others"].items()) if e is not None}
+    values = {}
+    if ex.get("others"):
+        from nnr.modelio.fmt_pt import plain_value
+        from nnr.modelio.model import require
+        torch = require("torch", "reading", "pt")
+        values = {n: e for n, e in ((n, plain_value(torch, v)) for n, v in ex["others"].items()) if e is not None}
     if not ex.get("packed") and not values and not ex.get("quantized"):
         return {}
     out = {"entries": [n for n in ex.get("entries", ()) if isinstance(n, str)],

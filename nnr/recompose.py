@@ -19,13 +19,16 @@ def _weight_name(g_name: str) -> str:
 def _ls_targets(decoded):
     """{LS name: the W or G its factors scale}: the one in its own unit, else <weight> of <weight>_scaling."""
     names = {t.name for t in decoded}
+    weight_of_unit = {}
+    for t in decoded:
+        if t.role in ("W", "G"):
+            weight_of_unit.setdefault(t.unit_index, t.name)
     out = {}
     for t in decoded:
         if t.role != "LS":
             continue
-        same_unit = [u.name for u in decoded if u.unit_index == t.unit_index and u.role in ("W", "G")]
-        if same_unit:
-            out[t.name] = same_unit[0]
+        if t.unit_index in weight_of_unit:
+            out[t.name] = weight_of_unit[t.unit_index]
         elif t.name.endswith("_scaling") and t.name[: -len("_scaling")] in names:
             out[t.name] = t.name[: -len("_scaling")]
         elif t.name.endswith("_scaling") and t.name[: -len("_scaling")] + "_G" in names:

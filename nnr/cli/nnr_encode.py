@@ -261,7 +261,8 @@ def _fold(args, coded, options):
 
 def _encoder_options(args, framework):
     options = dict(qp=modes.REFERENCE_QP if args.qp is None else args.qp, nonweight_qp=args.nonweight_qp,
-                   dq=not args.no_dq, codebook={None: False, "cheaper": True}.get(args.codebook, args.codebook), bitdepth=args.bitdepth,
+                   dq=not args.no_dq, codebook={None: False, "cheaper": True, "always": "always"}[args.codebook],
+                   bitdepth=args.bitdepth,
                    scan_order=args.scan_order, row_skipping=not args.no_row_skipping, param_opt=not args.no_param_opt,
                    cabac_unary_length_minus1=args.cabac_unary_length_minus1,
                    general_profile_idc=args.profile, framework=framework)

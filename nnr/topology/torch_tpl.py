@@ -97,10 +97,9 @@ def encode_module(module, *, lossless=False, compress=True, bnf=False, **options
         raise EncoderConfigError(f"the module cannot be saved with torch.save: {type(exc).__name__}: {exc}") from None
     options.setdefault("framework", "pytorch")
     if bnf:
-        from nnr.bnf import bn_eps_of_module, bn_names_of_module, guess_block_id_and_param_type
+        from nnr.bnf import bn_eps_of_module, module_option
         if "block_id_and_param_type" not in options:
-            order = {n: tuple(t.shape) for n, t in module.state_dict(keep_vars=True).items() if n in tensors}
-            options["block_id_and_param_type"] = guess_block_id_and_param_type(order, bn_names_of_module(module))
+            options["block_id_and_param_type"] = module_option(module, tensors)
         options["bnf"] = True
         options.setdefault("bnf_eps", bn_eps_of_module(module))     # the module's own, so folding is exact
     if raw:
@@ -131,12 +130,11 @@ def decode_module(data, *, allow_pickle=False, safe_globals=(), map_location="cp
 def _unfolded(module, tensors):
     """The decoded tensors with folded batch norms (a stream of encode_module(bnf=True): the module's
     batch-norm tensors absent, its layers' LS vectors present) unfolded as nnr.bnf.unfold_bn does."""
-    from nnr.bnf import bn_eps_of_module, bn_names_of_module, guess_block_id_and_param_type, unfold_bn
+    from nnr.bnf import bn_eps_of_module, bn_names_of_module, module_option, unfold_bn
     bn = bn_names_of_module(module)
     if not bn or any(n in tensors for n in bn) or not any(n.endswith("_scaling") for n in tensors):
         return tensors
-    shapes = {n: tuple(t.shape) for n, t in module.state_dict(keep_vars=True).items()}
-    return unfold_bn(tensors, guess_block_id_and_param_type(shapes, bn), bn_eps_of_module(module))
+    return unfold_bn(tensors, module_option(module), bn_eps_of_module(module))
 
 
 def _load_skeleton(torch, blob, index, allow_pickle, safe_globals, map_location):

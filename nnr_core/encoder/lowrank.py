@@ -32,7 +32,7 @@ def factors(w: np.ndarray, rank: int):
 
 
 def split(inputs, low_rank: dict, raw_float=(), blocked=()):
-    """(inputs with each listed weight replaced by its G and H, {G name: (W shape, rank)})."""
+    """(inputs with each listed weight replaced by its G and H, {member name: (W shape, rank, is H)})."""
     by_name = {t.name: t for t in inputs}
     for name, rank in low_rank.items():
         t = by_name.get(name)
@@ -56,11 +56,12 @@ def split(inputs, low_rank: dict, raw_float=(), blocked=()):
             out.append(t)
             continue
         rank = int(low_rank[t.name])
+        shape = tuple(int(d) for d in t.data.shape)
         for suffix, part in zip(("_G", "_H"), factors(t.data, rank)):
             part = np.ascontiguousarray(part)
             out.append(replace(t, name=t.name + suffix, data=part, is_weight=True, param_type="",
                                value_range=(float(part.min()), float(part.max()))))
-        dc[t.name + "_G"] = (tuple(int(d) for d in t.data.shape), rank)
+            dc[t.name + suffix] = (shape, rank, suffix == "_H")
     return out, dc
 
 

@@ -56,7 +56,7 @@ class NduEncoder:
         self.parent = parent
         # all-zero tensors are left out wherever the MPS enables parent signalling (HLS §13.5): in an
         # update, and with pre_signalling (REF-QUIRK: the reference omits them there too)
-        self.omit_zeros = bool(parent or getattr(cfg, "pre_signalling", False))
+        self.omit_zeros = bool(parent or cfg.pre_signalling)
         self.tca = tca
         self.hdsp = hdsp
         self.trace = trace                  # keep each payload's trace records (UnitParts.tensors)
@@ -84,7 +84,7 @@ class NduEncoder:
         """detect_grid: the QP on whose grid the tensor's values lie exactly (nnr_core/quant/grid.py),
         or None (not asked for, no grid, or a QP the user chose)."""
         cfg = self.cfg
-        if not getattr(cfg, "detect_grid", False) or t.is_int or t.name in cfg.raw_float \
+        if not cfg.detect_grid or t.is_int or t.name in cfg.raw_float \
                 or (cfg.qp_per_tensor and t.name in cfg.qp_per_tensor):
             return None
         if t.name not in self._grids:
