@@ -16,6 +16,14 @@ Wire format: the ArrayRecord at a message key is replaced by a ConfigRecord at t
                   sent with a stream's first bitstream, since an all-zero tensor of the first
                   bitstream is not in it at all
   "nnr.raw"       names of non-float arrays, carried uncoded in an ArrayRecord at `key + RAW_SUFFIX`
+  "nnr.ack"       (client -> server) downlink bitstreams the client has applied
+  "nnr.up_received"  (server -> client) uplink bitstreams of the client's stream the server decoded
+  "nnr.resync"    (client -> server, no bitstreams) why the client could not apply the downlink; it
+                  holds "nnr.ack" bitstreams, and the server sends the rest with its next message
+Resynchronisation after a lost or replayed message: replayed bitstreams are skipped; the server sends
+each client the downlink bitstreams it has not acknowledged; a client whose uplink stream the server
+has not fully received (a reply lost, e.g. after the round's timeout) restarts that stream (first
+bitstream 0, with the manifest), and the server leaves out a reply it cannot decode.
 Only this module touches flwr's record types; everything else here is numpy."""
 import json
 import pickle
@@ -25,7 +33,7 @@ import numpy as np
 from nnr.errors import NNRError, UnsupportedFeatureError
 from nnr.optional import import_optional
 
-FORMAT = "nnc-incremental-1"
+FORMAT = "nnc-incremental-2"
 RAW_SUFFIX = ".nnr-raw"
 INSTALL_HINT = 'Flower support needs the optional extra: pip install "nnr[flower]" (installs flwr)'
 
@@ -181,13 +189,22 @@ def is_coded(record) -> bool:
     return isinstance(record, app.ConfigRecord) and record.get("nnr.format") is not None
 
 
-def coded_record(streams, first, manifest_json=None, raw_names=()):
+def coded_record(streams, first, manifest_json=None, raw_names=(), *, ack=None, up_received=None, resync=None):
+    """The wire record (see the module docstring); ack, up_received and resync are left out when None."""
     app = require_flwr()
     rec = {"nnr.format": FORMAT, "nnr.first": int(first), "nnr.streams": list(streams),
            "nnr.raw": list(raw_names)}
-    if manifest_json is not None:
-        rec["nnr.manifest"] = manifest_json
+    for key, value in (("nnr.manifest", manifest_json), ("nnr.ack", ack), ("nnr.up_received", up_received),
+                       ("nnr.resync", resync)):
+        if value is not None:
+            rec[key] = value
     return app.ConfigRecord(rec)
+
+
+def read_control(record):
+    """(ack, up_received, resync) of a wire record, each None when absent."""
+    ack, up, resync = record.get("nnr.ack"), record.get("nnr.up_received"), record.get("nnr.resync")
+    return (None if ack is None else int(ack)), (None if up is None else int(up)), resync
 
 
 def coded_bytes(record) -> int:

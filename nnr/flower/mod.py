@@ -10,7 +10,12 @@ replaces the returned ArrayRecord W by the NNC-coded update W - G (+ the error-f
 coded by this client's own encoder. Uncoded messages pass through untouched.
 
 The coder state (decoder, encoder, residual, global model) lives in Context.state, where Flower
-keeps a node's state between messages (also when each message runs in a new process)."""
+keeps a node's state between messages (also when each message runs in a new process).
+
+Out of step (codec.py says how): a message whose bitstreams the client cannot apply (its state was
+lost, or a message was) is answered, without calling the app, by a resync request with the number of
+downlink bitstreams the client holds; when the server has decoded fewer of this client's uplink
+bitstreams than it sent (a reply was lost), the client starts a new uplink stream (its residual too)."""
 import logging
 
 import numpy as np
@@ -26,6 +31,7 @@ class ClientCoderState:
     """What one client keeps between rounds."""
 
     def __init__(self, sender_options, jobs):
+        self.sender_options = sender_options
         self.downlink = codec.UpdateReceiver(jobs=jobs)
         self.uplink = codec.UpdateSender(**sender_options)
         self.global_model = None     # {name: float32}: every downlink update applied
@@ -59,7 +65,21 @@ def nnc_mod(*, qp=-22, nonweight_qp=-75, dq=True, tca=True, hdsp=False, error_fe
                            device_id=_device_id(context) if device_id is None else device_id)
             state = ClientCoderState(options, jobs)
         streams, first, manifest_json, raw_names = codec.read_coded(rec)
-        update = state.downlink.receive(streams, first, manifest_json)
+        _, up_received, _ = codec.read_control(rec)
+        if up_received is not None and up_received != state.uplink.sent:
+            # the server has not received all this client's updates (a reply was lost): a new stream
+            log.info("nnc_mod: the server decoded %d of this client's %d uplink bitstreams; restarting the "
+                     "uplink stream", up_received, state.uplink.sent)
+            state.uplink = codec.UpdateSender(**state.sender_options)
+        try:
+            update = state.downlink.receive(streams, first, manifest_json)
+        except codec.CoderStateError as e:
+            # the server believes this client holds downlink bitstreams it does not (its state was lost,
+            # or a message): say how many it holds instead of training; the server sends the rest next
+            log.warning("nnc_mod: %s; asking the server to resend from bitstream %d", e, state.downlink.received)
+            _save(context, state_key, state)
+            return app.Message(app.RecordDict({arrays_key: codec.coded_record(
+                [], 0, ack=state.downlink.received, resync=str(e))}), reply_to=msg)
         g = state.global_model
         state.global_model = update if g is None else {n: g[n] + update[n] for n in update}
         raw_key = arrays_key + codec.RAW_SUFFIX
@@ -78,13 +98,19 @@ def nnc_mod(*, qp=-22, nonweight_qp=-75, dq=True, tca=True, hdsp=False, error_fe
             if missing:
                 raise codec.CoderStateError(f"the reply's arrays differ from the global model's: {sorted(missing)}")
             data, manifest_json, _ = state.uplink.send({n: np.asarray(floats[n], np.float32) - g[n] for n in g})
-            reply.content[arrays_key] = codec.coded_record([data], state.uplink.sent - 1, manifest_json, list(raw))
+            reply.content[arrays_key] = codec.coded_record([data], state.uplink.sent - 1, manifest_json, list(raw),
+                                                           ack=state.downlink.received)
             if raw:
                 reply.content[raw_key] = app.ArrayRecord(raw)
-        context.state[state_key] = app.ConfigRecord({"state": codec.dump_state(state)})
+        _save(context, state_key, state)
         return reply
 
     return mod
+
+
+def _save(context, key, state):
+    app = codec.require_flwr()
+    context.state[key] = app.ConfigRecord({"state": codec.dump_state(state)})
 
 
 def _load(context, key):

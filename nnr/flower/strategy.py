@@ -11,7 +11,13 @@ NNCStrategy(inner) behaves as `inner` (any flwr.serverapp.strategy.Strategy, e.g
   * after aggregation the downlink bitstream is coded at once and the strategy returns the model
     the clients will decode, so Flower's evaluate_fn evaluates exactly the model clients hold.
 `traffic[round]` counts the bytes of the actual bitstreams (plus manifests) in each direction,
-and what the same messages would cost as float32 arrays."""
+and what the same messages would cost as float32 arrays.
+
+Resynchronisation (codec.py): a client's reply acknowledges the downlink bitstreams it holds, so a
+client that missed messages, or lost its state and asks for a resync, is sent all it lacks. A coded
+reply that does not continue the client's uplink stream (an earlier reply was lost, e.g. after a
+round's timeout) cannot be decoded: it is left out of the aggregation, and the next message tells
+the client to restart its stream. `resyncs` lists these events: (round, node id, event, detail)."""
 import logging
 
 import numpy as np
@@ -74,6 +80,7 @@ class _NNCStrategyMixin:
         self.in_flight = {}              # node id -> downlink bitstreams sent in its last message
         self.uplinks = {}                # node id -> codec.UpdateReceiver
         self.traffic = {}                # round -> byte counts (see _count)
+        self.resyncs = []                # [round, node id, event, detail] (see the module docstring)
 
     # -- Strategy API ---------------------------------------------------------------------------
     def summary(self):
@@ -94,7 +101,7 @@ class _NNCStrategyMixin:
                                                                                            config, grid)]
 
     def aggregate_train(self, server_round, replies):
-        replies = [self._decode_uplink(m, server_round) for m in replies]
+        replies = self._decode_replies(replies, server_round)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         if arrays is None:
             return None, metrics
@@ -102,7 +109,7 @@ class _NNCStrategyMixin:
         return self.global_record(), metrics
 
     def aggregate_evaluate(self, server_round, replies):
-        replies = [self._decode_uplink(m, server_round) for m in replies]
+        replies = self._decode_replies(replies, server_round)
         return self.inner.aggregate_evaluate(server_round, replies)
 
     def global_record(self):
@@ -144,8 +151,10 @@ class _NNCStrategyMixin:
         node = msg.metadata.dst_node_id
         first = self.acked.get(node, 0)
         content = app.RecordDict({k: v for k, v in msg.content.items() if k != self.key})
+        up = self.uplinks.get(node)
         coded = codec.coded_record(self.down_steps[first:], first,
-                                   self.down_manifest_json if first == 0 else None, list(self.global_raw))
+                                   self.down_manifest_json if first == 0 else None, list(self.global_raw),
+                                   up_received=0 if up is None else up.received)
         content[self.key] = coded
         raw_bytes = 0
         if self.global_raw:
@@ -159,29 +168,56 @@ class _NNCStrategyMixin:
         return msg
 
     # -- uplink ---------------------------------------------------------------------------------
+    def _decode_replies(self, replies, server_round):
+        decoded = (self._decode_uplink(m, server_round) for m in replies)
+        return [m for m in decoded if m is not None]
+
     def _decode_uplink(self, msg, server_round):
+        """The reply with its update decoded, or None when it cannot be used (a resync request, or a
+        bitstream that does not continue the node's uplink stream)."""
         if msg.has_error():
             return msg
         node = msg.metadata.src_node_id
-        if node in self.in_flight:
-            self.acked[node] = self.in_flight[node]
         rec = msg.content.get(self.key)
-        if rec is None or not codec.is_coded(rec):
+        coded = rec is not None and codec.is_coded(rec)
+        ack, _, resync = codec.read_control(rec) if coded else (None, None, None)
+        if ack is not None:
+            self.acked[node] = min(ack, len(self.down_steps))
+        elif node in self.in_flight:
+            self.acked[node] = self.in_flight[node]
+        if not coded:
             return msg
+        if resync is not None:
+            self._resync(server_round, node, "downlink-resync", f"the node holds {ack} bitstreams: {resync}")
+            return None
         app = codec.require_flwr()
         streams, first, manifest_json, raw_names = codec.read_coded(rec)
-        receiver = self.uplinks.setdefault(node, codec.UpdateReceiver(jobs=self.jobs))
-        update = receiver.receive(streams, first, manifest_json)
-        model = {n: self.global_model[n] + update[n] for n in update}
         raw_key = self.key + codec.RAW_SUFFIX
-        raw = dict(msg.content[raw_key].items()) if raw_names else {}
         raw_bytes = msg.content[raw_key].count_bytes() if raw_names else 0
         self._count(server_round, "up", codec.coded_bytes(rec) + raw_bytes,
-                    codec.float32_bytes(receiver.manifest) + raw_bytes)
+                    codec.float32_bytes(self.down.manifest) + raw_bytes)
+        receiver = self.uplinks.get(node)
+        if first == 0 and manifest_json is not None:
+            if receiver is not None:
+                self._resync(server_round, node, "uplink-restart",
+                             f"a new stream after {receiver.received} bitstreams")
+            receiver = self.uplinks[node] = codec.UpdateReceiver(jobs=self.jobs)
+        elif receiver is None or first != receiver.received:
+            self._resync(server_round, node, "uplink-out-of-step",
+                         f"bitstream {first} arrived, {0 if receiver is None else receiver.received} expected "
+                         f"(a reply was lost): reply left out, the node restarts its stream")
+            return None
+        update = receiver.receive(streams, first, manifest_json)
+        model = {n: self.global_model[n] + update[n] for n in update}
+        raw = dict(msg.content[raw_key].items()) if raw_names else {}
         content = app.RecordDict({k: v for k, v in msg.content.items() if k not in (self.key, raw_key)})
         content[self.key] = codec.to_array_record(model, receiver.manifest, raw, raw_names)
         msg.content = content
         return msg
+
+    def _resync(self, server_round, node, event, detail):
+        log.warning("NNCStrategy, round %d, node %d: %s (%s)", server_round, node, event, detail)
+        self.resyncs.append([int(server_round), int(node), event, detail])
 
     def _count(self, server_round, direction, nbytes, f32_bytes):
         t = self.traffic.setdefault(server_round, {"up_bytes": 0, "up_float32_bytes": 0, "up_messages": 0,
