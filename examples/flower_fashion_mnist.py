@@ -17,8 +17,13 @@ shapes sent with the first bitstream of a stream); "float32" is what the same me
 float32 arrays (4 bytes x parameters per message; Flower's own framing left out on both sides).
 Down = the model sent to the clients before they train in that round (round 1: the initial model),
 counted once per receiving client. Evaluation is centralised (the server evaluates the global
-model on a held-out test subset): in the NNC run that is exactly the model the clients decode."""
+model on a held-out test subset): in the NNC run that is exactly the model the clients decode.
+
+The configuration, data, model, training and the ServerApp/ClientApp are those of the Flower App in
+flower_deployment/ (fashion_app/task.py), which flower_deployment/run.py runs as a local deployment
+(a SuperLink and SuperNodes as separate processes) with the same result for the same seeds."""
 import argparse
+import copy
 import logging
 import os
 import sys
@@ -26,165 +31,28 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from nnr.material.fl import dirichlet_partition
-
 HERE = Path(__file__).resolve().parent
+APP_DIR = HERE / "flower_deployment"      # the Flower App of the deployment: its task module is shared
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
 
-
-# -- data -------------------------------------------------------------------------------------
-def load_fashion_mnist(data_dir=None):
-    """(x_train, y_train, x_test, y_test) from `data_dir`, else where nnr.testenv.fashion_mnist finds it."""
-    from nnr.testenv import fashion_mnist
-    try:
-        return fashion_mnist.load(data_dir)
-    except FileNotFoundError as e:
-        raise SystemExit(str(e)) from None
-
-
-class Data:
-    """The seeded subset and split; built once per process (Ray actors each build their own)."""
-    _cache = {}
-
-    @classmethod
-    def get(cls, cfg):
-        key = (cfg.seed, cfg.clients, cfg.train_samples, cfg.test_samples, cfg.alpha, cfg.synthetic)
-        if key not in cls._cache:
-            cls._cache[key] = cls(cfg)
-        return cls._cache[key]
-
-    def __init__(self, cfg):
-        rng = np.random.default_rng([cfg.seed, 1])
-        if cfg.synthetic:            # tiny stand-in for tests: class-dependent blobs in 28x28
-            n = cfg.train_samples + cfg.test_samples
-            y = rng.integers(0, 10, n)
-            proto = rng.normal(0, 1, (10, 1, 28, 28)).astype(np.float32)
-            x = (proto[y] + rng.normal(0, 0.5, (n, 1, 28, 28))).astype(np.float32)
-            xtr, ytr, xte, yte = x[:cfg.train_samples], y[:cfg.train_samples], x[cfg.train_samples:], y[cfg.train_samples:]
-        else:
-            xtr, ytr, xte, yte = load_fashion_mnist()
-            tr = rng.permutation(len(ytr))[:cfg.train_samples]
-            te = rng.permutation(len(yte))[:cfg.test_samples]
-            xtr, ytr, xte, yte = xtr[tr], ytr[tr], xte[te], yte[te]
-        self.x_test, self.y_test = xte, yte
-        shards = dirichlet_partition(ytr, cfg.clients, cfg.alpha, min(100, len(ytr) // (2 * cfg.clients)),
-                                     np.random.default_rng([cfg.seed, 2]))
-        self.shards = [(xtr[s], ytr[s]) for s in shards]
-
-
-# -- model ------------------------------------------------------------------------------------
-def make_net():
-    import torch.nn as nn
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2),          # 28 -> 24 -> 12
-        nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2),         # 12 -> 8 -> 4
-        nn.Flatten(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-def initial_state(cfg):
-    import torch
-    torch.manual_seed(cfg.seed)
-    return make_net().state_dict()
-
-
-def train_local(state, x, y, cfg, server_round, partition):
-    import torch
-    torch.set_num_threads(1)
-    net = make_net()
-    net.load_state_dict(state)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9)
-    g = np.random.default_rng([cfg.seed, 3, server_round, partition])
-    xt, yt = torch.tensor(x), torch.tensor(y)        # copies: shards may arrive read-only
-    net.train()
-    for _ in range(cfg.local_epochs):
-        order = torch.from_numpy(g.permutation(len(y)))
-        for i in range(0, len(y), cfg.batch_size):
-            b = order[i:i + cfg.batch_size]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xt[b]), yt[b]).backward()
-            opt.step()
-    return net.state_dict()
-
-
-def accuracy(state, x, y):
-    import torch
-    net = make_net()
-    net.load_state_dict(state)
-    net.eval()
-    with torch.no_grad():
-        return float((net(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
-
-
-# -- Flower apps ------------------------------------------------------------------------------
-def make_client_app(cfg, compress):
-    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
-
-    mods = []
-    if compress:
-        from nnr.flower import nnc_mod
-        mods = [nnc_mod(qp=cfg.qp, topk=cfg.topk)]
-    app = ClientApp(mods=mods)
-
-    @app.train()
-    def train(msg, context):
-        import torch
-        partition = int(context.node_config["partition-id"])
-        x, y = Data.get(cfg).shards[partition]
-        state = msg.content["arrays"].to_torch_state_dict()
-        new = train_local(state, x, y, cfg, int(msg.content["config"]["server-round"]), partition)
-        return Message(RecordDict({"arrays": ArrayRecord({k: v.detach().clone() for k, v in new.items()}),
-                                   "metrics": MetricRecord({"num-examples": len(y), "partition-id": partition})}),
-                       reply_to=msg)
-
-    return app
-
-
-def make_server_app(cfg, compress, out):
-    """`out` (a dict) receives the accuracy per round and the strategy (its traffic counts)."""
-    from flwr.app import ArrayRecord, MetricRecord
-    from flwr.serverapp import ServerApp
-    from flwr.serverapp.strategy import FedAvg
-
-    app = ServerApp()
-
-    @app.main()
-    def main(grid, context):
-        class PartitionOrderFedAvg(FedAvg):
-            """FedAvg over the replies in partition order: the float32 sums, and so both runs, do not
-            depend on the order in which the simulated clients happen to finish."""
-
-            def aggregate_train(self, server_round, replies):
-                replies = sorted(replies, key=lambda m: int(m.content["metrics"]["partition-id"]))
-                return super().aggregate_train(server_round, replies)
-
-        strategy = PartitionOrderFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.clients,
-                                        min_available_nodes=cfg.clients)
-        if compress:
-            from nnr.flower import NNCStrategy
-            strategy = NNCStrategy(strategy, qp=cfg.down_qp)
-        out["strategy"] = strategy
-        data = Data.get(cfg)
-
-        def evaluate(server_round, arrays):
-            acc = accuracy(arrays.to_torch_state_dict(), data.x_test, data.y_test)
-            out.setdefault("accuracy", {})[server_round] = acc
-            return MetricRecord({"accuracy": acc})
-
-        init = ArrayRecord(initial_state(cfg))
-        out["parameters"] = sum(int(np.prod(a.shape)) for a in init.values())
-        strategy.start(grid=grid, initial_arrays=init, num_rounds=cfg.rounds, evaluate_fn=evaluate)
-
-    return app
+from fashion_app.task import (DEFAULTS, Data, accuracy, config, initial_state, load_fashion_mnist,  # noqa: E402,F401
+                              make_client_app, make_net, make_server_app, result, train_local)
 
 
 def run(cfg, compress):
+    """One simulation; returns the ServerApp's `out` (accuracy per round, strategy, ...)."""
     from flwr.simulation import run_simulation
     logging.getLogger("flwr").setLevel(logging.WARNING)     # the table is the output
+    # Ray's workers unpickle the ClientApp, whose functions live in fashion_app.task
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(APP_DIR) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(APP_DIR)] + paths))
+    cfg = copy.copy(cfg)
+    cfg.compress = compress
     out = {}
     t0 = time.time()
-    run_simulation(make_server_app(cfg, compress, out), make_client_app(cfg, compress),
+    run_simulation(make_server_app(lambda context: cfg, out), make_client_app(lambda context: cfg),
                    num_supernodes=cfg.clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": cfg.cpus, "include_dashboard": False}})
@@ -223,31 +91,35 @@ def table(cfg, base, nnc):
     return lines, summary
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-samples", type=int, default=12000, help="training subset, split among the clients")
-    p.add_argument("--test-samples", type=int, default=2000)
-    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the label split")
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--qp", type=int, default=-20, help="uplink QP (client encoders)")
-    p.add_argument("--down-qp", type=int, default=-24, help="downlink QP (server encoder)")
-    p.add_argument("--topk", type=float, default=0.5, help="uplink top-k fraction (1: no sparsification)")
+def arg_parser(description, markdown="flower_fashion_mnist.md"):
+    """The command line of the configuration (fashion_app.task.DEFAULTS) plus --cpus and --markdown."""
+    p = argparse.ArgumentParser(description=description)
+    helps = {"train-samples": "training subset, split among the clients",
+             "alpha": "Dirichlet concentration of the label split", "qp": "uplink QP (client encoders)",
+             "down-qp": "downlink QP (server encoder)", "topk": "uplink top-k fraction (1: no sparsification)"}
+    for key in ("clients", "rounds", "seed", "train-samples", "test-samples", "alpha", "local-epochs",
+                "batch-size", "lr", "qp", "down-qp", "topk"):
+        p.add_argument("--" + key, type=type(DEFAULTS[key]), default=DEFAULTS[key], help=helps.get(key))
     p.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use")
     p.add_argument("--synthetic", action="store_true", help="a tiny synthetic dataset instead (tests)")
-    p.add_argument("--markdown", default=os.path.join(tempfile.gettempdir(), "nnr-flower", "flower_fashion_mnist.md"),
+    p.add_argument("--markdown", default=os.path.join(tempfile.gettempdir(), "nnr-flower", markdown),
                    help="where to write the table as Markdown (default: %(default)s; '' for none)")
-    return p.parse_args(argv)
+    return p
+
+
+def to_config(args):
+    """Parsed arguments -> the task configuration (+ cpus, markdown)."""
+    cfg = config({k: getattr(args, k.replace("-", "_")) for k in DEFAULTS if hasattr(args, k.replace("-", "_"))})
+    cfg.cpus, cfg.markdown = args.cpus, args.markdown
+    return cfg
+
+
+def parse_args(argv=None):
+    return to_config(arg_parser(__doc__.split("\n\n")[0]).parse_args(argv))
 
 
 def main(argv=None):
     cfg = parse_args(argv)
-    if cfg.topk >= 1:
-        cfg.topk = None
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not cfg.synthetic:
