@@ -36,8 +36,8 @@ APP_DIR = HERE / "flower_deployment"      # the Flower App of the deployment: it
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-from fashion_app.task import (DEFAULTS, Data, accuracy, config, initial_state, load_fashion_mnist,  # noqa: E402,F401
-                              make_client_app, make_net, make_server_app, result, train_local)
+from fashion_app.task import (DEFAULTS, Data, config, load_fashion_mnist,  # noqa: E402,F401 (the tests use it)
+                              make_client_app, make_server_app)
 
 
 def run(cfg, compress):

@@ -239,6 +239,7 @@ def make_server_app(cfg_of, out):
             import torch  # noqa: F401 (flwr's to_torch_state_dict needs torch imported)
             acc = accuracy(arrays.to_torch_state_dict(), data.x_test, data.y_test)
             out.setdefault("accuracy", {})[server_round] = acc
+            out.setdefault("round_end", {})[server_round] = round(time.time() - t0, 1)
             return MetricRecord({"accuracy": acc})
 
         init = ArrayRecord(initial_state(cfg))
@@ -254,21 +255,22 @@ def make_server_app(cfg_of, out):
 
 
 def result(out):
-    """The comparable part of a run as plain data: accuracy, traffic and replies per round (round
-    numbers as ints), parameter count, resynchronisations, server seconds."""
+    """A run as plain data: accuracy, traffic and replies per round (round numbers as ints), parameter
+    count, resynchronisations; and the ServerApp's seconds (in all, at the end of each round)."""
     strategy = out.get("strategy")
     return {"accuracy": dict(out.get("accuracy", {})),
             "traffic": dict(getattr(strategy, "traffic", {}) or {}),
             "replies": dict(out.get("replies", {})),
             "parameters": out.get("parameters"),
             "resyncs": list(getattr(strategy, "resyncs", []) or []),
-            "seconds": out.get("seconds")}
+            "seconds": out.get("seconds"),
+            "round_end": dict(out.get("round_end", {}))}
 
 
 def load_result(path):
     """result.json -> the dict `result` gave (JSON's string keys back to round numbers)."""
     r = json.loads(Path(path).read_text())
-    for key in ("accuracy", "traffic", "replies"):
+    for key in ("accuracy", "traffic", "replies", "round_end"):
         r[key] = {int(k): v for k, v in r[key].items()}
     return r
 
