@@ -171,7 +171,43 @@ def test_replayed_messages_are_applied_once(monkeypatch):
     assert held_model_is_servers(fed, 11, before) and held_model_is_servers(fed, 22, before)
 
 
+def test_replayed_first_reply_is_out_of_step_not_a_restart(monkeypatch):
+    """Bitstream 0 of a stream the server decodes already (same stream id) is a replay, not a restart."""
+    import copy
+    fed = Federation(monkeypatch)
+    msgs = fed.send(1)
+    replies = {n: fed.client(n, m) for n, m in msgs.items()}
+    stale = copy.deepcopy(replies[11])
+    fed.aggregate(1, replies.values())
+    msgs = fed.send(2)
+    replies = {n: fed.client(n, m) for n, m in msgs.items()}
+    fed.aggregate(2, [stale] + list(replies.values()))
+    assert fed.events() == [(2, 11, "uplink-out-of-step")]
+    assert fed.strategy.uplinks[11].received == 2             # the stream went on with the real reply
+
+
+def test_a_new_server_stream_starts_the_client_over(monkeypatch):
+    """A client holding another downlink stream's state (a new server, or a new run that finds the
+    node's Context.state of an earlier one) starts over instead of skipping bitstreams 0, 1, ..."""
+    from flwr.serverapp.strategy import FedAvg
+
+    from nnr.flower import NNCStrategy
+    fed = Federation(monkeypatch)
+    start = fed.arrays
+    fed.round(1)
+    fed.round(2)
+    fed.strategy = NNCStrategy(FedAvg(min_train_nodes=1, min_available_nodes=1), qp=-28)
+    fed.arrays = start
+    msgs = fed.send(1)
+    before = {k: v.numpy() for k, v in fed.strategy.global_record().items()}
+    replies = {n: fed.client(n, m) for n, m in msgs.items()}
+    assert held_model_is_servers(fed, 11, before) and held_model_is_servers(fed, 22, before)
+    assert all(r.content["arrays"]["nnr.first"] == 0 for r in replies.values())
+    fed.aggregate(1, replies.values())
+    assert fed.events() == []
+
+
 def test_read_control_of_old_and_new_records():
-    rec = codec.coded_record([b"x"], 3, None, [], ack=4, up_received=2)
-    assert codec.read_control(rec) == (4, 2, None)
-    assert codec.read_control(codec.coded_record([], 0)) == (None, None, None)
+    rec = codec.coded_record([b"x"], 3, None, [], stream=7, ack=4, up_received=2)
+    assert codec.read_control(rec) == codec.Control(stream=7, ack=4, up_received=2, resync=None)
+    assert codec.read_control(codec.coded_record([], 0)) == (None, None, None, None)

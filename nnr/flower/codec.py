@@ -16,6 +16,8 @@ Wire format: the ArrayRecord at a message key is replaced by a ConfigRecord at t
                   sent with a stream's first bitstream, since an all-zero tensor of the first
                   bitstream is not in it at all
   "nnr.raw"       names of non-float arrays, carried uncoded in an ArrayRecord at `key + RAW_SUFFIX`
+  "nnr.stream"    a random id of the sender's stream, new with every (re)start: a receiver holding
+                  another stream's state starts over, a bitstream of another stream is out of step
   "nnr.ack"       (client -> server) downlink bitstreams the client has applied
   "nnr.up_received"  (server -> client) uplink bitstreams of the client's stream the server decoded
   "nnr.resync"    (client -> server, no bitstreams) why the client could not apply the downlink; it
@@ -25,7 +27,9 @@ each client the downlink bitstreams it has not acknowledged; a client whose upli
 has not fully received (a reply lost, e.g. after the round's timeout) restarts that stream (first
 bitstream 0, with the manifest), and the server leaves out a reply it cannot decode.
 Only this module touches flwr's record types; everything else here is numpy."""
+import collections
 import json
+import os
 import pickle
 
 import numpy as np
@@ -91,6 +95,11 @@ class Manifest:
         return {n: np.zeros(s, np.float32) for n, s, _ in self.entries}
 
 
+def new_stream_id() -> int:
+    """A random 48-bit stream id (it only has to differ from the ids the receiver saw before)."""
+    return int.from_bytes(os.urandom(6), "big")
+
+
 class UpdateSender:
     """Codes a sequence of updates as one NNC incremental stream, with error feedback.
 
@@ -110,6 +119,7 @@ class UpdateSender:
         self.residual = None             # {name: float32 array}
         self.manifest = None
         self.sent = 0                    # bitstreams sent so far
+        self.stream = new_stream_id()
 
     def send(self, update):
         """Code one update {name: float array}. Returns (bitstream, manifest json or None, decoded):
@@ -144,6 +154,7 @@ class UpdateReceiver:
         self.decoder = nnr.Decoder(jobs=jobs)
         self.manifest = None
         self.received = 0
+        self.stream = None               # the sender's stream id, once known
 
     def receive(self, streams, first, manifest_json=None):
         """Apply bitstreams number first, first+1, ... (ones already applied are skipped); returns
@@ -189,22 +200,27 @@ def is_coded(record) -> bool:
     return isinstance(record, app.ConfigRecord) and record.get("nnr.format") is not None
 
 
-def coded_record(streams, first, manifest_json=None, raw_names=(), *, ack=None, up_received=None, resync=None):
-    """The wire record (see the module docstring); ack, up_received and resync are left out when None."""
+def coded_record(streams, first, manifest_json=None, raw_names=(), *, stream=None, ack=None, up_received=None,
+                 resync=None):
+    """The wire record (see the module docstring); the keyword fields are left out when None."""
     app = require_flwr()
     rec = {"nnr.format": FORMAT, "nnr.first": int(first), "nnr.streams": list(streams),
            "nnr.raw": list(raw_names)}
-    for key, value in (("nnr.manifest", manifest_json), ("nnr.ack", ack), ("nnr.up_received", up_received),
-                       ("nnr.resync", resync)):
+    for key, value in (("nnr.manifest", manifest_json), ("nnr.stream", stream), ("nnr.ack", ack),
+                       ("nnr.up_received", up_received), ("nnr.resync", resync)):
         if value is not None:
             rec[key] = value
     return app.ConfigRecord(rec)
 
 
+Control = collections.namedtuple("Control", "stream ack up_received resync")
+
+
 def read_control(record):
-    """(ack, up_received, resync) of a wire record, each None when absent."""
-    ack, up, resync = record.get("nnr.ack"), record.get("nnr.up_received"), record.get("nnr.resync")
-    return (None if ack is None else int(ack)), (None if up is None else int(up)), resync
+    """Control(stream, ack, up_received, resync) of a wire record, each None when absent."""
+    def num(key):
+        return None if record.get(key) is None else int(record[key])
+    return Control(num("nnr.stream"), num("nnr.ack"), num("nnr.up_received"), record.get("nnr.resync"))
 
 
 def coded_bytes(record) -> int:

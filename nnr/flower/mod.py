@@ -58,18 +58,23 @@ def nnc_mod(*, qp=-22, nonweight_qp=-75, dq=True, tca=True, hdsp=False, error_fe
         rec = msg.content.get(arrays_key) if msg.has_content() else None
         if rec is None or not codec.is_coded(rec):
             return call_next(msg, context)
+        streams, first, manifest_json, raw_names = codec.read_coded(rec)
+        ctl = codec.read_control(rec)
         state = _load(context, state_key)
+        if state is not None and state.downlink.stream not in (None, ctl.stream):
+            # another downlink stream (another server, or run): nothing held so far belongs to it
+            log.info("nnc_mod: a new downlink stream; this client's coder state starts over")
+            state = None
         if state is None:
             options = dict(qp=qp, nonweight_qp=nonweight_qp, dq=dq, tca=tca, hdsp=hdsp,
                            error_feedback=error_feedback, topk=topk, jobs=jobs,
                            device_id=_device_id(context) if device_id is None else device_id)
             state = ClientCoderState(options, jobs)
-        streams, first, manifest_json, raw_names = codec.read_coded(rec)
-        _, up_received, _ = codec.read_control(rec)
-        if up_received is not None and up_received != state.uplink.sent:
+        state.downlink.stream = ctl.stream
+        if ctl.up_received is not None and ctl.up_received != state.uplink.sent:
             # the server has not received all this client's updates (a reply was lost): a new stream
             log.info("nnc_mod: the server decoded %d of this client's %d uplink bitstreams; restarting the "
-                     "uplink stream", up_received, state.uplink.sent)
+                     "uplink stream", ctl.up_received, state.uplink.sent)
             state.uplink = codec.UpdateSender(**state.sender_options)
         try:
             update = state.downlink.receive(streams, first, manifest_json)
@@ -99,7 +104,7 @@ def nnc_mod(*, qp=-22, nonweight_qp=-75, dq=True, tca=True, hdsp=False, error_fe
                 raise codec.CoderStateError(f"the reply's arrays differ from the global model's: {sorted(missing)}")
             data, manifest_json, _ = state.uplink.send({n: np.asarray(floats[n], np.float32) - g[n] for n in g})
             reply.content[arrays_key] = codec.coded_record([data], state.uplink.sent - 1, manifest_json, list(raw),
-                                                           ack=state.downlink.received)
+                                                           stream=state.uplink.stream, ack=state.downlink.received)
             if raw:
                 reply.content[raw_key] = app.ArrayRecord(raw)
         _save(context, state_key, state)

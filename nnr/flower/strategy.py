@@ -154,7 +154,7 @@ class _NNCStrategyMixin:
         up = self.uplinks.get(node)
         coded = codec.coded_record(self.down_steps[first:], first,
                                    self.down_manifest_json if first == 0 else None, list(self.global_raw),
-                                   up_received=0 if up is None else up.received)
+                                   stream=self.down.stream, up_received=0 if up is None else up.received)
         content[self.key] = coded
         raw_bytes = 0
         if self.global_raw:
@@ -180,15 +180,15 @@ class _NNCStrategyMixin:
         node = msg.metadata.src_node_id
         rec = msg.content.get(self.key)
         coded = rec is not None and codec.is_coded(rec)
-        ack, _, resync = codec.read_control(rec) if coded else (None, None, None)
-        if ack is not None:
-            self.acked[node] = min(ack, len(self.down_steps))
+        ctl = codec.read_control(rec) if coded else codec.Control(None, None, None, None)
+        if ctl.ack is not None:
+            self.acked[node] = min(ctl.ack, len(self.down_steps))
         elif node in self.in_flight:
             self.acked[node] = self.in_flight[node]
         if not coded:
             return msg
-        if resync is not None:
-            self._resync(server_round, node, "downlink-resync", f"the node holds {ack} bitstreams: {resync}")
+        if ctl.resync is not None:
+            self._resync(server_round, node, "downlink-resync", f"the node holds {ctl.ack} bitstreams: {ctl.resync}")
             return None
         app = codec.require_flwr()
         streams, first, manifest_json, raw_names = codec.read_coded(rec)
@@ -197,15 +197,17 @@ class _NNCStrategyMixin:
         self._count(server_round, "up", codec.coded_bytes(rec) + raw_bytes,
                     codec.float32_bytes(self.down.manifest) + raw_bytes)
         receiver = self.uplinks.get(node)
-        if first == 0 and manifest_json is not None:
+        if first == 0 and manifest_json is not None and (receiver is None or receiver.stream != ctl.stream):
             if receiver is not None:
                 self._resync(server_round, node, "uplink-restart",
                              f"a new stream after {receiver.received} bitstreams")
             receiver = self.uplinks[node] = codec.UpdateReceiver(jobs=self.jobs)
-        elif receiver is None or first != receiver.received:
+            receiver.stream = ctl.stream
+        elif receiver is None or receiver.stream != ctl.stream or first != receiver.received:
             self._resync(server_round, node, "uplink-out-of-step",
-                         f"bitstream {first} arrived, {0 if receiver is None else receiver.received} expected "
-                         f"(a reply was lost): reply left out, the node restarts its stream")
+                         f"bitstream {first} of stream {ctl.stream} arrived, "
+                         f"{0 if receiver is None else receiver.received} of {getattr(receiver, 'stream', None)} "
+                         f"expected (a reply lost or replayed): reply left out, the node restarts its stream")
             return None
         update = receiver.receive(streams, first, manifest_json)
         model = {n: self.global_model[n] + update[n] for n in update}
