@@ -184,10 +184,12 @@ class Federation:
     def params(self) -> int:
         return sum(int(np.prod(s)) for _, s in self.layout)
 
-    def run(self, method, label, up, down, options=None, on_round=None, save_dir=None) -> MethodRun:
+    def run(self, method, label, up, down, options=None, on_round=None, save_dir=None, on_message=None) -> MethodRun:
         """Train cfg.rounds rounds with the uplink coders up(k) (client k) and the downlink coder down()
         (None: float32 messages are not coded at all, only counted). save_dir: every message written
-        as <save_dir>/up/r<round>_c<client>.bin and <save_dir>/down/r<round>.bin."""
+        as <save_dir>/up/r<round>_c<client>.bin and <save_dir>/down/r<round>.bin. on_message(direction,
+        round, client, data) sees every message as it is sent ("up" with the client's index, "down"
+        with None; rounds from 0)."""
         from nnr.fl.feedback import FeedbackSender
         cfg = self.cfg
         senders = [FeedbackSender(up(k)) for k in range(cfg.clients)]
@@ -209,6 +211,8 @@ class Federation:
                 up_bytes += len(data)
                 if save_dir:
                     _write(os.path.join(save_dir, "up", f"r{r:03d}_c{k:02d}.bin"), data)
+                if on_message:
+                    on_message("up", r, k, data)
                 got = receivers[k].decode(data)           # the server's decoder of client k's stream
                 for n, _ in self.layout:
                     total[n] += self.weights[k] * got[n]
@@ -216,6 +220,8 @@ class Federation:
             data, _ = down_sender.send(avg)
             if save_dir:
                 _write(os.path.join(save_dir, "down", f"r{r:03d}.bin"), data)
+            if on_message:
+                on_message("down", r, None, data)
             step = down_receiver.decode(data)             # what every client decodes
             g = {n: g[n] + step[n] for n, _ in self.layout}
             last = r + 1 == cfg.rounds

@@ -1,0 +1,64 @@
+"""The methods of the federated benchmark (benchmarks.federated): name -> how its uplink and
+downlink messages are coded; also what nnr_make_test_material --dataset fashion-mnist codes with.
+
+Each entry gives a label, the options it was run with and two factories for nnr.fl coders over the
+model's layout: up(layout, client) and down(layout). All of them run inside the same harness
+(nnr.fl.simulation: same model, data, split, seeds, local steps and rounds); what they send passes
+through error feedback (nnr.fl.feedback) except for float32, which loses nothing."""
+from dataclasses import dataclass, field
+
+import nnr.fl as fl
+from nnr.errors import EncoderConfigError
+
+
+@dataclass
+class Method:
+    key: str
+    label: str
+    options: dict = field(default_factory=dict)
+
+    def up(self, layout, client):
+        return _coder(self, layout, self.options.get("fraction"), device_id=up_device_id(client))
+
+    def down(self, layout):
+        return _coder(self, layout, self.options.get("down_fraction", self.options.get("fraction")),
+                      device_id=DOWN_DEVICE_ID)
+
+
+DOWN_DEVICE_ID = 0
+
+
+def up_device_id(client) -> int:
+    """The device_id of client `client`'s uplink stream (the downlink's is DOWN_DEVICE_ID)."""
+    return client + 1
+
+
+def _coder(m, layout, fraction, device_id):
+    kind = m.options.get("coder", m.key)
+    if kind == "float32":
+        return fl.Float32Coder(layout)
+    if kind == "dgc":
+        return fl.DgcCoder(layout, fraction)
+    if kind == "sbc":
+        return fl.SbcCoder(layout, fraction)
+    if kind == "nnc":
+        o = m.options
+        return fl.NncCoder(layout, fraction, sparsify=o.get("sparsify", "sbc"), selection=o.get("selection", "tensor"),
+                           element_names=o.get("element_names", "model"), tca=o.get("tca", True),
+                           hdsp=o.get("hdsp", False), device_id=device_id)
+    raise EncoderConfigError(f"unknown coder {kind!r}")
+
+
+def methods(fraction, nnr_options=None) -> dict:
+    """The benchmark's methods at a kept fraction per message; `nnr` is nnr's best configuration
+    (nnr_options override it)."""
+    nnr_opts = {"coder": "nnc", "fraction": fraction, "sparsify": "sbc", "selection": "global",
+                "element_names": "index", "tca": True, "hdsp": True}
+    nnr_opts.update(nnr_options or {})
+    return {
+        "float32": Method("float32", "float32 FedAvg"),
+        "dgc": Method("dgc", f"top-k {fraction:g} + error feedback + zlib (DGC-like)", {"fraction": fraction}),
+        "sbc": Method("sbc", f"SBC {fraction:g} (binarised, Golomb positions)", {"fraction": fraction}),
+        "nnr": Method("nnr", f"nnr: NNC incremental stream, SBC values, global {nnr_opts['fraction']:g}, HDSP",
+                      nnr_opts),
+    }
