@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from nnr.errors import EncoderConfigError
 from nnr.material.mlp import accuracy, init_params, train_local
 
 SEED_PURPOSES = {"split": 1, "partition": 2, "init": 3, "local_shuffle": 4}
@@ -39,7 +40,7 @@ VARIANT_FLAGS = {
 }
 
 
-class MaterialConfigError(ValueError):
+class MaterialConfigError(EncoderConfigError):
     """An option of the test-material generator is out of range."""
 
 

@@ -259,8 +259,9 @@ def readme(material, version) -> str:
                          table=md.strip().replace("\n## ", "\n### "))
 
 
-def write_material(path, result, command, version) -> list:
-    """Write every file (the manifest last, so an interrupted run leaves none); returns the paths."""
+def write_material(path, result, command, version, reference=None) -> list:
+    """Write every file (the manifest last, so an interrupted run leaves none); reference(manifest,
+    path) may fill in the reference's results before the manifest is written. Returns the paths."""
     written = []
     for s in result.streams:
         for st in s.steps:
@@ -268,6 +269,8 @@ def write_material(path, result, command, version) -> list:
             _write(full, st.data)
             written.append(full)
     manifest = build_manifest(result, command, version)
+    if reference is not None:
+        reference(manifest, path)
     m = manifest["material"]
     metrics = {k: m[k] for k in ("command", "config", "seeds", "model", "variants", "base", "rounds", "totals")}
     for name, text in (("metrics.json", _json(metrics)), ("metrics.md", metrics_markdown(m)),
@@ -294,8 +297,9 @@ def verify(path):
     checked, problems = 0, []
     for entry in manifest["entries"]:
         eid = entry.get("id", "?")
-        if entry.get("kind") != "sequence" or entry.get("expect") != "decode":
-            problems.append(f"{eid}: not a sequence to decode (kind {entry.get('kind')!r})")
+        if entry.get("kind") not in ("sequence", "stream") or entry.get("expect") != "decode":
+            problems.append(f"{eid}: not a stream or sequence to decode (kind {entry.get('kind')!r}, "
+                            f"expect {entry.get('expect')!r})")
             continue
         decoder = nnr.Decoder()
         for k, step in enumerate(entry.get("steps", [])):
@@ -323,4 +327,28 @@ def verify(path):
             for name in want:
                 if got[name] != want[name]:
                     problems.append(f"{where}: tensor {name!r}: SHA-256 {got[name]} != manifest {want[name]}")
+    if (manifest.get("material") or {}).get("dataset") == "fashion-mnist":
+        from nnr.material.fashion_writer import model_problems
+        problems += model_problems(path, manifest)
     return checked, problems
+
+
+# -- the reference decoder --------------------------------------------------------------------
+def record_reference(manifest, path, reference):
+    """Run the reference decoder (reference: find_reference()'s answer) over the manifest's entries,
+    whose files are in `path`; set each entry's reference_decodes and list under
+    material.reference what it does not decode, and why."""
+    from nnr.conformance.plugins import NncodecPlugin
+    from nnr.conformance.runner import PASS, classify
+    plugin = NncodecPlugin(reference)
+    outcomes = plugin.run_all(manifest["entries"], path)
+    failed = {}
+    for entry, outcome in zip(manifest["entries"], outcomes):
+        result = classify(entry, outcome, strict_classes=False)
+        entry["reference_decodes"] = result.status == PASS
+        if result.status != PASS:
+            failed[entry["id"]] = f"{result.status}: {result.detail.splitlines()[0] if result.detail else ''}"
+    manifest.setdefault("material", {})["reference"] = {
+        "decoder": plugin.description, "entries": len(outcomes), "decoded": len(outcomes) - len(failed),
+        "not_decoded": failed}
+    return failed
