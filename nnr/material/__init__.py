@@ -1,6 +1,7 @@
-"""Incremental NNC test material from a simulated federated training run (issue 4): a numpy MLP
-(`mlp`), the FedAvg simulation that codes every update with nnr (`fl`) and the on-disk layout,
-manifest and checksum verification (`writer`). Needs scikit-learn for the data set."""
+"""Incremental NNC test material from simulated federated training runs (issue 4): a numpy MLP on
+scikit-learn's digits (`mlp`, `fl`; needs scikit-learn), the federated benchmark's Fashion-MNIST run
+of its nnr method (`fashion`, `fashion_writer`; needs torch and the data set), and the on-disk
+layout, manifest and checksum verification (`writer`)."""
 from nnr.material.fl import VARIANT_FLAGS, MaterialConfig, MaterialConfigError, run
 from nnr.material.writer import OutputExistsError, prepare_output_dir, verify, write_material
 
