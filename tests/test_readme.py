@@ -2,6 +2,7 @@
 synopses). `pip install` lines are not run: the test environment has what they install, which the
 test checks instead; `python -m nnr.testenv...` lines run, and are no-ops when the item is there."""
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -89,6 +90,7 @@ def test_every_block_is_known():
     found = [(s, lang) for s, lang, _ in blocks()]
     assert set(found) <= known, f"README blocks without a test: {set(found) - known}"
     assert found.count(("Compressing a model", "sh")) == 2
+    assert found.count(("Generating test material", "sh")) == 2
 
 
 def test_first_commands(tmp_path):
@@ -184,9 +186,20 @@ def test_conformance_block_runs():
 
 
 def test_generating_test_material_block_runs(tmp_path):
-    (lines,) = section_blocks("Generating test material")
+    lines = section_blocks("Generating test material")[0]
     run_block(lines, tmp_path)
     assert (tmp_path / "material" / "manifest.json").exists()
+
+
+def test_generating_fashion_mnist_material_block_runs(tmp_path):
+    _need_torch()
+    if fashion_mnist.find() is None:
+        pytest.skip("Fashion-MNIST not found (python -m nnr.testenv.fashion_mnist fetches it)")
+    lines = section_blocks("Generating test material")[1]
+    run_block(lines, tmp_path)                  # the last line, --verify, exits 1 on a mismatch
+    with open(tmp_path / "fl-material" / "manifest.json") as f:
+        material = json.load(f)["material"]
+    assert len(material["rounds"]) == 10 and material["config"]["clients"] == 4
 
 
 def test_federated_learning_block_runs(tmp_path):
