@@ -88,6 +88,49 @@ def test_fisher_equals_per_sample_backward_loop():
     assert got.method == "fisher" and got.batches == 2
 
 
+def exact_kl_fisher(module, x):
+    """Σ_s diag(J_sᵀ (diag p_s − p_s p_sᵀ) J_s), p_s the softmax of sample s's output, from full Jacobians."""
+    params = dict(module.named_parameters())
+    out = {n: np.zeros(p.shape) for n, p in params.items()}
+    for s in range(len(x)):
+        def f(*ps):
+            return torch.func.functional_call(module, dict(zip(params, ps)), (x[s:s + 1],))[0]
+        with torch.no_grad():
+            p = torch.softmax(module(x[s:s + 1])[0].double(), 0)
+        h = torch.diag(p) - torch.outer(p, p)
+        for (n, par), j in zip(params.items(), torch.autograd.functional.jacobian(f, tuple(params.values()))):
+            j = j.double().reshape(len(p), -1)
+            out[n] += torch.einsum("ok,ol,lk->k", j, h, j).reshape(par.shape).numpy()
+    return out
+
+
+def test_kl_probe_estimate_converges_to_the_classifiers_fisher():
+    """method='kl': probes e_y − p, y ~ softmax: E[g²] is the Fisher of the model's own predictive
+    distribution, which is not the Gauss-Newton diagonal of the logits."""
+    m = mlp()
+    x = torch.randn(5, 4)
+    exact = exact_kl_fisher(m, x)
+    est = nnr.importance(m, x, method="kl", probes=4000, seed=3)
+    assert set(est) == set(exact) and est.method == "kl" and est.probes == 4000
+    for n, e in exact.items():
+        assert np.linalg.norm(est[n] - e) / np.linalg.norm(e) < 0.1, n
+    gn = exact_gauss_newton(m, x)
+    assert all(np.linalg.norm(gn[n] - e) / np.linalg.norm(e) > 0.5 for n, e in exact.items())
+    again = nnr.importance(m, x, method="kl", probes=4000, seed=3)
+    for n in est:
+        np.testing.assert_array_equal(est[n], again[n])
+
+
+def test_kl_needs_class_logits():
+    class Scalar(nn.Linear):
+        def forward(self, x):
+            return super().forward(x).sum()
+    with pytest.raises(EncoderConfigError, match="method='kl' needs an output whose last axis"):
+        nnr.importance(Scalar(2, 2), torch.randn(2, 2), method="kl")
+    with pytest.raises(EncoderConfigError, match="method='kl' needs an output whose last axis"):
+        nnr.importance(nn.Linear(2, 1), torch.randn(2, 2), method="kl")
+
+
 # -- determinism and the module's state
 
 def test_deterministic_with_a_seed_and_seeds_differ():
@@ -340,6 +383,7 @@ def test_progress_is_called_per_batch():
     (dict(method="fisher"), None, "needs loss"),
     (dict(method="fisher", loss="ce"), None, "needs loss"),
     (dict(loss=ce), None, "'fisher' only"),
+    (dict(method="kl", loss=ce), None, "'fisher' only"),
     (dict(method="hessian"), None, "method must be"),
     (dict(probes=0), None, "probes"),
     (dict(probes=1.5), None, "probes"),
