@@ -166,3 +166,11 @@ def test_issue13_modes_call_the_apis_and_score_every_budget(monkeypatch):
     assert ("corrected", True, 2, 4.0, False) in calls                    # bias correction on the calibration
     assert ("corrected", True, 2, 4.0, True) in calls                     # ... after output-aware rounding
     assert ctx.hessians_info["tensors"] == len(layers)
+    assert ctx.kl_importance_info is None                                  # not asked for yet
+    for key in ("target+kl", "target+kl+bias"):
+        mode = modes.BY_KEY[key]
+        assert mode.unavailable() is None and mode.classifier_only and mode.costly, key
+        pts = run.mode_curve(mode, ctx, score, lambda msg: None)
+        assert [p["setting"] for p in pts] == [2.0, 4.0, 6.0] and all(p["bpp"] <= p["setting"] for p in pts), pts
+    assert ("importance", "kl", 2) in calls and ctx.kl_importance_info["probes"] == run.KL_PROBES
+    assert ("corrected", True, 2, 4.0, False) in calls

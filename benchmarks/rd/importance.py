@@ -61,6 +61,8 @@ def compute(spec, method="gauss-newton", probes=1, seed=0):
                                  loss=spec.loss if method == "fisher" else None, probes=probes, seed=seed)
         except TypeError as err:            # a signature other than the one this harness was written against
             src = f"harness (nnr.importance refused the call: {err})"
+    if imp is None and method == "kl":
+        raise RuntimeError(f"the kl importance needs nnr.importance(method='kl') ({src})")
     if imp is None:
         imp = harness_importance(spec.module, spec.calibration, method, spec.loss, probes, seed)
     spec.module.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ class Mode:
     needs: tuple = ()                           # checks: () -> None when present, else why not
     importance: bool = False                    # uses the calibration importance
     costly: bool = False                        # "bpp" modes: only the budgets at the model's few_budget_qps
+    classifier_only: bool = False               # runs only on models whose output is class logits
 
     def unavailable(self) -> Optional[str]:
         """None when the mode can run with this nnr, else why not."""
@@ -127,6 +128,22 @@ def _target_rounded_corrected(ctx, bpp):
                             importance=ctx.importance(), hessians=ctx.hessians(), jobs=ctx.jobs)
 
 
+def _target_kl(ctx, bpp):
+    import nnr
+    return nnr.encode(ctx.tensors, target_bpp=float(bpp), importance=ctx.kl_importance(), jobs=ctx.jobs)
+
+
+def _target_kl_corrected(ctx, bpp):
+    from nnr.rd import encode_corrected
+    return encode_corrected(ctx.spec.module, ctx.tensors, ctx.spec.calibration, target_bpp=float(bpp),
+                            importance=ctx.kl_importance(), jobs=ctx.jobs)
+
+
+def _kl_missing():
+    import nnr.rd.importance as imp
+    return None if "kl" in getattr(imp, "METHODS", ()) else "n/a (not available): nnr.importance has no method='kl'"
+
+
 def _rounding_missing():
     return _rd_missing("layer_hessians") or _encode_option("hessians", None)
 
@@ -183,6 +200,13 @@ MODES = [
          "layer's mean output shift on the calibration data undone in its bias or the next batch norm's running "
          "mean, and those tensors coded again inside the budget", needs=(_target_bpp_missing, _correction_missing),
          importance=True),
+    Mode("target+kl", "nnr.encode(target_bpp, kl importance)", "bpp", _target_kl,
+         "nnr.encode(tensors, target_bpp=b, importance=nnr.importance(module, calibration, method='kl', probes=8)): "
+         "the allocation and levels weighted by the classifier's own Fisher (classifiers only)",
+         needs=(_target_bpp_missing, _kl_missing), costly=True, classifier_only=True),
+    Mode("target+kl+bias", "target_bpp + kl importance + bias correction", "bpp", _target_kl_corrected,
+         "nnr.rd.encode_corrected(module, tensors, calibration, target_bpp=b, importance=<the kl importance>)",
+         needs=(_target_bpp_missing, _kl_missing, _correction_missing), costly=True, classifier_only=True),
     Mode("target+imp+gptq", "target_bpp + importance + output-aware rounding", "bpp", _target_rounded,
          "nnr.encode(tensors, target_bpp=b, importance=imp, hessians=nnr.rd.layer_hessians(module, calibration)): "
          "the allocation, with the Linear and Conv layers' levels rounded for the least output error (GPTQ, "

@@ -117,6 +117,10 @@ def model_section(r, plot=None):
         i = r["importance"]
         md.append(f"Importance: {i['source']} ({i['method']}, one probe per calibration batch, {i['batches']} "
                   f"batches, {i['tensors']} tensors) in {i['seconds']:.1f} s.\n")
+    if r.get("kl_importance"):
+        i = r["kl_importance"]
+        md.append(f"KL importance: {i['source']} (kl, {i['probes']} probes per calibration batch, {i['batches']} "
+                  f"batches, {i['tensors']} tensors) in {i['seconds']:.1f} s.\n")
     md += ["Bits at equal metric (the mode's upper envelope interpolated at the reference's metric there; ≥: the "
            "mode already reaches it at its cheapest point; \"vs ref envelope\": against the fewest bits at which "
            "the reference's own curve reaches that metric):\n", summary_table(r), ""]

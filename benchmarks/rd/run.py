@@ -22,6 +22,7 @@ BUDGET_QPS = tuple(range(-20, -41, -2))       # budgets of the "bpp" modes: the 
 # the per-tensor search encodes the model ~50 times per budget: six budgets around the qp -30 and -36 points
 FEW_BUDGET_QPS = (-26, -28, -30, -34, -36, -38)
 SUMMARY_QPS = (-30, -36)
+KL_PROBES = 8                   # probes per calibration batch of the "kl" importance
 
 
 class Context:
@@ -37,6 +38,7 @@ class Context:
         self.budgets = []               # [(qp, bits/param)] of the reference curve, set before the "bpp" modes
         self.cache = {}
         self.importance_info = None
+        self.kl_importance_info = None
         self.hessians_info = None
 
     def importance(self):
@@ -47,6 +49,16 @@ class Context:
                                     "batches": len(self.spec.calibration)}
             self.log(f"  importance ({src}, gauss-newton): {len(imp)} tensors in {secs:.1f} s")
         return self.cache["importance"]
+
+    def kl_importance(self):
+        """nnr.importance(method="kl", probes=KL_PROBES) on the calibration data (computed once, timed)."""
+        if "kl_importance" not in self.cache:
+            imp, src, secs = imp_mod.compute(self.spec, method="kl", probes=KL_PROBES)
+            self.cache["kl_importance"] = imp
+            self.kl_importance_info = {"source": src, "method": "kl", "probes": KL_PROBES, "seconds": secs,
+                                       "tensors": len(imp), "batches": len(self.spec.calibration)}
+            self.log(f"  importance ({src}, kl, {KL_PROBES} probes): {len(imp)} tensors in {secs:.1f} s")
+        return self.cache["kl_importance"]
 
     def hessians(self):
         """nnr.rd.layer_hessians on the calibration data (computed once, timed)."""
@@ -192,7 +204,8 @@ def run_model(spec, reference, args, workdir, log):
         if chosen and mode.key != "reference" and mode.key not in chosen:
             continue
         entry = {"label": mode.label, "axis": mode.axis, "note": mode.note}
-        reason = mode.unavailable()
+        reason = mode.unavailable() or (mode.classifier_only and not spec.classifier
+                                        and "n/a (the model's output is not class logits)")
         if reason:
             entry["unavailable"] = reason
             result["modes"][mode.key] = entry
@@ -209,6 +222,7 @@ def run_model(spec, reference, args, workdir, log):
             ctx.budgets = [(p["setting"], p["bpp"]) for p in entry["points"] if "bpp" in p]
         result["modes"][mode.key] = entry
     result["importance"] = ctx.importance_info
+    result["kl_importance"] = ctx.kl_importance_info
     result["hessians"] = ctx.hessians_info
     result["summary"] = summarise(result, spec.higher_is_better)
     result["timings"]["total_s"] = time.perf_counter() - t_model

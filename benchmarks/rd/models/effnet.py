@@ -177,7 +177,7 @@ def load(quick=False, log=None):
     return ModelSpec(
         name="effnet", title=f"EfficientNet-Lite0 ({params / 1e6:.1f} M parameters)", module=net, tensors=tensors,
         metric=metric, calibration=[x_cal[i:i + CAL_BATCH] for i in range(0, len(x_cal), CAL_BATCH)],
-        higher_is_better=True,
+        higher_is_better=True, classifier=True,
         metric_name="top-1 agreement with the float model",
         data_note=(f"evaluation: {len(x_eval)} images from {len(ev_names)} scikit-image photos "
                    f"({', '.join(ev_names)}), 30 views each (as is, brighter, darker, 12 random crops of 90 "

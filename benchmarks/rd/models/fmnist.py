@@ -105,7 +105,7 @@ def load(quick=False, log=None, test_images=None):
     return ModelSpec(
         name="fmnist", title=f"Fashion-MNIST CNN ({params / 1e3:.0f} k parameters)", module=net, tensors=tensors,
         metric=metric, calibration=[x_cal[i:i + 100] for i in range(0, CALIBRATION_IMAGES, 100)],
-        higher_is_better=True, metric_name="test accuracy",
+        higher_is_better=True, classifier=True, metric_name="test accuracy",
         data_note=(f"evaluation: {'the' if n_test == len(yte) else f'the first {n_test} of the'} 10,000 "
                    "Fashion-MNIST test images; calibration: "
                    f"{CALIBRATION_IMAGES} training images (a seeded draw from the 60,000; the network was trained "

@@ -21,6 +21,7 @@ class ModelSpec:
     data_note: str                      # which data are calibration and which evaluation, and how they differ
     notes: list = field(default_factory=list)
     loss: Optional[Callable] = None     # loss(output, batch index) for a Fisher importance, if the model has one
+    classifier: bool = False            # the output is class logits: the "kl" importance modes apply
     setup_s: float = 0.0                # seconds spent loading / training
     # the QP sweep (None: benchmarks/rd/run.py's default), where the model's metric moves; the budgets
     # of the "bpp" modes are the reference's sizes at budget_qps, and at few_budget_qps for the costly modes
