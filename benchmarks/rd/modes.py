@@ -24,7 +24,7 @@ class Mode:
     encode: Callable                            # encode(ctx, value) -> bytes
     note: str
     needs: tuple = ()                           # checks: () -> None when present, else why not
-    importance: bool = False                    # uses the calibration importance
+    importance: str = ""                        # the calibration importance it uses: "gauss-newton", "kl" or none
     costly: bool = False                        # "bpp" modes: only the budgets at the model's few_budget_qps
     classifier_only: bool = False               # runs only on models whose output is class logits
 
@@ -130,13 +130,13 @@ def _target_rounded_corrected(ctx, bpp):
 
 def _target_kl(ctx, bpp):
     import nnr
-    return nnr.encode(ctx.tensors, target_bpp=float(bpp), importance=ctx.kl_importance(), jobs=ctx.jobs)
+    return nnr.encode(ctx.tensors, target_bpp=float(bpp), importance=ctx.importance("kl"), jobs=ctx.jobs)
 
 
 def _target_kl_corrected(ctx, bpp):
     from nnr.rd import encode_corrected
     return encode_corrected(ctx.spec.module, ctx.tensors, ctx.spec.calibration, target_bpp=float(bpp),
-                            importance=ctx.kl_importance(), jobs=ctx.jobs)
+                            importance=ctx.importance("kl"), jobs=ctx.jobs)
 
 
 def _kl_missing():
@@ -188,41 +188,42 @@ MODES = [
          costly=True),
     Mode("weighted", "importance-weighted levels (qp sweep)", "qp", _weighted,
          f"nnr.encode(tensors, qp=q, importance=imp, lambda_scale={LAMBDA:g}): importance-weighted RD "
-         "quantization (nnr_core/quant/weighted.py), QPs as the reference's", importance=True),
+         "quantization (nnr_core/quant/weighted.py), QPs as the reference's", importance="gauss-newton"),
     Mode("target", "nnr.encode(target_bpp)", "bpp", _target,
          "nnr.encode(tensors, target_bpp=b): per-tensor Lagrangian QP allocation by plain MSE",
          needs=(_target_bpp_missing,)),
     Mode("target+imp", "nnr.encode(target_bpp, importance)", "bpp", _target_importance,
          "nnr.encode(tensors, target_bpp=b, importance=imp): allocation by importance-weighted distortion "
-         "and importance-weighted levels", needs=(_target_bpp_missing,), importance=True),
+         "and importance-weighted levels", needs=(_target_bpp_missing,), importance="gauss-newton"),
     Mode("target+imp+bias", "target_bpp + importance + bias correction", "bpp", _target_corrected,
          "nnr.rd.encode_corrected(module, tensors, calibration, target_bpp=b, importance=imp): the same, then each "
          "layer's mean output shift on the calibration data undone in its bias or the next batch norm's running "
          "mean, and those tensors coded again inside the budget", needs=(_target_bpp_missing, _correction_missing),
-         importance=True),
+         importance="gauss-newton"),
     Mode("target+kl", "nnr.encode(target_bpp, kl importance)", "bpp", _target_kl,
          "nnr.encode(tensors, target_bpp=b, importance=nnr.importance(module, calibration, method='kl', probes=8)): "
          "the allocation and levels weighted by the classifier's own Fisher (classifiers only)",
-         needs=(_target_bpp_missing, _kl_missing), costly=True, classifier_only=True),
+         needs=(_target_bpp_missing, _kl_missing), importance="kl", costly=True, classifier_only=True),
     Mode("target+kl+bias", "target_bpp + kl importance + bias correction", "bpp", _target_kl_corrected,
          "nnr.rd.encode_corrected(module, tensors, calibration, target_bpp=b, importance=<the kl importance>)",
-         needs=(_target_bpp_missing, _kl_missing, _correction_missing), costly=True, classifier_only=True),
+         needs=(_target_bpp_missing, _kl_missing, _correction_missing), importance="kl", costly=True,
+         classifier_only=True),
     Mode("target+imp+gptq", "target_bpp + importance + output-aware rounding", "bpp", _target_rounded,
          "nnr.encode(tensors, target_bpp=b, importance=imp, hessians=nnr.rd.layer_hessians(module, calibration)): "
          "the allocation, with the Linear and Conv layers' levels rounded for the least output error (GPTQ, "
          "nnr_core/quant/gptq.py; no dependent quantization on them)", needs=(_target_bpp_missing, _rounding_missing),
-         importance=True),
+         importance="gauss-newton"),
     Mode("target+imp+gptq+bias", "target_bpp + importance + output-aware rounding + bias correction", "bpp",
          _target_rounded_corrected,
          "nnr.rd.encode_corrected(module, tensors, calibration, target_bpp=b, importance=imp, hessians=...)",
-         needs=(_target_bpp_missing, _rounding_missing, _correction_missing), importance=True),
+         needs=(_target_bpp_missing, _rounding_missing, _correction_missing), importance="gauss-newton"),
     Mode("target+imp+sparse", "target_bpp + importance + sparsity", "bpp", _target_sparse,
          "nnr.encode(tensors, target_bpp=b, importance=imp, sparsity=s), or nnr.rd.sparsify(tensors, s, "
          "structured=False, importance=imp) first where the encoder has no sparsity option",
-         needs=(_target_bpp_missing, _any_sparsification_missing), importance=True),
+         needs=(_target_bpp_missing, _any_sparsification_missing), importance="gauss-newton"),
     Mode("target+imp+rows", "target_bpp + importance + row sparsity", "bpp", _target_structured,
          "nnr.encode(tensors, target_bpp=b, importance=imp, sparsity=s, sparsity_structured=True) (whole rows), or "
          "nnr.rd.sparsify(tensors, s, structured=True, importance=imp) first where the encoder has no sparsity "
-         "option", needs=(_target_bpp_missing, _any_sparsification_missing), importance=True),
+         "option", needs=(_target_bpp_missing, _any_sparsification_missing), importance="gauss-newton"),
 ]
 BY_KEY = {m.key: m for m in MODES}

@@ -23,6 +23,7 @@ BUDGET_QPS = tuple(range(-20, -41, -2))       # budgets of the "bpp" modes: the 
 FEW_BUDGET_QPS = (-26, -28, -30, -34, -36, -38)
 SUMMARY_QPS = (-30, -36)
 KL_PROBES = 8                   # probes per calibration batch of the "kl" importance
+IMPORTANCE_PROBES = {"gauss-newton": 1, "kl": KL_PROBES}
 
 
 class Context:
@@ -41,24 +42,22 @@ class Context:
         self.kl_importance_info = None
         self.hessians_info = None
 
-    def importance(self):
-        if "importance" not in self.cache:
-            imp, src, secs = imp_mod.compute(self.spec)
-            self.cache["importance"] = imp
-            self.importance_info = {"source": src, "method": "gauss-newton", "seconds": secs, "tensors": len(imp),
-                                    "batches": len(self.spec.calibration)}
-            self.log(f"  importance ({src}, gauss-newton): {len(imp)} tensors in {secs:.1f} s")
-        return self.cache["importance"]
-
-    def kl_importance(self):
-        """nnr.importance(method="kl", probes=KL_PROBES) on the calibration data (computed once, timed)."""
-        if "kl_importance" not in self.cache:
-            imp, src, secs = imp_mod.compute(self.spec, method="kl", probes=KL_PROBES)
-            self.cache["kl_importance"] = imp
-            self.kl_importance_info = {"source": src, "method": "kl", "probes": KL_PROBES, "seconds": secs,
-                                       "tensors": len(imp), "batches": len(self.spec.calibration)}
-            self.log(f"  importance ({src}, kl, {KL_PROBES} probes): {len(imp)} tensors in {secs:.1f} s")
-        return self.cache["kl_importance"]
+    def importance(self, method="gauss-newton"):
+        """nnr.importance(method=..., probes=IMPORTANCE_PROBES[method]) on the calibration data (computed
+        once per method, timed; its facts in importance_info, or kl_importance_info for "kl")."""
+        key = ("importance", method)
+        if key not in self.cache:
+            probes = IMPORTANCE_PROBES[method]
+            imp, src, secs = imp_mod.compute(self.spec, method=method, probes=probes)
+            self.cache[key] = imp
+            info = {"source": src, "method": method, "seconds": secs, "tensors": len(imp),
+                    "batches": len(self.spec.calibration)}
+            if method == "kl":
+                self.kl_importance_info = dict(info, probes=probes)
+            else:
+                self.importance_info = info
+            self.log(f"  importance ({src}, {method}, {probes} probe(s) per batch): {len(imp)} tensors in {secs:.1f} s")
+        return self.cache[key]
 
     def hessians(self):
         """nnr.rd.layer_hessians on the calibration data (computed once, timed)."""
@@ -180,6 +179,12 @@ def summarise(result, higher):
     return at_qp
 
 
+def why_not(mode, spec):
+    """None when `mode` runs on `spec`'s model, else why not."""
+    return mode.unavailable() or (mode.classifier_only and not spec.classifier
+                                  and "n/a (the model's output is not class logits)") or None
+
+
 def run_model(spec, reference, args, workdir, log):
     """Everything measured on one model (a JSON-able dict)."""
     t_model = time.perf_counter()
@@ -197,15 +202,15 @@ def run_model(spec, reference, args, workdir, log):
         t0 = time.perf_counter()
         result["reference"] = reference_curve(ctx, reference, score, workdir, log)
         result["timings"]["reference_s"] = time.perf_counter() - t0
-    if any(m.importance and not m.unavailable() for m in MODES):
-        ctx.importance()                # once, timed on its own
     chosen = getattr(args, "modes", None)
+    for method in sorted({m.importance for m in MODES if m.importance and (not chosen or m.key in chosen)
+                          and not why_not(m, spec)}):
+        ctx.importance(method)          # once per method, timed on its own (not inside a mode's encode time)
     for mode in MODES:
         if chosen and mode.key != "reference" and mode.key not in chosen:
             continue
         entry = {"label": mode.label, "axis": mode.axis, "note": mode.note}
-        reason = mode.unavailable() or (mode.classifier_only and not spec.classifier
-                                        and "n/a (the model's output is not class logits)")
+        reason = why_not(mode, spec)
         if reason:
             entry["unavailable"] = reason
             result["modes"][mode.key] = entry
