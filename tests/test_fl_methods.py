@@ -89,7 +89,9 @@ def test_golomb_short_or_out_of_range_data_raises():
 def coders():
     return [fl.Float32Coder(LAYOUT), fl.DgcCoder(LAYOUT, 0.02), fl.SbcCoder(LAYOUT, 0.02),
             fl.NncCoder(LAYOUT, 0.02, device_id=3), fl.NncCoder(LAYOUT, 0.02, sparsify="topk", hdsp=True),
-            fl.NncCoder(LAYOUT, 0.02, selection="global", element_names="index", hdsp=True)]
+            fl.NncCoder(LAYOUT, 0.02, selection="global", element_names="index", hdsp=True),
+            fl.NncCoder(LAYOUT, 0.02, sparsify="ternary", packing="flat", element_names="index", hdsp=True),
+            fl.NncCoder(LAYOUT, 0.02, sparsify="ternary", selection="global")]
 
 
 @pytest.mark.parametrize("coder", coders(), ids=lambda c: f"{c.name}-{getattr(c, 'sparsify', '')}")
@@ -205,3 +207,49 @@ def test_global_sbc_takes_the_larger_sign_set_of_each_tensor():
     np.testing.assert_array_equal(idx, [1, 2])
     assert mean == -np.float32((np.float64(np.float32(0.8)) + np.float64(np.float32(0.85))) / 2)
     assert fl.sparsify.global_threshold([a, np.array([2.0, -0.01], np.float32)], 2 / 7) == np.float32(0.9)
+
+
+def test_ternary_keeps_both_signs_at_the_mean_kept_magnitude():
+    # top 3 of 6 by magnitude: -4, 3, -2.5 (mean 19/6); both signs stay, levels -1, +1, -1
+    a = np.array([3, -4, 1, -2.5, 0.5, -1], np.float32)
+    layout = [("a", (6,))]
+    data, sent = fl.NncCoder(layout, 0.5, sparsify="ternary").encode({"a": a})
+    delta = np.float32(step_size(fl.qp_for_step(19 / 6, 7), 7))
+    np.testing.assert_array_equal(sent["a"], np.array([1, -1, 0, -1, 0, 0], np.float32) * delta)
+
+
+def test_flat_packing_is_one_unit_of_the_concatenated_update():
+    rng = np.random.default_rng(7)
+    u = update(rng)
+    for n, _ in LAYOUT:
+        u[n].reshape(-1)[::7][:3] = 0.5           # kept entries in every tensor
+    size = sum(math.prod(s) for _, s in LAYOUT)
+    coder = fl.NncCoder(LAYOUT, 30 / size, sparsify="ternary", packing="flat", element_names="index")
+    data, sent = coder.encode(u)
+    v = np.concatenate([u[n].reshape(-1) for n, _ in LAYOUT])
+    idx = topk_indices(v, 30)
+    delta = np.float32(step_size(fl.qp_for_step(float(np.mean(np.abs(v[idx].astype(np.float64)))), 7), 7))
+    expect = np.zeros(size, np.float32)
+    expect[idx] = np.sign(v[idx]) * delta
+    tensors = nnr.Decoder().decode_tensors(data)
+    assert [(t.name, np.asarray(t.values).shape) for t in tensors] == [("0", (size,))]
+    np.testing.assert_array_equal(np.asarray(tensors[0].values), expect)
+    np.testing.assert_array_equal(np.concatenate([sent[n].reshape(-1) for n, _ in LAYOUT]), expect)
+    assert fl.split_flat(expect, LAYOUT)["fc.weight"].shape == (64, 256)
+    # the per-tensor stream of the same choice needs a unit header (and a CABAC flush) per tensor
+    assert all(np.any(sent[n]) for n, _ in LAYOUT)
+    per_tensor, _ = fl.NncCoder(LAYOUT, 30 / size, sparsify="ternary", selection="global",
+                                element_names="index").encode(u)
+    assert len(data) < len(per_tensor)
+    named = fl.NncCoder(LAYOUT, 30 / size, sparsify="ternary", packing="flat")
+    assert [t.name for t in nnr.Decoder().decode_tensors(named.encode(u)[0])] == ["update"]
+
+
+def test_flat_receiver_refuses_a_stream_of_another_layout():
+    other = [("x", (10,))]
+    data, _ = fl.NncCoder(other, 0.5, packing="flat", element_names="index").encode({"x": np.arange(10, dtype=np.float32)})
+    receiver = fl.NncCoder(LAYOUT, 0.5, packing="flat", element_names="index").decoder()
+    with pytest.raises(BitstreamError, match="10 values"):
+        receiver.decode(data)
+    with pytest.raises(EncoderConfigError, match="packing"):
+        fl.NncCoder(LAYOUT, 0.5, packing="rows")

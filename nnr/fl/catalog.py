@@ -44,21 +44,39 @@ def _coder(m, layout, fraction, device_id):
     if kind == "nnc":
         o = m.options
         return fl.NncCoder(layout, fraction, sparsify=o.get("sparsify", "sbc"), selection=o.get("selection", "tensor"),
-                           element_names=o.get("element_names", "model"), tca=o.get("tca", True),
+                           element_names=o.get("element_names", "model"), packing=o.get("packing", "tensors"),
+                           tca=o.get("tca", True),
                            hdsp=o.get("hdsp", False), device_id=device_id)
     raise EncoderConfigError(f"unknown coder {kind!r}")
+
+
+def describe_nnc(options) -> str:
+    """One sentence saying what an NNC message of a Method with these options carries."""
+    o = options
+    pct = f"{100 * o['fraction']:g} %"
+    flat = o.get("packing", "tensors") == "flat"
+    keep = (f"the {pct} largest magnitudes of the whole update" if flat or o.get("selection") == "global"
+            else f"the {pct} largest magnitudes of each tensor")
+    values = {"sbc": "of each tensor's kept entries the larger sign set, at its mean (levels +-1)",
+              "ternary": "every kept entry at +- the mean kept magnitude (levels +-1)",
+              "topk": "the kept values rounded on a step equal to the smallest kept magnitude"}[o.get("sparsify", "sbc")]
+    units = ("the update as one 1-D topology element (the layout's tensors concatenated in order), so one NNR_NDU "
+             "per message" if flat else "one NNR_NDU per tensor, a tensor with nothing kept omitted (HLS §13.5)")
+    names = "elements named by layout index" if o.get("element_names") == "index" else "elements named by tensor"
+    tools = ", ".join(["parent signalling"] + [t.upper() for t in ("tca", "hdsp") if o.get(t, t == "tca")])
+    return (f"{keep} kept, {values} on the QP whose step is nearest (qp_density 7, no DQ); {units}; {names}; "
+            f"{tools}")
 
 
 def methods(fraction, nnr_options=None) -> dict:
     """The benchmark's methods at a kept fraction per message; `nnr` is nnr's best configuration
     (nnr_options override it)."""
-    nnr_opts = {"coder": "nnc", "fraction": fraction, "sparsify": "sbc", "selection": "global",
-                "element_names": "index", "tca": True, "hdsp": True}
+    nnr_opts = {"coder": "nnc", "fraction": fraction, "sparsify": "ternary", "packing": "flat",
+                "element_names": "index", "tca": False, "hdsp": False}
     nnr_opts.update(nnr_options or {})
     return {
         "float32": Method("float32", "float32 FedAvg"),
         "dgc": Method("dgc", f"top-k {fraction:g} + error feedback + zlib (DGC-like)", {"fraction": fraction}),
         "sbc": Method("sbc", f"SBC {fraction:g} (binarised, Golomb positions)", {"fraction": fraction}),
-        "nnr": Method("nnr", f"nnr: NNC incremental stream, SBC values, global {nnr_opts['fraction']:g}, HDSP",
-                      nnr_opts),
+        "nnr": Method("nnr", f"nnr: NNC incremental stream, one element, ternary {nnr_opts['fraction']:g}", nnr_opts),
     }

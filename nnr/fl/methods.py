@@ -179,24 +179,29 @@ def qp_for_step(step, qp_density) -> int:
 
 class NncCoder:
     """An NNC incremental stream of sparsified updates. sparsify: "sbc" (binarised as SbcCoder, each
-    tensor's step the mean, so its levels are 0 and +-1) or "topk" (the kept values rounded on a step
+    tensor's step the mean, so its levels are 0 and +-1), "ternary" (every kept entry at +-the mean
+    kept magnitude: levels 0 and +-1 with both signs) or "topk" (the kept values rounded on a step
     equal to the smallest kept magnitude). selection: "tensor" (each tensor keeps its fraction, as
     SBC does) or "global" (one threshold over all tensors: a tensor with nothing above it is an
-    omitted zero update, HLS §13.5, and costs no unit). element_names: "model" (the tensors' names)
-    or "index" (their position in the layout, "0", "1", ...: shorter unit headers; both ends know
-    the layout). tca / hdsp: Encoder.encode's flags; device_id: the stream's device (parent
-    signalling)."""
+    omitted zero update, HLS §13.5, and costs no unit). packing: "tensors" (one topology element,
+    so one NNR_NDU, per tensor) or "flat" (the whole update as one 1-D element, the layout's tensors
+    concatenated in order: one unit header, one QP, one CABAC flush per message; selection is then
+    that element's top-k). element_names: "model" (the tensors' names; "update" for the flat
+    element) or "index" (their position in the layout, "0", "1", ...: shorter unit headers; both
+    ends know the layout). tca / hdsp: Encoder.encode's flags; device_id: the stream's device
+    (parent signalling)."""
     name = "nnc"
 
     def __init__(self, layout, fraction, *, sparsify="sbc", selection="tensor", element_names="model",
-                 qp_density=7, tca=True, hdsp=False, device_id=0, jobs=1):
+                 packing="tensors", qp_density=7, tca=True, hdsp=False, device_id=0, jobs=1):
         import nnr
-        for what, value, allowed in (("sparsify", sparsify, ("sbc", "topk")),
+        for what, value, allowed in (("sparsify", sparsify, ("sbc", "ternary", "topk")),
                                      ("selection", selection, ("tensor", "global")),
-                                     ("element_names", element_names, ("model", "index"))):
+                                     ("element_names", element_names, ("model", "index")),
+                                     ("packing", packing, ("tensors", "flat"))):
             if value not in allowed:
                 raise EncoderConfigError(f"nnc {what} must be one of {allowed}, not {value!r}")
-        self.selection, self.element_names = selection, element_names
+        self.selection, self.element_names, self.packing = selection, element_names, packing
         self.layout = _layout(layout)
         self.fraction = check_fraction(fraction, "nnc fraction")
         self.sparsify = sparsify
@@ -217,6 +222,10 @@ class NncCoder:
             idx, mean = sbc(a, self.fraction) if threshold is None else sbc_of(a, cand)
             step = abs(float(mean))
             vals = np.float32(mean)
+        elif self.sparsify == "ternary":
+            idx = topk_indices(flat, kept_count(flat.size, self.fraction)) if threshold is None else cand
+            step = float(np.mean(np.abs(flat[idx].astype(np.float64)))) if idx.size else 0.0
+            vals = np.sign(flat[idx]) * np.float32(step)
         else:
             idx = topk_indices(flat, kept_count(flat.size, self.fraction)) if threshold is None else cand
             vals = flat[idx]
@@ -227,16 +236,21 @@ class NncCoder:
 
     def encode(self, update):
         u = _f32(update, self.layout)
+        if self.packing == "flat":
+            parts = {flat_element_name(self.element_names): np.concatenate([u[n].reshape(-1) for n, _ in self.layout])}
+            threshold = None
+        else:
+            parts = u
+            threshold = global_threshold(list(u.values()), self.fraction) if self.selection == "global" else None
         coded, qps = {}, {}
-        threshold = global_threshold(list(u.values()), self.fraction) if self.selection == "global" else None
-        for n, _ in self.layout:
-            dense, step = self._sparse(u[n], threshold)
+        for n, a in parts.items():
+            dense, step = self._sparse(a, threshold)
             qp = qp_for_step(step, self.qp_density) if step else 0
             lo, hi = self.qp_limits
             if step is None or not lo <= qp <= hi:       # nothing kept, or a step no QP can carry
-                dense, qp = np.zeros_like(u[n]), 0
+                dense, qp = np.zeros_like(a), 0
             coded[n], qps[n] = dense, qp
-        if self.element_names == "index":
+        if self.element_names == "index" and self.packing == "tensors":
             coded = {str(i): coded[n] for i, (n, _) in enumerate(self.layout)}
             qps = {str(i): qps[n] for i, (n, _) in enumerate(self.layout)}
         self.encoder.reconfigure(qp_per_tensor=qps)
@@ -244,29 +258,52 @@ class NncCoder:
         return data, self.mirror.decode(data)
 
     def decoder(self):
+        if self.packing == "flat":
+            return _NncDecoder(self.layout, self.jobs, flat=flat_element_name(self.element_names))
         return _NncDecoder(self.layout, self.jobs, self.element_names == "index")
 
 
-class _NncDecoder:
-    """The receiving end of one NNC incremental stream: tensors a bitstream omits are zero updates."""
+def flat_element_name(element_names) -> str:
+    """The name of the one topology element of a flat-packed update."""
+    return "0" if element_names == "index" else "update"
 
-    def __init__(self, layout, jobs=1, indexed=False):
+
+class _NncDecoder:
+    """The receiving end of one NNC incremental stream: tensors a bitstream omits are zero updates.
+    flat: the name of the one element that holds the whole update (packing "flat"), else None."""
+
+    def __init__(self, layout, jobs=1, indexed=False, flat=None):
         import nnr
         self.layout = layout
         self.decoder = nnr.Decoder(jobs=jobs)
+        self.flat = flat
+        self.size = sum(math.prod(s) for _, s in layout)
         # the stream's element names -> the layout's
-        self.names = {(str(i) if indexed else n): n for i, (n, _) in enumerate(layout)}
+        self.names = {flat: None} if flat is not None else \
+            {(str(i) if indexed else n): n for i, (n, _) in enumerate(layout)}
 
     def decode(self, data):
         out = {n: np.zeros(s, np.float32) for n, s in self.layout}
         for t in self.decoder.decode_tensors(data):
-            name = self.names.get(t.name)
-            if name is None:
+            if t.name not in self.names:
                 raise BitstreamError(f"nnc message: tensor {t.name!r} is not in the model's layout")
             v = np.asarray(t.values, dtype=np.float32)
-            if v.size != out[name].size:
-                raise BitstreamError(f"nnc message: tensor {t.name!r} has {v.size} values, the layout "
-                                     f"{out[name].size}")
-            out[name] = v.reshape(out[name].shape)
+            want = self.size if self.flat is not None else out[self.names[t.name]].size
+            if v.size != want:
+                raise BitstreamError(f"nnc message: tensor {t.name!r} has {v.size} values, the layout {want}")
+            if self.flat is not None:
+                out = split_flat(v, self.layout)
+            else:
+                out[self.names[t.name]] = v.reshape(out[self.names[t.name]].shape)
         self.decoder.units, self.decoder.tensors = [], []
         return out
+
+
+def split_flat(v, layout) -> dict:
+    """{name: tensor} of a flat-packed update vector v (the layout's tensors concatenated in order)."""
+    out, off = {}, 0
+    for n, s in layout:
+        k = math.prod(s)
+        out[n] = np.asarray(v[off:off + k], dtype=np.float32).reshape(s)
+        off += k
+    return out

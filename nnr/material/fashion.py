@@ -80,10 +80,21 @@ class FashionResult:
         return int(sum(int(np.prod(s)) for _, s in self.layout))
 
 
-def element_names(method, layout) -> dict:
-    """{name of the tensor in the bitstreams: model tensor name} (the coder names elements by index)."""
-    indexed = method.options.get("element_names", "model") == "index"
-    return {(str(i) if indexed else n): n for i, (n, _) in enumerate(layout)}
+def element_layout(method, layout) -> list:
+    """Where each model tensor is in the update streams: [{"element", "name", "shape"}], plus
+    "offset" (into the element's values) when the coder packs the whole update into one element."""
+    from nnr.fl.methods import flat_element_name
+    o = method.options
+    if o.get("packing", "tensors") == "flat":
+        out, off = [], 0
+        for n, s in layout:
+            out.append({"element": flat_element_name(o.get("element_names", "model")), "name": n,
+                        "shape": [int(d) for d in s], "offset": off})
+            off += int(np.prod(s))
+        return out
+    indexed = o.get("element_names", "model") == "index"
+    return [{"element": str(i) if indexed else n, "name": n, "shape": [int(d) for d in s]}
+            for i, (n, s) in enumerate(layout)]
 
 
 def encode_base(g0) -> bytes:

@@ -53,7 +53,7 @@ def _seeds(cfg):
 
 def _entries(result, command, version):
     from nnr.conformance.generate import describe
-    from nnr.fl.catalog import DOWN_DEVICE_ID, up_device_id
+    from nnr.fl.catalog import DOWN_DEVICE_ID, describe_nnc, up_device_id
     cfg, o = result.config, result.method.options
     encode = {"incremental": True, "tca": o.get("tca", True), "hdsp": o.get("hdsp", False)}
     common = {"coder": dict(o), "seeds": _seeds(cfg), "command": command}
@@ -70,8 +70,7 @@ def _entries(result, command, version):
         entry, _ = describe(
             f"client{k}", "sequence", datas, "decode", None,
             f"FedAvg uplink of client {k} (device_id {up_device_id(k)}): {cfg.rounds} model updates (trained CNN - "
-            f"global model + error-feedback residual), {100 * cfg.fraction:g} % of the entries kept (one threshold "
-            f"over the update, each tensor's larger sign set at its mean), Fashion-MNIST",
+            f"global model + error-feedback residual): {describe_nnc(o)}; Fashion-MNIST",
             {"encoder": f"nnr {version}", "config": {**common, "device_id": up_device_id(k), "encode": encode}},
             tags=("uplink",), files=[up_file(k, r) for r in rounds])
         entries.append(entry)
@@ -111,10 +110,8 @@ def totals(result) -> dict:
 
 def material_section(result, command, version) -> dict:
     from nnr.fl.catalog import DOWN_DEVICE_ID
-    from nnr.material.fashion import element_names
+    from nnr.material.fashion import element_layout
     cfg = result.config
-    names = element_names(result.method, result.layout)
-    shapes = dict(result.layout)
     config = {k: v for k, v in vars(cfg).items() if k != "workers"}
     return {
         "description": "Incremental NNC test material from the federated benchmark's Fashion-MNIST run "
@@ -127,7 +124,7 @@ def material_section(result, command, version) -> dict:
         "training": result.training,
         "seeds": _seeds(cfg),
         "model": {"architecture": ARCHITECTURE, "parameters": result.num_parameters,
-                  "layout": [{"element": e, "name": n, "shape": list(shapes[n])} for e, n in names.items()]},
+                  "layout": element_layout(result.method, result.layout)},
         "data": result.data_info,
         "coder": {"method": result.method.key, "label": result.method.label, "options": dict(result.method.options),
                   "uplink_device_id": "client index + 1", "downlink_device_id": DOWN_DEVICE_ID},
@@ -138,8 +135,9 @@ def material_section(result, command, version) -> dict:
                      "step to its model (float32)",
             "base": "the initial model, as the base stream; the benchmark builds it from the seed instead of "
                     "sending it, so its bytes are not in the benchmark's counts",
-            "element_names": "the update streams name tensors by their index in model.layout; the base by their "
-                             "model names",
+            "element_names": "model.layout says where each model tensor is in the update streams: its element "
+                             "(and, when the whole update is one element, its offset into that element's values); "
+                             "the base names tensors by their model names",
             "omitted": "a tensor an update leaves out is a zero update (HLS 13.5); nnr outputs it as zeros once "
                        "its shape is known, the reference leaves it out",
             "accuracy": "test accuracy of the global model after each round, measured by the run",
@@ -202,13 +200,11 @@ parameters on Fashion-MNIST. Made by `{command}` with nnr {version}.{bench}
 | `base/model.nnr` | the initial global model G_0, one NNC stream, every tensor NNR_PT_RAW_FLOAT (bit-exact) |
 | `client<k>/round<r>.nnr` | client k's update in round r (uplink; device_id k + 1) |
 | `downlink/round<r>.nnr` | the averaged decoded client updates of round r (device_id 0) |
-| `manifest.json` | entries `base` (a stream) and `client<k>`, `downlink` (sequences): per step the file and the SHA-256 (`nnr.checksum.tensor_sha256`) of every tensor nnr decodes, features read from the syntax; `material` holds the configuration (training, split, seeds, coder options), the layout (element index -> model tensor), and per round the accuracy, the bytes and the checksums of the rebuilt global model |
+| `manifest.json` | entries `base` (a stream) and `client<k>`, `downlink` (sequences): per step the file and the SHA-256 (`nnr.checksum.tensor_sha256`) of every tensor nnr decodes, features read from the syntax; `material` holds the configuration (training, split, seeds, coder options), the layout (where each model tensor is in the streams' elements), and per round the accuracy, the bytes and the checksums of the rebuilt global model |
 | `metrics.json`, `metrics.md` | the per-round table |
 
-Coder (`nnr.fl.NncCoder`, options in `material.coder`): one threshold over the whole update keeps its
-{pct:g} % largest magnitudes, each tensor sends its larger sign set at its mean as levels +-1 on the QP
-whose step is nearest (qp_density 7, no DQ), tensors with nothing kept are omitted; parent signalling,
-TCA and HDSP; error feedback on both ends. Each sequence must be decoded in order by one decoder.
+Coder (`nnr.fl.NncCoder`, options in `material.coder`): {coder}; error feedback on both ends. Each
+sequence must be decoded in order by one decoder.
 
 The reference decoder NNCodec 2.1.3 decodes the update sequences but not `base/model.nnr`: its bit
 reader counts an NNR_PT_RAW_FLOAT payload's bytes as numpy.uint64, which numpy 1.x adds to the int
@@ -227,6 +223,7 @@ byte position as a float64, so the next unit's slice `bitstream[bytes_read[0]:]`
 
 
 def readme(m, version) -> str:
+    from nnr.fl.catalog import describe_nnc
     cfg = m["config"]
     bench = (f"\n`{m['benchmark_command']}` writes the same uplink and downlink bytes under `DIR/nnr/` "
              "(it does not send the base)." if m["benchmark_command"] else "")
@@ -237,7 +234,7 @@ def readme(m, version) -> str:
         + "; `reference_decodes` in the manifest says which.")
     return README.format(reference=reference, clients=cfg["clients"], alpha=cfg["alpha"], rounds=cfg["rounds"],
                          local_steps=cfg["local_steps"], params=m["model"]["parameters"], command=m["command"],
-                         version=version, bench=bench, pct=100 * cfg["fraction"],
+                         version=version, bench=bench, coder=describe_nnc(m["coder"]["options"]),
                          table=metrics_markdown(m).split("\n", 2)[2].strip())
 
 
@@ -287,7 +284,10 @@ def model_problems(path, manifest) -> list:
             return problems + [f"material round {r}: cannot rebuild the model: {type(err).__name__}: {err}"]
         for t in layout:
             if t["element"] in out:
-                model[t["name"]] = model[t["name"]] + np.asarray(out[t["element"]], np.float32).reshape(t["shape"])
+                v = np.asarray(out[t["element"]], np.float32)
+                if "offset" in t:            # the whole update as one element: this tensor's slice of it
+                    v = v.reshape(-1)[t["offset"]:t["offset"] + int(np.prod(t["shape"]))]
+                model[t["name"]] = model[t["name"]] + v.reshape(t["shape"])
         problems += _compare(f"round {r}", model, row.get("model_sha256"), tensor_sha256)
     return problems
 
