@@ -253,3 +253,14 @@ def test_flat_receiver_refuses_a_stream_of_another_layout():
         receiver.decode(data)
     with pytest.raises(EncoderConfigError, match="packing"):
         fl.NncCoder(LAYOUT, 0.5, packing="rows")
+
+
+def test_schedule_sets_the_kept_fraction_per_message():
+    rng = np.random.default_rng(8)
+    size = sum(math.prod(s) for _, s in LAYOUT)
+    coder = fl.NncCoder(LAYOUT, 1 / 16, sparsify="ternary", packing="flat", schedule=((0, 0.5), (2, 2)))
+    kept = [sum(int(np.count_nonzero(a)) for a in coder.encode(update(rng))[1].values()) for _ in range(4)]
+    assert kept == [math.ceil(size / 32), math.ceil(size / 32), size // 8, size // 8]      # size = 16656
+    for bad in (((1, 1.0),), ((0, 1.0), (0, 2.0)), ((0, 0.0),), ((0, size),), "x"):
+        with pytest.raises(EncoderConfigError, match="schedule"):
+            fl.NncCoder(LAYOUT, 40 / size, schedule=bad)

@@ -29,7 +29,8 @@ def build_parser():
     p.add_argument("--fraction", type=float, default=0.01,
                    help="share of each tensor's entries a sparse message keeps (default 0.01)")
     p.add_argument("--nnr-fraction", type=float, default=None,
-                   help="nnr's kept share (default: --fraction): its configuration may choose its own rate")
+                   help="nnr's kept share (default: --fraction), which its schedule's factors scale: its "
+                        "configuration may choose its own rate")
     p.add_argument("--methods", default="float32,dgc,sbc,nnr", help="comma-separated (default all four)")
     p.add_argument("--eval-every", type=int, default=10, help="test accuracy every N rounds (default 10)")
     p.add_argument("--seed", type=int, default=0)

@@ -45,6 +45,7 @@ def _coder(m, layout, fraction, device_id):
         o = m.options
         return fl.NncCoder(layout, fraction, sparsify=o.get("sparsify", "sbc"), selection=o.get("selection", "tensor"),
                            element_names=o.get("element_names", "model"), packing=o.get("packing", "tensors"),
+                           schedule=o.get("schedule"),
                            tca=o.get("tca", True),
                            hdsp=o.get("hdsp", False), device_id=device_id)
     raise EncoderConfigError(f"unknown coder {kind!r}")
@@ -53,10 +54,14 @@ def _coder(m, layout, fraction, device_id):
 def describe_nnc(options) -> str:
     """One sentence saying what an NNC message of a Method with these options carries."""
     o = options
-    pct = f"{100 * o['fraction']:g} %"
+    sched = o.get("schedule") or [(0, 1.0)]
+    ends = [m for m, _ in sched[1:]] + [None]
+    pct = ", ".join(f"{100 * o['fraction'] * f:.3g} %" + ("" if len(sched) == 1 else
+                    f" in messages {m}-{e - 1}" if e is not None else f" from message {m} on")
+                    for (m, f), e in zip(sched, ends))
     flat = o.get("packing", "tensors") == "flat"
-    keep = (f"the {pct} largest magnitudes of the whole update" if flat or o.get("selection") == "global"
-            else f"the {pct} largest magnitudes of each tensor")
+    keep = (f"the largest magnitudes of the whole update ({pct})" if flat or o.get("selection") == "global"
+            else f"the largest magnitudes of each tensor ({pct})")
     values = {"sbc": "of each tensor's kept entries the larger sign set, at its mean (levels +-1)",
               "ternary": "every kept entry at +- the mean kept magnitude (levels +-1)",
               "topk": "the kept values rounded on a step equal to the smallest kept magnitude"}[o.get("sparsify", "sbc")]

@@ -188,12 +188,14 @@ class NncCoder:
     concatenated in order: one unit header, one QP, one CABAC flush per message; selection is then
     that element's top-k). element_names: "model" (the tensors' names; "update" for the flat
     element) or "index" (their position in the layout, "0", "1", ...: shorter unit headers; both
-    ends know the layout). tca / hdsp: Encoder.encode's flags; device_id: the stream's device
-    (parent signalling)."""
+    ends know the layout). schedule: ((first message, factor), ...): from the message of each
+    first index on (counting from 0) the kept fraction is fraction x factor, as in DGC's sparsity
+    warm-up (None: fraction throughout). tca / hdsp: Encoder.encode's flags; device_id: the
+    stream's device (parent signalling)."""
     name = "nnc"
 
     def __init__(self, layout, fraction, *, sparsify="sbc", selection="tensor", element_names="model",
-                 packing="tensors", qp_density=7, tca=True, hdsp=False, device_id=0, jobs=1):
+                 packing="tensors", schedule=None, qp_density=7, tca=True, hdsp=False, device_id=0, jobs=1):
         import nnr
         for what, value, allowed in (("sparsify", sparsify, ("sbc", "ternary", "topk")),
                                      ("selection", selection, ("tensor", "global")),
@@ -203,7 +205,9 @@ class NncCoder:
                 raise EncoderConfigError(f"nnc {what} must be one of {allowed}, not {value!r}")
         self.selection, self.element_names, self.packing = selection, element_names, packing
         self.layout = _layout(layout)
-        self.fraction = check_fraction(fraction, "nnc fraction")
+        self.fraction = self.base_fraction = check_fraction(fraction, "nnc fraction")
+        self.schedule = check_schedule(schedule, self.fraction)
+        self.messages = 0
         self.sparsify = sparsify
         self.qp_density = qp_density
         self.flags = {"tca": tca, "hdsp": hdsp}
@@ -236,6 +240,9 @@ class NncCoder:
 
     def encode(self, update):
         u = _f32(update, self.layout)
+        if self.schedule:
+            self.fraction = self.base_fraction * [f for m, f in self.schedule if m <= self.messages][-1]
+        self.messages += 1
         if self.packing == "flat":
             parts = {flat_element_name(self.element_names): np.concatenate([u[n].reshape(-1) for n, _ in self.layout])}
             threshold = None
@@ -261,6 +268,22 @@ class NncCoder:
         if self.packing == "flat":
             return _NncDecoder(self.layout, self.jobs, flat=flat_element_name(self.element_names))
         return _NncDecoder(self.layout, self.jobs, self.element_names == "index")
+
+
+def check_schedule(schedule, fraction):
+    """schedule as a tuple of (first message, factor) pairs, checked: indices rising from 0, every
+    fraction x factor in (0, 1]; None or empty: ()."""
+    if not schedule:
+        return ()
+    try:
+        pairs = tuple((int(m), float(f)) for m, f in schedule)
+    except (TypeError, ValueError):
+        raise EncoderConfigError(f"nnc schedule must be (first message, factor) pairs, not {schedule!r}") from None
+    if pairs[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(pairs, pairs[1:])):
+        raise EncoderConfigError(f"nnc schedule must start at message 0 and rise, not {schedule!r}")
+    for _, f in pairs:
+        check_fraction(fraction * f, "nnc fraction x schedule factor")
+    return pairs
 
 
 def flat_element_name(element_names) -> str:
