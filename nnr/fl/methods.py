@@ -205,9 +205,9 @@ class NncCoder:
                 raise EncoderConfigError(f"nnc {what} must be one of {allowed}, not {value!r}")
         self.selection, self.element_names, self.packing = selection, element_names, packing
         self.layout = _layout(layout)
-        self.fraction = self.base_fraction = check_fraction(fraction, "nnc fraction")
+        self.fraction = check_fraction(fraction, "nnc fraction")
         self.schedule = check_schedule(schedule, self.fraction)
-        self.messages = 0
+        self.messages = 0                       # messages encoded so far: the schedule's clock
         self.sparsify = sparsify
         self.qp_density = qp_density
         self.flags = {"tca": tca, "hdsp": hdsp}
@@ -216,22 +216,26 @@ class NncCoder:
         self.mirror = self.decoder()
         self.qp_limits = (-(1 << (5 + qp_density)), (1 << (5 + qp_density)) - 1)
 
-    def _sparse(self, a, threshold=None):
+    def fraction_at(self, message) -> float:
+        """The kept fraction of message `message` (counting from 0) under the schedule."""
+        return self.fraction * next((f for m, f in reversed(self.schedule) if m <= message), 1.0)
+
+    def _sparse(self, a, fraction, threshold=None):
         """(dense float32 tensor to code, its step) of one tensor; step None: nothing to send.
-        threshold: the global selection's (None: the tensor's own top-k)."""
+        threshold: the global selection's (None: the tensor's own top-k of `fraction`)."""
         flat = a.reshape(-1)
         if threshold is not None:
             cand = np.flatnonzero(np.abs(flat) >= threshold) if threshold > 0 else np.flatnonzero(flat)
         if self.sparsify == "sbc":
-            idx, mean = sbc(a, self.fraction) if threshold is None else sbc_of(a, cand)
+            idx, mean = sbc(a, fraction) if threshold is None else sbc_of(a, cand)
             step = abs(float(mean))
             vals = np.float32(mean)
         elif self.sparsify == "ternary":
-            idx = topk_indices(flat, kept_count(flat.size, self.fraction)) if threshold is None else cand
+            idx = topk_indices(flat, kept_count(flat.size, fraction)) if threshold is None else cand
             step = float(np.mean(np.abs(flat[idx].astype(np.float64)))) if idx.size else 0.0
             vals = np.sign(flat[idx]) * np.float32(step)
         else:
-            idx = topk_indices(flat, kept_count(flat.size, self.fraction)) if threshold is None else cand
+            idx = topk_indices(flat, kept_count(flat.size, fraction)) if threshold is None else cand
             vals = flat[idx]
             step = float(np.min(np.abs(vals))) if idx.size else 0.0
         if idx.size == 0 or step == 0.0:
@@ -240,18 +244,17 @@ class NncCoder:
 
     def encode(self, update):
         u = _f32(update, self.layout)
-        if self.schedule:
-            self.fraction = self.base_fraction * [f for m, f in self.schedule if m <= self.messages][-1]
+        fraction = self.fraction_at(self.messages)
         self.messages += 1
         if self.packing == "flat":
             parts = {flat_element_name(self.element_names): np.concatenate([u[n].reshape(-1) for n, _ in self.layout])}
             threshold = None
         else:
             parts = u
-            threshold = global_threshold(list(u.values()), self.fraction) if self.selection == "global" else None
+            threshold = global_threshold(list(u.values()), fraction) if self.selection == "global" else None
         coded, qps = {}, {}
         for n, a in parts.items():
-            dense, step = self._sparse(a, threshold)
+            dense, step = self._sparse(a, fraction, threshold)
             qp = qp_for_step(step, self.qp_density) if step else 0
             lo, hi = self.qp_limits
             if step is None or not lo <= qp <= hi:       # nothing kept, or a step no QP can carry
@@ -299,7 +302,6 @@ class _NncDecoder:
         import nnr
         self.layout = layout
         self.decoder = nnr.Decoder(jobs=jobs)
-        self.flat = flat
         self.size = sum(math.prod(s) for _, s in layout)
         # the stream's element names -> the layout's
         self.names = {flat: None} if flat is not None else \
@@ -311,13 +313,14 @@ class _NncDecoder:
             if t.name not in self.names:
                 raise BitstreamError(f"nnc message: tensor {t.name!r} is not in the model's layout")
             v = np.asarray(t.values, dtype=np.float32)
-            want = self.size if self.flat is not None else out[self.names[t.name]].size
+            name = self.names[t.name]
+            want = self.size if name is None else out[name].size
             if v.size != want:
                 raise BitstreamError(f"nnc message: tensor {t.name!r} has {v.size} values, the layout {want}")
-            if self.flat is not None:
+            if name is None:                    # the flat element: the whole update
                 out = split_flat(v, self.layout)
             else:
-                out[self.names[t.name]] = v.reshape(out[self.names[t.name]].shape)
+                out[name] = v.reshape(out[name].shape)
         self.decoder.units, self.decoder.tensors = [], []
         return out
 
