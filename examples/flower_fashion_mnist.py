@@ -11,6 +11,7 @@ flower_fashion_mnist.md in a folder of the system's temporary directory, whose p
     pip install -e ".[flower,torch]"                 # flwr, ray (Flower's simulation backend), torch
     python -m nnr.testenv.fashion_mnist              # the data (Debian's dataset-fashion-mnist), once
     python examples/flower_fashion_mnist.py [--clients 4] [--rounds 10] [--qp -20] [--topk 0.5]
+                                            [--sparsify ternary --fraction 0.1]
 
 Accounting: bytes are those of the actual bitstreams (plus the tiny JSON manifest of names and
 shapes sent with the first bitstream of a stream); "float32" is what the same messages cost as
@@ -91,14 +92,25 @@ def table(cfg, base, nnc):
     return lines, summary
 
 
+def coding(cfg) -> str:
+    """How the NNC run codes its messages, in words."""
+    if cfg.sparsify:
+        return (f"every update one element with {100 * cfg.fraction:g} % of it kept ({cfg.sparsify}), both "
+                f"directions, the initial model on downlink qp {cfg.down_qp}")
+    return f"uplink qp {cfg.qp} top-k {cfg.topk}, downlink qp {cfg.down_qp}, DQ, TCA"
+
+
 def arg_parser(description, markdown="flower_fashion_mnist.md"):
     """The command line of the configuration (fashion_app.task.DEFAULTS) plus --cpus and --markdown."""
     p = argparse.ArgumentParser(description=description)
     helps = {"train-samples": "training subset, split among the clients",
              "alpha": "Dirichlet concentration of the label split", "qp": "uplink QP (client encoders)",
-             "down-qp": "downlink QP (server encoder)", "topk": "uplink top-k fraction (1: no sparsification)"}
+             "down-qp": "downlink QP (server encoder)", "topk": "uplink top-k fraction of QP-coded updates (1: no sparsification)",
+             "sparsify": "ternary, sbc or topk: every update one NNC element with --fraction of it kept, "
+                         "both directions (nnr.fl's coding); default: QP-coded updates",
+             "fraction": "kept share per message with --sparsify"}
     for key in ("clients", "rounds", "seed", "train-samples", "test-samples", "alpha", "local-epochs",
-                "batch-size", "lr", "qp", "down-qp", "topk"):
+                "batch-size", "lr", "qp", "down-qp", "topk", "sparsify", "fraction"):
         p.add_argument("--" + key, type=type(DEFAULTS[key]), default=DEFAULTS[key], help=helps.get(key))
     p.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use")
     p.add_argument("--synthetic", action="store_true", help="a tiny synthetic dataset instead (tests)")
@@ -131,8 +143,7 @@ def main(argv=None):
     seconds = time.time() - t0
     head = (f"{cfg.clients} clients (Dirichlet alpha {cfg.alpha}), {cfg.rounds} rounds, "
             f"{cfg.train_samples} training / {cfg.test_samples} test samples, CNN with {base['parameters']:,} "
-            f"parameters; NNC: uplink qp {cfg.qp} top-k {cfg.topk}, downlink qp {cfg.down_qp}, DQ, TCA, "
-            f"error feedback. Run time {seconds:.0f} s (baseline {base['seconds']:.0f} s, NNC {nnc['seconds']:.0f} s).")
+            f"parameters; NNC: {coding(cfg)}, error feedback. Run time {seconds:.0f} s (baseline {base['seconds']:.0f} s, NNC {nnc['seconds']:.0f} s).")
     verdict = (f"Final accuracy difference {summary['delta_points']:+.2f} points at 1/{summary['ratio']:.1f} of the "
                f"float32 bytes: target (within 1 point at < 1/20) {'met' if summary['met'] else 'NOT met'}.")
     print()

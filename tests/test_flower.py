@@ -127,11 +127,68 @@ def test_topk_keeps_the_rest_in_the_residual():
     np.testing.assert_allclose(decoded["fc.bias"], upd["fc.bias"], atol=1e-3)   # 1-D tensors kept whole
 
 
+def test_sparsified_stream_is_one_ternary_element_with_a_dense_base():
+    """sparsify="ternary": the base is coded whole on qp's step, every later message is one flat
+    element with `fraction` of the entries at +- one magnitude; receiver and sender agree exactly."""
+    import nnr
+    rng = np.random.default_rng(6)
+    tx = codec.UpdateSender(qp=-32, sparsify="ternary", fraction=0.1, tca=False, device_id=4)
+    rx = codec.UpdateReceiver()
+    base = model(rng)
+    data, manifest, decoded = tx.send(base, base=True)
+    assert '"flat":"0"' in manifest
+    got = rx.receive([data], 0, manifest)
+    step = codec.qp_step(-32, 2)                               # 2^-8
+    for n in base:
+        np.testing.assert_array_equal(got[n], decoded[n])
+        assert np.abs(got[n] - base[n]).max() <= step / 2 + 1e-7   # dense: every entry within half a step
+    size = sum(a.size for a in base.values())
+    streams = [data]
+    for r in range(1, 4):
+        upd = model(rng, 0.05)
+        before = {n: a.copy() for n, a in tx.residual.items()}
+        data, manifest, decoded = tx.send(upd)
+        assert manifest is None
+        streams.append(data)
+        got = rx.receive([data], r)
+        flat = np.concatenate([got[n].reshape(-1) for n in base])
+        kept = flat[flat != 0]
+        assert kept.size == int(np.ceil(0.1 * size))            # the whole update's top 10 %
+        assert np.unique(np.abs(kept)).size == 1                 # ternary: one magnitude, both signs
+        assert (kept > 0).any() and (kept < 0).any()
+        for n in base:
+            np.testing.assert_array_equal(got[n], decoded[n])
+            np.testing.assert_allclose(tx.residual[n], upd[n] + before[n] - got[n], atol=1e-7)
+    assert rx.received == 4
+    dec = nnr.Decoder()                                          # one element named "0" per message
+    assert all([t.name for t in dec.decode_tensors(d)] == ["0"] for d in streams)
+    wrong = codec.Manifest([("w", (3,), "<f4")], flat="0")       # a manifest that does not fit the element
+    one = nnr.Encoder(qp=-8).encode({"0": np.ones(5, np.float32)}, incremental=True)
+    with pytest.raises(codec.CoderStateError, match="has 5 values"):
+        codec.UpdateReceiver().receive([one], 0, wrong.to_json())
+    other = nnr.Encoder(qp=-8).encode({"w": np.ones(3, np.float32)}, incremental=True)
+    with pytest.raises(codec.CoderStateError, match="one element"):
+        codec.UpdateReceiver().receive([other], 0, wrong.to_json())
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(sparsify="ternary"), "fraction"), (dict(sparsify="median", fraction=0.1), "sparsify"),
+    (dict(fraction=0.1), "sparsify too"), (dict(sparsify="sbc", fraction=0.1, topk=0.5), "topk"),
+    (dict(sparsify="topk", fraction=1.5), "fraction")])
+def test_sparsify_options_are_checked(options, message):
+    import nnr
+    with pytest.raises(nnr.EncoderConfigError, match=message):
+        codec.UpdateSender(**options)
+
+
 # -- ArrayRecord wire format --------------------------------------------------------------------
 @needs_flwr
-def test_array_record_round_trip_through_strategy_and_mod(monkeypatch):
+@pytest.mark.parametrize("options", [dict(qp=-28), dict(qp=-28, sparsify="ternary", fraction=0.3, tca=False)],
+                         ids=["qp", "ternary"])
+def test_array_record_round_trip_through_strategy_and_mod(monkeypatch, options):
     """The server wrapper codes the downlink, the client mod decodes it and codes the reply, the
-    server decodes the reply: over three rounds, with the coder state of both sides carried along."""
+    server decodes the reply: over three rounds, with the coder state of both sides carried along;
+    the clients train from exactly the model the server aggregated."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.serverapp.strategy import FedAvg
     from nnr.flower import NNCStrategy, nnc_mod
@@ -146,12 +203,12 @@ def test_array_record_round_trip_through_strategy_and_mod(monkeypatch):
         def get_node_ids(self):
             return [11, 22]
 
-    strategy = NNCStrategy(FedAvg(min_train_nodes=2, min_available_nodes=2), qp=-28)
-    mod = nnc_mod(qp=-28)
+    strategy = NNCStrategy(FedAvg(min_train_nodes=2, min_available_nodes=2), **options)
+    mod = nnc_mod(**options)
     contexts = {n: Context(run_id=1, node_id=n, node_config={"partition-id": i}, state=RecordDict(), run_config={})
                 for i, n in enumerate((11, 22))}
     arrays = ArrayRecord({n: Array(a) for n, a in (model(rng) | {"steps": np.array([7], np.int64)}).items()})
-    seen = {}
+    seen, held = {}, None
     for rnd in (1, 2, 3):
         msgs = list(strategy.configure_train(rnd, arrays, ConfigRecord(), Grid()))
         assert len(msgs) == 2 and all(codec.is_coded(m.content["arrays"]) for m in msgs)
@@ -168,6 +225,9 @@ def test_array_record_round_trip_through_strategy_and_mod(monkeypatch):
 
             incoming = Message(RecordDict(dict(m.content.items())), dst_node_id=node, message_type="train")
             reply = mod(incoming, contexts[node], train)
+            if held is not None:                               # what the server returned last round
+                for k in held:
+                    np.testing.assert_array_equal(seen[node, rnd][k], held[k])
             assert codec.is_coded(reply.content["arrays"])
             assert reply.metadata.src_node_id == node          # a reply comes from the node it went to
             replies.append(reply)
@@ -182,8 +242,14 @@ def test_array_record_round_trip_through_strategy_and_mod(monkeypatch):
     assert set(t) == {1, 2, 3} and all(t[r]["up_messages"] == 2 and t[r]["down_messages"] == 2 for r in t)
     assert all(t[r]["up_bytes"] < t[r]["up_float32_bytes"] for r in t)
     # the global model moved by the average update (0.01 and 0.02 -> 0.015 per round), up to quantization
+    # (the ternary stream sends 30 % of it per message and owes the rest in its residuals)
     start = model(np.random.default_rng(5))
-    np.testing.assert_allclose(held["fc.bias"], start["fc.bias"] + 3 * 0.015, atol=2e-3)
+    moved = held["fc.bias"] - start["fc.bias"]
+    if "sparsify" in options:
+        assert 0 < moved.mean() < 3 * 0.015
+        assert all(t[r]["up_bytes"] < t[r]["up_float32_bytes"] / 6 for r in (2, 3))   # 30 %: ~1.7 B per kept entry
+    else:
+        np.testing.assert_allclose(moved, 3 * 0.015, atol=2e-3)
 
 
 def test_missing_flwr_gives_the_install_hint(monkeypatch):

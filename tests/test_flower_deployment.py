@@ -73,11 +73,13 @@ def test_app_config_matches_the_task_defaults():
 
 
 @needs_deployment
-def test_deployment_equals_simulation(workdir):
-    """2 SuperNodes, 2 rounds, NNC: per-round accuracy, bytes up and down, and the model check of
-    every reply are those of Flower's simulation with the same configuration and seeds."""
+@pytest.mark.parametrize("coding", [{}, {"sparsify": "ternary", "fraction": 0.3}], ids=["qp", "ternary"])
+def test_deployment_equals_simulation(workdir, coding):
+    """2 SuperNodes, 2 rounds, NNC (QP-coded updates, or each update one ternary element as in the
+    federated benchmark): per-round accuracy, bytes up and down, and the model check of every reply
+    are those of Flower's simulation with the same configuration and seeds."""
     ex = deployment_example()
-    cfg = ex.config(SHORT)
+    cfg = ex.config(SHORT | coding)
     got = {}
 
     def deploy():

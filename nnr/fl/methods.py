@@ -242,16 +242,19 @@ class NncCoder:
             return np.zeros_like(a), None
         return dense(a.shape, idx, vals), step
 
+    def _parts(self, u):
+        """{element name before renaming: dense float32 tensor} of an update: the flat element or the tensors."""
+        if self.packing == "flat":
+            return {flat_element_name(self.element_names): np.concatenate([u[n].reshape(-1) for n, _ in self.layout])}
+        return u
+
     def encode(self, update):
         u = _f32(update, self.layout)
         fraction = self.fraction_at(self.messages)
         self.messages += 1
-        if self.packing == "flat":
-            parts = {flat_element_name(self.element_names): np.concatenate([u[n].reshape(-1) for n, _ in self.layout])}
-            threshold = None
-        else:
-            parts = u
-            threshold = global_threshold(list(u.values()), fraction) if self.selection == "global" else None
+        parts = self._parts(u)
+        threshold = global_threshold(list(u.values()), fraction) \
+            if self.packing != "flat" and self.selection == "global" else None
         coded, qps = {}, {}
         for n, a in parts.items():
             dense, step = self._sparse(a, fraction, threshold)
@@ -260,6 +263,23 @@ class NncCoder:
             if step is None or not lo <= qp <= hi:       # nothing kept, or a step no QP can carry
                 dense, qp = np.zeros_like(a), 0
             coded[n], qps[n] = dense, qp
+        return self._code(coded, qps)
+
+    def encode_dense(self, update, step):
+        """Code `update` whole, every entry on the QP whose step is nearest `step` (no sparsification):
+        for a stream whose first message is a model rather than an update (a Flower downlink's base)."""
+        if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+            raise EncoderConfigError(f"nnc dense step must be a finite number > 0, not {step!r}")
+        qp = qp_for_step(step, self.qp_density)
+        lo, hi = self.qp_limits
+        if not lo <= qp <= hi:
+            raise EncoderConfigError(f"nnc dense step {step!r} needs qp {qp}, outside {lo}..{hi}")
+        self.messages += 1
+        parts = self._parts(_f32(update, self.layout))
+        return self._code(parts, {n: qp for n in parts})
+
+    def _code(self, coded, qps):
+        """(bitstream, what the receiver decodes) of the dense tensors `coded` at their QPs."""
         if self.element_names == "index" and self.packing == "tensors":
             coded = {str(i): coded[n] for i, (n, _) in enumerate(self.layout)}
             qps = {str(i): qps[n] for i, (n, _) in enumerate(self.layout)}

@@ -12,7 +12,8 @@ Wire format: the ArrayRecord at a message key is replaced by a ConfigRecord at t
   "nnr.format"    FORMAT (a version tag)
   "nnr.first"     index of the first bitstream carried (the receiver skips ones it already has)
   "nnr.streams"   list of NNC bitstreams, applied in order (catch-up for a client that missed steps)
-  "nnr.manifest"  JSON [[name, shape, dtype], ...] of the coded arrays (order of the ArrayRecord);
+  "nnr.manifest"  JSON [[name, shape, dtype], ...] of the coded arrays (order of the ArrayRecord), or
+                  {"entries": [...], "flat": element} when the update is one element (sparsify);
                   sent with a stream's first bitstream, since an all-zero tensor of the first
                   bitstream is not in it at all
   "nnr.raw"       names of non-float arrays, carried uncoded in an ArrayRecord at `key + RAW_SUFFIX`
@@ -34,11 +35,12 @@ import pickle
 
 import numpy as np
 
-from nnr.errors import NNRError, UnsupportedFeatureError
+from nnr.errors import EncoderConfigError, NNRError, UnsupportedFeatureError
 from nnr.optional import import_optional
 
-FORMAT = "nnc-incremental-2"
+FORMAT = "nnc-incremental-3"        # 3: a manifest may name a flat element (sparsify)
 RAW_SUFFIX = ".nnr-raw"
+FLAT_ELEMENT = "0"                 # the element of a sparsified update (nnr.fl: element_names="index")
 INSTALL_HINT = 'Flower support needs the optional extra: pip install "nnr[flower]" (installs flwr)'
 
 
@@ -75,21 +77,36 @@ def topk_sparsify(tensors, fraction):
 
 
 class Manifest:
-    """Names, shapes and dtypes of the coded (float) arrays, in ArrayRecord order."""
+    """Names, shapes and dtypes of the coded (float) arrays, in ArrayRecord order; `flat`: the name of
+    the one topology element that carries a whole update (the arrays concatenated in this order), or
+    None when each array is its own element."""
 
-    def __init__(self, entries):
+    def __init__(self, entries, flat=None):
         self.entries = [(str(n), tuple(int(s) for s in shape), str(dt)) for n, shape, dt in entries]
+        self.flat = None if flat is None else str(flat)
 
     @classmethod
-    def of(cls, tensors):
-        return cls([(n, a.shape, np.asarray(a).dtype.str) for n, a in tensors.items()])
+    def of(cls, tensors, flat=None):
+        return cls([(n, a.shape, np.asarray(a).dtype.str) for n, a in tensors.items()], flat)
 
     def to_json(self) -> str:
-        return json.dumps([[n, list(s), d] for n, s, d in self.entries], separators=(",", ":"))
+        entries = [[n, list(s), d] for n, s, d in self.entries]
+        return json.dumps(entries if self.flat is None else {"entries": entries, "flat": self.flat},
+                          separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text):
-        return cls(json.loads(text))
+        try:
+            obj = json.loads(text)
+            if isinstance(obj, dict):
+                return cls(obj["entries"], obj["flat"])
+            return cls(obj)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CoderStateError(f"NNC update stream: unreadable manifest ({e})") from None
+
+    @property
+    def layout(self):
+        return [(n, s) for n, s, _ in self.entries]
 
     def zeros(self):
         return {n: np.zeros(s, np.float32) for n, s, _ in self.entries}
@@ -100,18 +117,51 @@ def new_stream_id() -> int:
     return int.from_bytes(os.urandom(6), "big")
 
 
+SPARSIFY = ("ternary", "sbc", "topk")
+
+
+def check_sparse_options(sparsify, fraction, topk):
+    """Raise EncoderConfigError (a ValueError) unless the sparsification options are consistent (see UpdateSender)."""
+    if topk is not None and not 0 < topk <= 1:
+        raise EncoderConfigError(f"topk must be None or a fraction in (0, 1], not {topk!r}")
+    if sparsify is None:
+        if fraction is not None:
+            raise EncoderConfigError("fraction is the kept share of a sparsify method: give sparsify too")
+        return
+    if sparsify not in SPARSIFY:
+        raise EncoderConfigError(f"sparsify must be None or one of {SPARSIFY}, not {sparsify!r}")
+    if topk is not None:
+        raise EncoderConfigError("topk belongs to the QP-coded updates (sparsify=None); a sparsify method keeps `fraction`")
+    if fraction is None or not 0 < fraction <= 1:
+        raise EncoderConfigError(f"sparsify={sparsify!r} needs fraction in (0, 1], not {fraction!r}")
+
+
+def qp_step(qp, qp_density) -> float:
+    """The quantization step of `qp` at `qp_density` (CABAC §9.1: (1 + frac / 2^d) * 2^e)."""
+    k = 1 << qp_density
+    return (1.0 + (qp % k) / k) * 2.0 ** (qp // k)
+
+
 class UpdateSender:
     """Codes a sequence of updates as one NNC incremental stream, with error feedback.
 
-    encoder options are nnr.Encoder's (qp, nonweight_qp, dq, device_id, ...); `tca`/`hdsp` are
-    Encoder.encode's flags; `topk` (None or a fraction in (0, 1]) sparsifies weight updates first."""
+    Two codings. sparsify=None: every array its own topology element, quantized on `qp` (encoder
+    options are nnr.Encoder's: qp, nonweight_qp, dq, device_id, ...; `tca`/`hdsp` are
+    Encoder.encode's flags; `topk`, None or a fraction in (0, 1], sparsifies weight updates first).
+    sparsify="ternary" | "sbc" | "topk": nnr.fl.NncCoder, the federated benchmark's coding: the whole
+    update one 1-D element, its `fraction` largest magnitudes kept (ternary: at +- their mean
+    magnitude), so one unit per message; a `base` message (a model, not an update) is coded whole
+    on the step of `qp` instead."""
 
-    def __init__(self, *, error_feedback=True, tca=True, hdsp=False, topk=None, **encoder_options):
+    def __init__(self, *, error_feedback=True, tca=True, hdsp=False, topk=None, sparsify=None, fraction=None,
+                 **encoder_options):
         import nnr
-        if topk is not None and not 0 < topk <= 1:
-            raise ValueError(f"topk must be None or a fraction in (0, 1], not {topk!r}")
+        check_sparse_options(sparsify, fraction, topk)
         encoder_options.setdefault("jobs", 1)
-        self.encoder = nnr.Encoder(**encoder_options)
+        self.sparsify, self.fraction = sparsify, fraction
+        self.encoder_options = encoder_options
+        self.encoder = nnr.Encoder(**encoder_options) if sparsify is None else None
+        self.coder = None                # nnr.fl.NncCoder of a sparsified stream, made with the manifest
         self.mirror = UpdateReceiver(jobs=encoder_options["jobs"])
         self.error_feedback = error_feedback
         self.flags = {"tca": tca, "hdsp": hdsp}
@@ -121,14 +171,14 @@ class UpdateSender:
         self.sent = 0                    # bitstreams sent so far
         self.stream = new_stream_id()
 
-    def send(self, update):
-        """Code one update {name: float array}. Returns (bitstream, manifest json or None, decoded):
-        `decoded` is exactly what the receiver will reconstruct; the manifest goes with the first
-        bitstream."""
+    def send(self, update, base=False):
+        """Code one update {name: float array} (base: it is the model itself, the stream's first
+        message). Returns (bitstream, manifest json or None, decoded): `decoded` is exactly what the
+        receiver will reconstruct; the manifest goes with the first bitstream."""
         update = _f32(update)
         manifest_json = None
         if self.manifest is None:
-            self.manifest = Manifest.of(update)
+            self.manifest = Manifest.of(update, None if self.sparsify is None else FLAT_ELEMENT)
             self.mirror.manifest = self.manifest
             manifest_json = self.manifest.to_json()
             self.residual = self.manifest.zeros()
@@ -137,13 +187,27 @@ class UpdateSender:
             raise CoderStateError(f"the arrays of an update changed: the stream codes {names}, "
                                   f"this update has {list(update)}")
         u = {n: update[n] + self.residual[n] for n in names} if self.error_feedback else update
-        coded = topk_sparsify(u, self.topk) if self.topk else u
-        data = self.encoder.encode(coded, incremental=True, **self.flags)
-        decoded = self.mirror.receive([data], first=self.sent)
+        if self.sparsify is None:
+            coded = topk_sparsify(u, self.topk) if self.topk else u
+            data = self.encoder.encode(coded, incremental=True, **self.flags)
+            decoded = self.mirror.receive([data], first=self.sent)
+        else:
+            coder = self._coder()
+            data, decoded = coder.encode_dense(u, qp_step(self.encoder_options.get("qp", -22), 2)) if base \
+                else coder.encode(u)
         if self.error_feedback:
             self.residual = {n: u[n] - decoded[n] for n in names}
         self.sent += 1
         return data, manifest_json, decoded
+
+    def _coder(self):
+        if self.coder is None:
+            from nnr.fl.methods import NncCoder
+            o = self.encoder_options
+            self.coder = NncCoder(self.manifest.layout, self.fraction, sparsify=self.sparsify, packing="flat",
+                                  element_names="index", device_id=o.get("device_id", 0), jobs=o["jobs"],
+                                  **self.flags)
+        return self.coder
 
 
 class UpdateReceiver:
@@ -171,6 +235,12 @@ class UpdateReceiver:
             if first + i < self.received:
                 continue                 # a replayed bitstream this receiver already applied
             for t in self.decoder.decode_tensors(data):
+                if self.manifest.flat is not None:
+                    if t.name != self.manifest.flat:
+                        raise CoderStateError(f"NNC update stream carries element {t.name!r}, its manifest "
+                                              f"says the update is the one element {self.manifest.flat!r}")
+                    self._add_flat(total, t.values)
+                    continue
                 if t.name not in total:
                     raise CoderStateError(f"NNC update stream carries tensor {t.name!r}, not in its manifest")
                 total[t.name] += np.asarray(t.values, dtype=np.float32).reshape(total[t.name].shape)
@@ -178,6 +248,16 @@ class UpdateReceiver:
         # keep the pickled state small: the last bitstream's units are only for inspection
         self.decoder.units, self.decoder.tensors = [], []
         return total
+
+    def _add_flat(self, total, values):
+        from nnr.fl.methods import split_flat
+        v = np.asarray(values, dtype=np.float32).reshape(-1)
+        want = sum(a.size for a in total.values())
+        if v.size != want:
+            raise CoderStateError(f"NNC update stream: element {self.manifest.flat!r} has {v.size} values, "
+                                  f"the manifest's arrays {want}")
+        for n, a in split_flat(v, self.manifest.layout).items():
+            total[n] += a
 
 
 # -- ArrayRecord <-> wire ---------------------------------------------------------------------

@@ -44,14 +44,15 @@ def _device_id(context):
 
 
 def nnc_mod(*, qp=-22, nonweight_qp=-75, dq=True, tca=True, hdsp=False, error_feedback=True, topk=None,
-            device_id=None, arrays_key="arrays", jobs=1, state_key=STATE_KEY):
+            sparsify=None, fraction=None, device_id=None, arrays_key="arrays", jobs=1, state_key=STATE_KEY):
     """Return the Mod. Options are those of the uplink encoder: qp, nonweight_qp, dq (nnr.Encoder),
     tca, hdsp (Encoder.encode), error_feedback, topk (None or the fraction of weight entries kept
-    per update; the rest stays in the residual), device_id (default: partition id + 1),
-    arrays_key (the message key of the model, as the server strategy's), jobs (coder threads)."""
+    per update; the rest stays in the residual), sparsify ("ternary", "sbc" or "topk": the update as
+    one element of which `fraction` is kept, as nnr.fl.NncCoder; qp, nonweight_qp, dq and topk then
+    do not apply; see codec.UpdateSender), device_id (default: partition id + 1), arrays_key (the
+    message key of the model, as the server strategy's), jobs (coder threads)."""
     codec.require_flwr()
-    if topk is not None and not 0 < topk <= 1:
-        raise ValueError(f"topk must be None or a fraction in (0, 1], not {topk!r}")
+    codec.check_sparse_options(sparsify, fraction, topk)
 
     def mod(msg, context, call_next):
         app = codec.require_flwr()
@@ -67,7 +68,8 @@ def nnc_mod(*, qp=-22, nonweight_qp=-75, dq=True, tca=True, hdsp=False, error_fe
             state = None
         if state is None:
             options = dict(qp=qp, nonweight_qp=nonweight_qp, dq=dq, tca=tca, hdsp=hdsp,
-                           error_feedback=error_feedback, topk=topk, jobs=jobs,
+                           error_feedback=error_feedback, topk=topk, sparsify=sparsify, fraction=fraction,
+                           jobs=jobs,
                            device_id=_device_id(context) if device_id is None else device_id)
             state = ClientCoderState(options, jobs)
         state.downlink.stream = ctl.stream

@@ -43,6 +43,8 @@ def NNCStrategy(strategy=None, **options):
 
     options: qp=-22, nonweight_qp=-75, dq=True (encoder options of the downlink), tca=True,
     hdsp=False, error_feedback=True, topk=None (fraction of weight entries kept per downlink update),
+    sparsify=None, fraction=None (the downlink update as one element of which `fraction` is kept, as
+    nnr.fl.NncCoder: "ternary", "sbc" or "topk"; the first message, the model, is coded whole on qp's step),
     device_id=0 (of the downlink stream), arrays_key (default: the inner strategy's
     `arrayrecord_key`, else "arrays"), jobs=1 (coder threads)."""
     cls = _nnc_strategy_class()
@@ -65,11 +67,13 @@ def _nnc_strategy_class():
 
 class _NNCStrategyMixin:
     def __init__(self, strategy, *, qp=-22, nonweight_qp=-75, dq=True, tca=True, hdsp=False,
-                 error_feedback=True, topk=None, device_id=0, arrays_key=None, jobs=1):
+                 error_feedback=True, topk=None, sparsify=None, fraction=None, device_id=0, arrays_key=None, jobs=1):
+        codec.check_sparse_options(sparsify, fraction, topk)
         self.inner = strategy
         self.key = arrays_key or getattr(strategy, "arrayrecord_key", "arrays")
         self.sender_options = dict(qp=qp, nonweight_qp=nonweight_qp, dq=dq, tca=tca, hdsp=hdsp,
-                                   error_feedback=error_feedback, topk=topk, device_id=device_id, jobs=jobs)
+                                   error_feedback=error_feedback, topk=topk, sparsify=sparsify, fraction=fraction,
+                                   device_id=device_id, jobs=jobs)
         self.jobs = jobs
         self.down = None                 # codec.UpdateSender of the downlink
         self.down_steps = []             # every downlink bitstream, for clients that catch up
@@ -85,9 +89,10 @@ class _NNCStrategyMixin:
     # -- Strategy API ---------------------------------------------------------------------------
     def summary(self):
         o = self.sender_options
-        log.info("NNCStrategy: NNC incremental coding (qp %d, dq %s, tca %s, hdsp %s, error feedback %s, "
-                 "top-k %s) around %s", o["qp"], o["dq"], o["tca"], o["hdsp"], o["error_feedback"], o["topk"],
-                 type(self.inner).__name__)
+        coding = (f"qp {o['qp']}, dq {o['dq']}, top-k {o['topk']}" if o["sparsify"] is None else
+                  f"one element, {o['sparsify']} {o['fraction']:g}, base on qp {o['qp']}")
+        log.info("NNCStrategy: NNC incremental coding (%s, tca %s, hdsp %s, error feedback %s) around %s",
+                 coding, o["tca"], o["hdsp"], o["error_feedback"], type(self.inner).__name__)
         self.inner.summary()
 
     def configure_train(self, server_round, arrays, config, grid):
@@ -136,7 +141,7 @@ class _NNCStrategyMixin:
                     and set(floats) == set(self.global_model):
                 return
             update = {n: np.asarray(a, np.float32) - self.global_model[n] for n, a in floats.items()}
-        data, manifest_json, decoded = self.down.send(update)
+        data, manifest_json, decoded = self.down.send(update, base=not self.down_steps)
         if manifest_json is not None:
             self.down_manifest_json = manifest_json
         self.down_steps.append(data)
