@@ -171,6 +171,35 @@ def test_sparsified_stream_is_one_ternary_element_with_a_dense_base():
         codec.UpdateReceiver().receive([other], 0, wrong.to_json())
 
 
+def test_sparsified_stream_decodes_alike_in_the_reference(tmp_path):
+    """A downlink as NNCStrategy(sparsify="ternary") writes it (the model whole, then ternary updates)
+    is a conforming incremental stream: the reference decodes every bitstream to nnr's values."""
+    import json
+
+    import nnr
+    from tests.interop.reference import find_reference, run_jobs
+    reference, why = find_reference()
+    if reference is None:
+        pytest.skip(f"interop: {why}")
+    rng = np.random.default_rng(7)
+    tx = codec.UpdateSender(qp=-30, sparsify="ternary", fraction=0.2, tca=False)
+    steps = [tx.send(model(rng), base=True)[0]] + [tx.send(model(rng, 0.05))[0] for _ in range(3)]
+    job = tmp_path / "flower"
+    job.mkdir()
+    (job / "job.json").write_text(json.dumps({"op": "decode_steps", "steps": len(steps), "hdsp": True}))
+    for k, data in enumerate(steps):
+        (job / f"step{k}_bitstream.nnc").write_bytes(data)
+    run_jobs(reference, str(tmp_path))
+    assert not (job / "error.txt").exists(), (job / "error.txt").read_text()
+    ours = nnr.Decoder()
+    for k, data in enumerate(steps):
+        mine = ours.decode(data)
+        with np.load(job / f"step{k}_decoded.npz") as z:
+            theirs = {n: z[n] for n in z.files}
+        assert set(theirs) == set(mine) == {"0"}, f"step {k}"
+        assert np.array_equal(np.asarray(mine["0"]), theirs["0"]), f"step {k}"
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(sparsify="ternary"), "fraction"), (dict(sparsify="median", fraction=0.1), "sparsify"),
     (dict(fraction=0.1), "sparsify too"), (dict(sparsify="sbc", fraction=0.1, topk=0.5), "topk"),
