@@ -136,12 +136,6 @@ def check_sparse_options(sparsify, fraction, topk):
         raise EncoderConfigError(f"sparsify={sparsify!r} needs fraction in (0, 1], not {fraction!r}")
 
 
-def qp_step(qp, qp_density) -> float:
-    """The quantization step of `qp` at `qp_density` (CABAC §9.1: (1 + frac / 2^d) * 2^e)."""
-    k = 1 << qp_density
-    return (1.0 + (qp % k) / k) * 2.0 ** (qp // k)
-
-
 class UpdateSender:
     """Codes a sequence of updates as one NNC incremental stream, with error feedback.
 
@@ -162,7 +156,8 @@ class UpdateSender:
         self.encoder_options = encoder_options
         self.encoder = nnr.Encoder(**encoder_options) if sparsify is None else None
         self.coder = None                # nnr.fl.NncCoder of a sparsified stream, made with the manifest
-        self.mirror = UpdateReceiver(jobs=encoder_options["jobs"])
+        # what the receiver decodes (a sparsified stream's NncCoder keeps its own)
+        self.mirror = UpdateReceiver(jobs=encoder_options["jobs"]) if sparsify is None else None
         self.error_feedback = error_feedback
         self.flags = {"tca": tca, "hdsp": hdsp}
         self.topk = topk
@@ -179,7 +174,8 @@ class UpdateSender:
         manifest_json = None
         if self.manifest is None:
             self.manifest = Manifest.of(update, None if self.sparsify is None else FLAT_ELEMENT)
-            self.mirror.manifest = self.manifest
+            if self.mirror is not None:
+                self.mirror.manifest = self.manifest
             manifest_json = self.manifest.to_json()
             self.residual = self.manifest.zeros()
         names = [n for n, _, _ in self.manifest.entries]
@@ -192,13 +188,18 @@ class UpdateSender:
             data = self.encoder.encode(coded, incremental=True, **self.flags)
             decoded = self.mirror.receive([data], first=self.sent)
         else:
-            coder = self._coder()
-            data, decoded = coder.encode_dense(u, qp_step(self.encoder_options.get("qp", -22), 2)) if base \
-                else coder.encode(u)
+            data, decoded = self._coder().encode_dense(u, self._base_step()) if base else self._coder().encode(u)
         if self.error_feedback:
             self.residual = {n: u[n] - decoded[n] for n in names}
         self.sent += 1
         return data, manifest_json, decoded
+
+    def _base_step(self):
+        """The step of the encoder options' qp at their qp_density (nnr.Encoder's defaults where unset)."""
+        from nnr.encoder import EncoderConfig
+        from nnr_core.quant.reconstruct import step_size
+        o = self.encoder_options
+        return step_size(o.get("qp", EncoderConfig.qp), o.get("qp_density", EncoderConfig.qp_density))
 
     def _coder(self):
         if self.coder is None:
